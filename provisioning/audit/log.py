@@ -1,0 +1,234 @@
+"""Writing, verifying and exporting the hash-chained audit log.
+
+Each event's hash is SHA-256 over the previous event's hash and a canonical
+JSON encoding of the event (sorted keys, no whitespace, UTF-8). Events are
+appended under a lock on the chain head, in the same transaction as the
+change they record, so a change and its audit event commit or vanish together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from provisioning.database import utcnow
+
+_BATCH = 1000
+
+
+class Source(enum.StrEnum):
+    """Through what a change arrived."""
+
+    SCIM = "scim"
+    OKTA_HOOK = "okta-hook"
+    OKTA_SYNC = "okta-sync"
+    ADMIN = "admin"
+    HR = "hr"
+    JOB = "job"
+    CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who made a change, through what, and why (a ticket, an event id)."""
+
+    actor: str
+    source: Source
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One change to record: what was done, to what, and its before and after."""
+
+    action: str
+    subject_type: str
+    subject_id: str
+    user_id: uuid.UUID | None = None
+    reason: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-native copy of ``value`` (UUIDs, dates and enums as strings)."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, default=str))
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    """The canonical encoding an event's hash covers."""
+    return json.dumps(
+        event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def _hashed_fields(row: dict[str, Any] | AuditEvent) -> dict[str, Any]:
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    user_id = get("user_id")
+    return {
+        "id": get("id"),
+        "occurred_at": get("occurred_at").astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "actor": get("actor"),
+        "source": str(get("source")),
+        "action": get("action"),
+        "subject_type": get("subject_type"),
+        "subject_id": get("subject_id"),
+        "user_id": None if user_id is None else str(user_id),
+        "reason": get("reason"),
+        "before": get("before"),
+        "after": get("after"),
+    }
+
+
+def chain_hash(prev_hash: str, row: dict[str, Any] | AuditEvent) -> str:
+    """The hash of an event chained to ``prev_hash``."""
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(_hashed_fields(row))).hexdigest()
+
+
+def lock(session: Session) -> AuditChainHead:
+    """Take the chain head for the rest of the transaction.
+
+    Writers that call this first are serialised on PostgreSQL (a row lock);
+    SQLite serialises writers already (``BEGIN IMMEDIATE``).
+    """
+    head = session.execute(
+        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        raise RuntimeError("audit chain head missing: run `provisioning db upgrade`")
+    return head
+
+
+def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[int]:
+    """Append ``entries`` to the chain in this transaction; return their ids."""
+    if not entries:
+        return []
+    head = lock(session)
+    now = utcnow()
+    prev_hash, next_id = head.last_hash, head.last_event_id + 1
+    rows = []
+    for entry in entries:
+        row = {
+            "id": next_id,
+            "occurred_at": now,
+            "actor": origin.actor,
+            "source": str(origin.source),
+            "action": entry.action,
+            "subject_type": entry.subject_type,
+            "subject_id": entry.subject_id,
+            "user_id": entry.user_id,
+            "reason": _join(origin.reason, entry.reason),
+            "before": _plain(entry.before),
+            "after": _plain(entry.after),
+        }
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = chain_hash(prev_hash, row)
+        rows.append(row)
+        next_id += 1
+    for start in range(0, len(rows), _BATCH):
+        session.execute(insert(AuditEvent), rows[start : start + _BATCH])
+    session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .values(last_event_id=next_id - 1, last_hash=prev_hash)
+    )
+    # The ORM copy of the head is stale now; the row is what counts.
+    session.expire(head)
+    return [row["id"] for row in rows]
+
+
+def _join(*parts: str | None) -> str | None:
+    kept = [p for p in parts if p]
+    return "; ".join(kept) if kept else None
+
+
+@dataclass
+class Verification:
+    """The outcome of walking the chain."""
+
+    checked: int = 0
+    broken_at: int | None = None
+    problem: str | None = None
+    head_hash: str = GENESIS_HASH
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None and self.problem is None
+
+
+def verify(session: Session) -> Verification:
+    """Walk every event in order and report the first one that breaks the chain.
+
+    Detects an event altered (its hash no longer matches), removed or
+    reordered (ids skip, or ``prev_hash`` no longer names the event before),
+    and events cut off the end (the head names a later event).
+    """
+    result = Verification()
+    prev_hash, prev_id = GENESIS_HASH, 0
+    events = session.execute(
+        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=5000)
+    )
+    for event in events.scalars():
+        if event.id != prev_id + 1:
+            result.broken_at = event.id
+            result.problem = (
+                f"event {event.id} follows event {prev_id}: events missing or reordered"
+            )
+            return result
+        if event.prev_hash != prev_hash:
+            result.broken_at = event.id
+            result.problem = f"event {event.id} does not chain to event {prev_id}"
+            return result
+        if chain_hash(prev_hash, event) != event.hash:
+            result.broken_at = event.id
+            result.problem = f"event {event.id} was altered: its content does not match its hash"
+            return result
+        prev_hash, prev_id = event.hash, event.id
+        result.checked += 1
+    result.head_hash = prev_hash
+    head = session.get(AuditChainHead, 1)
+    if head is None:
+        result.problem = "audit chain head missing"
+    elif (head.last_event_id, head.last_hash) != (prev_id, prev_hash):
+        result.broken_at = prev_id + 1
+        result.problem = (
+            f"chain head names event {head.last_event_id} but the log ends at event {prev_id}: "
+            "events were cut off the end"
+        )
+    return result
+
+
+def as_json(event: AuditEvent) -> dict[str, Any]:
+    """An event as exported: every hashed field plus its chain links."""
+    return {**_hashed_fields(event), "prev_hash": event.prev_hash, "hash": event.hash}
+
+
+def export(session: Session, out: IO[str], *, since_id: int = 0) -> int:
+    """Write events (after ``since_id``) as JSON lines; return how many."""
+    count = 0
+    for event in iter_events(session, since_id=since_id):
+        out.write(json.dumps(as_json(event), sort_keys=True, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def iter_events(session: Session, *, since_id: int = 0) -> Iterator[AuditEvent]:
+    query = (
+        select(AuditEvent)
+        .where(AuditEvent.id > since_id)
+        .order_by(AuditEvent.id)
+        .execution_options(yield_per=5000)
+    )
+    yield from session.execute(query).scalars()

@@ -1,0 +1,208 @@
+"""The `provisioning` command: serve, migrate, tokens, audit verify and export, demo seed."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+
+from provisioning.audit import log as audit
+from provisioning.database import Database, DatabaseError
+from provisioning.settings import Settings, SettingsError, load
+from provisioning.tokens import credentials
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    """Settings and database, opened on first use so that --help needs neither."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._database: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load()
+            except SettingsError as exc:
+                _fail(str(exc), 2)
+        return self._settings
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database(self.settings.database_url)
+        return self._database
+
+    def migrated(self) -> Database:
+        """The database, brought to the latest schema first."""
+        try:
+            self.database.upgrade()
+        except DatabaseError as exc:
+            _fail(str(exc))
+        return self.database
+
+    @staticmethod
+    def origin(reason: str | None = None) -> audit.Origin:
+        return audit.Origin(
+            actor=f"cli:{getpass.getuser()}", source=audit.Source.CLI, reason=reason
+        )
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+
+def domain_errors(*kinds: type[Exception]) -> Callable:
+    """Turn the domain's refusals into one clear line and a non-zero exit."""
+
+    def decorate(command: Callable) -> Callable:
+        @wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except kinds as exc:
+                _fail(str(exc))
+
+        return wrapper
+
+    return decorate
+
+
+@click.group()
+@click.version_option(package_name="connector-provisioning")
+def main() -> None:
+    """Connector access provisioning service."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@pass_context
+def serve(ctx: Context, host: str, port: int, threads: int) -> None:
+    """Migrate the database, then serve the API (one gunicorn worker)."""
+    from gunicorn.app.base import BaseApplication
+
+    from provisioning.web.app import create_app
+
+    ctx.migrated()
+    settings = ctx.settings
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", threads)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):
+            return create_app(settings)
+
+    click.echo(f"serving on http://{host}:{port} (database: {ctx.database.dialect})", err=True)
+    Server().run()
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(ctx: Context) -> None:
+    """Apply every migration up to the latest."""
+    database = ctx.migrated()
+    click.echo(f"database at revision {database.current()}")
+
+
+@main.group()
+def token() -> None:
+    """Static API tokens (stored hashed)."""
+
+
+@contextmanager
+def _transaction(ctx: Context) -> Iterator[Any]:
+    with ctx.migrated().transaction() as session:
+        yield session
+
+
+@token.command("create")
+@click.option("--name", required=True, help="Unique name; recorded as the actor.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([s.value for s in credentials.Scope]),
+    help="Repeat for several scopes.",
+)
+@pass_context
+@domain_errors(credentials.TokenError)
+def token_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token and print its secret (the only line on stdout, shown once)."""
+    with _transaction(ctx) as session:
+        secret = credentials.create(session, name, list(scopes), ctx.origin())
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_context
+@domain_errors(credentials.TokenError)
+def token_revoke(ctx: Context, name: str) -> None:
+    """Revoke a token at once."""
+    with _transaction(ctx) as session:
+        credentials.revoke(session, name, ctx.origin())
+    click.echo(f"token {name} revoked", err=True)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@pass_context
+def audit_verify(ctx: Context) -> None:
+    """Check every event's hash and link; exit 1 naming the first broken event."""
+    with ctx.migrated().reader() as session:
+        result = audit.verify(session)
+    if not result.intact:
+        _fail(f"audit chain broken at event {result.broken_at}: {result.problem}")
+    click.echo(f"audit chain intact: {result.checked} events, head {result.head_hash}")
+
+
+@audit_group.command("export")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="Default: stdout.")
+@click.option("--since-id", default=0, type=int, help="Only events after this id.")
+@pass_context
+def audit_export(ctx: Context, output: Any, since_id: int) -> None:
+    """Write the audit events as JSON lines."""
+    with ctx.migrated().reader() as session:
+        count = audit.export(session, output, since_id=since_id)
+    click.echo(f"exported {count} events", err=True)
+
+
+@main.command()
+@pass_context
+def demo(ctx: Context) -> None:
+    """Seed a small realistic organisation and print what was created."""
+    from provisioning import demo as seed
+    from provisioning.connectors.governance import GovernanceError
+
+    with _transaction(ctx) as session:
+        try:
+            report = seed.seed(session, ctx.origin("demo seed"))
+        except GovernanceError as exc:
+            _fail(str(exc))
+    click.echo(report)

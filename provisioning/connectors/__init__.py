@@ -1,0 +1,1 @@
+"""Connectors and their actions: what can be granted, and the organisation policy of each action."""

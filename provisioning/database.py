@@ -1,0 +1,162 @@
+"""Connections, transactions and schema migrations for SQLite and PostgreSQL.
+
+Every write runs in one transaction (:meth:`Database.transaction`). On SQLite
+that transaction starts with ``BEGIN IMMEDIATE`` so writers queue instead of
+failing half-way; on PostgreSQL writers serialise on the audit chain head
+(see :mod:`provisioning.audit`). Alembic migrations are the only way the
+schema is created, on both databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or is not in a usable state."""
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timestamps stored as naive UTC on both databases, returned as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, at the microsecond precision both databases keep."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the service."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, begins
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One database: its engine, its sessions and its migrations."""
+
+    def __init__(self, url: str, **engine_options: object) -> None:
+        self.url = url
+        options: dict[str, object] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        options.update(engine_options)
+        self.engine = create_engine(url, **options)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_setup(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = self._sessions
+        if self.engine.dialect.name == "sqlite":
+            self._reader = sessionmaker(
+                self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+            )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A session for reading committed state; it never writes."""
+        with self._reader() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    # -- migrations ---------------------------------------------------------
+
+    def _alembic(self) -> Config:
+        config = Config(str(MIGRATIONS / "alembic.ini"))
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["engine"] = self.engine
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations up to ``revision``; raise :class:`DatabaseError` if unreachable."""
+        try:
+            command.upgrade(self._alembic(), revision)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(self._explain(exc)) from None
+
+    def downgrade(self, revision: str) -> None:
+        command.downgrade(self._alembic(), revision)
+
+    def head(self) -> str:
+        return ScriptDirectory.from_config(self._alembic()).get_current_head()
+
+    def current(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def check_ready(self) -> None:
+        """Raise :class:`DatabaseError` unless reachable and migrated to head."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(self._explain(exc)) from None
+        head = self.head()
+        if current != head:
+            raise DatabaseError(f"schema at revision {current}, expected {head}")
+
+    def _explain(self, exc: SQLAlchemyError) -> str:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"cannot use the database at {redact(self.url)}: {reason}"
+
+    def dispose(self) -> None:
+        self.engine.dispose()

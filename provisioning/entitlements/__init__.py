@@ -1,0 +1,1 @@
+"""Who gets which connector: mappings, exceptions, grants, the engine, effective policy."""

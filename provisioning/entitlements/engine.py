@@ -1,0 +1,425 @@
+"""The entitlement engine: desired grants from committed facts, diffed with live grants, applied.
+
+Every path that changes an input of access (SCIM, event hooks, reconciliation,
+admin edits, offboarding, expiry) calls :func:`apply` with the users it
+affected. The engine recomputes those users' access from scratch::
+
+    desired(user, connector) = eligible user
+                               x (present memberships x live mappings  |  live exceptions)
+                               x connector that is enabled and passes governance
+
+at the highest access level any source grants (capped at the connector's
+capability), diffs that with the user's live grants, and applies the
+difference set-wise with one audit event per change. Running it twice
+changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, insert, literal_column, or_, select, update
+from sqlalchemy.orm import Session
+
+from provisioning.audit import log as audit
+from provisioning.connectors.models import (
+    AccessLevel,
+    Connector,
+    DataClassification,
+    Publisher,
+    ReviewStatus,
+)
+from provisioning.database import utcnow
+from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.identity.models import Membership, User
+
+_CHUNK = 1000
+_ALL_USERS_BATCH = 5000
+
+
+# -- which users a change affects ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Affected:
+    """The users whose access a change may alter."""
+
+    kind: str
+    ids: tuple[Any, ...] = ()
+
+    @classmethod
+    def everyone(cls) -> Affected:
+        return cls("all")
+
+    @classmethod
+    def users(cls, *user_ids: uuid.UUID) -> Affected:
+        return cls("users", tuple(user_ids))
+
+    @classmethod
+    def group(cls, group_id: uuid.UUID) -> Affected:
+        """Everyone with a membership row in the group, present or removed."""
+        return cls("group", (group_id,))
+
+    @classmethod
+    def connector(cls, connector_id: int) -> Affected:
+        """Everyone who holds, or could be entitled to, the connector."""
+        return cls("connector", (connector_id,))
+
+    def condition(self, user_id: Any) -> ColumnElement[bool] | None:
+        """SQL condition restricting ``user_id`` to the affected users (None: all)."""
+        if self.kind == "all":
+            return None
+        if self.kind == "users":
+            return user_id.in_(self.ids)
+        if self.kind == "group":
+            return user_id.in_(select(Membership.user_id).where(Membership.group_id == self.ids[0]))
+        if self.kind == "connector":
+            connector_id = self.ids[0]
+            return or_(
+                user_id.in_(
+                    select(Grant.user_id).where(
+                        Grant.connector_id == connector_id, Grant.revoked_at.is_(None)
+                    )
+                ),
+                user_id.in_(
+                    select(Membership.user_id)
+                    .join(Mapping, Mapping.group_id == Membership.group_id)
+                    .where(Mapping.connector_id == connector_id)
+                ),
+                user_id.in_(
+                    select(ManualException.user_id).where(
+                        ManualException.connector_id == connector_id
+                    )
+                ),
+            )
+        raise ValueError(f"unknown scope {self.kind!r}")
+
+
+# -- the rule ---------------------------------------------------------------
+
+
+def connector_grantable() -> ColumnElement[bool]:
+    """SQL condition: the connector may be granted (DESIGN invariant 7).
+
+    Enabled; a third-party connector only with an approved security review;
+    a connector holding regulated data only with a recorded compliance assessment.
+    """
+    return and_(
+        Connector.enabled.is_(True),
+        or_(
+            Connector.publisher != Publisher.THIRD_PARTY,
+            Connector.security_review == ReviewStatus.APPROVED,
+        ),
+        or_(
+            Connector.data_classification != DataClassification.REGULATED,
+            Connector.compliance_assessment.is_not(None),
+        ),
+    )
+
+
+def justifications(affected: Affected, *, connector_id: int | None = None) -> Select:
+    """Every (user, connector, level, capability, reason) that justifies access now.
+
+    One row per mapping or live exception that applies: ``via`` is
+    ``mapping`` or ``exception`` and ``ref`` its id.
+    """
+    now = utcnow()
+    by_mapping = (
+        select(
+            Membership.user_id,
+            Mapping.connector_id,
+            Mapping.access_level,
+            Connector.capability,
+            literal_column("'mapping'").label("via"),
+            Mapping.id.label("ref"),
+        )
+        .join(Mapping, Mapping.group_id == Membership.group_id)
+        .join(User, User.id == Membership.user_id)
+        .join(Connector, Connector.id == Mapping.connector_id)
+        .where(
+            Membership.present.is_(True),
+            User.eligible,
+            connector_grantable(),
+            or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
+        )
+    )
+    by_exception = (
+        select(
+            ManualException.user_id,
+            ManualException.connector_id,
+            ManualException.access_level,
+            Connector.capability,
+            literal_column("'exception'").label("via"),
+            ManualException.id.label("ref"),
+        )
+        .join(User, User.id == ManualException.user_id)
+        .join(Connector, Connector.id == ManualException.connector_id)
+        .where(
+            User.eligible,
+            connector_grantable(),
+            ManualException.revoked_at.is_(None),
+            ManualException.expires_at > now,
+        )
+    )
+    if (only := affected.condition(Membership.user_id)) is not None:
+        by_mapping = by_mapping.where(only)
+    if (only := affected.condition(ManualException.user_id)) is not None:
+        by_exception = by_exception.where(only)
+    if connector_id is not None:
+        by_mapping = by_mapping.where(Mapping.connector_id == connector_id)
+        by_exception = by_exception.where(ManualException.connector_id == connector_id)
+    return by_mapping.union_all(by_exception)
+
+
+# -- the diff ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantChange:
+    """One grant created, revoked or changed in level."""
+
+    user_id: uuid.UUID
+    connector_id: int
+    access_level: AccessLevel
+    grant_id: int | None = None
+    previous_level: AccessLevel | None = None
+    reasons: tuple[str, ...] = ()
+    revoke_reason: str | None = None
+
+
+@dataclass
+class Diff:
+    """What a run of the engine changed (or, for a plan, would change)."""
+
+    created: list[GrantChange] = field(default_factory=list)
+    revoked: list[GrantChange] = field(default_factory=list)
+    updated: list[GrantChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.revoked or self.updated)
+
+    def extend(self, other: Diff) -> None:
+        self.created += other.created
+        self.revoked += other.revoked
+        self.updated += other.updated
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "created": len(self.created),
+            "revoked": len(self.revoked),
+            "updated": len(self.updated),
+        }
+
+
+def _revoke_reason(row: Any) -> str:
+    if row.deleted_at is not None:
+        return "user deleted"
+    if row.offboarded_at is not None:
+        return "user offboarded"
+    if not row.active:
+        return "user deactivated"
+    if not row.enabled:
+        return "connector disabled"
+    if not row.grantable:
+        return "connector fails governance"
+    return "no mapping or exception justifies it"
+
+
+def _plan_batch(session: Session, affected: Affected) -> Diff:
+    desired: dict[tuple[uuid.UUID, int], tuple[AccessLevel, list[str]]] = {}
+    for row in session.execute(justifications(affected)):
+        key = (row.user_id, row.connector_id)
+        level = min(AccessLevel(row.access_level), AccessLevel(row.capability), key=_rank)
+        reason = f"{row.via}:{row.ref}"
+        held = desired.get(key)
+        if held is None:
+            desired[key] = (level, [reason])
+        else:
+            held[1].append(reason)
+            if _rank(level) > _rank(held[0]):
+                desired[key] = (level, held[1])
+
+    live = (
+        select(
+            Grant.id,
+            Grant.user_id,
+            Grant.connector_id,
+            Grant.access_level,
+            User.active,
+            User.offboarded_at,
+            User.deleted_at,
+            Connector.enabled,
+            connector_grantable().label("grantable"),
+        )
+        .join(User, User.id == Grant.user_id)
+        .join(Connector, Connector.id == Grant.connector_id)
+        .where(Grant.revoked_at.is_(None))
+    )
+    if (only := affected.condition(Grant.user_id)) is not None:
+        live = live.where(only)
+
+    diff = Diff()
+    for row in session.execute(live):
+        key = (row.user_id, row.connector_id)
+        held_level = AccessLevel(row.access_level)
+        wanted = desired.pop(key, None)
+        if wanted is None:
+            diff.revoked.append(
+                GrantChange(
+                    row.user_id,
+                    row.connector_id,
+                    held_level,
+                    grant_id=row.id,
+                    revoke_reason=_revoke_reason(row),
+                )
+            )
+        elif wanted[0] != held_level:
+            diff.updated.append(
+                GrantChange(
+                    row.user_id,
+                    row.connector_id,
+                    wanted[0],
+                    grant_id=row.id,
+                    previous_level=held_level,
+                    reasons=tuple(sorted(wanted[1])),
+                )
+            )
+    for (user_id, connector_id), (level, reasons) in desired.items():
+        diff.created.append(
+            GrantChange(user_id, connector_id, level, reasons=tuple(sorted(reasons)))
+        )
+    return diff
+
+
+def _rank(level: AccessLevel) -> int:
+    return level.rank
+
+
+def _batches(session: Session, affected: Affected) -> Iterator[Affected]:
+    """Split "everyone" into id ranges so memory stays bounded at a million grants."""
+    if affected.kind != "all":
+        yield affected
+        return
+    ids = session.scalars(select(User.id).order_by(User.id)).all()
+    for start in range(0, len(ids), _ALL_USERS_BATCH):
+        yield Affected.users(*ids[start : start + _ALL_USERS_BATCH])
+
+
+def plan(session: Session, affected: Affected) -> Diff:
+    """What :func:`apply` would change for ``affected`` now, changing nothing."""
+    diff = Diff()
+    for batch in _batches(session, affected):
+        diff.extend(_plan_batch(session, batch))
+    return diff
+
+
+def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
+    """Bring the affected users' live grants to what the facts justify, in this transaction.
+
+    Takes the audit chain head first, so concurrent runs are serialised and
+    each computes its diff from the state the previous one committed.
+    """
+    audit.lock(session)
+    session.flush()
+    diff = plan(session, affected)
+    if not diff:
+        return diff
+    now = utcnow()
+    slugs = dict(session.execute(select(Connector.id, Connector.slug)).tuples().all())
+    entries: list[audit.Entry] = []
+
+    created: list[GrantChange] = []
+    for start in range(0, len(diff.created), _CHUNK):
+        chunk = diff.created[start : start + _CHUNK]
+        ids = session.scalars(
+            insert(Grant).returning(Grant.id, sort_by_parameter_order=True),
+            [
+                {
+                    "user_id": c.user_id,
+                    "connector_id": c.connector_id,
+                    "access_level": c.access_level,
+                    "granted_at": now,
+                }
+                for c in chunk
+            ],
+        ).all()
+        created += [_with_id(c, grant_id) for c, grant_id in zip(chunk, ids, strict=True)]
+    diff.created = created
+    for c in created:
+        entries.append(_entry("grant.created", c, after=_state(c, slugs)))
+
+    by_reason: dict[str, list[GrantChange]] = defaultdict(list)
+    for c in diff.revoked:
+        by_reason[c.revoke_reason or ""].append(c)
+    for reason, changes in by_reason.items():
+        for chunk in _chunked(changes):
+            session.execute(
+                update(Grant)
+                .where(Grant.id.in_([c.grant_id for c in chunk]), Grant.revoked_at.is_(None))
+                .values(revoked_at=now, revoke_reason=reason)
+            )
+    for c in diff.revoked:
+        entries.append(_entry("grant.revoked", c, before=_state(c, slugs), reason=c.revoke_reason))
+
+    by_level: dict[AccessLevel, list[GrantChange]] = defaultdict(list)
+    for c in diff.updated:
+        by_level[c.access_level].append(c)
+    for level, changes in by_level.items():
+        for chunk in _chunked(changes):
+            session.execute(
+                update(Grant)
+                .where(Grant.id.in_([c.grant_id for c in chunk]))
+                .values(access_level=level)
+            )
+    for c in diff.updated:
+        before = {**_state(c, slugs), "access_level": str(c.previous_level)}
+        entries.append(_entry("grant.updated", c, before=before, after=_state(c, slugs)))
+
+    audit.record(session, origin, entries)
+    return diff
+
+
+def _with_id(change: GrantChange, grant_id: int) -> GrantChange:
+    return GrantChange(
+        change.user_id,
+        change.connector_id,
+        change.access_level,
+        grant_id=grant_id,
+        reasons=change.reasons,
+    )
+
+
+def _chunked(changes: list[GrantChange]) -> Iterable[list[GrantChange]]:
+    for start in range(0, len(changes), _CHUNK):
+        yield changes[start : start + _CHUNK]
+
+
+def _state(change: GrantChange, slugs: dict[int, str]) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "user_id": str(change.user_id),
+        "connector": slugs[change.connector_id],
+        "access_level": str(change.access_level),
+    }
+    if change.reasons:
+        state["reasons"] = list(change.reasons)
+    return state
+
+
+def _entry(action: str, change: GrantChange, **fields: Any) -> audit.Entry:
+    return audit.Entry(
+        action=action,
+        subject_type="grant",
+        subject_id=str(change.grant_id),
+        user_id=change.user_id,
+        **fields,
+    )
+
+
+def explain(session: Session, user_id: uuid.UUID, connector_id: int) -> list[str]:
+    """Why the user holds (or would hold) the connector: ``mapping:ID`` / ``exception:ID``."""
+    rows = session.execute(justifications(Affected.users(user_id), connector_id=connector_id))
+    return sorted(f"{row.via}:{row.ref}" for row in rows)

@@ -1,0 +1,157 @@
+"""Mapping groups to connectors, and manual exceptions: validated, audited, then applied."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Entry, Origin, record
+from provisioning.connectors.models import AccessLevel, Action, Connector, Policy
+from provisioning.database import utcnow
+from provisioning.entitlements import engine
+from provisioning.entitlements.models import ManualException, Mapping
+from provisioning.identity.models import Group, User
+
+
+class MappingError(ValueError):
+    """A mapping or exception that cannot be made; nothing was changed."""
+
+
+def _check_grant(
+    session: Session,
+    connector: Connector,
+    level: AccessLevel,
+    actions: list[str] | None,
+    policies: dict[str, str] | None,
+) -> tuple[list[str] | None, dict[str, str] | None]:
+    if not connector.capability.allows_level(level):
+        raise MappingError(
+            f"access_level {level} exceeds connector {connector.slug}'s capability "
+            f"{connector.capability}"
+        )
+    known = set(session.scalars(select(Action.name).where(Action.connector_id == connector.id)))
+    named = set(actions or []) | set(policies or {})
+    if unknown := sorted(named - known):
+        raise MappingError(f"connector {connector.slug} has no action(s) {', '.join(unknown)}")
+    checked_policies = None
+    if policies:
+        try:
+            checked_policies = {name: str(Policy(p)) for name, p in sorted(policies.items())}
+        except ValueError:
+            raise MappingError("policies must be always_allow, needs_approval or blocked") from None
+    return (sorted(set(actions)) if actions is not None else None), checked_policies
+
+
+def mapping_state(mapping: Mapping) -> dict[str, Any]:
+    return {
+        "group_id": mapping.group_id,
+        "connector_id": mapping.connector_id,
+        "access_level": mapping.access_level,
+        "actions": mapping.actions,
+        "policies": mapping.policies,
+        "expires_at": mapping.expires_at,
+    }
+
+
+def create_mapping(
+    session: Session,
+    origin: Origin,
+    group: Group,
+    connector: Connector,
+    access_level: AccessLevel,
+    *,
+    actions: list[str] | None = None,
+    policies: dict[str, str] | None = None,
+    expires_at: dt.datetime | None = None,
+    description: str | None = None,
+) -> tuple[Mapping, engine.Diff]:
+    """Map a group to a connector and grant it to every member, in this transaction."""
+    level = AccessLevel(access_level)
+    actions, policies = _check_grant(session, connector, level, actions, policies)
+    existing = select(Mapping.id).where(
+        Mapping.group_id == group.id, Mapping.connector_id == connector.id
+    )
+    if session.scalar(existing) is not None:
+        raise MappingError(f"group {group.display_name} is already mapped to {connector.slug}")
+    mapping = Mapping(
+        group_id=group.id,
+        connector_id=connector.id,
+        access_level=level,
+        actions=actions,
+        policies=policies,
+        expires_at=expires_at,
+        description=description,
+        created_by=origin.actor,
+    )
+    session.add(mapping)
+    session.flush()
+    record(
+        session,
+        origin,
+        [Entry("mapping.created", "mapping", str(mapping.id), after=mapping_state(mapping))],
+    )
+    return mapping, engine.apply(session, engine.Affected.group(group.id), origin)
+
+
+def delete_mapping(session: Session, origin: Origin, mapping: Mapping) -> engine.Diff:
+    """Remove a mapping and revoke what only it justified, in this transaction."""
+    group_id = mapping.group_id
+    before = mapping_state(mapping)
+    session.delete(mapping)
+    session.flush()
+    record(session, origin, [Entry("mapping.deleted", "mapping", str(mapping.id), before=before)])
+    return engine.apply(session, engine.Affected.group(group_id), origin)
+
+
+def create_exception(
+    session: Session,
+    origin: Origin,
+    user: User,
+    connector: Connector,
+    access_level: AccessLevel,
+    *,
+    justification: str,
+    expires_at: dt.datetime,
+    actions: list[str] | None = None,
+) -> tuple[ManualException, engine.Diff]:
+    """Grant one person a connector outside any group, with a reason and an expiry."""
+    if not justification or not justification.strip():
+        raise MappingError("an exception needs a justification")
+    if expires_at is None or expires_at <= utcnow():
+        raise MappingError("an exception needs an expiry in the future")
+    level = AccessLevel(access_level)
+    actions, _ = _check_grant(session, connector, level, actions, None)
+    exception = ManualException(
+        user_id=user.id,
+        connector_id=connector.id,
+        access_level=level,
+        actions=actions,
+        justification=justification.strip(),
+        expires_at=expires_at,
+        created_by=origin.actor,
+    )
+    session.add(exception)
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "exception.created",
+                "exception",
+                str(exception.id),
+                user_id=user.id,
+                reason=exception.justification,
+                after={
+                    "connector_id": connector.id,
+                    "access_level": level,
+                    "actions": actions,
+                    "expires_at": expires_at,
+                },
+            )
+        ],
+    )
+    return exception, engine.apply(session, engine.Affected.users(user.id), origin)

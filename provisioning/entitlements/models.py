@@ -1,0 +1,102 @@
+"""Tables for mappings (group to connector), manual exceptions and materialised grants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.connectors.models import AccessLevel
+from provisioning.database import Base, utcnow
+from provisioning.types import SerialId, UTCDateTime, enum_type
+
+
+class Mapping(Base):
+    """Members of ``group`` are entitled to ``connector`` at ``access_level``.
+
+    ``actions`` optionally limits the grant to some actions (by name);
+    ``policies`` optionally tightens action policies (action name to policy) --
+    a mapping can only tighten the organisation policy, never loosen it.
+    An expired mapping justifies nothing.
+    """
+
+    __tablename__ = "mappings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    connector_id: Mapped[int] = mapped_column(
+        ForeignKey("connectors.id", ondelete="CASCADE"), index=True
+    )
+    access_level: Mapped[AccessLevel] = mapped_column(enum_type(AccessLevel))
+    actions: Mapped[list[str] | None] = mapped_column(JSON)
+    policies: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("group_id", "connector_id", name="uq_mappings_group_connector"),
+    )
+
+
+class ManualException(Base):
+    """Access to one connector granted to one person outside any group, with a
+    justification and a mandatory expiry."""
+
+    __tablename__ = "manual_exceptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    access_level: Mapped[AccessLevel] = mapped_column(enum_type(AccessLevel))
+    actions: Mapped[list[str] | None] = mapped_column(JSON)
+    justification: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Grant(Base):
+    """A user's materialised access to one connector.
+
+    At most one live (unrevoked) grant per user and connector; revoked grants
+    are kept as history. Why a live grant exists is derived from the mappings
+    and exceptions that justify it (:func:`provisioning.entitlements.engine.explain`);
+    the audit event that created it records the reasons at that moment.
+    """
+
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    access_level: Mapped[AccessLevel] = mapped_column(enum_type(AccessLevel))
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoke_reason: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (
+        Index(
+            "uq_grants_live",
+            "user_id",
+            "connector_id",
+            unique=True,
+            sqlite_where=revoked_at.is_(None),
+            postgresql_where=revoked_at.is_(None),
+        ),
+        Index(
+            "ix_grants_live_connector",
+            "connector_id",
+            sqlite_where=revoked_at.is_(None),
+            postgresql_where=revoked_at.is_(None),
+        ),
+        Index("ix_grants_user", "user_id"),
+    )

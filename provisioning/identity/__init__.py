@@ -1,0 +1,1 @@
+"""Identity as the IdP tells it: users, groups and who belongs to which."""

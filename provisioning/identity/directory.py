@@ -1,0 +1,171 @@
+"""Changing users, groups and memberships: audited, order-safe, followed by the engine.
+
+Facts from Okta carry the time Okta published them. A fact older than the one
+already recorded for the same user status or membership changes nothing
+(DESIGN invariant 5), and repeating a fact changes nothing either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Entry, Origin, record
+from provisioning.entitlements import engine
+from provisioning.identity.models import Group, Membership, MembershipSource, User
+
+_USER_FIELDS = (
+    "user_name",
+    "external_id",
+    "display_name",
+    "given_name",
+    "family_name",
+    "email",
+    "employee_number",
+    "department",
+    "manager_id",
+    "active",
+)
+
+
+class IdentityError(ValueError):
+    """A user or group change that cannot be made; nothing was changed."""
+
+
+def user_state(user: User) -> dict[str, Any]:
+    return {name: getattr(user, name) for name in _USER_FIELDS}
+
+
+def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None) -> bool:
+    """A fact may apply unless both times are known and it is older than the recorded one."""
+    return published_at is None or recorded is None or published_at >= recorded
+
+
+def create_user(session: Session, origin: Origin, *, user_name: str, **fields: Any) -> User:
+    """Add a user; ``user_name`` is unique without regard to case."""
+    key = user_name.lower()
+    clash = session.scalar(
+        select(User.id).where(User.user_name_key == key, User.deleted_at.is_(None))
+    )
+    if clash is not None:
+        raise IdentityError(f"userName {user_name!r} is already taken")
+    unknown = set(fields) - set(_USER_FIELDS)
+    if unknown:
+        raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
+    user = User(user_name=user_name, user_name_key=key, **fields)
+    session.add(user)
+    session.flush()
+    record(
+        session,
+        origin,
+        [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
+    )
+    return user
+
+
+def set_active(
+    session: Session,
+    origin: Origin,
+    user: User,
+    active: bool,
+    *,
+    published_at: dt.datetime | None = None,
+) -> engine.Diff | None:
+    """Activate or deactivate a user; deactivation revokes every grant in this transaction.
+
+    Returns None when the fact is older than the one recorded (nothing changed).
+    """
+    if not _newer(published_at, user.status_published_at):
+        return None
+    if published_at is not None:
+        user.status_published_at = published_at
+    if user.active != active:
+        before = user_state(user)
+        user.active = active
+        session.flush()
+        record(
+            session,
+            origin,
+            [
+                Entry(
+                    "user.activated" if active else "user.deactivated",
+                    "user",
+                    str(user.id),
+                    user_id=user.id,
+                    before=before,
+                    after=user_state(user),
+                )
+            ],
+        )
+    return engine.apply(session, engine.Affected.users(user.id), origin)
+
+
+def create_group(
+    session: Session, origin: Origin, *, display_name: str, external_id: str | None = None
+) -> Group:
+    group = Group(display_name=display_name, external_id=external_id)
+    session.add(group)
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "group.created",
+                "group",
+                str(group.id),
+                after={"display_name": display_name, "external_id": external_id},
+            )
+        ],
+    )
+    return group
+
+
+def set_membership(
+    session: Session,
+    origin: Origin,
+    user: User,
+    group: Group,
+    present: bool,
+    *,
+    source: MembershipSource,
+    published_at: dt.datetime | None = None,
+) -> engine.Diff | None:
+    """Record that ``user`` is (or is no longer) in ``group``, then re-derive their grants.
+
+    Returns None when the fact is older than the one recorded (nothing changed).
+    """
+    membership = session.get(Membership, (user.id, group.id))
+    if membership is not None and not _newer(published_at, membership.published_at):
+        return None
+    if membership is None:
+        if not present:
+            return engine.Diff()
+        membership = Membership(user_id=user.id, group_id=group.id, present=True, source=source)
+        session.add(membership)
+        changed = True
+    else:
+        changed = membership.present != present
+        membership.present = present
+        membership.source = source
+    if published_at is not None:
+        membership.published_at = published_at
+    session.flush()
+    if changed:
+        record(
+            session,
+            origin,
+            [
+                Entry(
+                    "membership.added" if present else "membership.removed",
+                    "membership",
+                    f"{group.id}/{user.id}",
+                    user_id=user.id,
+                    after={"group": group.display_name, "present": present, "source": source},
+                )
+            ],
+        )
+    return engine.apply(session, engine.Affected.users(user.id), origin)

@@ -1,0 +1,112 @@
+"""Tables for users, groups and memberships, as provisioned by the IdP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid, and_
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.database import Base, utcnow
+from provisioning.types import UTCDateTime, enum_type
+
+
+class MembershipSource(enum.StrEnum):
+    """Where a membership fact was learned."""
+
+    SCIM = "scim"
+    OKTA_HOOK = "okta-hook"
+    OKTA_SYNC = "okta-sync"
+    ADMIN = "admin"
+
+
+class User(Base):
+    """A person provisioned by the IdP; the Okta user id is kept as ``external_id``.
+
+    A user is *eligible* for access only while active, not offboarded and not
+    deleted (:attr:`eligible`, usable in SQL too); anything else means no access at all.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_name: Mapped[str] = mapped_column(String(255))
+    # lower(user_name): userName is unique without regard to case (RFC 7643 section 4.1.1).
+    user_name_key: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    given_name: Mapped[str | None] = mapped_column(String(255))
+    family_name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    employee_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    department: Mapped[str | None] = mapped_column(String(255))
+    manager_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Okta ``published`` time of the fact that last set ``active``; older facts lose.
+    status_published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    offboarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index(
+            "uq_users_user_name_key",
+            "user_name_key",
+            unique=True,
+            sqlite_where=deleted_at.is_(None),
+            postgresql_where=deleted_at.is_(None),
+        ),
+        Index(
+            "uq_users_external_id",
+            "external_id",
+            unique=True,
+            sqlite_where=deleted_at.is_(None),
+            postgresql_where=deleted_at.is_(None),
+        ),
+    )
+
+    @hybrid_property
+    def eligible(self) -> bool:
+        """The user may hold access: active, not offboarded, not deleted."""
+        return self.active and self.offboarded_at is None and self.deleted_at is None
+
+    @eligible.inplace.expression
+    @classmethod
+    def _eligible_expression(cls):
+        return and_(cls.active.is_(True), cls.offboarded_at.is_(None), cls.deleted_at.is_(None))
+
+
+class Group(Base):
+    """An IdP group; the Okta group id is kept as ``external_id``."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    display_name: Mapped[str] = mapped_column(String(255), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Membership(Base):
+    """User in group. A removal is kept (``present`` false) with the time Okta
+    published it, so that a late or repeated older event cannot undo it."""
+
+    __tablename__ = "memberships"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[MembershipSource] = mapped_column(enum_type(MembershipSource))
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_memberships_group_present", "group_id", "present"),)

@@ -1,0 +1,13 @@
+"""Every table of the service, gathered in one metadata for migrations and schema checks."""
+
+from provisioning.audit import models as _audit
+from provisioning.connectors import models as _connectors
+from provisioning.database import Base
+from provisioning.entitlements import models as _entitlements
+from provisioning.identity import models as _identity
+from provisioning.tokens import models as _tokens
+
+__all__ = ["metadata"]
+
+metadata = Base.metadata
+_ = (_audit, _connectors, _entitlements, _identity, _tokens)

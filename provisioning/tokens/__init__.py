@@ -1,0 +1,1 @@
+"""API tokens: hashed static credentials with scopes."""

@@ -1,0 +1,24 @@
+"""Table of static API tokens; only a hash of each secret is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.database import Base, utcnow
+from provisioning.types import UTCDateTime
+
+
+class ApiToken(Base):
+    """A named bearer token with scopes; ``secret_hash`` is SHA-256 of the secret."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

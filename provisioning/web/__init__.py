@@ -1,0 +1,1 @@
+"""The HTTP edge: the Flask application, its health endpoints and error shapes."""

@@ -1,0 +1,27 @@
+"""Liveness and readiness endpoints for operators and load balancers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from provisioning.database import Database, DatabaseError
+from provisioning.web.problems import problem
+
+health = Blueprint("health", __name__)
+
+
+@health.get("/healthz")
+def healthz() -> Response:
+    """The process is up and answering."""
+    return jsonify(status="ok")
+
+
+@health.get("/readyz")
+def readyz() -> Response:
+    """The database is reachable and its schema is at the latest migration."""
+    database: Database = current_app.extensions["provisioning.database"]
+    try:
+        database.check_ready()
+    except DatabaseError as exc:
+        return problem(503, "Service Unavailable", str(exc))
+    return jsonify(status="ready", schema=database.head(), database=database.dialect)
