@@ -96,16 +96,21 @@ def create_connector(
 
 def update_connector(
     session: Session, origin: Origin, connector: Connector, **changes: Any
-) -> Connector:
-    """Change a connector's fields; guards checked, grants re-derived for its holders."""
-    before = connector_state(connector)
+) -> engine.Diff:
+    """Change a connector's fields and re-derive its holders' grants.
+
+    The guards are checked on the changed connector before anything is
+    written, so a refused change leaves the connector as it was.
+    """
     unknown = set(changes) - set(_STATE_FIELDS)
     if unknown:
         raise GovernanceError(f"unknown connector field(s): {', '.join(sorted(unknown))}")
-    for name, value in changes.items():
-        setattr(connector, name, value)
-    connector.interfaces = [str(i) for i in check_interfaces(connector.kind, connector.interfaces)]
-    check_enabled(connector)
+    before = connector_state(connector)
+    candidate = Connector(**{**before, **changes})
+    candidate.interfaces = [str(i) for i in check_interfaces(candidate.kind, candidate.interfaces)]
+    check_enabled(candidate)
+    for name in _STATE_FIELDS:
+        setattr(connector, name, getattr(candidate, name))
     session.flush()
     record(
         session,
@@ -120,8 +125,7 @@ def update_connector(
             )
         ],
     )
-    engine.apply(session, engine.Affected.connector(connector.id), origin)
-    return connector
+    return engine.apply(session, engine.Affected.connector(connector.id), origin)
 
 
 def add_action(

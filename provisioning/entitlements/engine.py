@@ -329,7 +329,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     if not diff:
         return diff
     now = utcnow()
-    slugs = dict(session.execute(select(Connector.id, Connector.slug)).tuples().all())
+    slugs = {cid: slug for cid, slug in session.execute(select(Connector.id, Connector.slug))}
     entries: list[audit.Entry] = []
 
     created: list[GrantChange] = []
