@@ -111,11 +111,12 @@ class Database:
     @contextmanager
     def reader(self) -> Iterator[Session]:
         """A session for reading committed state; it never writes."""
-        with self._reader() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+        session = self._reader()
+        try:
+            yield session
+        finally:
+            # Ends the transaction without a commit; loaded objects stay readable.
+            session.close()
 
     # -- migrations ---------------------------------------------------------
 

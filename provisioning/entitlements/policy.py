@@ -136,6 +136,7 @@ def effective_policy(
 
     best: Policy | None = None
     best_source = ""
+    covering.sort(key=lambda e: e.source)
     for entitlement in covering:
         mine = org_policy.tighten(entitlement.policies.get(action_name))
         if best is None or mine.strictness < best.strictness:
