@@ -206,3 +206,7 @@ def demo(ctx: Context) -> None:
         except GovernanceError as exc:
             _fail(str(exc))
     click.echo(report)
+
+
+if __name__ == "__main__":
+    main()
