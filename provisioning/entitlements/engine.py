@@ -332,11 +332,12 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     slugs = {cid: slug for cid, slug in session.execute(select(Connector.id, Connector.slug))}
     entries: list[audit.Entry] = []
 
-    created: list[GrantChange] = []
-    for start in range(0, len(diff.created), _CHUNK):
-        chunk = diff.created[start : start + _CHUNK]
-        ids = session.scalars(
-            insert(Grant).returning(Grant.id, sort_by_parameter_order=True),
+    grant_ids: dict[tuple[uuid.UUID, int], int] = {}
+    for chunk in _chunked(diff.created):
+        # Matched back by (user, connector) rather than by row order, so that
+        # SQLite can batch the insert too.
+        inserted = session.execute(
+            insert(Grant).returning(Grant.id, Grant.user_id, Grant.connector_id),
             [
                 {
                     "user_id": c.user_id,
@@ -346,10 +347,10 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
                 }
                 for c in chunk
             ],
-        ).all()
-        created += [_with_id(c, grant_id) for c, grant_id in zip(chunk, ids, strict=True)]
-    diff.created = created
-    for c in created:
+        )
+        grant_ids.update(((user_id, connector_id), id_) for id_, user_id, connector_id in inserted)
+    diff.created = [_with_id(c, grant_ids[(c.user_id, c.connector_id)]) for c in diff.created]
+    for c in diff.created:
         entries.append(_entry("grant.created", c, after=_state(c, slugs)))
 
     by_reason: dict[str, list[GrantChange]] = defaultdict(list)
