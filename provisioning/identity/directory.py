@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
+from provisioning.database import utcnow
 from provisioning.entitlements import engine
+from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 
 _USER_FIELDS = (
@@ -169,3 +171,119 @@ def set_membership(
             ],
         )
     return engine.apply(session, engine.Affected.users(user.id), origin)
+
+
+def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> engine.Diff | None:
+    """Change a user's profile; a change of ``active`` goes through :func:`set_active`.
+
+    Returns the engine's diff when ``active`` was part of the change, else None.
+    """
+    unknown = set(fields) - set(_USER_FIELDS)
+    if unknown:
+        raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
+    active = fields.pop("active", None)
+    new_name = fields.get("user_name")
+    if new_name is not None and new_name.lower() != user.user_name_key:
+        clash = session.scalar(
+            select(User.id).where(
+                User.user_name_key == new_name.lower(),
+                User.deleted_at.is_(None),
+                User.id != user.id,
+            )
+        )
+        if clash is not None:
+            raise IdentityError(f"userName {new_name!r} is already taken")
+    before = user_state(user)
+    for name, value in fields.items():
+        setattr(user, name, value)
+    if new_name is not None:
+        user.user_name_key = new_name.lower()
+    after = user_state(user)
+    if after != before:
+        session.flush()
+        changed = sorted(k for k in after if after[k] != before[k])
+        record(
+            session,
+            origin,
+            [
+                Entry(
+                    "user.updated",
+                    "user",
+                    str(user.id),
+                    user_id=user.id,
+                    before={k: before[k] for k in changed},
+                    after={k: after[k] for k in changed},
+                )
+            ],
+        )
+    if active is None:
+        return None
+    return set_active(session, origin, user, bool(active))
+
+
+def delete_user(session: Session, origin: Origin, user: User) -> engine.Diff:
+    """Delete a user: every grant revoked now; the row stays for the audit history."""
+    user.deleted_at = utcnow()
+    session.flush()
+    record(
+        session,
+        origin,
+        [Entry("user.deleted", "user", str(user.id), user_id=user.id, before=user_state(user))],
+    )
+    return engine.apply(session, engine.Affected.users(user.id), origin)
+
+
+def rename_group(session: Session, origin: Origin, group: Group, display_name: str) -> None:
+    if group.display_name == display_name:
+        return
+    before = group.display_name
+    group.display_name = display_name
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "group.renamed",
+                "group",
+                str(group.id),
+                before={"display_name": before},
+                after={"display_name": display_name},
+            )
+        ],
+    )
+
+
+def delete_group(session: Session, origin: Origin, group: Group) -> engine.Diff:
+    """Delete a group with its memberships and mappings; revoke what only it justified."""
+    members = list(
+        session.scalars(select(Membership.user_id).where(Membership.group_id == group.id))
+    )
+    mappings = list(session.scalars(select(Mapping).where(Mapping.group_id == group.id)))
+    entries = [
+        Entry(
+            "mapping.deleted",
+            "mapping",
+            str(m.id),
+            reason="group deleted",
+            before={"group_id": m.group_id, "connector_id": m.connector_id},
+        )
+        for m in mappings
+    ]
+    entries.append(
+        Entry(
+            "group.deleted",
+            "group",
+            str(group.id),
+            before={"display_name": group.display_name, "external_id": group.external_id},
+        )
+    )
+    for mapping in mappings:
+        session.delete(mapping)
+    session.execute(delete(Membership).where(Membership.group_id == group.id))
+    session.delete(group)
+    session.flush()
+    record(session, origin, entries)
+    if not members:
+        return engine.Diff()
+    return engine.apply(session, engine.Affected.users(*members), origin)

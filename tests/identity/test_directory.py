@@ -10,7 +10,14 @@ from sqlalchemy import func, select
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import IdentityError, set_active
+from provisioning.identity.directory import (
+    IdentityError,
+    delete_group,
+    delete_user,
+    rename_group,
+    set_active,
+    update_user,
+)
 from provisioning.identity.models import Membership
 from tests.org import Org
 
@@ -81,3 +88,60 @@ def test_offboarded_user_gets_nothing_even_if_active(database, origin):
         lee.offboarded_at = at(0)
         org.join(lee, group)
         assert live_grants(session) == 0
+
+
+def test_profile_update_is_audited_and_keeps_user_names_unique(database, origin):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, grace = org.user("ada@example.com"), org.user("grace@example.com")
+        update_user(session, origin, ada, department="Research", user_name="Ada@Example.com")
+        assert ada.user_name_key == "ada@example.com"
+        with pytest.raises(IdentityError, match="already taken"):
+            update_user(session, origin, ada, user_name="GRACE@example.com")
+        assert ada.user_name == "Ada@Example.com"
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "user.updated"))
+        assert event.before == {"department": None, "user_name": "ada@example.com"}
+        assert grace.user_name_key == "grace@example.com"
+
+
+def test_update_with_active_false_revokes(database, origin):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, group, connector = org.user(), org.group(), org.connector()
+        create_mapping(session, origin, group, connector, "read")
+        org.join(ada, group)
+        diff = update_user(session, origin, ada, active=False)
+        assert len(diff.revoked) == 1 and live_grants(session) == 0
+
+
+def test_deleted_user_loses_everything_and_frees_the_user_name(database, origin):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, group, connector = org.user("ada@example.com"), org.group(), org.connector()
+        create_mapping(session, origin, group, connector, "read")
+        org.join(ada, group)
+        diff = delete_user(session, origin, ada)
+        assert [c.revoke_reason for c in diff.revoked] == ["user deleted"]
+        assert org.user("ADA@example.com").id != ada.id
+
+
+def test_deleting_a_group_revokes_what_only_it_justified(database, origin):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, bob = org.user(), org.user()
+        doomed, other = org.group(), org.group()
+        github, wiki = org.connector(), org.connector()
+        create_mapping(session, origin, doomed, github, "read")
+        create_mapping(session, origin, doomed, wiki, "read")
+        create_mapping(session, origin, other, wiki, "read")
+        for user in (ada, bob):
+            org.join(user, doomed)
+        org.join(ada, other)
+        rename_group(session, origin, doomed, "doomed")
+        diff = delete_group(session, origin, doomed)
+        revoked = sorted((c.user_id == ada.id, c.connector_id == github.id) for c in diff.revoked)
+        # Ada keeps the wiki through `other`; Bob loses both; GitHub goes for both.
+        assert len(diff.revoked) == 3 and (True, False) not in revoked
+        actions = session.scalars(select(AuditEvent.action)).all()
+        assert actions.count("mapping.deleted") == 2
+        assert "group.deleted" in actions and "group.renamed" in actions
