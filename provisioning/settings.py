@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    okta_hook_header: str = Field(
+        default="Authorization",
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Header Okta's event hooks authenticate with (authScheme HEADER)",
+    )
+    okta_hook_secrets: str = Field(
+        default="",
+        repr=False,
+        description="Comma-separated secrets accepted on that header (two during a rotation)",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -42,6 +52,10 @@ class Settings(BaseSettings):
         if value.startswith(("sqlite:", "postgresql+psycopg:")):
             return value
         raise ValueError("must be a sqlite:/// or postgresql:// URL")
+
+    @property
+    def okta_hook_secret_list(self) -> list[str]:
+        return [s.strip() for s in self.okta_hook_secrets.split(",") if s.strip()]
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -47,6 +47,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Okta ``published`` time of the fact that last set ``active``; older facts lose.
     status_published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Okta ``published`` time of the fact that last set the profile fields.
+    profile_published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     offboarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

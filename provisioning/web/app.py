@@ -7,13 +7,27 @@ import logging
 from flask import Flask
 
 from provisioning.database import Database
+from provisioning.hooks.okta import okta_hooks, secret_digests
+from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
 from provisioning.web import problems
 from provisioning.web.health import health
+from provisioning.web.metrics import metrics, registry_for
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
-    """Build the application; reads the environment when ``settings`` is not given."""
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    *,
+    background: bool = True,
+) -> Flask:
+    """Build the application; reads the environment when ``settings`` is not given.
+
+    With ``background`` (the default) and event hooks configured, a thread
+    applies stored Okta deliveries after they are acknowledged; it is reached
+    as ``app.extensions["provisioning.okta_inbox"]`` and stopped with
+    ``.stop()``.
+    """
     settings = settings or load()
     database = database or Database(settings.database_url)
     app = Flask("provisioning")
@@ -22,6 +36,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.extensions["provisioning.settings"] = settings
     app.extensions["provisioning.database"] = database
     app.logger.setLevel(getattr(logging, settings.log_level))
+    app.extensions["provisioning.okta_hook_digests"] = secret_digests(settings)
+    app.extensions["provisioning.metrics_registry"] = registry_for(database)
+    if background and settings.okta_hook_secret_list:
+        app.extensions["provisioning.okta_inbox"] = Processor(database).start()
     problems.install(app)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
+    app.register_blueprint(okta_hooks)
     return app

@@ -1,0 +1,1 @@
+"""Inbound webhooks: Okta event hooks at /hooks/okta/events."""

@@ -1,0 +1,1 @@
+"""What Okta tells us (event hooks, later the System Log), applied to identity via the engine."""

@@ -1,0 +1,234 @@
+"""The event hook inbox: deliveries committed before they are acknowledged, applied after.
+
+A delivery is parsed and stored in one transaction (:func:`receive`); only
+then does Okta get its answer. Applying happens afterwards
+(:func:`process_pending`), one delivery per transaction: a crash at any
+point leaves the delivery pending, and it is applied on the next pass. A
+delivery whose processing fails stays pending with its error and is retried
+with capped exponential backoff; none is ever dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Source
+from provisioning.database import Database, utcnow
+from provisioning.metrics import OKTA_EVENTS
+from provisioning.okta import events
+from provisioning.okta.models import DeliveryState, EventOutcome, InboxDelivery
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 300
+
+
+class EnvelopeError(ValueError):
+    """The delivery is not a usable Okta event hook envelope."""
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    events: list[events.OktaEvent]
+
+
+class Envelope(BaseModel):
+    """An event hook delivery (Okta's ``com.okta.event_hook`` envelope)."""
+
+    model_config = ConfigDict(extra="ignore")
+    eventId: str | None = Field(default=None, max_length=128)
+    data: _Data
+
+
+def parse(body: bytes) -> Envelope:
+    """The envelope, or :class:`EnvelopeError` saying what is wrong with it."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise EnvelopeError("body is not a JSON object")
+    if not isinstance(document.get("data"), dict) or "events" not in document["data"]:
+        raise EnvelopeError("missing data.events")
+    try:
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise EnvelopeError(f"{where}: {first['msg']}") from None
+    for event in envelope.data.events:
+        if event.eventType in events.HANDLED and (problem := event.problem()):
+            raise EnvelopeError(problem)
+    return envelope
+
+
+@dataclass
+class Receipt:
+    delivery_id: int | None
+    duplicate: bool = False
+    events: int = 0
+
+
+def receive(database: Database, body: bytes) -> Receipt:
+    """Store a delivery durably; raise :class:`EnvelopeError` (after keeping it) if malformed.
+
+    A delivery whose ``eventId`` was stored before is a retry: nothing new is
+    stored and the receipt says so.
+    """
+    try:
+        envelope = parse(body)
+    except EnvelopeError as exc:
+        with database.transaction() as session:
+            session.add(
+                InboxDelivery(
+                    body=body.decode("utf-8", "replace"),
+                    state=DeliveryState.REJECTED,
+                    last_error=str(exc),
+                )
+            )
+        raise
+    try:
+        with database.transaction() as session:
+            row = InboxDelivery(
+                delivery_id=envelope.eventId,
+                body=body.decode(),
+                state=DeliveryState.PENDING,
+                event_count=len(envelope.data.events),
+            )
+            session.add(row)
+            session.flush()
+            return Receipt(row.id, events=row.event_count)
+    except IntegrityError:
+        return Receipt(None, duplicate=True)
+
+
+@dataclass
+class Progress:
+    """What a processing pass did."""
+
+    deliveries: int = 0
+    failed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _claim(session: Session, now: dt.datetime, delivery_id: int | None) -> InboxDelivery | None:
+    query = (
+        select(InboxDelivery)
+        .where(
+            InboxDelivery.state == DeliveryState.PENDING,
+            (InboxDelivery.next_attempt_at.is_(None)) | (InboxDelivery.next_attempt_at <= now),
+        )
+        .order_by(InboxDelivery.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if delivery_id is not None:
+        query = query.where(InboxDelivery.id == delivery_id)
+    return session.scalar(query)
+
+
+def process_next(database: Database, progress: Progress, delivery_id: int | None = None) -> bool:
+    """Apply the oldest due delivery (or the one named); False when none was due."""
+    now = utcnow()
+    claimed: int | None = None
+    try:
+        with database.transaction() as session:
+            delivery = _claim(session, now, delivery_id)
+            if delivery is None:
+                return False
+            claimed = delivery.id
+            envelope = Envelope.model_validate_json(delivery.body)
+            outcomes = [events.apply(session, e, Source.OKTA_HOOK) for e in envelope.data.events]
+            delivery.state = DeliveryState.PROCESSED
+            delivery.processed_at = utcnow()
+            delivery.attempts += 1
+            delivery.last_error = None
+    except Exception as exc:  # the delivery stays pending, with its error, for a retry
+        if claimed is None:
+            raise
+        log.warning("okta delivery %s failed: %s", claimed, exc)
+        _postpone(database, claimed, exc)
+        progress.failed += 1
+        return True
+    progress.deliveries += 1
+    for outcome in outcomes:
+        name = "duplicate" if outcome is None else str(outcome)
+        progress.count(name)
+        OKTA_EVENTS.labels(outcome=name).inc()
+    return True
+
+
+def _postpone(database: Database, delivery_id: int, exc: Exception) -> None:
+    with database.transaction() as session:
+        delivery = session.get(InboxDelivery, delivery_id)
+        delivery.attempts += 1
+        delay = min(2**delivery.attempts, MAX_BACKOFF_SECONDS)
+        delivery.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
+        delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def process_pending(database: Database, *, limit: int | None = None) -> Progress:
+    """Apply due deliveries, oldest first, until none is due (or ``limit`` is reached)."""
+    progress = Progress()
+    while limit is None or progress.deliveries + progress.failed < limit:
+        if not process_next(database, progress):
+            break
+    return progress
+
+
+def depth(session: Session) -> int:
+    """Deliveries stored and not yet applied."""
+    return session.scalar(
+        select(func.count(InboxDelivery.id)).where(InboxDelivery.state == DeliveryState.PENDING)
+    )
+
+
+class Processor:
+    """Applies deliveries in a background thread: at once when told, and on a timer.
+
+    The timer pass picks up retries and anything left by a crash (every
+    pending row is applied again on start).
+    """
+
+    def __init__(self, database: Database, interval: float = 5.0) -> None:
+        self.database = database
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="okta-inbox", daemon=True)
+
+    def start(self) -> Processor:
+        self._thread.start()
+        return self
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                process_pending(self.database)
+            except Exception:
+                log.exception("okta inbox pass failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+
+__all__ = ["EventOutcome", "Processor", "Receipt", "process_pending", "receive"]

@@ -1,0 +1,65 @@
+"""Tables for the Okta delivery inbox and the events already seen (dedupe and tombstones)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.database import Base, utcnow
+from provisioning.types import SerialId, UTCDateTime, enum_type
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # stored, not yet applied (or failed and waiting to retry)
+    PROCESSED = "processed"
+    REJECTED = "rejected"  # authenticated but malformed: kept for inspection, never applied
+
+
+class EventOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"  # older than a fact already recorded
+    IGNORED = "ignored"  # unknown type, or Okta's outcome was not SUCCESS
+
+
+class InboxDelivery(Base):
+    """One event hook delivery, committed before Okta gets its answer."""
+
+    __tablename__ = "okta_inbox"
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    # Okta's delivery ``eventId``: a retried delivery carries the same one.
+    delivery_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[DeliveryState] = mapped_column(enum_type(DeliveryState))
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_okta_inbox_state", "state", "id"),)
+
+
+class SeenEvent(Base):
+    """An Okta System Log event already applied (by uuid), from a hook or the System Log.
+
+    Doubles as a tombstone: a group deletion seen here outranks older facts
+    about that group that arrive late.
+    """
+
+    __tablename__ = "okta_events"
+
+    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(128))
+    published: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The Okta id of the thing the event is about (user, or group for group events).
+    subject: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[EventOutcome] = mapped_column(enum_type(EventOutcome))
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_okta_events_subject_type", "subject", "event_type"),)

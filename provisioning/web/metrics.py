@@ -1,0 +1,42 @@
+"""The /metrics endpoint: process-wide counters plus gauges read from the database."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from provisioning.database import Database
+from provisioning.okta import inbox
+
+metrics = Blueprint("metrics", __name__)
+
+
+class DatabaseGauges(Collector):
+    """Gauges read from the database at scrape time."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def collect(self):
+        gauge = GaugeMetricFamily("okta_inbox_depth", "Okta deliveries stored, not yet applied")
+        try:
+            with self.database.reader() as session:
+                gauge.add_metric([], inbox.depth(session))
+        except Exception:
+            return
+        yield gauge
+
+
+def registry_for(database: Database) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(DatabaseGauges(database))
+    return registry
+
+
+@metrics.get("/metrics")
+def scrape() -> Response:
+    own = current_app.extensions["provisioning.metrics_registry"]
+    body = generate_latest(REGISTRY) + generate_latest(own)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
