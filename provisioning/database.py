@@ -10,8 +10,9 @@ schema is created, on both databases.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -79,6 +80,18 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _postgresql_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        # psycopg prepares a statement after 5 runs, and PostgreSQL may then
+        # switch it to a generic plan; for the engine's per-user queries that
+        # plan is 20x slower than a custom one (10 ms against 0.5 ms). Keep
+        # the prepared statements, plan each execution for its parameters.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
+
+
 class Database:
     """One database: its engine, its sessions and its migrations."""
 
@@ -91,7 +104,12 @@ class Database:
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
+        else:
+            _postgresql_setup(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writers: AbstractContextManager = nullcontext()
+        if self.engine.dialect.name == "sqlite":
+            self._writers = threading.RLock()
         self._reader = self._sessions
         if self.engine.dialect.name == "sqlite":
             self._reader = sessionmaker(
@@ -104,8 +122,13 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed on success and rolled back on error."""
-        with self._sessions.begin() as session:
+        """A session whose work is committed on success and rolled back on error.
+
+        On SQLite, writers of this process queue on a lock first: SQLite's own
+        busy handler backs off with sleeps of up to 100 ms, a lock wakes the
+        next writer at once. (Other processes still wait on the busy timeout.)
+        """
+        with self._writers, self._sessions.begin() as session:
             yield session
 
     @contextmanager
