@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,6 +192,124 @@ def audit_export(ctx: Context, output: Any, since_id: int) -> None:
     with ctx.migrated().reader() as session:
         count = audit.export(session, output, since_id=since_id)
     click.echo(f"exported {count} events", err=True)
+
+
+def _okta(ctx: Context):
+    from provisioning.okta.client import OktaError, from_settings
+
+    try:
+        return from_settings(ctx.settings)
+    except OktaError as exc:
+        _fail(str(exc), 2)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on a terminal; silence otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda stage, done, total: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _report(run: Any, as_json: bool) -> None:
+    from provisioning.okta import runs
+
+    record = runs.as_json(run)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
+        mode = f" {record['mode']}" if record["mode"] else ""
+        dry = " (dry run: nothing changed)" if record["dry_run"] else ""
+        click.echo(f"{record['kind']}{mode} run {record['id']} {record['status']}{dry}")
+        click.echo(f"  {counts}; {record['requests']} requests to Okta")
+        for name, entries in record["drift"].items():
+            for entry in entries[:20]:
+                click.echo(f"  {name}: {' '.join(entry) if isinstance(entry, list) else entry}")
+    if record["status"] != "succeeded":
+        _fail(f"{record['kind']} failed: {record['error']}")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the drift; change nothing.")
+@click.option("--group", "groups", multiple=True, help="Only this Okta group id (repeatable).")
+@click.option("--incremental", is_flag=True, help="Only what changed since the last run.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
+@pass_context
+def reconcile(
+    ctx: Context, dry_run: bool, groups: tuple[str, ...], incremental: bool, as_json: bool
+) -> None:
+    """Find and repair drift between Okta and our memberships and user states."""
+    from provisioning.okta.reconcile import reconcile as run_reconciliation
+
+    database = ctx.migrated()
+    client = _okta(ctx)
+    try:
+        with _progress(not as_json) as progress:
+            run = run_reconciliation(
+                database,
+                client,
+                dry_run=dry_run,
+                full=not incremental,
+                groups=groups or None,
+                progress=progress,
+            )
+    finally:
+        client.close()
+    _report(run, as_json)
+
+
+@main.group()
+def okta() -> None:
+    """Okta: System Log catch-up and sync run records."""
+
+
+@okta.command("catch-up")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
+@pass_context
+def okta_catch_up(ctx: Context, as_json: bool) -> None:
+    """Apply System Log events the event hooks missed (each event applied once)."""
+    from provisioning.okta.catchup import catch_up
+
+    database = ctx.migrated()
+    client = _okta(ctx)
+    try:
+        run = catch_up(database, client)
+    finally:
+        client.close()
+    _report(run, as_json)
+
+
+@okta.command("runs")
+@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def okta_runs(ctx: Context, limit: int, as_json: bool) -> None:
+    """Recent reconciliation and catch-up runs."""
+    from provisioning.okta import runs
+
+    records = [runs.as_json(r) for r in runs.recent(ctx.migrated(), limit)]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for r in records:
+        click.echo(
+            f"{r['id']:>5} {r['kind']:<10} {r['mode'] or '':<12} {r['status']:<10} "
+            f"{r['started_at'][:19]} requests {r['requests']:<6} "
+            + ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+            + (f" error: {r['error']}" if r["error"] else "")
+        )
 
 
 @main.command()

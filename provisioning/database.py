@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -92,6 +93,42 @@ def _postgresql_setup(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
+class FairLock:
+    """A reentrant lock granted in arrival order.
+
+    ``threading.Lock`` lets a thread that releases and re-acquires in a loop
+    (the inbox applying deliveries one by one) win again and again over
+    threads already waiting (acknowledgements): first come, first served
+    bounds every writer's wait by the writers ahead of it.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._queue: deque[int] = deque()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> FairLock:
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            self._queue.append(me)
+            while self._owner is not None or self._queue[0] != me:
+                self._condition.wait()
+            self._queue.popleft()
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._condition:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._condition.notify_all()
+
+
 class Database:
     """One database: its engine, its sessions and its migrations."""
 
@@ -109,7 +146,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
         if self.engine.dialect.name == "sqlite":
-            self._writers = threading.RLock()
+            self._writers = FairLock()
         self._reader = self._sessions
         if self.engine.dialect.name == "sqlite":
             self._reader = sessionmaker(
@@ -124,9 +161,10 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error.
 
-        On SQLite, writers of this process queue on a lock first: SQLite's own
-        busy handler backs off with sleeps of up to 100 ms, a lock wakes the
-        next writer at once. (Other processes still wait on the busy timeout.)
+        On SQLite, writers of this process queue first, in arrival order
+        (:class:`FairLock`): SQLite's own busy handler backs off with sleeps of
+        up to 100 ms, the queue hands over at once. (Other processes still
+        wait on the busy timeout.)
         """
         with self._writers, self._sessions.begin() as session:
             yield session

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be a sqlite:/// or postgresql:// URL")
 
+    okta_org_url: str | None = Field(
+        default=None, pattern=r"^https?://\S+$", description="e.g. https://example.okta.com"
+    )
+    okta_api_token: str | None = Field(default=None, repr=False, description="SSWS API token")
+    okta_client_id: str | None = Field(default=None, description="OAuth 2.0 service app id")
+    okta_private_key: str | None = Field(
+        default=None, repr=False, description="The service app's private key: PEM, JWK or a path"
+    )
+    okta_writeback: bool = False
+
     @property
     def okta_hook_secret_list(self) -> list[str]:
         return [s.strip() for s in self.okta_hook_secrets.split(",") if s.strip()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.database import Base, utcnow
@@ -63,3 +63,39 @@ class SeenEvent(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_okta_events_subject_type", "subject", "event_type"),)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class SyncRun(Base):
+    """One reconciliation or System Log catch-up: when, what it found, what it cost."""
+
+    __tablename__ = "okta_sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # reconcile | catch-up
+    mode: Mapped[str | None] = mapped_column(String(32))  # full | incremental
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[RunStatus] = mapped_column(enum_type(RunStatus), default=RunStatus.RUNNING)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    counts: Mapped[dict] = mapped_column(JSON, default=dict)
+    drift: Mapped[dict] = mapped_column(JSON, default=dict)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_okta_sync_runs_kind", "kind", "status", "started_at"),)
+
+
+class SyncCursor(Base):
+    """Where a poll of Okta resumes: the last ``next`` link it was given."""
+
+    __tablename__ = "okta_sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_url: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,4 +1,4 @@
-"""Okta event hooks: the delivery inbox, events seen (dedupe), user profile watermark.
+"""Okta: delivery inbox, events seen (dedupe), sync runs, System Log cursor, profile watermark.
 
 Revision ID: 0002
 Revises: 0001
@@ -74,6 +74,44 @@ def upgrade() -> None:
     with op.batch_alter_table("okta_inbox", schema=None) as batch_op:
         batch_op.create_index("ix_okta_inbox_state", ["state", "id"], unique=False)
 
+    op.create_table(
+        "okta_sync_cursors",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("next_url", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "okta_sync_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("mode", sa.String(length=32), nullable=True),
+        sa.Column("dry_run", sa.Boolean(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "running",
+                "succeeded",
+                "failed",
+                name="runstatus",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("counts", sa.JSON(), nullable=False),
+        sa.Column("drift", sa.JSON(), nullable=False),
+        sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("okta_sync_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_okta_sync_runs_kind", ["kind", "status", "started_at"], unique=False
+        )
+
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("profile_published_at", sa.DateTime(), nullable=True))
 
@@ -85,6 +123,11 @@ def downgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("profile_published_at")
 
+    with op.batch_alter_table("okta_sync_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_okta_sync_runs_kind")
+
+    op.drop_table("okta_sync_runs")
+    op.drop_table("okta_sync_cursors")
     with op.batch_alter_table("okta_inbox", schema=None) as batch_op:
         batch_op.drop_index("ix_okta_inbox_state")
 

@@ -1,0 +1,259 @@
+"""Reconciliation with Okta: find and repair drift in memberships and user status.
+
+The safety net under event hooks, which Okta delivers at best once. For each
+group a mapping references, the members Okta lists are compared with the
+memberships we hold (missing here, or extra here); for every user we hold,
+Okta's status is compared with ours (deactivated in Okta but active here, or
+the reverse), and a full run also names the users Okta no longer knows
+(orphaned: reported, left to the stale-access findings, never guessed at).
+
+Repairs go through the identity functions with source ``okta-sync``, one
+transaction per group (and per batch of users), so a failure part-way leaves
+every group either fully repaired or untouched, and the next run finishes
+the work. Each repair carries the time the data was fetched as its
+``published`` time: an event Okta published after the fetch still wins.
+An incremental run asks Okta only for groups whose membership changed
+(``lastMembershipUpdated gt``) and users who changed (``lastUpdated gt``)
+since the last successful run started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Origin, Source
+from provisioning.database import Database, utcnow
+from provisioning.entitlements.models import Mapping
+from provisioning.identity import directory
+from provisioning.identity.models import Group, Membership, MembershipSource, User
+from provisioning.okta import runs
+from provisioning.okta.client import OktaClient, OktaError
+from provisioning.okta.models import SyncRun
+
+KIND = "reconcile"
+# Okta statuses in which a person may hold access (PROVISIONED: activated, password not set).
+ACTIVE_STATUSES = frozenset({"ACTIVE", "PROVISIONED", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
+USER_BATCH = 500
+# Asked for changes since a little before the last run started: clocks and
+# Okta's indexes are not exact, and looking twice at a group is harmless.
+INCREMENTAL_OVERLAP = dt.timedelta(seconds=60)
+ORIGIN = Origin(actor="okta-sync", source=Source.OKTA_SYNC)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def okta_time(moment: dt.datetime) -> str:
+    """A time as Okta's filters take it, to the millisecond."""
+    moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: list[tuple[str, Any]]  # (Okta group id, our group id), the groups to compare
+    since: dt.datetime | None  # None: full run
+
+
+def _mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
+    query = (
+        select(Group.external_id, Group.id)
+        .join(Mapping, Mapping.group_id == Group.id)
+        .where(Group.external_id.is_not(None))
+        .distinct()
+        .order_by(Group.external_id)
+    )
+    rows = [(okta_id, group_id) for okta_id, group_id in session.execute(query)]
+    if only is not None:
+        wanted = set(only)
+        rows = [row for row in rows if row[0] in wanted]
+    return rows
+
+
+def reconcile(
+    database: Database,
+    client: OktaClient,
+    *,
+    dry_run: bool = False,
+    full: bool = True,
+    groups: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> SyncRun:
+    """Run one reconciliation and return its record (also when it failed: check ``status``)."""
+    progress = progress or (lambda stage, done, total: None)
+    previous = None if full else runs.last_success(database, KIND)
+    since = previous.started_at - INCREMENTAL_OVERLAP if previous else None
+    mode = "incremental" if since else "full"
+    requests_before = client.requests
+    try:
+        with runs.recorded(database, KIND, mode=mode, dry_run=dry_run) as run:
+            counts = {"groups": 0, "groups_vanished": 0, "users_checked": 0}
+            drift: dict[str, list] = {
+                "missing": [],
+                "extra": [],
+                "deactivated": [],
+                "reactivated": [],
+                "orphaned": [],
+                "vanished_groups": [],
+            }
+            run.counts, run.drift = counts, drift
+            with database.reader() as session:
+                mapped = _mapped_groups(session, groups)
+            if since is not None:
+                changed = {
+                    g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
+                }
+                mapped = [row for row in mapped if row[0] in changed]
+            for done, (okta_group, group_id) in enumerate(mapped, 1):
+                _reconcile_group(database, client, okta_group, group_id, dry_run, counts, drift)
+                progress("groups", done, len(mapped))
+                run.requests = client.requests - requests_before
+            _reconcile_users(database, client, since, dry_run, counts, drift, progress)
+            run.requests = client.requests - requests_before
+            for name, entries in drift.items():
+                counts[name] = len(entries)
+    except OktaError:
+        pass  # recorded as failed; the caller reads the record
+    return run
+
+
+def _user_for(session: Session, member: dict[str, Any]) -> User:
+    okta_id = member["id"]
+    user = session.scalar(
+        select(User).where(User.external_id == okta_id, User.deleted_at.is_(None))
+    )
+    if user is not None:
+        return user
+    profile = member.get("profile") or {}
+    login = profile.get("login") or okta_id
+    user = session.scalar(
+        select(User).where(User.user_name_key == login.lower(), User.deleted_at.is_(None))
+    )
+    if user is not None:
+        directory.update_user(session, ORIGIN, user, external_id=okta_id)
+        return user
+    names = " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
+    return directory.create_user(
+        session,
+        ORIGIN,
+        user_name=login,
+        external_id=okta_id,
+        email=profile.get("email"),
+        given_name=profile.get("firstName"),
+        family_name=profile.get("lastName"),
+        display_name=names or None,
+        employee_number=profile.get("employeeNumber"),
+        department=profile.get("department"),
+        active=(member.get("status") or "ACTIVE") in ACTIVE_STATUSES,
+    )
+
+
+def _reconcile_group(
+    database: Database,
+    client: OktaClient,
+    okta_group: str,
+    group_id: Any,
+    dry_run: bool,
+    counts: dict[str, int],
+    drift: dict[str, list],
+) -> None:
+    fetched_at = utcnow()
+    try:
+        members = {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
+    except OktaError as exc:
+        if exc.status == 404:
+            counts["groups_vanished"] += 1
+            drift["vanished_groups"].append(okta_group)
+            return
+        raise
+    counts["groups"] += 1
+    with database.transaction() as session:
+        held = dict(
+            session.execute(
+                select(User.external_id, User.id)
+                .join(Membership, Membership.user_id == User.id)
+                .where(
+                    Membership.group_id == group_id,
+                    Membership.present.is_(True),
+                    User.external_id.is_not(None),
+                )
+            ).all()
+        )
+        missing = sorted(set(members) - set(held))
+        extra = sorted(set(held) - set(members))
+        drift["missing"] += [[okta_group, u] for u in missing]
+        drift["extra"] += [[okta_group, u] for u in extra]
+        if dry_run or not (missing or extra):
+            return
+        group = session.get(Group, group_id)
+        origin = Origin(ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {okta_group}")
+        for okta_user in missing:
+            user = _user_for(session, members[okta_user])
+            directory.set_membership(
+                session,
+                origin,
+                user,
+                group,
+                True,
+                source=MembershipSource.OKTA_SYNC,
+                published_at=fetched_at,
+            )
+        for okta_user in extra:
+            directory.set_membership(
+                session,
+                origin,
+                session.get(User, held[okta_user]),
+                group,
+                False,
+                source=MembershipSource.OKTA_SYNC,
+                published_at=fetched_at,
+            )
+
+
+def _reconcile_users(
+    database: Database,
+    client: OktaClient,
+    since: dt.datetime | None,
+    dry_run: bool,
+    counts: dict[str, int],
+    drift: dict[str, list],
+    progress: Progress,
+) -> None:
+    fetched_at = utcnow()
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    okta_status = {
+        u["id"]: u.get("status")
+        for u in client.users(f'lastUpdated gt "{okta_time(since or epoch)}"')
+        if u.get("id")
+    }
+    with database.reader() as session:
+        ours = session.execute(
+            select(User.id, User.external_id, User.active).where(
+                User.external_id.is_not(None), User.deleted_at.is_(None)
+            )
+        ).all()
+    changes: list[tuple[Any, bool]] = []
+    for user_id, okta_id, active in ours:
+        counts["users_checked"] += 1
+        status = okta_status.get(okta_id)
+        if status is None:
+            if since is None:
+                drift["orphaned"].append(okta_id)
+            continue
+        should = status in ACTIVE_STATUSES
+        if should != active:
+            drift["reactivated" if should else "deactivated"].append(okta_id)
+            changes.append((user_id, should))
+    if dry_run:
+        return
+    for start in range(0, len(changes), USER_BATCH):
+        with database.transaction() as session:
+            for user_id, should in changes[start : start + USER_BATCH]:
+                user = session.get(User, user_id)
+                directory.set_active(session, ORIGIN, user, should, published_at=fetched_at)
+        progress("users", min(start + USER_BATCH, len(changes)), len(changes))

@@ -1,0 +1,42 @@
+"""The database layer: the SQLite writers' queue is first come, first served, and reentrant."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from provisioning.database import FairLock
+
+
+def test_fair_lock_serves_waiters_in_arrival_order():
+    lock, order, started = FairLock(), [], []
+    lock.__enter__()
+
+    def waiter(n: int) -> None:
+        started.append(n)
+        with lock:
+            order.append(n)
+
+    threads = []
+    for n in range(5):
+        thread = threading.Thread(target=waiter, args=(n,))
+        thread.start()
+        threads.append(thread)
+        while len(started) <= n:
+            time.sleep(0.001)
+        time.sleep(0.02)  # let it queue before the next one arrives
+    lock.__exit__()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_fair_lock_is_reentrant():
+    lock = FairLock()
+    with lock, lock:
+        pass
+    acquired = []
+    thread = threading.Thread(target=lambda: acquired.append(lock.__enter__()))
+    thread.start()
+    thread.join(5)
+    assert acquired
