@@ -57,6 +57,21 @@ class OktaState:
     rate_limit: int = 10_000
     token: str = TOKEN
     lock: threading.RLock = field(default_factory=threading.RLock)
+    version: int = 0
+    _listings: dict = field(default_factory=dict)
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def listing(self, kind: str, expression: str | None, build) -> tuple[list[dict], dict]:
+        """A filtered listing and its positions, cached until the state changes."""
+        key = (kind, expression, self.version)
+        with self.lock:
+            if key not in self._listings:
+                self._listings.clear()
+                items = build()
+                self._listings[key] = (items, {item["id"]: i for i, item in enumerate(items)})
+            return self._listings[key]
 
     # -- building the org -------------------------------------------------
 
@@ -88,6 +103,7 @@ class OktaState:
         }
         with self.lock:
             self.users[okta_id] = user
+            self.changed()
         return user
 
     def add_group(self, name: str, *, okta_id: str | None = None) -> dict:
@@ -106,6 +122,7 @@ class OktaState:
         with self.lock:
             self.groups[okta_id] = group
             self.members[okta_id] = []
+            self.changed()
         return group
 
     def add_member(self, group_id: str, user_id: str, *, log: bool = False) -> None:
@@ -113,6 +130,7 @@ class OktaState:
             if user_id not in self.members[group_id]:
                 self.members[group_id].append(user_id)
             self.groups[group_id]["lastMembershipUpdated"] = iso(now())
+            self.changed()
             if log:
                 self.log("group.user_membership.add", user_id, group_id)
 
@@ -121,6 +139,7 @@ class OktaState:
             if user_id in self.members[group_id]:
                 self.members[group_id].remove(user_id)
             self.groups[group_id]["lastMembershipUpdated"] = iso(now())
+            self.changed()
             if log:
                 self.log("group.user_membership.remove", user_id, group_id)
 
@@ -129,6 +148,7 @@ class OktaState:
             user = self.users[user_id]
             user["status"] = status
             user["statusChanged"] = user["lastUpdated"] = iso(now())
+            self.changed()
             if log_type:
                 self.log(log_type, user_id)
 
@@ -273,13 +293,15 @@ def create_okta_app(state: OktaState) -> Flask:
                 return error(fault.status, "E0000009", "Internal Server Error")
         return None
 
-    def page(items: list[dict], limit_default: int, limit_max: int, key: str = "id") -> Response:
+    def page(
+        items: list[dict], limit_default: int, limit_max: int, positions: dict | None = None
+    ) -> Response:
         limit = min(int(request.args.get("limit", limit_default)), limit_max)
         after = request.args.get("after")
         start = 0
         if after:
-            ids = [item[key] for item in items]
-            start = ids.index(after) + 1 if after in ids else len(items)
+            positions = positions or {item["id"]: i for i, item in enumerate(items)}
+            start = positions[after] + 1 if after in positions else len(items)
         chunk = items[start : start + limit]
         response = rate_headers(
             Response(json.dumps(chunk), status=200, mimetype="application/json")
@@ -288,21 +310,24 @@ def create_okta_app(state: OktaState) -> Flask:
         params = {k: v for k, v in request.args.items() if k != "after"}
         response.headers.add("Link", f'<{base}?{urlencode(params)}>; rel="self"')
         if start + limit < len(items):
-            params["after"] = chunk[-1][key]
+            params["after"] = chunk[-1]["id"]
             response.headers.add("Link", f'<{base}?{urlencode(params)}>; rel="next"')
         return response
 
     @app.get("/api/v1/users")
     def users():
-        expression = request.args.get("search") or request.args.get("filter")
-        with state.lock:
-            listed = [
+        search = request.args.get("search")
+        expression = search or request.args.get("filter")
+        listed, positions = state.listing(
+            f"users:{bool(search)}",
+            expression,
+            lambda: [
                 u
                 for u in state.users.values()
-                if matches(expression, u)
-                and (request.args.get("search") or u["status"] != "DEPROVISIONED")
-            ]
-        return page(listed, 200, 200)
+                if matches(expression, u) and (search or u["status"] != "DEPROVISIONED")
+            ],
+        )
+        return page(listed, 200, 200, positions)
 
     @app.get("/api/v1/users/<user_id>")
     def user(user_id):
@@ -315,9 +340,12 @@ def create_okta_app(state: OktaState) -> Flask:
     @app.get("/api/v1/groups")
     def groups():
         expression = request.args.get("search") or request.args.get("filter")
-        with state.lock:
-            listed = [g for g in state.groups.values() if matches(expression, g)]
-        return page(listed, 10_000, 10_000)
+        listed, positions = state.listing(
+            "groups",
+            expression,
+            lambda: [g for g in state.groups.values() if matches(expression, g)],
+        )
+        return page(listed, 10_000, 10_000, positions)
 
     @app.get("/api/v1/groups/<group_id>")
     def group(group_id):
