@@ -32,13 +32,13 @@ from sqlalchemy import insert
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
 
-from provisioning.connectors.models import Connector  # noqa: E402
-from provisioning.database import Database, utcnow  # noqa: E402
-from provisioning.entitlements.models import Grant, Mapping  # noqa: E402
-from provisioning.identity.models import Group, Membership, User  # noqa: E402
-from provisioning.okta import reconcile as reconciliation  # noqa: E402
-from provisioning.okta.client import OktaClient  # noqa: E402
-from tests.okta.okta_server import TOKEN, OktaServer, OktaState  # noqa: E402
+from provisioning.connectors.models import Connector
+from provisioning.database import Database, utcnow
+from provisioning.entitlements.models import Grant, Mapping
+from provisioning.identity.models import Group, Membership, User
+from provisioning.okta import reconcile as reconciliation
+from provisioning.okta.client import OktaClient
+from tests.okta.okta_server import TOKEN, OktaServer, OktaState
 
 BATCH = 10_000
 
@@ -46,7 +46,9 @@ BATCH = 10_000
 def build(state: OktaState, database: Database, users: int, groups: int, per_user: int) -> dict:
     """The same organisation in the Okta server and in our database."""
     rng = random.Random(5)
-    okta_users = [state.add_user(f"user{u}@example.com", okta_id=f"00u{u:07d}") for u in range(users)]
+    okta_users = [
+        state.add_user(f"user{u}@example.com", okta_id=f"00u{u:07d}") for u in range(users)
+    ]
     okta_groups = [state.add_group(f"g{g}", okta_id=f"00g{g:07d}") for g in range(groups)]
     membership = {}
     for u in range(users):
@@ -212,7 +214,9 @@ def main() -> None:
 
     ratio = full.requests / org["minimum_pages"]
     print()
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {database.dialect}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {database.dialect}"
+    )
     print()
     print("| run | wall s | requests | minimum pages | ratio | drift repaired |")
     print("|---|---:|---:|---:|---:|---|")
