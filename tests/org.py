@@ -64,3 +64,29 @@ class Org:
 
 def later(days: float = 1) -> dt.datetime:
     return utcnow() + dt.timedelta(days=days)
+
+
+def mapped_okta_group(database, origin: Origin, okta_group_id: str, slug: str = "github") -> Group:
+    """An Okta group (by its Okta id) mapped to a new connector named ``slug``."""
+    from provisioning.entitlements.mappings import create_mapping
+
+    with database.transaction() as session:
+        connector = Org(session, origin).connector(slug)
+        group = create_group(session, origin, display_name=slug, external_id=okta_group_id)
+        create_mapping(session, origin, group, connector, "read")
+    return group
+
+
+def holders(database) -> set[str]:
+    """The external ids of users holding at least one live grant."""
+    from sqlalchemy import select
+
+    from provisioning.entitlements.models import Grant
+
+    with database.reader() as session:
+        rows = session.execute(
+            select(User.external_id)
+            .join(Grant, Grant.user_id == User.id)
+            .where(Grant.revoked_at.is_(None))
+        )
+        return {external_id for (external_id,) in rows}

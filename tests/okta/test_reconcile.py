@@ -11,31 +11,12 @@ from sqlalchemy import func, select
 
 from provisioning.audit.models import AuditEvent
 from provisioning.cli import main
-from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group, set_membership
+from provisioning.identity.directory import set_membership
 from provisioning.identity.models import MembershipSource, User
 from provisioning.okta.reconcile import reconcile
 from tests.okta.okta_server import TOKEN
-from tests.org import Org
-
-
-def mapped_group(database, origin, okta_group_id: str, slug: str = "github"):
-    with database.transaction() as session:
-        connector = Org(session, origin).connector(slug)
-        group = create_group(session, origin, display_name=slug, external_id=okta_group_id)
-        create_mapping(session, origin, group, connector, "read")
-    return group
-
-
-def live(database) -> set[str]:
-    with database.reader() as session:
-        rows = session.execute(
-            select(User.external_id)
-            .join(Grant, Grant.user_id == User.id)
-            .where(Grant.revoked_at.is_(None))
-        )
-        return {r for (r,) in rows}
+from tests.org import Org, holders, mapped_okta_group
 
 
 def audit_count(database) -> int:
@@ -48,11 +29,11 @@ def test_missing_membership_is_added_and_granted(database, origin, okta, client)
     eng = state.add_group("eng")
     ada = state.add_user("ada@example.com", name="Ada Lovelace", employeeNumber="E1")
     state.add_member(eng["id"], ada["id"])
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     run = reconcile(database, client)
     assert run.status == "succeeded", run.error
     assert run.drift["missing"] == [[eng["id"], ada["id"]]]
-    assert live(database) == {ada["id"]}
+    assert holders(database) == {ada["id"]}
     with database.reader() as session:
         user = session.scalar(select(User).where(User.external_id == ada["id"]))
         assert (user.user_name, user.given_name, user.employee_number) == (
@@ -67,40 +48,40 @@ def test_missing_membership_is_added_and_granted(database, origin, okta, client)
 def test_extra_membership_is_removed_and_revoked(database, origin, okta, client):
     eng = okta.state.add_group("eng")
     bob = okta.state.add_user("bob@example.com")
-    group = mapped_group(database, origin, eng["id"])
+    group = mapped_okta_group(database, origin, eng["id"])
     with database.transaction() as session:
         user = Org(session, origin).user("bob@example.com", external_id=bob["id"])
         set_membership(session, origin, user, group, True, source=MembershipSource.SCIM)
-    assert live(database) == {bob["id"]}
+    assert holders(database) == {bob["id"]}
     run = reconcile(database, client)
     assert run.drift["extra"] == [[eng["id"], bob["id"]]]
-    assert live(database) == set()
+    assert holders(database) == set()
 
 
 def test_missed_deactivation_is_found_and_repaired(database, origin, okta, client):
     eng = okta.state.add_group("eng")
     lee = okta.state.add_user("lee@example.com")
     okta.state.add_member(eng["id"], lee["id"])
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     reconcile(database, client)
-    assert live(database) == {lee["id"]}
+    assert holders(database) == {lee["id"]}
     # Okta deactivates Lee; the hook never arrives.
     okta.state.set_status(lee["id"], "DEPROVISIONED")
     run = reconcile(database, client)
     assert run.drift["deactivated"] == [lee["id"]]
-    assert live(database) == set()
+    assert holders(database) == set()
     with database.reader() as session:
         assert session.scalar(select(Grant.revoke_reason)) == "user deactivated"
     # Reactivated in Okta: access comes back.
     okta.state.set_status(lee["id"], "ACTIVE")
     run = reconcile(database, client)
     assert run.drift["reactivated"] == [lee["id"]]
-    assert live(database) == {lee["id"]}
+    assert holders(database) == {lee["id"]}
 
 
 def test_user_unknown_to_okta_is_reported_as_orphaned_not_changed(database, origin, okta, client):
     eng = okta.state.add_group("eng")
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     with database.transaction() as session:
         Org(session, origin).user("ghost@example.com", external_id="00ughost")
     run = reconcile(database, client)
@@ -113,26 +94,26 @@ def test_dry_run_reports_and_changes_nothing(database, origin, okta, client):
     eng = okta.state.add_group("eng")
     ada = okta.state.add_user("ada@example.com")
     okta.state.add_member(eng["id"], ada["id"])
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     before = audit_count(database)
     run = reconcile(database, client, dry_run=True)
     assert run.dry_run and run.counts["missing"] == 1
     assert audit_count(database) == before
-    assert live(database) == set()
+    assert holders(database) == set()
 
 
 def test_rate_limit_is_honoured_not_hammered(database, origin, okta, client):
     eng = okta.state.add_group("eng")
     ada = okta.state.add_user("ada@example.com")
     okta.state.add_member(eng["id"], ada["id"])
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     okta.state.fail(f"/api/v1/groups/{eng['id']}/users", 429)
     started = time.monotonic()
     run = reconcile(database, client)
     assert run.status == "succeeded", run.error
     assert time.monotonic() - started >= 1  # waited for the reset, did not retry at once
     assert okta.state.requests[f"/api/v1/groups/{eng['id']}/users"] == 2
-    assert live(database) == {ada["id"]}
+    assert holders(database) == {ada["id"]}
 
 
 def test_a_500_mid_run_fails_cleanly_and_the_next_run_completes(database, origin, okta, client):
@@ -141,20 +122,20 @@ def test_a_500_mid_run_fails_cleanly_and_the_next_run_completes(database, origin
     ada, bob = okta.state.add_user("ada@example.com"), okta.state.add_user("bob@example.com")
     okta.state.add_member(first["id"], ada["id"])
     okta.state.add_member(second["id"], bob["id"])
-    mapped_group(database, origin, first["id"], "first")
-    mapped_group(database, origin, second["id"], "second")
+    mapped_okta_group(database, origin, first["id"], "first")
+    mapped_okta_group(database, origin, second["id"], "second")
     okta.state.fail(f"/api/v1/groups/{second['id']}/users", 500)
     run = reconcile(database, client)
     assert run.status == "failed" and "HTTP 500" in run.error
     # The first group was repaired in its own transaction; the second not at all.
-    assert live(database) == {ada["id"]}
+    assert holders(database) == {ada["id"]}
     run = reconcile(database, client)
     assert run.status == "succeeded"
-    assert live(database) == {ada["id"], bob["id"]}
+    assert holders(database) == {ada["id"], bob["id"]}
 
 
 def test_vanished_group_is_skipped_with_a_message(database, origin, okta, client):
-    mapped_group(database, origin, "00ggone")
+    mapped_okta_group(database, origin, "00ggone")
     run = reconcile(database, client)
     assert run.status == "succeeded"
     assert run.drift["vanished_groups"] == ["00ggone"]
@@ -164,7 +145,7 @@ def test_expired_token_and_malformed_answers_fail_the_run_with_a_reason(
     database, origin, okta, client
 ):
     eng = okta.state.add_group("eng")
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     okta.state.fail("/api/v1/groups/", 200, body="{not json")
     run = reconcile(database, client)
     assert run.status == "failed" and "not JSON" in run.error
@@ -179,7 +160,7 @@ def test_incremental_run_asks_only_for_what_changed(database, origin, okta, clie
     people = [okta.state.add_user(f"p{i}@example.com") for i in range(5)]
     for group, person in zip(groups, people, strict=True):
         okta.state.add_member(group["id"], person["id"])
-        mapped_group(database, origin, group["id"], group["profile"]["name"])
+        mapped_okta_group(database, origin, group["id"], group["profile"]["name"])
     full = reconcile(database, client)
     assert full.mode == "full" and full.counts["groups"] == 5
     time.sleep(0.01)
@@ -189,13 +170,13 @@ def test_incremental_run_asks_only_for_what_changed(database, origin, okta, clie
     assert incremental.counts["groups"] == 1
     assert incremental.drift["extra"] == [[groups[2]["id"], people[2]["id"]]]
     assert incremental.requests < full.requests
-    assert people[2]["id"] not in live(database)
+    assert people[2]["id"] not in holders(database)
 
 
 def test_only_the_named_groups(database, origin, okta, client):
     a, b = okta.state.add_group("a"), okta.state.add_group("b")
-    mapped_group(database, origin, a["id"], "a")
-    mapped_group(database, origin, b["id"], "b")
+    mapped_okta_group(database, origin, a["id"], "a")
+    mapped_okta_group(database, origin, b["id"], "b")
     run = reconcile(database, client, groups=[b["id"]])
     assert run.counts["groups"] == 1
     assert okta.state.requests[f"/api/v1/groups/{a['id']}/users"] == 0
@@ -205,7 +186,7 @@ def test_cli_dry_run_json_and_runs(database, origin, okta):
     eng = okta.state.add_group("eng")
     ada = okta.state.add_user("ada@example.com")
     okta.state.add_member(eng["id"], ada["id"])
-    mapped_group(database, origin, eng["id"])
+    mapped_okta_group(database, origin, eng["id"])
     env = {
         "DATABASE_URL": database.url,
         "PROVISIONING_OKTA_ORG_URL": okta.url,
@@ -215,7 +196,7 @@ def test_cli_dry_run_json_and_runs(database, origin, okta):
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["dry_run"] and summary["drift"]["missing"] == [[eng["id"], ada["id"]]]
-    assert live(database) == set()
+    assert holders(database) == set()
     result = CliRunner().invoke(main, ["okta", "runs", "--json"], env=env)
     assert json.loads(result.stdout)[0]["id"] == summary["id"]
     missing = CliRunner().invoke(main, ["reconcile"], env={"DATABASE_URL": database.url})
