@@ -8,11 +8,9 @@ import platform
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,9 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import create_engine, delete, func, insert, select, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fixtures import DEFAULT_POSTGRES, postgres_database, sqlite_database
 from provisioning.audit import log as audit
 from provisioning.audit.log import Origin, Source
 from provisioning.audit.models import AuditChainHead
@@ -37,48 +38,11 @@ from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BATCH = 5000
 ORIGIN = Origin("bench", Source.ADMIN)
 
 
 # -- databases --------------------------------------------------------------
-
-
-def postgres_schema_url(base_url: str, schema: str) -> str:
-    """``base_url`` with its search path set to ``schema`` (as tests/conftest.py does)."""
-    separator = "&" if "?" in base_url else "?"
-    return f"{base_url}{separator}options=-csearch_path%3D{schema}"
-
-
-@contextmanager
-def sqlite_database() -> Iterator[Database]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        database = Database(f"sqlite:///{Path(workdir) / 'bench.db'}")
-        try:
-            database.upgrade()
-            yield database
-        finally:
-            database.dispose()
-
-
-@contextmanager
-def postgres_database(base_url: str) -> Iterator[Database]:
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        database = Database(postgres_schema_url(base_url, schema))
-        try:
-            database.upgrade()
-            yield database
-        finally:
-            database.dispose()
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-    finally:
-        admin.dispose()
 
 
 # -- seeding ----------------------------------------------------------------

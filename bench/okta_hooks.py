@@ -26,22 +26,23 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fixtures import DEFAULT_POSTGRES, connector_rows, database_for
 from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
 from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import Group, Membership, User
 
 SECRET = "bench-hook-secret"
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BATCH = 10_000
 
 
@@ -54,26 +55,7 @@ def seed(database: Database, users: int, groups: int, connectors: int, per_user:
     user_ids = [uuid.uuid4() for _ in range(users)]
     group_ids = [uuid.uuid4() for _ in range(groups)]
     with database.engine.begin() as conn:
-        conn.execute(
-            insert(Connector),
-            [
-                {
-                    "slug": f"c{i}",
-                    "name": f"Connector {i}",
-                    "kind": "remote",
-                    "capability": "read_write",
-                    "publisher": "directory",
-                    "security_review": "approved",
-                    "data_classification": "internal",
-                    "interfaces": ["web"],
-                    "enabled": True,
-                    "unknown_action_policy": "needs_approval",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(connectors)
-            ],
-        )
+        conn.execute(insert(Connector), connector_rows(connectors))
         connector_ids = list(conn.scalars(select(Connector.id).order_by(Connector.id)))
         conn.execute(
             insert(Group),
@@ -153,30 +135,6 @@ def seed(database: Database, users: int, groups: int, connectors: int, per_user:
 
 
 # -- databases and server -----------------------------------------------------
-
-
-@contextmanager
-def database_for(kind: str, postgres_url: str):
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-hooks-") as workdir:
-            database = Database(f"sqlite:///{Path(workdir) / 'bench.db'}")
-            database.upgrade()
-            yield database
-            database.dispose()
-        return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    database = Database(f"{postgres_url}?options=-csearch_path%3D{schema}")
-    try:
-        database.upgrade()
-        yield database
-    finally:
-        database.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ from sqlalchemy import insert
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
 
+from bench.fixtures import connector_rows
 from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
 from provisioning.entitlements.models import Grant, Mapping
@@ -64,26 +65,7 @@ def build(state: OktaState, database: Database, users: int, groups: int, per_use
     group_ids = [uuid.uuid4() for _ in range(groups)]
     connectors = 200
     with database.engine.begin() as conn:
-        conn.execute(
-            insert(Connector),
-            [
-                {
-                    "slug": f"c{i}",
-                    "name": f"c{i}",
-                    "kind": "remote",
-                    "capability": "read_write",
-                    "publisher": "directory",
-                    "security_review": "approved",
-                    "data_classification": "internal",
-                    "interfaces": ["web"],
-                    "enabled": True,
-                    "unknown_action_policy": "needs_approval",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(connectors)
-            ],
-        )
+        conn.execute(insert(Connector), connector_rows(connectors))
         connector_ids = list(range(1, connectors + 1))
         conn.execute(
             insert(Group),

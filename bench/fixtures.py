@@ -1,0 +1,86 @@
+"""Databases and bulk-loaded rows shared by the benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+
+from provisioning.database import Database, utcnow
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BATCH = 10_000
+
+
+def postgres_schema_url(base_url: str, schema: str) -> str:
+    """``base_url`` with its search path set to ``schema`` (as tests/conftest.py does)."""
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def sqlite_database() -> Iterator[Database]:
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        database = Database(f"sqlite:///{Path(workdir) / 'bench.db'}")
+        try:
+            database.upgrade()
+            yield database
+        finally:
+            database.dispose()
+
+
+@contextmanager
+def postgres_database(base_url: str = DEFAULT_POSTGRES) -> Iterator[Database]:
+    """A migrated database in a schema of its own, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        database = Database(postgres_schema_url(base_url, schema))
+        try:
+            database.upgrade()
+            yield database
+        finally:
+            database.dispose()
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    finally:
+        admin.dispose()
+
+
+def database_for(kind: str, postgres_url: str = DEFAULT_POSTGRES):
+    """A fresh migrated database: ``sqlite`` or ``postgresql``."""
+    return sqlite_database() if kind == "sqlite" else postgres_database(postgres_url)
+
+
+def bulk(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), BATCH):
+        conn.execute(insert(table), rows[start : start + BATCH])
+
+
+def connector_rows(count: int, prefix: str = "c") -> list[dict[str, Any]]:
+    """Enabled, approved, read-write remote connectors."""
+    now = utcnow()
+    return [
+        {
+            "slug": f"{prefix}{i}",
+            "name": f"Connector {prefix}{i}",
+            "kind": "remote",
+            "capability": "read_write",
+            "publisher": "directory",
+            "security_review": "approved",
+            "data_classification": "internal",
+            "interfaces": ["web"],
+            "enabled": True,
+            "unknown_action_policy": "needs_approval",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
