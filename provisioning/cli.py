@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -79,7 +80,28 @@ def domain_errors(*kinds: type[Exception]) -> Callable:
     return decorate
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group, with the commands other packages add (entry points
+    ``provisioning.commands``), loaded when first asked for."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for entry in entry_points(group="provisioning.commands"):
+                self.add_command(entry.load(), name=entry.name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._load()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="connector-provisioning")
 def main() -> None:
     """Connector access provisioning service."""
@@ -89,9 +111,10 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
+@click.option("--no-jobs", is_flag=True, help="Do not run the scheduled jobs in this process.")
 @pass_context
-def serve(ctx: Context, host: str, port: int, threads: int) -> None:
-    """Migrate the database, then serve the API (one gunicorn worker)."""
+def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> None:
+    """Migrate the database, then serve the API (one gunicorn worker), with the jobs."""
     from gunicorn.app.base import BaseApplication
 
     from provisioning.web.app import create_app
@@ -107,7 +130,12 @@ def serve(ctx: Context, host: str, port: int, threads: int) -> None:
             self.cfg.set("accesslog", "-")
 
         def load(self):
-            return create_app(settings)
+            app = create_app(settings)
+            if not no_jobs:
+                database = app.extensions["provisioning.database"]
+                for entry in entry_points(group="provisioning.background"):
+                    entry.load()(database, settings)
+            return app
 
     click.echo(f"serving on http://{host}:{port} (database: {ctx.database.dialect})", err=True)
     Server().run()

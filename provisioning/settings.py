@@ -63,9 +63,38 @@ class Settings(BaseSettings):
     )
     okta_writeback: bool = False
 
+    # Job schedules: crontab expressions (minute hour day month weekday), in UTC.
+    schedule_okta_inbox: str = "* * * * *"
+    schedule_okta_catch_up: str = "*/5 * * * *"
+    schedule_okta_reconcile_incremental: str = "*/15 * * * *"
+    schedule_okta_reconcile: str = "0 2 * * *"
+    schedule_expiry: str = "*/10 * * * *"
+    schedule_stale_scan: str = "0 3 * * *"
+    dormant_after_days: int = Field(default=90, gt=0)
+    # How often a standby worker tries to take over the schedule (seconds).
+    leader_poll_seconds: float = Field(default=15, gt=0, le=60)
+
     @property
     def okta_hook_secret_list(self) -> list[str]:
         return [s.strip() for s in self.okta_hook_secrets.split(",") if s.strip()]
+
+    @field_validator(
+        "schedule_okta_inbox",
+        "schedule_okta_catch_up",
+        "schedule_okta_reconcile_incremental",
+        "schedule_okta_reconcile",
+        "schedule_expiry",
+        "schedule_stale_scan",
+    )
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression ({exc})") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,9 +6,10 @@ from provisioning.database import Base
 from provisioning.entitlements import models as _entitlements
 from provisioning.identity import models as _identity
 from provisioning.okta import models as _okta
+from provisioning.oversight import models as _oversight
 from provisioning.tokens import models as _tokens
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-_ = (_audit, _connectors, _entitlements, _identity, _okta, _tokens)
+_ = (_audit, _connectors, _entitlements, _identity, _okta, _oversight, _tokens)

@@ -41,6 +41,7 @@ _STATE_FIELDS = (
     "reassess_by",
     "enabled",
     "unknown_action_policy",
+    "dormant_after_days",
 )
 
 

@@ -131,6 +131,8 @@ class Connector(Base):
     unknown_action_policy: Mapped[Policy] = mapped_column(
         enum_type(Policy), default=Policy.NEEDS_APPROVAL
     )
+    # Days without use after which a grant is dormant (None: the service default).
+    dormant_after_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

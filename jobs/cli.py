@@ -1,0 +1,102 @@
+"""`provisioning worker` and `provisioning jobs list|run`, added to the command by entry point."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import click
+
+from jobs import runner
+from jobs.registry import JOBS
+from provisioning.cli import Context, _fail, _progress, pass_context
+
+
+@click.command()
+@pass_context
+def worker(ctx: Context) -> None:
+    """Run the schedule (when this worker is the leader) until stopped."""
+    database = ctx.migrated()
+    settings = ctx.settings
+    process = runner.Worker(database, settings)
+    signal.signal(signal.SIGTERM, lambda *_: process.stop())
+    click.echo(
+        "worker up; schedules: "
+        + ", ".join(
+            f"{name} [{spec.schedule(settings)}]"
+            for name, spec in JOBS.items()
+            if spec.enabled(settings)
+        ),
+        err=True,
+    )
+    try:
+        process.run()
+    except KeyboardInterrupt:
+        process.stop()
+
+
+@click.group()
+def jobs() -> None:
+    """Scheduled jobs: what exists, when it last ran, run one now."""
+
+
+@jobs.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def jobs_list(ctx: Context, as_json: bool) -> None:
+    """Every job, its schedule and its last run."""
+    settings = ctx.settings
+    last = runner.last_runs(ctx.migrated())
+    rows = []
+    for name, spec in JOBS.items():
+        run = last.get(name)
+        rows.append(
+            {
+                "job": name,
+                "schedule": spec.schedule(settings) if spec.enabled(settings) else None,
+                "description": spec.description,
+                "last_run": None
+                if run is None
+                else {
+                    "started_at": run.started_at.isoformat(),
+                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                    "outcome": str(run.outcome),
+                    "trigger": run.trigger,
+                    "counts": run.counts,
+                    "error": run.error,
+                },
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        schedule = row["schedule"] or "not configured"
+        run = row["last_run"]
+        last_text = "never run" if run is None else f"{run['outcome']} at {run['started_at'][:19]}"
+        click.echo(f"{row['job']:<28} {schedule:<16} {last_text:<34} {row['description']}")
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def jobs_run(ctx: Context, name: str, as_json: bool) -> None:
+    """Run one job now, in the foreground."""
+    if name not in JOBS:
+        _fail(str(runner.UnknownJob(name)), 2)
+    database = ctx.migrated()
+    with _progress(not as_json) as progress:
+        run = runner.run_job(database, ctx.settings, name, trigger="manual", progress=progress)
+    if run is None:
+        _fail(f"job {name} is already running elsewhere")
+    summary = {
+        "job": name,
+        "outcome": str(run.outcome),
+        "counts": run.counts,
+        "error": run.error,
+        "seconds": round((run.finished_at - run.started_at).total_seconds(), 3),
+    }
+    click.echo(json.dumps(summary, indent=None if as_json else 2))
+    if run.outcome != "succeeded":
+        _fail(f"job {name} failed: {run.error}")

@@ -1,0 +1,113 @@
+"""The jobs the service runs on a schedule: each a name, a schedule setting and a function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from provisioning.audit.log import Origin, Source
+from provisioning.database import Database
+from provisioning.entitlements.expiry import expire
+from provisioning.okta import inbox
+from provisioning.okta.client import OktaError, from_settings
+from provisioning.oversight.scan import scan
+from provisioning.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+
+
+class JobFailed(Exception):
+    """A job ran and reported failure (its message says why)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    setting: str  # the Settings field holding its crontab
+    run: Callable[[Database, Settings, Progress], dict[str, Any]]
+    description: str
+    needs_okta: bool = False
+
+    def schedule(self, settings: Settings) -> str:
+        return getattr(settings, self.setting)
+
+    def enabled(self, settings: Settings) -> bool:
+        return not self.needs_okta or bool(settings.okta_org_url)
+
+
+def _origin(name: str) -> Origin:
+    return Origin(actor=f"job:{name}", source=Source.JOB)
+
+
+def _stale_scan(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    with database.transaction() as session:
+        return scan(session, dormant_days=settings.dormant_after_days)
+
+
+def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    with database.transaction() as session:
+        return expire(session, _origin("expiry"))
+
+
+def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    done = inbox.process_pending(database)
+    return {"deliveries": done.deliveries, "failed": done.failed, **done.outcomes}
+
+
+def _okta(full: bool | None) -> Callable[[Database, Settings, Progress], dict[str, Any]]:
+    def run(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+        from provisioning.okta.catchup import catch_up
+        from provisioning.okta.reconcile import reconcile
+
+        try:
+            client = from_settings(settings)
+        except OktaError as exc:
+            raise JobFailed(str(exc)) from None
+        try:
+            if full is None:
+                record = catch_up(database, client)
+            else:
+                record = reconcile(database, client, full=full, progress=progress)
+        finally:
+            client.close()
+        if record.status != "succeeded":
+            raise JobFailed(f"okta run {record.id}: {record.error}")
+        return {"okta_run": record.id, **record.counts}
+
+    return run
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (
+        Job(
+            "okta-inbox", "schedule_okta_inbox", _okta_inbox, "apply pending event hook deliveries"
+        ),
+        Job(
+            "okta-catch-up",
+            "schedule_okta_catch_up",
+            _okta(None),
+            "System Log events the hooks missed",
+            needs_okta=True,
+        ),
+        Job(
+            "okta-reconcile-incremental",
+            "schedule_okta_reconcile_incremental",
+            _okta(False),
+            "reconcile what changed in Okta since the last run",
+            needs_okta=True,
+        ),
+        Job(
+            "okta-reconcile",
+            "schedule_okta_reconcile",
+            _okta(True),
+            "full reconciliation with Okta",
+            needs_okta=True,
+        ),
+        Job(
+            "expiry", "schedule_expiry", _expiry, "revoke what expired mappings and exceptions gave"
+        ),
+        Job("stale-scan", "schedule_stale_scan", _stale_scan, "findings about stale access"),
+    )
+}

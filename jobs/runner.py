@@ -1,0 +1,241 @@
+"""Running jobs: one at a time per job, recorded, and scheduled by a single leader.
+
+Every run is a ``job_runs`` row. A job never runs twice at once, across
+processes: a run first takes a per-job lock (a PostgreSQL advisory lock, or
+a lock file beside the SQLite database) and is skipped if another holds it.
+
+Of several workers sharing a database exactly one schedules: the leader,
+holding a session-level advisory lock on PostgreSQL (a lock file on SQLite)
+for as long as its process lives. Standbys try to take over every
+``leader_poll_seconds``; when the leader dies its lock goes with its
+connection (or file descriptor) and a standby takes over. APScheduler runs
+the schedule in the leader only, from an in-memory job store (a shared job
+store would run jobs once per process). A run missed while no leader was up
+is run once when a leader starts (coalesced), judged from ``job_runs``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select, text
+
+from jobs.registry import JOBS, Job
+from provisioning.database import Database, utcnow
+from provisioning.oversight.models import JobOutcome, JobRun
+from provisioning.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class UnknownJob(KeyError):
+    def __str__(self) -> str:
+        return f"no job named {self.args[0]!r}; jobs: {', '.join(sorted(JOBS))}"
+
+
+def _key(name: str) -> int:
+    """A stable 63-bit advisory lock key for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
+
+
+class Lock:
+    """A lock across processes: PostgreSQL session advisory lock, or a file lock for SQLite."""
+
+    def __init__(self, database: Database, name: str) -> None:
+        self.database, self.name = database, name
+        self._held: Any = None
+
+    def acquire(self) -> bool:
+        if self.database.dialect == "postgresql":
+            connection = self.database.engine.connect()
+            got = connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _key(self.name)})
+            connection.commit()
+            if got:
+                self._held = connection
+                return True
+            connection.close()
+            return False
+        path = Path(self.database.engine.url.database or "provisioning.db")
+        handle = open(f"{path}.{self.name}.lock", "a+")  # noqa: SIM115 - held open while locked
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._held = handle
+        return True
+
+    def alive(self) -> bool:
+        """Still held (on PostgreSQL: its connection still answers)."""
+        if self._held is None:
+            return False
+        if self.database.dialect != "postgresql":
+            return True
+        try:
+            self._held.scalar(text("SELECT 1"))
+            self._held.commit()
+            return True
+        except Exception:
+            return False
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self.database.dialect == "postgresql":
+            try:
+                held.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(self.name)})
+                held.commit()
+            finally:
+                held.close()
+        else:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            held.close()
+
+
+def job(name: str) -> Job:
+    try:
+        return JOBS[name]
+    except KeyError:
+        raise UnknownJob(name) from None
+
+
+def run_job(
+    database: Database,
+    settings: Settings,
+    name: str,
+    *,
+    trigger: str = "manual",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> JobRun | None:
+    """Run a job now and record it; None if it is already running somewhere."""
+    spec = job(name)
+    lock = Lock(database, f"job-{name}")
+    if not lock.acquire():
+        log.info("job %s is already running elsewhere; skipped", name)
+        return None
+    try:
+        with database.transaction() as session:
+            run = JobRun(job=name, trigger=trigger, outcome=JobOutcome.RUNNING, counts={})
+            session.add(run)
+        try:
+            counts = spec.run(database, settings, progress or (lambda *_: None))
+            run.outcome, run.counts = JobOutcome.SUCCEEDED, _plain(counts)
+        except Exception as exc:
+            log.exception("job %s failed", name)
+            run.outcome, run.error = JobOutcome.FAILED, f"{type(exc).__name__}: {exc}"
+        run.finished_at = utcnow()
+        with database.transaction() as session:
+            session.merge(run)
+        return run
+    finally:
+        lock.release()
+
+
+def _plain(counts: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(counts, default=str))
+
+
+def last_runs(database: Database) -> dict[str, JobRun]:
+    with database.reader() as session:
+        runs = session.scalars(select(JobRun).order_by(JobRun.started_at)).all()
+    return {run.job: run for run in runs}
+
+
+def trigger_for(spec: Job, settings: Settings) -> CronTrigger:
+    return CronTrigger.from_crontab(spec.schedule(settings), timezone="UTC")
+
+
+def missed(database: Database, settings: Settings) -> list[str]:
+    """Jobs whose scheduled time passed since their last run (to run once now)."""
+    now = utcnow()
+    late = []
+    for name, run in last_runs(database).items():
+        spec = JOBS.get(name)
+        if spec is None or not spec.enabled(settings):
+            continue
+        due = trigger_for(spec, settings).get_next_fire_time(None, run.started_at)
+        if due is not None and due <= now:
+            late.append(name)
+    return late
+
+
+class Worker:
+    """Waits for leadership, then runs the schedule until stopped or leadership is lost."""
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database, self.settings = database, settings
+        self.leadership = Lock(database, "scheduler-leader")
+        self.stopping = threading.Event()
+        self.is_leader = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if self.leadership.acquire():
+                log.warning("worker %s is the scheduler leader", os.getpid())
+                self.is_leader.set()
+                try:
+                    self._lead()
+                finally:
+                    self.is_leader.clear()
+                    self.leadership.release()
+            self.stopping.wait(self.settings.leader_poll_seconds)
+
+    def _lead(self) -> None:
+        scheduler = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        for name, spec in JOBS.items():
+            if spec.enabled(self.settings):
+                scheduler.add_job(
+                    run_job,
+                    trigger_for(spec, self.settings),
+                    args=(self.database, self.settings, name),
+                    kwargs={"trigger": "schedule"},
+                    id=name,
+                    replace_existing=True,
+                )
+        scheduler.start()
+        try:
+            for name in missed(self.database, self.settings):
+                log.warning("job %s missed its schedule; running it once now", name)
+                scheduler.add_job(
+                    run_job,
+                    args=(self.database, self.settings, name),
+                    kwargs={"trigger": "catch-up"},
+                    id=f"{name}-catch-up",
+                )
+            while not self.stopping.wait(self.settings.leader_poll_seconds):
+                if not self.leadership.alive():
+                    log.error("scheduler leadership lost; standing by")
+                    return
+        finally:
+            scheduler.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def start_in_background(database: Database, settings: Settings) -> Callable[[], None]:
+    """Run a worker in a daemon thread of this process; return its stopper."""
+    worker = Worker(database, settings)
+    thread = threading.Thread(target=worker.run, name="jobs-worker", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        worker.stop()
+        thread.join(30)
+
+    return stop

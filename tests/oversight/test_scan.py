@@ -1,0 +1,181 @@
+"""The stale-access scan: every finding kind appears with its cause and goes with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select, update
+
+from provisioning.audit.models import AuditEvent
+from provisioning.connectors.models import Connector
+from provisioning.database import utcnow
+from provisioning.entitlements.mappings import create_mapping
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import User
+from provisioning.okta.models import RunStatus, SyncRun
+from provisioning.oversight.findings import decide
+from provisioning.oversight.models import Finding, FindingKind, FindingState
+from provisioning.oversight.scan import scan
+from tests.org import Org
+
+
+def findings(database, kind: FindingKind) -> list[tuple[str, str]]:
+    with database.reader() as session:
+        rows = session.execute(
+            select(Finding.subject_id, Finding.state).where(Finding.kind == kind)
+        )
+        return sorted((subject, str(state)) for subject, state in rows)
+
+
+def run_scan(database, **kwargs):
+    with database.transaction() as session:
+        return scan(session, **kwargs)
+
+
+@pytest.fixture
+def granted(database, origin):
+    """Ada holds github through eng-platform."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, group, github = org.user("ada@example.com"), org.group(), org.connector("github")
+        create_mapping(session, origin, group, github, "read")
+        org.join(ada, group)
+        grant = session.scalar(select(Grant))
+    return ada, github, grant
+
+
+def days_ago(days: float) -> dt.datetime:
+    return utcnow() - dt.timedelta(days=days)
+
+
+def test_dormant_grant_comes_and_goes_with_use(database, granted):
+    _ada, _github, grant = granted
+    run_scan(database)
+    assert findings(database, FindingKind.DORMANT_GRANT) == []
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "open")]
+    # Scanning again keeps one finding, not two.
+    run_scan(database)
+    assert len(findings(database, FindingKind.DORMANT_GRANT)) == 1
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    run_scan(database)
+    assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "resolved")]
+
+
+def test_dormancy_threshold_per_connector(database, granted):
+    _, _github, grant = granted
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(20)))
+        session.execute(update(Connector).values(dormant_after_days=14))
+    run_scan(database)
+    assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "open")]
+
+
+def test_access_held_by_an_inactive_user_is_revoked_at_once(database, granted):
+    _ada, _, grant = granted
+    with database.transaction() as session:
+        # Behind the service's back: deactivated without the engine running.
+        session.execute(update(User).values(active=False))
+    counts = run_scan(database)
+    assert counts["inactive_holder"]["revoked"] == 1
+    with database.reader() as session:
+        assert session.get(Grant, grant.id).revoked_at is not None
+        finding = session.scalar(select(Finding).where(Finding.kind == "inactive_holder"))
+        assert (finding.severity, finding.state) == ("critical", "resolved")
+        assert finding.decision_reason == "revoked automatically"
+        revoked = select(AuditEvent).where(AuditEvent.action == "grant.revoked")
+        assert session.scalar(revoked).source == "job"
+
+
+def test_unjustified_grant(database, granted, origin):
+    ada, _github, grant = granted
+    with database.transaction() as session:
+        other = Org(session, origin).connector("wiki")
+        session.add(Grant(user_id=ada.id, connector_id=other.id, access_level="read"))
+    run_scan(database)
+    ((subject, state),) = findings(database, FindingKind.UNJUSTIFIED_GRANT)
+    assert state == "open" and subject != str(grant.id)
+    with database.transaction() as session:
+        session.execute(
+            update(Grant).where(Grant.connector_id == other.id).values(revoked_at=utcnow())
+        )
+    run_scan(database)
+    assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(subject, "resolved")]
+
+
+def test_orphaned_user_follows_the_last_full_reconciliation(database, origin):
+    with database.transaction() as session:
+        ghost = Org(session, origin).user("ghost@example.com", external_id="00ughost")
+        session.add(
+            SyncRun(
+                kind="reconcile",
+                mode="full",
+                status=RunStatus.SUCCEEDED,
+                counts={},
+                drift={"orphaned": ["00ughost"]},
+            )
+        )
+    run_scan(database)
+    assert findings(database, FindingKind.ORPHANED_USER) == [(str(ghost.id), "open")]
+    with database.transaction() as session:
+        session.add(
+            SyncRun(
+                kind="reconcile",
+                mode="full",
+                status=RunStatus.SUCCEEDED,
+                counts={},
+                drift={"orphaned": []},
+                started_at=utcnow() + dt.timedelta(seconds=1),
+            )
+        )
+    run_scan(database)
+    assert findings(database, FindingKind.ORPHANED_USER) == [(str(ghost.id), "resolved")]
+
+
+def test_connector_findings(database, origin):
+    with database.transaction() as session:
+        Org(session, origin).connector(
+            "vendor", reassess_by=(utcnow() - dt.timedelta(days=1)).date()
+        )
+        # Enabled against the guards, by a direct database edit.
+        session.execute(
+            update(Connector).values(
+                publisher="third_party",
+                security_review="pending",
+                data_classification="regulated",
+                compliance_assessment=None,
+            )
+        )
+    run_scan(database)
+    for kind in (
+        FindingKind.REASSESSMENT_OVERDUE,
+        FindingKind.UNREVIEWED_THIRD_PARTY,
+        FindingKind.UNASSESSED_REGULATED,
+    ):
+        assert findings(database, kind) == [("vendor", "open")]
+    with database.transaction() as session:
+        session.execute(update(Connector).values(enabled=False))
+    run_scan(database)
+    assert findings(database, FindingKind.REASSESSMENT_OVERDUE) == [("vendor", "resolved")]
+
+
+def test_a_suppressed_finding_stays_suppressed_and_is_not_reopened(database, granted, origin):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    with database.transaction() as session:
+        finding = session.scalar(select(Finding))
+        with pytest.raises(ValueError, match="reason"):
+            decide(session, origin, finding, FindingState.SUPPRESSED, "")
+        decide(session, origin, finding, FindingState.SUPPRESSED, "break-glass account")
+    run_scan(database)
+    with database.reader() as session:
+        assert session.scalar(select(func.count(Finding.id))) == 1
+        finding = session.scalar(select(Finding))
+        assert (finding.state, finding.decided_by) == ("suppressed", "test-admin")
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "finding.suppressed"))
+        assert event.reason == "break-glass account"
