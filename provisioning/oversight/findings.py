@@ -1,89 +1,121 @@
 """Opening, refreshing, resolving and suppressing findings.
 
-A scan states the complete set of subjects that have a problem of some
-kinds right now (:func:`observe`): a subject not yet flagged gets an open
-finding, one already flagged (open or suppressed) has its ``last_seen`` and
-evidence refreshed, and an open finding whose subject is no longer in the
-set is resolved automatically. So there is at most one current finding per
+A scan states the complete set of subjects that have a problem of one kind
+right now (:func:`observe`): a subject not yet flagged gets an open finding,
+one already flagged (open or suppressed) has its ``last_seen`` refreshed,
+and an open finding whose subject is no longer in the set is resolved
+automatically. So there is at most one current finding per
 kind and subject (a partial unique index holds the database to it).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    exists,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import utcnow
+from provisioning.database import UTCDateTime, utcnow
 from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
 
 
-@dataclass(frozen=True)
-class Observation:
-    kind: FindingKind
-    severity: Severity
-    subject_type: str
-    subject_id: str
-    evidence: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (str(self.kind), self.subject_type, self.subject_id)
+def _scratch(session: Session) -> Table:
+    """A temporary table of (subject_id, evidence) for one kind, private to this transaction."""
+    table = Table(
+        f"scan_subjects_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("subject_id", String(255), primary_key=True),
+        Column("evidence", JSON),
+        prefixes=["TEMPORARY"],
+    )
+    table.create(session.connection())
+    return table
 
 
 def observe(
-    session: Session, kinds: Iterable[FindingKind], observations: Iterable[Observation]
+    session: Session,
+    kind: FindingKind,
+    severity: Severity,
+    subject_type: str,
+    subjects: Select | list[tuple[str, dict[str, Any]]],
 ) -> dict[str, int]:
-    """Make the current findings of ``kinds`` exactly the ``observations``; return counts.
+    """Make the current findings of ``kind`` exactly ``subjects``; return counts.
 
-    Set-based: one read of the current findings, then batched inserts and updates.
+    ``subjects`` is a query of (subject_id, evidence) columns, or those pairs.
+    Set-based whatever the size: the subjects go to a temporary table, then
+    one statement each resolves the findings whose cause is gone, refreshes
+    ``last_seen`` of those still there, and opens the new ones.
     """
-    kinds = [FindingKind(k) for k in kinds]
     now = utcnow()
-    seen = {o.key: o for o in observations}
-    current = {
-        (str(kind), subject_type, subject_id): (finding_id, state)
-        for finding_id, kind, subject_type, subject_id, state in session.execute(
-            select(
-                Finding.id, Finding.kind, Finding.subject_type, Finding.subject_id, Finding.state
-            ).where(Finding.kind.in_(kinds), Finding.state != FindingState.RESOLVED)
-        )
-    }
-    opened = [
-        {
-            "kind": o.kind,
-            "severity": o.severity,
-            "subject_type": o.subject_type,
-            "subject_id": o.subject_id,
-            "evidence": o.evidence,
-            "state": FindingState.OPEN,
-            "first_seen": now,
-            "last_seen": now,
-        }
-        for key, o in seen.items()
-        if key not in current
-    ]
-    for rows in _chunks(opened):
-        session.execute(insert(Finding), rows)
-    still = [finding_id for key, (finding_id, _) in current.items() if key in seen]
-    gone = [
-        finding_id
-        for key, (finding_id, state) in current.items()
-        if key not in seen and state == FindingState.OPEN
-    ]
-    for ids in _chunks(still):
-        session.execute(update(Finding).where(Finding.id.in_(ids)).values(last_seen=now))
-    for ids in _chunks(gone):
-        session.execute(
+    scratch = _scratch(session)
+    try:
+        if isinstance(subjects, list):
+            for rows in _chunks([{"subject_id": s, "evidence": e} for s, e in subjects]):
+                session.execute(insert(scratch), rows)
+        else:
+            session.execute(insert(scratch).from_select(["subject_id", "evidence"], subjects))
+        present = exists().where(scratch.c.subject_id == Finding.subject_id)
+        mine = and_(Finding.kind == kind, Finding.subject_type == subject_type)
+        resolved = session.execute(
             update(Finding)
-            .where(Finding.id.in_(ids))
+            .where(mine, Finding.state == FindingState.OPEN, ~present)
             .values(state=FindingState.RESOLVED, resolved_at=now, decision_reason="cause gone")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        still = session.execute(
+            update(Finding)
+            .where(mine, Finding.state != FindingState.RESOLVED, present)
+            .values(last_seen=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        current = exists().where(
+            mine,
+            Finding.subject_id == scratch.c.subject_id,
+            Finding.state != FindingState.RESOLVED,
         )
-    return {"opened": len(opened), "still_open": len(still), "resolved": len(gone)}
+        opened = session.execute(
+            insert(Finding).from_select(
+                [
+                    "kind",
+                    "severity",
+                    "subject_type",
+                    "subject_id",
+                    "evidence",
+                    "state",
+                    "first_seen",
+                    "last_seen",
+                ],
+                select(
+                    literal(str(kind)),
+                    literal(str(severity)),
+                    literal(subject_type),
+                    scratch.c.subject_id,
+                    scratch.c.evidence,
+                    literal(str(FindingState.OPEN)),
+                    literal(now, UTCDateTime()),
+                    literal(now, UTCDateTime()),
+                ).where(~current),
+            )
+        ).rowcount
+    finally:
+        scratch.drop(session.connection())
+    return {"opened": opened, "still_open": still, "resolved": resolved}
 
 
 def _chunks(items: list, size: int = 1000) -> Iterable[list]:

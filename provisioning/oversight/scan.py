@@ -23,7 +23,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
@@ -35,46 +47,57 @@ from provisioning.connectors.models import (
 )
 from provisioning.database import utcnow
 from provisioning.entitlements import engine
-from provisioning.entitlements.models import Grant
-from provisioning.identity.models import User
+from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.identity.models import Membership, User
 from provisioning.okta.models import RunStatus, SyncRun
-from provisioning.oversight.findings import Observation, observe
+from provisioning.oversight.findings import observe
 from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
 
 DEFAULT_DORMANT_DAYS = 90
 ORIGIN = Origin(actor="job:stale-scan", source=Source.JOB)
 
 
+def _json(session: Session, **pairs: Any):
+    """A JSON object built by the database itself (json_object / json_build_object)."""
+    name = "json_build_object" if session.bind.dialect.name == "postgresql" else "json_object"
+    arguments = [part for key, value in pairs.items() for part in (literal(key), value)]
+    return getattr(func, name)(*arguments)
+
+
 def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[str, Any]:
     """Run every check, remediate what must never exist, and bring findings up to date."""
     now = utcnow()
-    counts: dict[str, Any] = {}
-    counts["inactive_holder"] = _inactive_holders(session)
-    checks = {
-        FindingKind.DORMANT_GRANT: _dormant(session, now, dormant_days),
-        FindingKind.ORPHANED_USER: _orphaned(session),
-        FindingKind.UNJUSTIFIED_GRANT: _unjustified(session),
-        **_connectors(session, now),
-    }
-    for kind, observations in checks.items():
-        counts[str(kind)] = observe(session, [kind], observations)
+    counts: dict[str, Any] = {"inactive_holder": _inactive_holders(session)}
+    counts["dormant_grant"] = observe(
+        session,
+        FindingKind.DORMANT_GRANT,
+        Severity.MEDIUM,
+        "grant",
+        _dormant(session, now, dormant_days),
+    )
+    counts["orphaned_user"] = observe(
+        session, FindingKind.ORPHANED_USER, Severity.HIGH, "user", _orphaned(session)
+    )
+    counts["unjustified_grant"] = observe(
+        session, FindingKind.UNJUSTIFIED_GRANT, Severity.HIGH, "grant", _unjustified(session)
+    )
+    for kind, pairs in _connectors(session, now).items():
+        counts[str(kind)] = observe(session, kind, Severity.HIGH, "connector", pairs)
     return counts
 
 
 def _inactive_holders(session: Session) -> dict[str, int]:
     held = session.execute(
-        select(User.id, User.active, User.offboarded_at, User.deleted_at, func.count(Grant.id))
+        select(User.id, User.user_name, User.offboarded_at, User.deleted_at, func.count(Grant.id))
         .join(Grant, Grant.user_id == User.id)
         .where(Grant.revoked_at.is_(None), ~User.eligible)
-        .group_by(User.id, User.active, User.offboarded_at, User.deleted_at)
+        .group_by(User.id, User.user_name, User.offboarded_at, User.deleted_at)
     ).all()
-    observations = [
-        Observation(
-            FindingKind.INACTIVE_HOLDER,
-            Severity.CRITICAL,
-            "user",
+    pairs = [
+        (
             str(user_id),
             {
+                "user_name": user_name,
                 "live_grants": count,
                 "state": "deleted"
                 if deleted_at
@@ -83,35 +106,50 @@ def _inactive_holders(session: Session) -> dict[str, int]:
                 else "deactivated",
             },
         )
-        for user_id, active, offboarded_at, deleted_at, count in held
+        for user_id, user_name, offboarded_at, deleted_at, count in held
     ]
-    counts = observe(session, [FindingKind.INACTIVE_HOLDER], observations)
+    counts = observe(session, FindingKind.INACTIVE_HOLDER, Severity.CRITICAL, "user", pairs)
     if held:
         diff = engine.apply(session, engine.Affected.users(*(row[0] for row in held)), ORIGIN)
         counts["revoked"] = len(diff.revoked)
-        keys = [o.subject_id for o in observations]
-        for finding in session.scalars(
-            select(Finding).where(
+        session.execute(
+            update(Finding)
+            .where(
                 Finding.kind == FindingKind.INACTIVE_HOLDER,
                 Finding.state == FindingState.OPEN,
-                Finding.subject_id.in_(keys),
+                Finding.subject_id.in_([subject for subject, _ in pairs]),
             )
-        ):
-            finding.state, finding.resolved_at = FindingState.RESOLVED, utcnow()
-            finding.decided_by, finding.decision_reason = ORIGIN.actor, "revoked automatically"
-        session.flush()
+            .values(
+                state=FindingState.RESOLVED,
+                resolved_at=utcnow(),
+                decided_by=ORIGIN.actor,
+                decision_reason="revoked automatically",
+            )
+            .execution_options(synchronize_session=False)
+        )
     return counts
 
 
-def _dormant(session: Session, now: dt.datetime, default_days: int) -> list[Observation]:
+def _dormant(session: Session, now: dt.datetime, default_days: int) -> Select:
+    """Live grants of eligible users unused for the connector's threshold (or never, since)."""
     thresholds: dict[int, list[int]] = {}
     for connector_id, days in session.execute(select(Connector.id, Connector.dormant_after_days)):
         thresholds.setdefault(days or default_days, []).append(connector_id)
-    observations = []
-    for days, connector_ids in thresholds.items():
+    parts = []
+    for days, connector_ids in sorted(thresholds.items()) or [(default_days, [])]:
         cutoff = now - dt.timedelta(days=days)
-        rows = session.execute(
-            select(Grant.id, Grant.user_id, Connector.slug, Grant.last_used_at, Grant.granted_at)
+        parts.append(
+            select(
+                cast(Grant.id, String).label("subject_id"),
+                _json(
+                    session,
+                    user=User.user_name,
+                    connector=Connector.slug,
+                    last_used_at=Grant.last_used_at,
+                    granted_at=Grant.granted_at,
+                    threshold_days=literal(days),
+                ).label("evidence"),
+            )
             .join(Connector, Connector.id == Grant.connector_id)
             .join(User, User.id == Grant.user_id)
             .where(
@@ -124,26 +162,10 @@ def _dormant(session: Session, now: dt.datetime, default_days: int) -> list[Obse
                 ),
             )
         )
-        observations += [
-            Observation(
-                FindingKind.DORMANT_GRANT,
-                Severity.MEDIUM,
-                "grant",
-                str(grant_id),
-                {
-                    "user_id": str(user_id),
-                    "connector": slug,
-                    "last_used_at": last_used.isoformat() if last_used else None,
-                    "granted_at": granted.isoformat(),
-                    "threshold_days": days,
-                },
-            )
-            for grant_id, user_id, slug, last_used, granted in rows
-        ]
-    return observations
+    return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
-def _orphaned(session: Session) -> list[Observation]:
+def _orphaned(session: Session) -> list[tuple[str, dict[str, Any]]]:
     last_full = session.scalar(
         select(SyncRun)
         .where(
@@ -164,46 +186,50 @@ def _orphaned(session: Session) -> list[Observation]:
         )
     )
     return [
-        Observation(
-            FindingKind.ORPHANED_USER,
-            Severity.HIGH,
-            "user",
-            str(user_id),
-            {"okta_id": okta_id, "user_name": user_name, "reconciliation": last_full.id},
-        )
+        (str(user_id), {"okta_id": okta_id, "user": user_name, "reconciliation": last_full.id})
         for user_id, okta_id, user_name in users
     ]
 
 
-def _unjustified(session: Session) -> list[Observation]:
-    justified = engine.justifications(engine.Affected.everyone()).subquery()
-    rows = session.execute(
-        select(Grant.id, Grant.user_id, Connector.slug)
+def _unjustified(session: Session) -> Select:
+    """Live grants of eligible users that no live mapping or exception justifies.
+
+    Correlated NOT EXISTS probes on the memberships and mappings indexes,
+    rather than an anti-join against every justification at once.
+    """
+    now = utcnow()
+    by_mapping = exists().where(
+        Membership.user_id == Grant.user_id,
+        Membership.present.is_(True),
+        Mapping.group_id == Membership.group_id,
+        Mapping.connector_id == Grant.connector_id,
+        or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
+    )
+    by_exception = exists().where(
+        ManualException.user_id == Grant.user_id,
+        ManualException.connector_id == Grant.connector_id,
+        ManualException.revoked_at.is_(None),
+        ManualException.expires_at > now,
+    )
+    return (
+        select(
+            cast(Grant.id, String).label("subject_id"),
+            _json(session, user=User.user_name, connector=Connector.slug).label("evidence"),
+        )
         .join(Connector, Connector.id == Grant.connector_id)
         .join(User, User.id == Grant.user_id)
-        .outerjoin(
-            justified,
-            and_(
-                justified.c.user_id == Grant.user_id,
-                justified.c.connector_id == Grant.connector_id,
-            ),
+        .where(
+            Grant.revoked_at.is_(None),
+            User.eligible,
+            or_(~engine.connector_grantable(), and_(~by_mapping, ~by_exception)),
         )
-        .where(Grant.revoked_at.is_(None), User.eligible, justified.c.user_id.is_(None))
     )
-    return [
-        Observation(
-            FindingKind.UNJUSTIFIED_GRANT,
-            Severity.HIGH,
-            "grant",
-            str(grant_id),
-            {"user_id": str(user_id), "connector": slug},
-        )
-        for grant_id, user_id, slug in rows
-    ]
 
 
-def _connectors(session: Session, now: dt.datetime) -> dict[FindingKind, list[Observation]]:
-    found: dict[FindingKind, list[Observation]] = {
+def _connectors(
+    session: Session, now: dt.datetime
+) -> dict[FindingKind, list[tuple[str, dict[str, Any]]]]:
+    found: dict[FindingKind, list[tuple[str, dict[str, Any]]]] = {
         FindingKind.REASSESSMENT_OVERDUE: [],
         FindingKind.UNREVIEWED_THIRD_PARTY: [],
         FindingKind.UNASSESSED_REGULATED: [],
@@ -211,10 +237,7 @@ def _connectors(session: Session, now: dt.datetime) -> dict[FindingKind, list[Ob
     for connector in session.scalars(select(Connector).where(Connector.enabled.is_(True))):
         if connector.reassess_by and connector.reassess_by < now.date():
             found[FindingKind.REASSESSMENT_OVERDUE].append(
-                Observation(
-                    FindingKind.REASSESSMENT_OVERDUE,
-                    Severity.MEDIUM,
-                    "connector",
+                (
                     connector.slug,
                     {"reassess_by": connector.reassess_by.isoformat(), "owner": connector.owner},
                 )
@@ -224,25 +247,13 @@ def _connectors(session: Session, now: dt.datetime) -> dict[FindingKind, list[Ob
             and connector.security_review != ReviewStatus.APPROVED
         ):
             found[FindingKind.UNREVIEWED_THIRD_PARTY].append(
-                Observation(
-                    FindingKind.UNREVIEWED_THIRD_PARTY,
-                    Severity.HIGH,
-                    "connector",
-                    connector.slug,
-                    {"security_review": str(connector.security_review)},
-                )
+                (connector.slug, {"security_review": str(connector.security_review)})
             )
         if (
             connector.data_classification == DataClassification.REGULATED
             and not connector.compliance_assessment
         ):
             found[FindingKind.UNASSESSED_REGULATED].append(
-                Observation(
-                    FindingKind.UNASSESSED_REGULATED,
-                    Severity.HIGH,
-                    "connector",
-                    connector.slug,
-                    {"data_classification": "regulated"},
-                )
+                (connector.slug, {"data_classification": "regulated"})
             )
     return found
