@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # OAuth 2.0 JWT access tokens (RFC 9068) for /api/v1; unset issuer: static tokens only.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwks_url: str | None = None
+    # Allowed clock skew when checking exp/nbf/iat, in seconds.
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     @field_validator("database_url")
     @classmethod
