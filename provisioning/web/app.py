@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from provisioning import api
 from provisioning.database import Database
 from provisioning.settings import Settings, load
 from provisioning.web import problems
@@ -16,7 +17,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     """Build the application; reads the environment when ``settings`` is not given."""
     settings = settings or load()
     database = database or Database(settings.database_url)
-    app = Flask("provisioning")
+    app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.extensions["provisioning.settings"] = settings
@@ -24,4 +25,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.logger.setLevel(getattr(logging, settings.log_level))
     problems.install(app)
     app.register_blueprint(health)
+    api.register(app, settings, database)
     return app
