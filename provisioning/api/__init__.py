@@ -27,6 +27,7 @@ def register(app: Flask, settings: Settings, database: Database) -> None:
         leeway=settings.jwt_leeway_seconds,
     )
     app.extensions["provisioning.api.protector"] = protector(validator)
+    app.extensions["provisioning.api.jwks"] = jwks
     app.extensions["provisioning.api.last_use"] = LastUseRecorder(database)
     app.register_api(api)  # type: ignore[attr-defined]
     app.register_blueprint(docs.docs)
