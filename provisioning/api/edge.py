@@ -13,12 +13,13 @@ from authlib.oauth2 import OAuth2Error
 from flask import Response, abort, current_app, g, request
 from flask_openapi3 import APIBlueprint, OpenAPI, Tag
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.auth import Caller, caller_of, www_authenticate
 from provisioning.audit.log import Origin, Source
+from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
@@ -243,17 +244,14 @@ def page(
 
 def changes(session: Session, diff: engine.Diff, *, dry_run: bool) -> dict[str, Any]:
     """The diff as gain / lose / change lists with user names and connector slugs."""
-    from sqlalchemy import select
-
-    from provisioning.connectors.models import Connector
-
     all_changes = [*diff.created, *diff.revoked, *diff.updated]
     user_ids = {c.user_id for c in all_changes}
     names: dict[Any, str] = {}
     ids = list(user_ids)
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        names.update(session.execute(select(User.id, User.user_name).where(User.id.in_(chunk))))
+        rows = session.execute(select(User.id, User.user_name).where(User.id.in_(chunk)))
+        names.update((id_, name) for id_, name in rows)
     slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
 
     def shape(c: engine.GrantChange) -> schemas.GrantChange:
