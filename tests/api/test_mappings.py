@@ -37,7 +37,7 @@ def people(api, origin):
         org.join(bob, platform)
         org.join(cy, data)
         org.join(bob, data)
-        github = org.connector(
+        org.connector(
             "github",
             actions=(("search", "read", "always_allow"), ("merge", "write", "needs_approval")),
         )
