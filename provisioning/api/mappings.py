@@ -63,9 +63,18 @@ def find_mapping(session: Session, mapping_id: int, *, lock: bool = False) -> Ma
 
 
 def _run(
-    dry_run: bool, change: Callable[[Session], tuple[Mapping | None, Diff]], status: int
+    dry_run: bool,
+    change: Callable[[Session], tuple[Mapping | None, Diff]],
+    status: int,
+    *,
+    creates: bool = False,
 ) -> Response:
-    """Run a mapping change for real, or as a dry run that writes nothing."""
+    """Run a mapping change for real, or as a dry run that writes nothing.
+
+    A dry-run creation names its not-yet-existing mapping ``mapping:new`` in
+    the reasons, since the id it had inside the rolled-back transaction is not
+    the one a commit will get.
+    """
 
     def shaped(session: Session) -> dict[str, Any]:
         try:
@@ -73,7 +82,12 @@ def _run(
         except domain.MappingError as exc:
             unprocessable(str(exc))
         out = None if mapping is None or dry_run else mapping_out(session, mapping)
-        return {**changes(session, diff, dry_run=dry_run), "mapping": out}
+        result = changes(session, diff, dry_run=dry_run)
+        if dry_run and creates and mapping is not None:
+            own = f"mapping:{mapping.id}"
+            for item in (*result["gain"], *result["change"]):
+                item.reasons = sorted("mapping:new" if r == own else r for r in item.reasons)
+        return {**result, "mapping": out}
 
     if dry_run:
         result = schemas.MappingResult(**preview(database(), shaped))
@@ -142,7 +156,7 @@ def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
             description=body.description,
         )
 
-    return _run(query.dry_run, change, 201)
+    return _run(query.dry_run, change, 201, creates=True)
 
 
 @route(

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import logging
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, or_, select, update
@@ -182,7 +184,7 @@ class LastUseRecorder:
         self._pending: dict[int, dt.datetime] = {}
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
-        atexit.register(self.flush)
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def used(self, grant_id: int, at: dt.datetime | None = None) -> None:
         """Note a use of the grant; flush if enough are waiting or enough time has passed."""
@@ -231,3 +233,13 @@ class LastUseRecorder:
                         self._pending[gid] = at
             raise
         return len(rows)
+
+
+def _flush_at_exit(ref: weakref.ref[LastUseRecorder]) -> None:
+    recorder = ref()
+    if recorder is None:
+        return
+    try:
+        recorder.flush()
+    except Exception:  # at exit the database may be gone; a lost last use is tolerable
+        logging.getLogger(__name__).warning("last uses could not be written at exit")

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from provisioning.audit.models import AuditEvent
 from provisioning.connectors.models import Action, Connector
+from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from tests.org import Org
 
@@ -96,8 +97,6 @@ def test_disable_revokes_every_grant(api, origin):
         ada, group = org.user(), org.group()
         org.join(ada, group)
         connector = org.connector("wiki")
-        from provisioning.entitlements.mappings import create_mapping
-
         create_mapping(session, origin, group, connector, "read")
     response = api.post(f"{BASE}/wiki/disable")
     assert response.status_code == 200 and response.json["enabled"] is False
@@ -179,8 +178,6 @@ def test_actions_crud_and_guards(api, origin):
 
 
 def test_an_action_named_by_a_mapping_cannot_be_deleted(api, origin):
-    from provisioning.entitlements.mappings import create_mapping
-
     with api.database.transaction() as session:
         org = Org(session, origin)
         group = org.group()

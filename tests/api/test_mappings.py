@@ -64,11 +64,18 @@ def test_dry_run_create_equals_what_the_commit_then_does(api, origin):
     assert preview.json["lose"] == [] and preview.json["change"] == []
     assert snapshot(api) == before  # nothing written, not even an audit event
 
+    assert {r for c in preview.json["gain"] for r in c["reasons"]} == {"mapping:new"}
+
     committed = api.post(BASE, json=body)
     assert committed.status_code == 201, committed.json
     assert committed.json["dry_run"] is False
+    new = f"mapping:{committed.json['mapping']['id']}"
     for key in ("gain", "lose", "change"):
-        assert committed.json[key] == preview.json[key]
+        done = [
+            {**c, "reasons": ["mapping:new" if r == new else r for r in c["reasons"]]}
+            for c in committed.json[key]
+        ]
+        assert done == preview.json[key]
     assert live(api) == {("ada", "github", "read_write"), ("bob", "github", "read_write")}
 
 
