@@ -6,7 +6,7 @@ from flask import Flask
 
 from provisioning.api import audit, connectors, decisions, directory, docs, grants, mappings
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
-from provisioning.api.edge import api, application
+from provisioning.api.edge import api, application, request_reader
 from provisioning.database import Database
 from provisioning.entitlements.decisions import LastUseRecorder
 from provisioning.settings import Settings
@@ -25,9 +25,10 @@ def register(app: Flask, settings: Settings, database: Database) -> None:
         audience=settings.jwt_audience,
         jwks=jwks,
         leeway=settings.jwt_leeway_seconds,
+        reader=request_reader,
     )
     app.extensions["provisioning.api.protector"] = protector(validator)
     app.extensions["provisioning.api.jwks"] = jwks
-    app.extensions["provisioning.api.last_use"] = LastUseRecorder(database)
+    app.extensions["provisioning.api.last_use"] = LastUseRecorder(database, background=True)
     app.register_api(api)  # type: ignore[attr-defined]
     app.register_blueprint(docs.docs)

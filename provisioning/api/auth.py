@@ -14,6 +14,8 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
+from sqlalchemy.orm import Session
 
 from provisioning.database import Database
 from provisioning.tokens import credentials
@@ -84,9 +87,11 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         audience: str | None,
         jwks: JWKSCache | None,
         leeway: int = 30,
+        reader: Callable[[], AbstractContextManager[Session]] | None = None,
     ) -> None:
         super().__init__(issuer=issuer, resource_server=audience, realm=REALM)
         self.database = database
+        self.reader = reader or database.reader
         self.jwks = jwks
         self.leeway = leeway
 
@@ -95,7 +100,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
 
     def authenticate_token(self, token_string: str) -> Any:
         if token_string.startswith(credentials.PREFIX):
-            with self.database.reader() as session:
+            with self.reader() as session:
                 principal = credentials.authenticate(session, token_string)
             if principal is None:
                 raise self._invalid("unknown or revoked API token")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app
 
 from provisioning.api import schemas
-from provisioning.api.edge import database, json_response, route
+from provisioning.api.edge import json_response, request_reader, route
 from provisioning.entitlements import decisions
 from provisioning.tokens.credentials import Scope
 
@@ -19,7 +19,7 @@ def _recorder() -> decisions.LastUseRecorder:
 
 def _decide(checks: list[schemas.DecisionIn]) -> list[schemas.DecisionOut]:
     recorder = _recorder()
-    with database().reader() as session:
+    with request_reader() as session:
         answers = [
             decisions.decide(
                 session, decisions.Question(c.user, c.connector, c.action, c.interface)

@@ -6,7 +6,8 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -127,6 +128,26 @@ def origin(source: Source = Source.ADMIN) -> Origin:
 
 def database() -> Database:
     return current_app.extensions["provisioning.database"]
+
+
+@contextmanager
+def request_reader() -> Iterator[Session]:
+    """One read-only session for the whole request (authentication and the answer),
+    closed when the request ends."""
+    session = g.get("reader")
+    if session is None:
+        scope = database().reader()
+        session = scope.__enter__()
+        g.reader, g.reader_scope = session, scope
+    yield session
+
+
+@api.teardown_request
+def _close_reader(_error: BaseException | None) -> None:
+    scope = g.pop("reader_scope", None)
+    g.pop("reader", None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
 
 
 def fail(status: int, title: str, detail: str, kind: str, **extra: Any) -> None:

@@ -8,8 +8,9 @@ live exceptions) and hands them to the pure
 Recording each decision's use of a grant would be one write per call on the
 hot path. :class:`LastUseRecorder` coalesces them instead: it keeps the latest
 use per grant in memory and writes them in one statement batch when
-``max_pending`` grants are waiting or ``interval`` seconds have passed since
-the last flush (checked on each call), and at process exit. Staleness is
+``max_pending`` grants are waiting or ``interval`` seconds have passed, and at
+process exit; the web process does this from a background thread, so no
+request waits for the write. Staleness is
 measured in months, so a use reaching the database a few seconds late, or a
 use lost when a process is killed, does not change any finding.
 """
@@ -24,14 +25,16 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Select, and_, bindparam, literal, null, or_, select, true, union_all, update
 from sqlalchemy.orm import Session
 
 from provisioning.connectors.governance import enablement_problems
 from provisioning.connectors.models import (
     AccessLevel,
     Action,
+    ActionKind,
     Connector,
     Interface,
     Policy,
@@ -101,74 +104,139 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
     )
 
 
+# Decisions sit on the hot path of every gateway call: their statements are built
+# once, with bind parameters, and run on the session's connection (no ORM work).
+_U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
+_M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
+
+
+def _facts_statement(user_condition: Any) -> Select:
+    return (
+        select(
+            _U.c.id.label("user_id"),
+            _U.c.active,
+            _U.c.offboarded_at,
+            _U.c.deleted_at,
+            _C.c.id.label("connector_id"),
+            _C.c.slug,
+            _C.c.kind,
+            _C.c.capability,
+            _C.c.enabled,
+            _C.c.interfaces,
+            _C.c.publisher,
+            _C.c.security_review,
+            _C.c.data_classification,
+            _C.c.compliance_assessment,
+            _C.c.unknown_action_policy,
+            _A.c.name.label("action_name"),
+            _A.c.kind.label("action_kind"),
+            _A.c.org_policy,
+            _G.c.id.label("grant_id"),
+        )
+        .select_from(
+            _U.join(_C, true())
+            .outerjoin(_A, and_(_A.c.connector_id == _C.c.id, _A.c.name == bindparam("action")))
+            .outerjoin(
+                _G,
+                and_(
+                    _G.c.user_id == _U.c.id,
+                    _G.c.connector_id == _C.c.id,
+                    _G.c.revoked_at.is_(None),
+                ),
+            )
+        )
+        .where(user_condition, _C.c.slug == bindparam("connector"))
+    )
+
+
+_FACTS_BY_NAME = _facts_statement(
+    and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
+)
+_FACTS_BY_ID = _facts_statement(_U.c.id == bindparam("user_id"))
+
+_SOURCES = union_all(
+    select(
+        literal("mapping").label("via"),
+        _M.c.id,
+        _M.c.access_level,
+        _M.c.actions,
+        _M.c.policies,
+    )
+    .select_from(_M.join(_MS, _MS.c.group_id == _M.c.group_id))
+    .where(
+        _MS.c.user_id == bindparam("user_id"),
+        _MS.c.present.is_(True),
+        _M.c.connector_id == bindparam("connector_id"),
+        or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
+    ),
+    select(
+        literal("exception").label("via"),
+        _E.c.id,
+        _E.c.access_level,
+        _E.c.actions,
+        null().label("policies"),
+    ).where(
+        _E.c.user_id == bindparam("user_id"),
+        _E.c.connector_id == bindparam("connector_id"),
+        _E.c.revoked_at.is_(None),
+        _E.c.expires_at > bindparam("now"),
+    ),
+)
+
+
 def entitlements(session: Session, user_id: uuid.UUID, connector_id: int) -> list[Entitlement]:
     """The user's live sources of access to the connector (mappings via groups, exceptions)."""
-    now = utcnow()
-    sources: list[Entitlement] = []
-    mappings = session.execute(
-        select(Mapping.id, Mapping.access_level, Mapping.actions, Mapping.policies)
-        .join(Membership, Membership.group_id == Mapping.group_id)
-        .where(
-            Membership.user_id == user_id,
-            Membership.present.is_(True),
-            Mapping.connector_id == connector_id,
-            or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
-        )
+    rows = session.connection().execute(
+        _SOURCES, {"user_id": user_id, "connector_id": connector_id, "now": utcnow()}
     )
-    for id_, level, actions, policies in mappings:
-        sources.append(
-            Entitlement(
-                f"mapping:{id_}",
-                AccessLevel(level),
-                None if actions is None else frozenset(actions),
-                {name: Policy(p) for name, p in (policies or {}).items()},
-            )
+    return [
+        Entitlement(
+            f"{via}:{id_}",
+            AccessLevel(level),
+            None if actions is None else frozenset(actions),
+            {name: Policy(p) for name, p in (policies or {}).items()},
         )
-    exceptions = session.execute(
-        select(ManualException.id, ManualException.access_level, ManualException.actions).where(
-            ManualException.user_id == user_id,
-            ManualException.connector_id == connector_id,
-            ManualException.revoked_at.is_(None),
-            ManualException.expires_at > now,
-        )
-    )
-    for id_, level, actions in exceptions:
-        sources.append(
-            Entitlement(
-                f"exception:{id_}",
-                AccessLevel(level),
-                None if actions is None else frozenset(actions),
-            )
-        )
-    return sources
+        for via, id_, level, actions, policies in rows
+    ]
+
+
+def _state(row: Any) -> UserState:
+    if row.deleted_at is not None:
+        return UserState.DELETED
+    if row.offboarded_at is not None:
+        return UserState.OFFBOARDED
+    if not row.active:
+        return UserState.DEACTIVATED
+    return UserState.ACTIVE
 
 
 def decide(session: Session, question: Question) -> Answer:
     """The decision for one call, from the state committed in ``session``'s snapshot."""
-    user = find_user(session, question.user)
-    if user is None:
-        return Answer(Decision.DENY, (f"unknown user {question.user}",))
-    connector = session.scalar(select(Connector).where(Connector.slug == question.connector))
-    if connector is None:
+    params: dict[str, Any] = {"connector": question.connector, "action": question.action}
+    try:
+        params["user_id"] = uuid.UUID(question.user)
+        statement = _FACTS_BY_ID
+    except ValueError:
+        params["user_key"] = question.user.lower()
+        statement = _FACTS_BY_NAME
+    row = session.connection().execute(statement, params).first()
+    if row is None:
+        if find_user(session, question.user) is None:
+            return Answer(Decision.DENY, (f"unknown user {question.user}",))
         return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
-    action = session.scalar(
-        select(Action).where(Action.connector_id == connector.id, Action.name == question.action)
+    facts = (
+        None
+        if row.action_name is None
+        else ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
     )
-    facts = None if action is None else ActionFacts(action.name, action.kind, action.org_policy)
-    state = user_state(user)
-    sources = entitlements(session, user.id, connector.id) if state is UserState.ACTIVE else []
+    state = _state(row)
+    sources = (
+        entitlements(session, row.user_id, row.connector_id) if state is UserState.ACTIVE else []
+    )
     verdict: Verdict = effective_policy(
-        state, connector_facts(connector), question.action, facts, question.interface, sources
+        state, connector_facts(row), question.action, facts, question.interface, sources
     )
-    grant_id = None
-    if verdict.decision is not Decision.DENY:
-        grant_id = session.scalar(
-            select(Grant.id).where(
-                Grant.user_id == user.id,
-                Grant.connector_id == connector.id,
-                Grant.revoked_at.is_(None),
-            )
-        )
+    grant_id = row.grant_id if verdict.decision is not Decision.DENY else None
     return Answer(verdict.decision, verdict.reasons, grant_id)
 
 
@@ -176,14 +244,24 @@ class LastUseRecorder:
     """Coalesces grants' last-use times in memory and writes them in batches."""
 
     def __init__(
-        self, database: Database, *, max_pending: int = 500, interval: float = 5.0
+        self,
+        database: Database,
+        *,
+        max_pending: int = 500,
+        interval: float = 5.0,
+        background: bool = False,
     ) -> None:
         self.database = database
         self.max_pending = max_pending
         self.interval = interval
+        # In the background, a daemon thread (started on first use, so after any fork)
+        # writes the batches and no request ever waits for one.
+        self.background = background
         self._pending: dict[int, dt.datetime] = {}
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def used(self, grant_id: int, at: dt.datetime | None = None) -> None:
@@ -197,8 +275,25 @@ class LastUseRecorder:
                 len(self._pending) >= self.max_pending
                 or time.monotonic() - self._last_flush >= self.interval
             )
-        if due:
+        if self.background:
+            self._start()
+            if due:
+                self._due.set()
+        elif due:
             self.flush()
+
+    def _start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=_flush_in_background,
+                    args=(weakref.ref(self), self._due),
+                    name="last-use-flush",
+                    daemon=True,
+                )
+                self._thread.start()
 
     def pending(self) -> int:
         with self._lock:
@@ -233,6 +328,25 @@ class LastUseRecorder:
                         self._pending[gid] = at
             raise
         return len(rows)
+
+
+def _flush_in_background(ref: weakref.ref[LastUseRecorder], due: threading.Event) -> None:
+    while True:
+        recorder = ref()
+        if recorder is None:
+            return
+        interval = recorder.interval
+        del recorder
+        due.wait(timeout=interval)
+        due.clear()
+        recorder = ref()
+        if recorder is None:
+            return
+        try:
+            recorder.flush()
+        except Exception:  # kept pending by flush; the next round retries
+            logging.getLogger(__name__).exception("last uses could not be written")
+        del recorder
 
 
 def _flush_at_exit(ref: weakref.ref[LastUseRecorder]) -> None:

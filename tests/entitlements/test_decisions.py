@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from sqlalchemy import select
 
@@ -127,3 +128,16 @@ def test_last_use_flushes_by_itself_when_enough_are_waiting_or_time_passed(datab
     later_use = utcnow() + dt.timedelta(minutes=1)
     by_time.used(grant_id, later_use)
     assert by_time.pending() == 0 and last_used(database) == later_use
+
+
+def test_in_the_background_no_caller_waits_for_the_write(database, origin):
+    org_with_github(database, origin)
+    grant_id = ask(database, "ada", "search").grant_id
+    recorder = LastUseRecorder(database, max_pending=1, interval=3600, background=True)
+    used_at = utcnow()
+    recorder.used(grant_id, used_at)
+    deadline = time.monotonic() + 10
+    while last_used(database) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert last_used(database) == used_at
+    assert recorder.pending() == 0
