@@ -110,7 +110,42 @@ _U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__
 _M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
 
 
-def _facts_statement(user_condition: Any) -> Select:
+def _sources_statement(user_id: Any, connector_id: Any) -> Any:
+    """The live sources (mappings via present memberships, exceptions) of a user's access."""
+    return union_all(
+        select(
+            literal("mapping").label("via"),
+            _M.c.id,
+            _M.c.access_level,
+            _M.c.actions,
+            _M.c.policies,
+        )
+        .select_from(_M.join(_MS, _MS.c.group_id == _M.c.group_id))
+        .where(
+            _MS.c.user_id == user_id,
+            _MS.c.present.is_(True),
+            _M.c.connector_id == connector_id,
+            or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
+        ),
+        select(
+            literal("exception").label("via"),
+            _E.c.id,
+            _E.c.access_level,
+            _E.c.actions,
+            null().label("policies"),
+        ).where(
+            _E.c.user_id == user_id,
+            _E.c.connector_id == connector_id,
+            _E.c.revoked_at.is_(None),
+            _E.c.expires_at > bindparam("now"),
+        ),
+    )
+
+
+def _facts_statement(user_condition: Any, user_id: Any) -> Select:
+    """One row per source (or one with no source) of everything a decision needs."""
+    connector_id = select(_C.c.id).where(_C.c.slug == bindparam("connector")).scalar_subquery()
+    sources = _sources_statement(user_id, connector_id).subquery("sources")
     return (
         select(
             _U.c.id.label("user_id"),
@@ -132,6 +167,11 @@ def _facts_statement(user_condition: Any) -> Select:
             _A.c.kind.label("action_kind"),
             _A.c.org_policy,
             _G.c.id.label("grant_id"),
+            sources.c.via,
+            sources.c.id.label("source_id"),
+            sources.c.access_level.label("source_level"),
+            sources.c.actions.label("source_actions"),
+            sources.c.policies.label("source_policies"),
         )
         .select_from(
             _U.join(_C, true())
@@ -144,44 +184,30 @@ def _facts_statement(user_condition: Any) -> Select:
                     _G.c.revoked_at.is_(None),
                 ),
             )
+            .outerjoin(sources, true())
         )
         .where(user_condition, _C.c.slug == bindparam("connector"))
+        .order_by(sources.c.via, sources.c.id)
     )
 
 
 _FACTS_BY_NAME = _facts_statement(
-    and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
+    and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None)),
+    select(_U.c.id)
+    .where(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
+    .scalar_subquery(),
 )
-_FACTS_BY_ID = _facts_statement(_U.c.id == bindparam("user_id"))
+_FACTS_BY_ID = _facts_statement(_U.c.id == bindparam("user_id"), bindparam("user_id"))
+_SOURCES = _sources_statement(bindparam("user_id"), bindparam("connector_id"))
 
-_SOURCES = union_all(
-    select(
-        literal("mapping").label("via"),
-        _M.c.id,
-        _M.c.access_level,
-        _M.c.actions,
-        _M.c.policies,
+
+def _entitlement(via: str, id_: int, level: Any, actions: Any, policies: Any) -> Entitlement:
+    return Entitlement(
+        f"{via}:{id_}",
+        AccessLevel(level),
+        None if actions is None else frozenset(actions),
+        {name: Policy(p) for name, p in (policies or {}).items()},
     )
-    .select_from(_M.join(_MS, _MS.c.group_id == _M.c.group_id))
-    .where(
-        _MS.c.user_id == bindparam("user_id"),
-        _MS.c.present.is_(True),
-        _M.c.connector_id == bindparam("connector_id"),
-        or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
-    ),
-    select(
-        literal("exception").label("via"),
-        _E.c.id,
-        _E.c.access_level,
-        _E.c.actions,
-        null().label("policies"),
-    ).where(
-        _E.c.user_id == bindparam("user_id"),
-        _E.c.connector_id == bindparam("connector_id"),
-        _E.c.revoked_at.is_(None),
-        _E.c.expires_at > bindparam("now"),
-    ),
-)
 
 
 def entitlements(session: Session, user_id: uuid.UUID, connector_id: int) -> list[Entitlement]:
@@ -189,15 +215,7 @@ def entitlements(session: Session, user_id: uuid.UUID, connector_id: int) -> lis
     rows = session.connection().execute(
         _SOURCES, {"user_id": user_id, "connector_id": connector_id, "now": utcnow()}
     )
-    return [
-        Entitlement(
-            f"{via}:{id_}",
-            AccessLevel(level),
-            None if actions is None else frozenset(actions),
-            {name: Policy(p) for name, p in (policies or {}).items()},
-        )
-        for via, id_, level, actions, policies in rows
-    ]
+    return [_entitlement(*row) for row in rows]
 
 
 def _state(row: Any) -> UserState:
@@ -212,27 +230,34 @@ def _state(row: Any) -> UserState:
 
 def decide(session: Session, question: Question) -> Answer:
     """The decision for one call, from the state committed in ``session``'s snapshot."""
-    params: dict[str, Any] = {"connector": question.connector, "action": question.action}
+    params: dict[str, Any] = {
+        "connector": question.connector,
+        "action": question.action,
+        "now": utcnow(),
+    }
     try:
         params["user_id"] = uuid.UUID(question.user)
         statement = _FACTS_BY_ID
     except ValueError:
         params["user_key"] = question.user.lower()
         statement = _FACTS_BY_NAME
-    row = session.connection().execute(statement, params).first()
-    if row is None:
+    rows = session.connection().execute(statement, params).all()
+    if not rows:
         if find_user(session, question.user) is None:
             return Answer(Decision.DENY, (f"unknown user {question.user}",))
         return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
+    row = rows[0]
     facts = (
         None
         if row.action_name is None
         else ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
     )
     state = _state(row)
-    sources = (
-        entitlements(session, row.user_id, row.connector_id) if state is UserState.ACTIVE else []
-    )
+    sources = [
+        _entitlement(r.via, r.source_id, r.source_level, r.source_actions, r.source_policies)
+        for r in rows
+        if r.via is not None
+    ]
     verdict: Verdict = effective_policy(
         state, connector_facts(row), question.action, facts, question.interface, sources
     )
