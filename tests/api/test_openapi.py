@@ -52,6 +52,7 @@ def test_docs_page_and_its_assets_are_served_by_us(api):
         response = api.client.get(asset)
         assert response.status_code == 200, asset
         assert len(response.get_data()) > 1000
+        response.close()
     assert "/api/v1/openapi.json" in html
 
 
