@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         repr=False,
         description="Comma-separated secrets accepted on that header (two during a rotation)",
     )
+    # OAuth 2.0 JWT access tokens (RFC 9068) for /api/v1; unset issuer: static tokens only.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwks_url: str | None = None
+    # Allowed clock skew when checking exp/nbf/iat, in seconds.
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     @field_validator("database_url")
     @classmethod

@@ -26,6 +26,7 @@ from provisioning.connectors.models import (
     ReviewStatus,
 )
 from provisioning.entitlements import engine
+from provisioning.entitlements.models import Grant, ManualException, Mapping
 
 _STATE_FIELDS = (
     "slug",
@@ -168,3 +169,108 @@ def add_action(
         ],
     )
     return action
+
+
+_ACTION_FIELDS = ("kind", "org_policy", "description")
+
+
+def action_state(action: Action) -> dict[str, Any]:
+    return {name: getattr(action, name) for name in _ACTION_FIELDS}
+
+
+def update_action(session: Session, origin: Origin, action: Action, **changes: Any) -> None:
+    """Change an action's kind, org policy or description (grants are per connector:
+    the decision path reads the new policy at once)."""
+    unknown = set(changes) - set(_ACTION_FIELDS)
+    if unknown:
+        raise GovernanceError(f"unknown action field(s): {', '.join(sorted(unknown))}")
+    connector = action.connector
+    kind = ActionKind(changes.get("kind", action.kind))
+    if not connector.capability.allows(kind):
+        raise GovernanceError(
+            f"connector {connector.slug} has capability {connector.capability}: "
+            f"it cannot offer {kind} actions"
+        )
+    before = action_state(action)
+    action.kind = kind
+    if "org_policy" in changes:
+        action.org_policy = Policy(changes["org_policy"])
+    if "description" in changes:
+        action.description = changes["description"]
+    after = action_state(action)
+    if after == before:
+        return
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "action.updated",
+                "action",
+                f"{connector.slug}/{action.name}",
+                before=before,
+                after=after,
+            )
+        ],
+    )
+
+
+def _mappings_naming(session: Session, connector: Connector, name: str) -> list[int]:
+    rows = session.execute(
+        select(Mapping.id, Mapping.actions, Mapping.policies).where(
+            Mapping.connector_id == connector.id
+        )
+    )
+    return [id_ for id_, actions, policies in rows if name in {*(actions or []), *(policies or {})}]
+
+
+def delete_action(session: Session, origin: Origin, action: Action) -> None:
+    """Remove an action from the catalogue; refused while a mapping names it."""
+    connector = action.connector
+    if naming := _mappings_naming(session, connector, action.name):
+        raise GovernanceError(
+            f"action {action.name} is named by mapping(s) {', '.join(map(str, naming))}: "
+            "change them first"
+        )
+    before = action_state(action)
+    session.delete(action)
+    session.flush()
+    record(
+        session,
+        origin,
+        [Entry("action.deleted", "action", f"{connector.slug}/{action.name}", before=before)],
+    )
+
+
+def delete_connector(session: Session, origin: Origin, connector: Connector) -> None:
+    """Remove a connector nobody holds or is mapped to; its audit history stays."""
+    in_use = [
+        what
+        for what, query in (
+            ("mappings", select(Mapping.id).where(Mapping.connector_id == connector.id)),
+            (
+                "live grants",
+                select(Grant.id).where(
+                    Grant.connector_id == connector.id, Grant.revoked_at.is_(None)
+                ),
+            ),
+            (
+                "live exceptions",
+                select(ManualException.id).where(
+                    ManualException.connector_id == connector.id,
+                    ManualException.revoked_at.is_(None),
+                ),
+            ),
+        )
+        if session.scalar(query.limit(1)) is not None
+    ]
+    if in_use:
+        raise GovernanceError(
+            f"connector {connector.slug} still has {' and '.join(in_use)}: remove them first"
+        )
+    before = connector_state(connector)
+    session.delete(connector)
+    session.flush()
+    entry = Entry("connector.deleted", "connector", connector.slug, before=before)
+    record(session, origin, [entry])

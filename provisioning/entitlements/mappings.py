@@ -155,3 +155,74 @@ def create_exception(
         ],
     )
     return exception, engine.apply(session, engine.Affected.users(user.id), origin)
+
+
+_MAPPING_FIELDS = ("access_level", "actions", "policies", "expires_at", "description")
+
+
+def check_mappable(connector: Connector) -> None:
+    """Refuse a new or changed mapping to a connector that is disabled."""
+    if not connector.enabled:
+        raise MappingError(f"connector {connector.slug} is disabled: enable it before mapping it")
+
+
+def update_mapping(
+    session: Session, origin: Origin, mapping: Mapping, **changes: Any
+) -> engine.Diff:
+    """Change a mapping's level, actions, policies, expiry or description; re-derive its
+    group's grants in this transaction."""
+    unknown = set(changes) - set(_MAPPING_FIELDS)
+    if unknown:
+        raise MappingError(f"unknown mapping field(s): {', '.join(sorted(unknown))}")
+    connector = session.get(Connector, mapping.connector_id)
+    assert connector is not None
+    level = AccessLevel(changes.get("access_level", mapping.access_level))
+    actions, policies = _check_grant(
+        session,
+        connector,
+        level,
+        changes.get("actions", mapping.actions),
+        changes.get("policies", mapping.policies),
+    )
+    before = mapping_state(mapping)
+    mapping.access_level = level
+    mapping.actions = actions
+    mapping.policies = policies
+    if "expires_at" in changes:
+        mapping.expires_at = changes["expires_at"]
+    if "description" in changes:
+        mapping.description = changes["description"]
+    after = mapping_state(mapping)
+    session.flush()
+    if after != before:
+        record(
+            session,
+            origin,
+            [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
+        )
+    return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
+
+
+def revoke_exception(
+    session: Session, origin: Origin, exception: ManualException, *, reason: str | None = None
+) -> engine.Diff:
+    """End a manual exception now and revoke what only it justified, in this transaction."""
+    if exception.revoked_at is not None:
+        raise MappingError(f"exception {exception.id} is already revoked")
+    exception.revoked_at = utcnow()
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "exception.revoked",
+                "exception",
+                str(exception.id),
+                user_id=exception.user_id,
+                reason=reason,
+                before={"connector_id": exception.connector_id},
+            )
+        ],
+    )
+    return engine.apply(session, engine.Affected.users(exception.user_id), origin)

@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
@@ -87,10 +87,16 @@ def revoke(session: Session, name: str, origin: Origin) -> None:
     record(session, origin, [Entry("token.revoked", "token", name, before={"name": name})])
 
 
+# Checked on every API call: built once, run on the session's connection (no ORM work).
+_BY_DIGEST = select(
+    ApiToken.name, ApiToken.scopes, ApiToken.secret_hash, ApiToken.revoked_at
+).where(ApiToken.secret_hash == bindparam("digest"))
+
+
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal of a live token whose secret is ``secret``, else None."""
     digest = _digest(secret)
-    token = session.scalar(select(ApiToken).where(ApiToken.secret_hash == digest))
+    token = session.connection().execute(_BY_DIGEST, {"digest": digest}).first()
     if token is None or token.revoked_at is not None:
         return None
     if not hmac.compare_digest(token.secret_hash, digest):

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from provisioning import api
 from provisioning.database import Database
 from provisioning.hooks.okta import okta_hooks, secret_digests
 from provisioning.okta.inbox import Processor
@@ -30,7 +31,7 @@ def create_app(
     """
     settings = settings or load()
     database = database or Database(settings.database_url)
-    app = Flask("provisioning")
+    app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.extensions["provisioning.settings"] = settings
@@ -44,4 +45,5 @@ def create_app(
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(okta_hooks)
+    api.register(app, settings, database)
     return app

@@ -141,14 +141,14 @@ def test_a_standby_worker_takes_over_when_the_leader_is_killed(databases):
     database.upgrade()
     first = _worker(database)
     try:
-        assert _leader_line(first, 20), "first worker never led"
+        assert _leader_line(first, 60), "first worker never led"
         second = _worker(database)
         try:
             assert not _leader_line(second, 2), "two leaders at once"
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             started = time.monotonic()
-            assert _leader_line(second, 30), "standby did not take over"
+            assert _leader_line(second, 60), "standby did not take over"
             assert time.monotonic() - started < 60
         finally:
             second.terminate()

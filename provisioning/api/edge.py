@@ -1,0 +1,325 @@
+"""The /api/v1 blueprint's plumbing: authentication per route, problems, paging, ETags."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Response, abort, current_app, g, request
+from flask_openapi3 import APIBlueprint, OpenAPI, Tag
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.orm import Session
+
+from provisioning.api import schemas
+from provisioning.api.auth import Caller, caller_of, www_authenticate
+from provisioning.audit.log import Origin, Source
+from provisioning.connectors.models import Connector
+from provisioning.database import Database
+from provisioning.entitlements import engine
+from provisioning.identity.models import User
+from provisioning.web.problems import problem
+
+PREFIX = "/api/v1"
+PROBLEM_TYPE = "urn:provisioning:problem:"
+
+api = APIBlueprint("api", __name__, url_prefix=PREFIX)
+# endpoint -> scope it needs; filled by :func:`route`.
+SCOPES: dict[str, str] = {}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+            }
+        },
+    }
+
+
+PROBLEMS = {
+    400: "bad request",
+    401: "no credential, or a bad one",
+    403: "the credential lacks the scope",
+    404: "not found",
+    409: "conflicts with the current state",
+    412: "If-Match does not match the current ETag",
+    413: "request body too large",
+    422: "invalid request: each invalid field is named",
+}
+
+
+def route(
+    method: str,
+    rule: str,
+    scope: str,
+    *,
+    tag: str,
+    ok: dict[int, Any],
+    problems: Sequence[int] = (),
+    summary: str | None = None,
+) -> Callable:
+    """Register an operation needing ``scope``, documenting its answers and problems."""
+    responses: dict[int, Any] = dict(ok)
+    for status in (401, 403, 413, 422, *problems):
+        responses[status] = _problem_response(PROBLEMS[status])
+
+    def decorator(func: Callable) -> Callable:
+        SCOPES[f"{api.name}.{func.__name__}"] = scope
+        register = getattr(api, method.lower())
+        return register(
+            rule,
+            tags=[Tag(name=tag)],
+            responses=responses,
+            security=[{"bearer": [scope]}],
+            summary=summary,
+            description=f"Needs scope `{scope}`.",
+        )(func)
+
+    return decorator
+
+
+@api.before_request
+def _authenticate() -> Response | None:
+    scope = SCOPES.get(request.endpoint or "")
+    if scope is None:
+        return None
+    if request.content_length is not None and request.content_length > (
+        current_app.config.get("MAX_CONTENT_LENGTH") or float("inf")
+    ):
+        return problem(413, "Content Too Large", "the request body is too large")
+    protect = current_app.extensions["provisioning.api.protector"]
+    try:
+        token = protect.acquire_token([scope])
+    except OAuth2Error as error:
+        status = 403 if error.error == "insufficient_scope" else 401
+        detail = error.description or (
+            f"this operation needs scope {scope}"
+            if status == 403
+            else "send a bearer token in the Authorization header"
+        )
+        response = problem(
+            status,
+            "Forbidden" if status == 403 else "Unauthorized",
+            detail,
+            type=PROBLEM_TYPE + ("insufficient-scope" if status == 403 else "unauthenticated"),
+        )
+        response.headers["WWW-Authenticate"] = www_authenticate(error, scope)
+        return response
+    g.caller = caller_of(token)
+    return None
+
+
+def caller() -> Caller:
+    return g.caller
+
+
+def origin(source: Source = Source.ADMIN) -> Origin:
+    return Origin(actor=caller().name, source=source)
+
+
+def database() -> Database:
+    return current_app.extensions["provisioning.database"]
+
+
+@contextmanager
+def request_reader() -> Iterator[Session]:
+    """One read-only session for the whole request (authentication and the answer),
+    closed when the request ends."""
+    session = g.get("reader")
+    if session is None:
+        scope = database().reader()
+        session = scope.__enter__()
+        g.reader, g.reader_scope = session, scope
+    yield session
+
+
+@api.teardown_request
+def _close_reader(_error: BaseException | None) -> None:
+    scope = g.pop("reader_scope", None)
+    g.pop("reader", None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
+
+
+def fail(status: int, title: str, detail: str, kind: str, **extra: Any) -> None:
+    """Stop with a problem+json answer."""
+    abort(problem(status, title, detail, type=PROBLEM_TYPE + kind, **extra))
+
+
+def not_found(what: str) -> None:
+    fail(404, "Not Found", f"no {what}", "not-found")
+
+
+def unprocessable(detail: str, field: str | None = None) -> None:
+    errors = [{"field": field, "message": detail}] if field else None
+    extra = {"errors": errors} if errors else {}
+    fail(422, "Unprocessable Content", detail, "invalid-request", **extra)
+
+
+def validation_problem(error: ValidationError) -> Response:
+    """flask-openapi3's validation error callback: problem+json naming each invalid field."""
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in error.errors(include_url=False)
+    ]
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return problem(
+        422,
+        "Unprocessable Content",
+        f"invalid field(s): {fields}",
+        type=PROBLEM_TYPE + "invalid-request",
+        errors=errors,
+    )
+
+
+def json_response(model: BaseModel, status: int = 200, etag: str | None = None) -> Response:
+    response = Response(model.model_dump_json(), status=status, mimetype="application/json")
+    if etag:
+        response.headers["ETag"] = etag
+    return response
+
+
+# -- ETags ----------------------------------------------------------------------------
+
+
+def etag_of(model: BaseModel) -> str:
+    return '"' + hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:32] + '"'
+
+
+def check_if_match(current: str) -> None:
+    """Refuse with 412 when If-Match names another version (a lost update)."""
+    wanted = request.headers.get("If-Match")
+    if wanted is None:
+        return
+    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    if "*" in tags or current in tags:
+        return
+    fail(
+        412,
+        "Precondition Failed",
+        "the resource changed since you read it: fetch it again",
+        "precondition-failed",
+    )
+
+
+# -- cursor paging -------------------------------------------------------------------
+
+
+def encode_cursor(values: Iterable[Any]) -> str:
+    raw = json.dumps([str(v) if not isinstance(v, int) else v for v in values]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity:
+        unprocessable("cursor is not one this API gave out", "cursor")
+    return values  # type: ignore[return-value]
+
+
+def page(
+    session: Session,
+    query: Select,
+    keys: Sequence[Any],
+    *,
+    cursor: str | None,
+    limit: int,
+    key_of: Callable[[Any], list[Any]],
+    parse: Sequence[Callable[[Any], Any]] | None = None,
+) -> tuple[list[Any], str | None]:
+    """One page of ``query`` sorted by ``keys`` (unique together), after ``cursor``."""
+    if cursor:
+        values = decode_cursor(cursor, len(keys))
+        try:
+            values = [f(v) for f, v in zip(parse, values, strict=True)] if parse else values
+        except (TypeError, ValueError):
+            unprocessable("cursor is not one this API gave out", "cursor")
+        if len(keys) == 1:
+            query = query.where(keys[0] > values[0])
+        else:
+            query = query.where(tuple_(*keys) > tuple_(*values))
+    rows = session.execute(query.order_by(*keys).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor(key_of(last))
+    return rows, next_cursor
+
+
+# -- grant changes ---------------------------------------------------------------------
+
+
+def changes(session: Session, diff: engine.Diff, *, dry_run: bool) -> dict[str, Any]:
+    """The diff as gain / lose / change lists with user names and connector slugs."""
+    all_changes = [*diff.created, *diff.revoked, *diff.updated]
+    user_ids = {c.user_id for c in all_changes}
+    names: dict[Any, str] = {}
+    ids = list(user_ids)
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        rows = session.execute(select(User.id, User.user_name).where(User.id.in_(chunk)))
+        names.update((id_, name) for id_, name in rows)
+    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
+
+    def shape(c: engine.GrantChange) -> schemas.GrantChange:
+        return schemas.GrantChange(
+            user_id=c.user_id,
+            user_name=names.get(c.user_id, ""),
+            connector=slugs.get(c.connector_id, ""),
+            access_level=c.access_level,
+            previous_level=c.previous_level,
+            reasons=list(c.reasons),
+        )
+
+    def ordered(items: list[engine.GrantChange]) -> list[schemas.GrantChange]:
+        shaped = [shape(c) for c in items]
+        return sorted(shaped, key=lambda s: (s.user_name, s.connector))
+
+    return {
+        "dry_run": dry_run,
+        "gain": ordered(diff.created),
+        "lose": ordered(diff.revoked),
+        "change": ordered(diff.updated),
+    }
+
+
+def application(import_name: str = "provisioning") -> OpenAPI:
+    """A Flask application able to carry the documented /api/v1 blueprint."""
+    from flask_openapi3 import Info
+
+    return OpenAPI(
+        import_name,
+        info=Info(
+            title="Connector access provisioning",
+            version="1",
+            description=(
+                "Admin, HR and enforcement API: connectors, actions, group mappings with dry "
+                "runs, users, groups, grants, exceptions, audit and decisions."
+            ),
+        ),
+        security_schemes={
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT access token (RFC 9068) or static API token",
+            }
+        },
+        doc_ui=False,
+        validation_error_status=422,
+        validation_error_model=schemas.Problem,
+        validation_error_callback=validation_problem,
+    )

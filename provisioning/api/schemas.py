@@ -1,0 +1,473 @@
+"""The pydantic models that validate /api/v1 requests and describe its answers (and its OpenAPI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from provisioning.connectors.models import (
+    AccessLevel,
+    ActionKind,
+    ConnectorKind,
+    DataClassification,
+    Interface,
+    Policy,
+    Publisher,
+    ReviewStatus,
+)
+from provisioning.entitlements.policy import Decision
+
+INT32 = 2**31 - 1
+INT64 = 2**63 - 1
+
+
+def _check(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+    if isinstance(value, list):
+        for item in value:
+            _check(item)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check(key)
+            _check(item)
+    return value
+
+
+class Input(BaseModel):
+    """A request part: unknown fields are refused, text never holds NUL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return _check(value)
+
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$", examples=["github"])]
+ActionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,200}$")]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Short = Annotated[str, Field(min_length=1, max_length=255)]
+Limit = Annotated[int, Field(ge=1, le=500, description="page size")]
+Cursor = Annotated[str, Field(max_length=500, description="next_cursor of the previous page")]
+
+
+# -- problems ----------------------------------------------------------------
+
+
+class InvalidField(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[InvalidField] | None = None
+
+
+# -- connectors and actions ----------------------------------------------------
+
+
+class ConnectorIn(Input):
+    slug: Slug
+    name: Name
+    kind: ConnectorKind
+    capability: AccessLevel
+    publisher: Publisher
+    interfaces: list[Interface] = Field(min_length=1, max_length=4)
+    security_review: ReviewStatus = ReviewStatus.PENDING
+    data_classification: DataClassification = DataClassification.INTERNAL
+    compliance_assessment: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    owner: Short | None = None
+    reassess_by: dt.date | None = None
+    enabled: bool = False
+
+
+class ConnectorPatch(Input):
+    """Fields to change; absent fields are kept. Enabling goes through /enable."""
+
+    name: Name = None  # type: ignore[assignment]
+    kind: ConnectorKind = None  # type: ignore[assignment]
+    capability: AccessLevel = None  # type: ignore[assignment]
+    publisher: Publisher = None  # type: ignore[assignment]
+    interfaces: list[Interface] = Field(default=None, min_length=1, max_length=4)  # type: ignore[assignment]
+    security_review: ReviewStatus = None  # type: ignore[assignment]
+    data_classification: DataClassification = None  # type: ignore[assignment]
+    compliance_assessment: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    owner: Short | None = None
+    reassess_by: dt.date | None = None
+    unknown_action_policy: Policy = None  # type: ignore[assignment]
+
+
+class ConnectorOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    kind: ConnectorKind
+    capability: AccessLevel
+    publisher: Publisher
+    interfaces: list[Interface]
+    security_review: ReviewStatus
+    data_classification: DataClassification
+    compliance_assessment: str | None
+    owner: str | None
+    reassess_by: dt.date | None
+    enabled: bool
+    unknown_action_policy: Policy
+    governance_problems: list[str]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ConnectorPage(BaseModel):
+    items: list[ConnectorOut]
+    next_cursor: str | None
+
+
+class ConnectorQuery(Input):
+    enabled: bool | None = None
+    kind: ConnectorKind | None = None
+    publisher: Publisher | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class ConnectorPath(Input):
+    slug: Annotated[str, Field(max_length=100)]
+
+
+class ActionIn(Input):
+    name: ActionName
+    kind: ActionKind
+    org_policy: Policy = Policy.NEEDS_APPROVAL
+    description: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ActionPatch(Input):
+    kind: ActionKind = None  # type: ignore[assignment]
+    org_policy: Policy = None  # type: ignore[assignment]
+    description: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ActionOut(BaseModel):
+    name: str
+    kind: ActionKind
+    org_policy: Policy
+    description: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ActionList(BaseModel):
+    items: list[ActionOut]
+
+
+class ActionPath(Input):
+    slug: Annotated[str, Field(max_length=100)]
+    name: Annotated[str, Field(max_length=200)]
+
+
+# -- mappings ------------------------------------------------------------------
+
+
+class DryRun(Input):
+    dry_run: bool = Field(False, description="return who would gain or lose what; change nothing")
+
+
+class MappingIn(Input):
+    group_id: uuid.UUID
+    connector: Annotated[str, Field(max_length=100, description="connector slug")]
+    access_level: AccessLevel
+    actions: list[ActionName] | None = Field(None, max_length=500)
+    policies: dict[ActionName, Policy] | None = Field(None, max_length=500)
+    expires_at: AwareDatetime | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class MappingPatch(Input):
+    access_level: AccessLevel = None  # type: ignore[assignment]
+    actions: list[ActionName] | None = Field(None, max_length=500)
+    policies: dict[ActionName, Policy] | None = Field(None, max_length=500)
+    expires_at: AwareDatetime | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class MappingOut(BaseModel):
+    id: int
+    group_id: uuid.UUID
+    group: str
+    connector: str
+    access_level: AccessLevel
+    actions: list[str] | None
+    policies: dict[str, Policy] | None
+    expires_at: dt.datetime | None
+    description: str | None
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class MappingPage(BaseModel):
+    items: list[MappingOut]
+    next_cursor: str | None
+
+
+class MappingQuery(Input):
+    group_id: uuid.UUID | None = None
+    connector: Annotated[str, Field(max_length=100)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class MappingPath(Input):
+    mapping_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class GrantChange(BaseModel):
+    """One user gaining, losing or changing access to one connector."""
+
+    user_id: uuid.UUID
+    user_name: str
+    connector: str
+    access_level: AccessLevel
+    previous_level: AccessLevel | None = None
+    reasons: list[str] = []
+
+
+class Changes(BaseModel):
+    """What a change did to grants (or, for a dry run, would do)."""
+
+    dry_run: bool
+    gain: list[GrantChange]
+    lose: list[GrantChange]
+    change: list[GrantChange]
+
+
+class MappingResult(Changes):
+    mapping: MappingOut | None
+
+
+# -- users, groups -----------------------------------------------------------------
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    user_name: str
+    external_id: str | None
+    display_name: str | None
+    email: str | None
+    department: str | None
+    employee_number: str | None
+    active: bool
+    state: Literal["active", "deactivated", "offboarded", "deleted"]
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class UserQuery(Input):
+    q: Annotated[str, Field(min_length=1, max_length=255, description="search")] | None = None
+    active: bool | None = None
+    department: Annotated[str, Field(max_length=255)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class UserPath(Input):
+    user_id: uuid.UUID
+
+
+class Source(BaseModel):
+    source: str
+    group: str | None = None
+    expires_at: dt.datetime | None = None
+    justification: str | None = None
+
+
+class ActionAccess(BaseModel):
+    name: str
+    kind: ActionKind
+    org_policy: Policy
+    effective: dict[str, Decision] = Field(description="decision per interface offered")
+
+
+class GrantAccess(BaseModel):
+    grant_id: int
+    connector: str
+    access_level: AccessLevel
+    granted_at: dt.datetime
+    last_used_at: dt.datetime | None
+    sources: list[Source]
+    actions: list[ActionAccess]
+
+
+class UserAccess(BaseModel):
+    user: UserOut
+    grants: list[GrantAccess]
+
+
+class GroupOut(BaseModel):
+    id: uuid.UUID
+    display_name: str
+    external_id: str | None
+    members: int
+
+
+class GroupPage(BaseModel):
+    items: list[GroupOut]
+    next_cursor: str | None
+
+
+class GroupQuery(Input):
+    q: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class GroupPath(Input):
+    group_id: uuid.UUID
+
+
+class PageQuery(Input):
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+# -- grants and exceptions ----------------------------------------------------------
+
+
+class GrantOut(BaseModel):
+    id: int
+    user_id: uuid.UUID
+    user_name: str
+    connector: str
+    access_level: AccessLevel
+    granted_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    revoke_reason: str | None
+
+
+class GrantPage(BaseModel):
+    items: list[GrantOut]
+    next_cursor: str | None
+
+
+class GrantQuery(Input):
+    user_id: uuid.UUID | None = None
+    connector: Annotated[str, Field(max_length=100)] | None = None
+    state: Literal["live", "revoked", "all"] = "live"
+    unused_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        None, description="only grants not used (or, never used, not granted) in this many days"
+    )
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class ExceptionIn(Input):
+    user_id: uuid.UUID
+    connector: Annotated[str, Field(max_length=100)]
+    access_level: AccessLevel
+    justification: Annotated[str, Field(min_length=1, max_length=2000)]
+    expires_at: AwareDatetime
+    actions: list[ActionName] | None = Field(None, max_length=500)
+
+
+class ExceptionOut(BaseModel):
+    id: int
+    user_id: uuid.UUID
+    connector: str
+    access_level: AccessLevel
+    actions: list[str] | None
+    justification: str
+    expires_at: dt.datetime
+    created_by: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class ExceptionResult(Changes):
+    exception: ExceptionOut
+
+
+class ExceptionPath(Input):
+    exception_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class RevokeIn(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+class AuditQuery(Input):
+    actor: Annotated[str, Field(max_length=255)] | None = None
+    subject_type: Annotated[str, Field(max_length=32)] | None = None
+    subject_id: Annotated[str, Field(max_length=255)] | None = None
+    user_id: uuid.UUID | None = None
+    source: Annotated[str, Field(max_length=32)] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    occurred_at: str
+    actor: str
+    source: str
+    action: str
+    subject_type: str
+    subject_id: str
+    user_id: str | None
+    reason: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+# -- decisions ------------------------------------------------------------------------
+
+
+class DecisionIn(Input):
+    user: Annotated[str, Field(min_length=1, max_length=255, description="user id or userName")]
+    connector: Annotated[str, Field(min_length=1, max_length=100, description="connector slug")]
+    action: Annotated[str, Field(min_length=1, max_length=200)]
+    interface: Interface
+
+
+class DecisionOut(BaseModel):
+    decision: Decision
+    reasons: list[str]
+
+
+class DecisionBatchIn(Input):
+    checks: list[DecisionIn] = Field(min_length=1, max_length=100)
+
+
+class DecisionBatchOut(BaseModel):
+    results: list[DecisionOut]

@@ -1,0 +1,384 @@
+"""Decisions from committed facts: load what effective policy needs, decide, and note last use.
+
+:func:`decide` reads the user, the connector, the action and the user's live
+sources of access to that connector (present memberships of live mappings,
+live exceptions) and hands them to the pure
+:func:`provisioning.entitlements.policy.effective_policy`.
+
+Recording each decision's use of a grant would be one write per call on the
+hot path. :class:`LastUseRecorder` coalesces them instead: it keeps the latest
+use per grant in memory and writes them in one statement batch when
+``max_pending`` grants are waiting or ``interval`` seconds have passed, and at
+process exit; the web process does this from a background thread, so no
+request waits for the write. Staleness is
+measured in months, so a use reaching the database a few seconds late, or a
+use lost when a process is killed, does not change any finding.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, literal, null, or_, select, true, union_all, update
+from sqlalchemy.orm import Session
+
+from provisioning.connectors.governance import enablement_problems
+from provisioning.connectors.models import (
+    AccessLevel,
+    Action,
+    ActionKind,
+    Connector,
+    Interface,
+    Policy,
+)
+from provisioning.database import Database, UTCDateTime, utcnow
+from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.entitlements.policy import (
+    ActionFacts,
+    ConnectorFacts,
+    Decision,
+    Entitlement,
+    UserState,
+    Verdict,
+    effective_policy,
+)
+from provisioning.identity.models import Membership, User
+
+
+@dataclass(frozen=True)
+class Question:
+    """May ``user`` (id or userName) call ``action`` of ``connector`` from ``interface``?"""
+
+    user: str
+    connector: str
+    action: str
+    interface: Interface
+
+
+@dataclass(frozen=True)
+class Answer:
+    decision: Decision
+    reasons: tuple[str, ...]
+    # The live grant the decision used, if any (its last use is recorded).
+    grant_id: int | None = None
+
+
+def user_state(user: User) -> UserState:
+    if user.deleted_at is not None:
+        return UserState.DELETED
+    if user.offboarded_at is not None:
+        return UserState.OFFBOARDED
+    if not user.active:
+        return UserState.DEACTIVATED
+    return UserState.ACTIVE
+
+
+def find_user(session: Session, user: str) -> User | None:
+    """A user by id, or by userName (without regard to case) among undeleted users."""
+    try:
+        user_id = uuid.UUID(user)
+    except ValueError:
+        return session.scalar(
+            select(User).where(User.user_name_key == user.lower(), User.deleted_at.is_(None))
+        )
+    return session.get(User, user_id)
+
+
+def connector_facts(connector: Connector) -> ConnectorFacts:
+    return ConnectorFacts(
+        slug=connector.slug,
+        kind=connector.kind,
+        capability=connector.capability,
+        enabled=connector.enabled,
+        interfaces=frozenset(Interface(i) for i in connector.interfaces),
+        governance_problems=enablement_problems(connector),
+        unknown_action_policy=connector.unknown_action_policy,
+    )
+
+
+# Decisions sit on the hot path of every gateway call: their statements are built
+# once, with bind parameters, and run on the session's connection (no ORM work).
+_U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
+_M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
+
+
+def _sources_statement(user_id: Any, connector_id: Any) -> Any:
+    """The live sources (mappings via present memberships, exceptions) of a user's access."""
+    return union_all(
+        select(
+            literal("mapping").label("via"),
+            _M.c.id,
+            _M.c.access_level,
+            _M.c.actions,
+            _M.c.policies,
+        )
+        .select_from(_M.join(_MS, _MS.c.group_id == _M.c.group_id))
+        .where(
+            _MS.c.user_id == user_id,
+            _MS.c.present.is_(True),
+            _M.c.connector_id == connector_id,
+            or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
+        ),
+        select(
+            literal("exception").label("via"),
+            _E.c.id,
+            _E.c.access_level,
+            _E.c.actions,
+            null().label("policies"),
+        ).where(
+            _E.c.user_id == user_id,
+            _E.c.connector_id == connector_id,
+            _E.c.revoked_at.is_(None),
+            _E.c.expires_at > bindparam("now"),
+        ),
+    )
+
+
+def _facts_statement(user_condition: Any, user_id: Any) -> Select:
+    """One row per source (or one with no source) of everything a decision needs."""
+    connector_id = select(_C.c.id).where(_C.c.slug == bindparam("connector")).scalar_subquery()
+    sources = _sources_statement(user_id, connector_id).subquery("sources")
+    return (
+        select(
+            _U.c.id.label("user_id"),
+            _U.c.active,
+            _U.c.offboarded_at,
+            _U.c.deleted_at,
+            _C.c.id.label("connector_id"),
+            _C.c.slug,
+            _C.c.kind,
+            _C.c.capability,
+            _C.c.enabled,
+            _C.c.interfaces,
+            _C.c.publisher,
+            _C.c.security_review,
+            _C.c.data_classification,
+            _C.c.compliance_assessment,
+            _C.c.unknown_action_policy,
+            _A.c.name.label("action_name"),
+            _A.c.kind.label("action_kind"),
+            _A.c.org_policy,
+            _G.c.id.label("grant_id"),
+            sources.c.via,
+            sources.c.id.label("source_id"),
+            sources.c.access_level.label("source_level"),
+            sources.c.actions.label("source_actions"),
+            sources.c.policies.label("source_policies"),
+        )
+        .select_from(
+            _U.join(_C, true())
+            .outerjoin(_A, and_(_A.c.connector_id == _C.c.id, _A.c.name == bindparam("action")))
+            .outerjoin(
+                _G,
+                and_(
+                    _G.c.user_id == _U.c.id,
+                    _G.c.connector_id == _C.c.id,
+                    _G.c.revoked_at.is_(None),
+                ),
+            )
+            .outerjoin(sources, true())
+        )
+        .where(user_condition, _C.c.slug == bindparam("connector"))
+        .order_by(sources.c.via, sources.c.id)
+    )
+
+
+_FACTS_BY_NAME = _facts_statement(
+    and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None)),
+    select(_U.c.id)
+    .where(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
+    .scalar_subquery(),
+)
+_FACTS_BY_ID = _facts_statement(_U.c.id == bindparam("user_id"), bindparam("user_id"))
+_SOURCES = _sources_statement(bindparam("user_id"), bindparam("connector_id"))
+
+
+def _entitlement(via: str, id_: int, level: Any, actions: Any, policies: Any) -> Entitlement:
+    return Entitlement(
+        f"{via}:{id_}",
+        AccessLevel(level),
+        None if actions is None else frozenset(actions),
+        {name: Policy(p) for name, p in (policies or {}).items()},
+    )
+
+
+def entitlements(session: Session, user_id: uuid.UUID, connector_id: int) -> list[Entitlement]:
+    """The user's live sources of access to the connector (mappings via groups, exceptions)."""
+    rows = session.connection().execute(
+        _SOURCES, {"user_id": user_id, "connector_id": connector_id, "now": utcnow()}
+    )
+    return [_entitlement(*row) for row in rows]
+
+
+def _state(row: Any) -> UserState:
+    if row.deleted_at is not None:
+        return UserState.DELETED
+    if row.offboarded_at is not None:
+        return UserState.OFFBOARDED
+    if not row.active:
+        return UserState.DEACTIVATED
+    return UserState.ACTIVE
+
+
+def decide(session: Session, question: Question) -> Answer:
+    """The decision for one call, from the state committed in ``session``'s snapshot."""
+    params: dict[str, Any] = {
+        "connector": question.connector,
+        "action": question.action,
+        "now": utcnow(),
+    }
+    try:
+        params["user_id"] = uuid.UUID(question.user)
+        statement = _FACTS_BY_ID
+    except ValueError:
+        params["user_key"] = question.user.lower()
+        statement = _FACTS_BY_NAME
+    rows = session.connection().execute(statement, params).all()
+    if not rows:
+        if find_user(session, question.user) is None:
+            return Answer(Decision.DENY, (f"unknown user {question.user}",))
+        return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
+    row = rows[0]
+    facts = (
+        None
+        if row.action_name is None
+        else ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
+    )
+    state = _state(row)
+    sources = [
+        _entitlement(r.via, r.source_id, r.source_level, r.source_actions, r.source_policies)
+        for r in rows
+        if r.via is not None
+    ]
+    verdict: Verdict = effective_policy(
+        state, connector_facts(row), question.action, facts, question.interface, sources
+    )
+    grant_id = row.grant_id if verdict.decision is not Decision.DENY else None
+    return Answer(verdict.decision, verdict.reasons, grant_id)
+
+
+class LastUseRecorder:
+    """Coalesces grants' last-use times in memory and writes them in batches."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_pending: int = 500,
+        interval: float = 5.0,
+        background: bool = False,
+    ) -> None:
+        self.database = database
+        self.max_pending = max_pending
+        self.interval = interval
+        # In the background, a daemon thread (started on first use, so after any fork)
+        # writes the batches and no request ever waits for one.
+        self.background = background
+        self._pending: dict[int, dt.datetime] = {}
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def used(self, grant_id: int, at: dt.datetime | None = None) -> None:
+        """Note a use of the grant; flush if enough are waiting or enough time has passed."""
+        at = at or utcnow()
+        with self._lock:
+            previous = self._pending.get(grant_id)
+            if previous is None or at > previous:
+                self._pending[grant_id] = at
+            due = (
+                len(self._pending) >= self.max_pending
+                or time.monotonic() - self._last_flush >= self.interval
+            )
+        if self.background:
+            self._start()
+            if due:
+                self._due.set()
+        elif due:
+            self.flush()
+
+    def _start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=_flush_in_background,
+                    args=(weakref.ref(self), self._due),
+                    name="last-use-flush",
+                    daemon=True,
+                )
+                self._thread.start()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write every waiting last use (never moving one backwards); return how many."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        if not batch:
+            return 0
+        grants = Grant.__table__
+        used_at = bindparam("used_at", type_=UTCDateTime())
+        statement = (
+            update(grants)
+            .where(
+                grants.c.id == bindparam("grant_id"),
+                or_(grants.c.last_used_at.is_(None), grants.c.last_used_at < used_at),
+            )
+            .values(last_used_at=used_at)
+        )
+        rows = [{"grant_id": gid, "used_at": at} for gid, at in sorted(batch.items())]
+        try:
+            with self.database.engine.begin() as conn:
+                conn.execute(statement, rows)
+        except Exception:
+            # Put them back so the next flush retries; a newer use wins over these.
+            with self._lock:
+                for gid, at in batch.items():
+                    if gid not in self._pending or self._pending[gid] < at:
+                        self._pending[gid] = at
+            raise
+        return len(rows)
+
+
+def _flush_in_background(ref: weakref.ref[LastUseRecorder], due: threading.Event) -> None:
+    while True:
+        recorder = ref()
+        if recorder is None:
+            return
+        interval = recorder.interval
+        del recorder
+        due.wait(timeout=interval)
+        due.clear()
+        recorder = ref()
+        if recorder is None:
+            return
+        try:
+            recorder.flush()
+        except Exception:  # kept pending by flush; the next round retries
+            logging.getLogger(__name__).exception("last uses could not be written")
+        del recorder
+
+
+def _flush_at_exit(ref: weakref.ref[LastUseRecorder]) -> None:
+    recorder = ref()
+    if recorder is None:
+        return
+    try:
+        recorder.flush()
+    except Exception:  # at exit the database may be gone; a lost last use is tolerable
+        logging.getLogger(__name__).warning("last uses could not be written at exit")

@@ -1,0 +1,72 @@
+"""schemathesis against /api/v1/openapi.json on a live server: no 5xx, no answer off the schema.
+
+Bounded for CI: a fixed seed and a few examples per operation, through every
+phase (coverage, fuzzing, stateful); about a quarter of a minute on SQLite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from provisioning.audit.log import Origin, Source
+from provisioning.demo import seed
+from provisioning.settings import load
+from provisioning.tokens import credentials
+from provisioning.web.app import create_app
+
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(database, tmp_path):
+    with database.transaction() as session:
+        seed(session, Origin("demo", Source.CLI))
+        secret = credentials.create(
+            session, "fuzzer", [s.value for s in credentials.Scope], Origin("test", Source.CLI)
+        )
+    app = create_app(load(database_url=database.url), database)
+    errors: list[str] = []
+    app.logger.error = lambda *args, **kw: errors.append(str(args))  # type: ignore[method-assign]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        command = [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"http://127.0.0.1:{port}/api/v1/openapi.json",
+            "--header",
+            f"Authorization: Bearer {secret}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            "10",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+        ]
+        result = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+        )
+    finally:
+        server.shutdown()
+        thread.join()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout
+    assert errors == []

@@ -1,0 +1,143 @@
+"""Decisions from committed facts, and last uses coalesced into batched writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from sqlalchemy import select
+
+from provisioning.connectors.catalogue import update_connector
+from provisioning.connectors.models import Connector, Interface
+from provisioning.database import utcnow
+from provisioning.entitlements.decisions import LastUseRecorder, Question, decide
+from provisioning.entitlements.mappings import create_exception, create_mapping
+from provisioning.entitlements.models import Grant
+from provisioning.entitlements.policy import Decision
+from provisioning.identity.directory import set_active
+from provisioning.identity.models import User
+from tests.org import Org, later
+
+ACTIONS = (
+    ("search", "read", "always_allow"),
+    ("merge", "write", "needs_approval"),
+    ("delete_repo", "write", "blocked"),
+)
+
+
+def org_with_github(database, origin, **mapping):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, eve = org.user("ada"), org.user("eve")
+        group = org.group("eng")
+        org.join(ada, group)
+        github = org.connector("github", actions=ACTIONS, interfaces=["web", "desktop"])
+        level = mapping.pop("level", "read_write")
+        create_mapping(session, origin, group, github, level, **mapping)
+    return ada, eve, github
+
+
+def ask(database, user, action, interface="web", connector="github"):
+    with database.reader() as session:
+        return decide(session, Question(user, connector, action, Interface(interface)))
+
+
+def test_org_policy_decides_for_a_granted_user(database, origin):
+    ada, _, _ = org_with_github(database, origin)
+    assert ask(database, "ada", "search").decision is Decision.ALLOW
+    assert ask(database, str(ada.id), "merge").decision is Decision.NEEDS_APPROVAL
+    assert ask(database, "ADA", "delete_repo").decision is Decision.BLOCKED
+    answer = ask(database, "ada", "search")
+    assert answer.grant_id is not None
+    assert any("granted by mapping:" in r for r in answer.reasons)
+
+
+def test_unknown_action_of_a_granted_connector_needs_approval(database, origin):
+    org_with_github(database, origin)
+    answer = ask(database, "ada", "brand_new_tool")
+    assert answer.decision is Decision.NEEDS_APPROVAL
+    assert "not catalogued" in answer.reasons[0]
+
+
+def test_denials(database, origin):
+    org_with_github(database, origin)
+    assert ask(database, "eve", "search").decision is Decision.DENY
+    assert ask(database, "nobody", "search").reasons == ("unknown user nobody",)
+    assert ask(database, "ada", "search", connector="nope").decision is Decision.DENY
+    assert ask(database, "ada", "search", interface="mobile").decision is Decision.DENY
+    with database.transaction() as session:
+        ada = session.scalar(select(User).where(User.user_name == "ada"))
+        set_active(session, origin, ada, False)
+    answer = ask(database, "ada", "search")
+    assert answer.decision is Decision.DENY and answer.reasons == ("user is deactivated",)
+    assert answer.grant_id is None
+
+
+def test_a_mapping_only_tightens_and_a_subset_limits(database, origin):
+    org_with_github(database, origin, actions=["search"], policies={"search": "needs_approval"})
+    assert ask(database, "ada", "search").decision is Decision.NEEDS_APPROVAL
+    assert ask(database, "ada", "merge").decision is Decision.DENY
+
+
+def test_disabling_the_connector_denies_at_once(database, origin):
+    _, _, github = org_with_github(database, origin)
+    with database.transaction() as session:
+        update_connector(session, origin, session.get(Connector, github.id), enabled=False)
+    answer = ask(database, "ada", "search")
+    assert answer.decision is Decision.DENY and "disabled" in answer.reasons[0]
+
+
+def test_exceptions_count_as_sources(database, origin):
+    _, eve, github = org_with_github(database, origin)
+    with database.transaction() as session:
+        create_exception(
+            session, origin, eve, github, "read", justification="incident", expires_at=later()
+        )
+    assert ask(database, "eve", "search").decision is Decision.ALLOW
+    assert ask(database, "eve", "merge").decision is Decision.DENY
+
+
+def last_used(database) -> dt.datetime | None:
+    with database.reader() as session:
+        return session.scalar(select(Grant.last_used_at))
+
+
+def test_last_use_is_coalesced_and_flushed_in_batches(database, origin):
+    org_with_github(database, origin)
+    grant_id = ask(database, "ada", "search").grant_id
+    recorder = LastUseRecorder(database, max_pending=2, interval=3600)
+    first = utcnow()
+    recorder.used(grant_id, first)
+    recorder.used(grant_id, first + dt.timedelta(seconds=1))
+    assert recorder.pending() == 1  # the same grant twice is one pending write
+    assert last_used(database) is None  # nothing written on the hot path yet
+    assert recorder.flush() == 1
+    assert last_used(database) == first + dt.timedelta(seconds=1)
+    recorder.used(grant_id, first)  # an older use never moves it backwards
+    recorder.flush()
+    assert last_used(database) == first + dt.timedelta(seconds=1)
+
+
+def test_last_use_flushes_by_itself_when_enough_are_waiting_or_time_passed(database, origin):
+    org_with_github(database, origin)
+    grant_id = ask(database, "ada", "search").grant_id
+    by_count = LastUseRecorder(database, max_pending=1, interval=3600)
+    by_count.used(grant_id)
+    assert by_count.pending() == 0 and last_used(database) is not None
+    by_time = LastUseRecorder(database, max_pending=1000, interval=0)
+    later_use = utcnow() + dt.timedelta(minutes=1)
+    by_time.used(grant_id, later_use)
+    assert by_time.pending() == 0 and last_used(database) == later_use
+
+
+def test_in_the_background_no_caller_waits_for_the_write(database, origin):
+    org_with_github(database, origin)
+    grant_id = ask(database, "ada", "search").grant_id
+    recorder = LastUseRecorder(database, max_pending=1, interval=3600, background=True)
+    used_at = utcnow()
+    recorder.used(grant_id, used_at)
+    deadline = time.monotonic() + 10
+    while last_used(database) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert last_used(database) == used_at
+    assert recorder.pending() == 0
