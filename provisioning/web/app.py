@@ -24,4 +24,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.logger.setLevel(getattr(logging, settings.log_level))
     problems.install(app)
     app.register_blueprint(health)
+    from scim.server import install as install_scim  # the edge depends on the domain
+
+    install_scim(app, database)
     return app

@@ -1,0 +1,166 @@
+"""The SCIM edge: scim2-flask mounted at /scim/v2, bearer-token authentication, client quirks.
+
+Thin on purpose: it authenticates the token (scope ``scim:provision``), names
+it as the actor of every change, rewrites the few request shapes real clients
+send that RFC 7644 does not (Entra ID's capitalised PATCH ops, booleans sent as
+strings, dotted keys in a path-less replace), and hands the request to
+scim2-server, which calls :class:`scim.storage.SqlStorage`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, g, request
+from scim2_flask import ScimServer
+from scim2_models import (
+    Context,
+    ForbiddenException,
+    PatchOp,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    UnauthorizedException,
+)
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+
+from provisioning.audit.log import Origin, Source
+from provisioning.database import Database
+from provisioning.tokens.credentials import Scope, authenticate
+from scim.resources import provider
+from scim.storage import SqlStorage, reset_origin, set_origin
+
+URL_PREFIX = "/scim/v2"
+
+
+class ProvisioningService(ScimService):
+    """scim2-server's service, accepting the PATCH bodies Okta and Entra ID send."""
+
+    def read_patch(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> PatchOp[Any]:
+        return super().read_patch(resource_type, normalise_patch(body), content_type)
+
+    def patch_response(
+        self,
+        base_url: str,
+        resource: Resource[Any],
+        response_parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """200 with the resource, as Okta expects (RFC 7644 section 3.5.2 allows either)."""
+        return self.resource_response(
+            self.publish(base_url, resource),
+            Context.RESOURCE_REPLACEMENT_RESPONSE,
+            response_parameters,
+        )
+
+
+def normalise_patch(body: bytes) -> bytes:
+    """Entra ID's PATCH shapes in RFC 7644 form; anything unreadable is left for the validator.
+
+    - ``"op": "Replace"`` (any case) becomes ``"replace"``;
+    - ``"active": "False"`` (a boolean sent as a string) becomes ``false``;
+    - a path-less value with dotted keys (``"name.givenName": "x"``) or attribute URNs
+      (``"urn:...:enterprise:2.0:User:employeeNumber": "1"``) becomes nested objects.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
+        return body
+    for operation in document["Operations"]:
+        if not isinstance(operation, dict):
+            continue
+        if isinstance(operation.get("op"), str):
+            operation["op"] = operation["op"].lower()
+        value = operation.get("value")
+        if isinstance(value, dict) and not operation.get("path"):
+            operation["value"] = _nest(value)
+        elif isinstance(operation.get("path"), str) and operation["path"].lower() == "active":
+            operation["value"] = _boolean(value)
+    return json.dumps(document).encode()
+
+
+_URN_PREFIX = "urn:ietf:params:scim:schemas:"
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def _nest(value: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, item in value.items():
+        target = nested
+        path = key
+        if key.lower().startswith(_URN_PREFIX) and key.count(":") > 6:
+            urn, _, path = key.rpartition(":")
+            if isinstance(item, dict) and not path:
+                path = ""
+            target = nested.setdefault(urn, {})
+        if path == "":
+            target.update(item)
+            continue
+        parts = path.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        leaf = parts[-1]
+        target[leaf] = _boolean(item) if leaf.lower() == "active" else item
+    return nested
+
+
+class ProvisioningScimServer(ScimServer):
+    """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
+
+    def __init__(self, database: Database) -> None:
+        scim_provider = provider()
+        super().__init__(
+            SqlStorage(database),
+            scim_provider,
+            service=ProvisioningService(scim_provider),
+            url_prefix=URL_PREFIX,
+        )
+        self.database = database
+
+    def create_blueprint(self):
+        blueprint = super().create_blueprint()
+        blueprint.before_request(self._authenticate)
+        blueprint.teardown_request(self._forget)
+        return blueprint
+
+    def _authenticate(self) -> None:
+        scheme, _, secret = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise UnauthorizedException(detail="a bearer token is required")
+        with self.database.reader() as session:
+            principal = authenticate(session, secret.strip())
+        if principal is None:
+            raise UnauthorizedException(detail="the bearer token is unknown or revoked")
+        if Scope.SCIM_PROVISION not in principal.scopes:
+            raise ForbiddenException(
+                detail=f"token {principal.name!r} lacks the scope {Scope.SCIM_PROVISION.value}"
+            )
+        g.scim_principal = principal
+        g.scim_origin_token = set_origin(Origin(actor=principal.name, source=Source.SCIM))
+
+    @staticmethod
+    def _forget(_exc: BaseException | None) -> None:
+        token = g.pop("scim_origin_token", None)
+        if token is not None:
+            reset_origin(token)
+
+    def get_subject(self) -> Any:
+        return g.get("scim_principal")
+
+
+def install(app: Flask, database: Database) -> ProvisioningScimServer:
+    """Serve SCIM 2.0 at /scim/v2 on ``app``."""
+    server = ProvisioningScimServer(database)
+    server.init_app(app)
+
+    return server
