@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from scim2_flask import ScimServer
 from scim2_models import (
     Context,
     ForbiddenException,
     PatchOp,
+    PayloadTooLargeException,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -25,6 +26,7 @@ from scim2_models import (
 )
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
@@ -63,7 +65,10 @@ def normalise_patch(body: bytes) -> bytes:
     - ``"op": "Replace"`` (any case) becomes ``"replace"``;
     - ``"active": "False"`` (a boolean sent as a string) becomes ``false``;
     - a path-less value with dotted keys (``"name.givenName": "x"``) or attribute URNs
-      (``"urn:...:enterprise:2.0:User:employeeNumber": "1"``) becomes nested objects.
+      (``"urn:...:enterprise:2.0:User:employeeNumber": "1"``) becomes nested objects;
+    - the enterprise ``manager`` sent as a bare id becomes ``{"value": id}``;
+    - ``remove`` of ``members`` with a value list becomes one ``members[value eq "id"]``
+      removal per listed member (RFC 7644 would remove every member).
     """
     try:
         document = json.loads(body)
@@ -71,16 +76,36 @@ def normalise_patch(body: bytes) -> bytes:
         return body
     if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
         return body
+    operations = []
     for operation in document["Operations"]:
         if not isinstance(operation, dict):
+            operations.append(operation)
             continue
         if isinstance(operation.get("op"), str):
             operation["op"] = operation["op"].lower()
         value = operation.get("value")
-        if isinstance(value, dict) and not operation.get("path"):
+        path = operation.get("path")
+        if isinstance(value, dict) and not path:
             operation["value"] = _nest(value)
-        elif isinstance(operation.get("path"), str) and operation["path"].lower() == "active":
+        elif isinstance(path, str) and path.lower() == "active":
             operation["value"] = _boolean(value)
+        elif isinstance(path, str) and path.lower().endswith("manager") and isinstance(value, str):
+            operation["value"] = {"value": value}
+        elif (
+            operation.get("op") == "remove"
+            and isinstance(path, str)
+            and path.lower() == "members"
+            and isinstance(value, list)
+            and value
+            and all(isinstance(m, dict) and isinstance(m.get("value"), str) for m in value)
+        ):
+            operations += [
+                {"op": "remove", "path": f"members[value eq {json.dumps(m['value'])}]"}
+                for m in value
+            ]
+            continue
+        operations.append(operation)
+    document["Operations"] = operations
     return json.dumps(document).encode()
 
 
@@ -110,7 +135,11 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
         for part in parts[:-1]:
             target = target.setdefault(part, {})
         leaf = parts[-1]
-        target[leaf] = _boolean(item) if leaf.lower() == "active" else item
+        if leaf.lower() == "active":
+            item = _boolean(item)
+        elif leaf.lower() == "manager" and isinstance(item, str):
+            item = {"value": item}
+        target[leaf] = item
     return nested
 
 
@@ -153,6 +182,16 @@ class ProvisioningScimServer(ScimServer):
         token = g.pop("scim_origin_token", None)
         if token is not None:
             reset_origin(token)
+
+    def read_body(self, scim_request: Any) -> bytes:
+        try:
+            return super().read_body(scim_request)
+        except RequestEntityTooLarge:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            raise PayloadTooLargeException(
+                detail=f"the request body is larger than the {limit} bytes this service accepts "
+                "(PROVISIONING_MAX_REQUEST_BYTES)"
+            ) from None
 
     def get_subject(self) -> Any:
         return g.get("scim_principal")
