@@ -1,4 +1,4 @@
-"""Bad requests: a SCIM error with status, scimType and an actionable detail, and nothing written."""
+"""Bad requests: a SCIM error with status, scimType and a usable detail, and nothing written."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.scim.conftest import (
 
 
 def rows(scim) -> tuple[int, int, int, int]:
-    """Users, groups, present memberships and audit events: what a refused request must not change."""
+    """Users, groups, present memberships, audit events: what a refused request must not change."""
     with scim.database.reader() as session:
         return (
             session.scalar(select(func.count()).select_from(User)),

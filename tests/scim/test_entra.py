@@ -1,4 +1,4 @@
-"""Microsoft Entra ID's SCIM client: its request shapes, quirks included, with effects on rows and grants.
+"""Microsoft Entra ID's SCIM client: its request shapes, quirks included, and their effects.
 
 Shapes from Microsoft's "Develop and plan provisioning for a SCIM endpoint"
 (learn.microsoft.com): capitalised ops, booleans sent as strings, path-less

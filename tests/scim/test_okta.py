@@ -1,4 +1,4 @@
-"""Okta's SCIM 2.0 client, request by request as Okta documents them, with effects on rows and grants.
+"""Okta's SCIM 2.0 client, request by request as Okta documents them, with their effects.
 
 Shapes from Okta's "Okta and SCIM Version 2.0" reference (developer.okta.com,
 okta-scim/guides/scim-20): user lookup by userName with startIndex/count,
