@@ -89,6 +89,15 @@ class Json:
         """The value at ``keys`` compared as a boolean: 1/0 (SQLite) or 'true'/'false' text."""
         return self.text(doc, keys)
 
+    def is_null(self, doc: ColumnElement[Any], keys: list[str]) -> ColumnElement[bool]:
+        """The value at ``keys`` is a JSON null (not missing)."""
+        if self.dialect == "postgresql":
+            return func.coalesce(
+                func.jsonb_typeof(doc.op("#>", return_type=JSONB)(_pg_path(keys))) == "null",
+                False,
+            )
+        return func.coalesce(func.json_type(doc, _sqlite_path(keys)) == "null", False)
+
     def bool_literal(self, value: bool) -> Any:
         if self.dialect == "postgresql":
             return "true" if value else "false"
@@ -187,7 +196,7 @@ class Compiler:
         if t is User:
             columns = {
                 ("", "userName", None): Scalar(User.user_name_key, str, lowered=True),
-                ("", "active", None): Scalar(User.active, bool),
+                ("", "active", None): Scalar(self._active(), bool),
                 ("", "name", "givenName"): Scalar(User.given_name, str),
                 ("", "name", "familyName"): Scalar(User.family_name, str),
                 (ENTERPRISE, "employeeNumber", None): Scalar(User.employee_number, str),
@@ -199,6 +208,11 @@ class Compiler:
         if head == "meta":
             raise InvalidFilterException(detail=f"meta.{sub} cannot be filtered on")
         return None
+
+    def _active(self) -> ColumnElement[Any]:
+        """``active`` as the resource shows it: missing when the client left it out."""
+        unset = self.json.is_null(User.scim_attributes, ["active"])
+        return case((User.active.is_(False), False), (unset, None), else_=User.active)
 
     def _json_scalar(self, binding: AttributeBinding) -> Scalar:
         keys = [*self._extension_key(binding), _name(binding.model, binding.field_name)]
@@ -356,7 +370,6 @@ class Compiler:
             )
             return query, {
                 "value": Scalar(cast(Membership.user_id, String), str, case_exact=True),
-                "display": Scalar(func.coalesce(User.display_name, User.user_name), str),
                 "type": Scalar(literal("User"), str),
             }
         if self.table is User and head == "groups":

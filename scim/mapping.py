@@ -18,6 +18,8 @@ from scim.resources import ENTERPRISE
 _USER_TOP = ("schemas", "id", "meta", "userName", "externalId", "displayName", "active")
 _USER_COMPUTED = ("password", "groups", "entitlements")
 _GROUP_TOP = ("schemas", "id", "meta", "displayName", "externalId", "members")
+# Where a group keeps the ``display`` its client gave each member (not an attribute name).
+MEMBER_DISPLAY = "_memberDisplay"
 
 
 def version_tag(version: int) -> str:
@@ -65,6 +67,10 @@ def user_fields(resource: Resource[Any]) -> UserFields:
     emails = extras.get("emails") or []
     primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
     active = doc.get("active")
+    if active is None:
+        # The client left "active" out: the user may act (the domain needs a value), and the
+        # resource keeps saying nothing about it; the JSON null remembers that.
+        extras["active"] = None
     fields = {
         "user_name": doc.get("userName"),
         "external_id": doc.get("externalId"),
@@ -98,7 +104,9 @@ def user_resource(
         doc["externalId"] = user.external_id
     if user.display_name is not None:
         doc["displayName"] = user.display_name
-    doc["active"] = bool(user.active)
+    unset = "active" in doc and doc.pop("active") is None
+    if not unset or not user.active:
+        doc["active"] = bool(user.active)
     name = dict(doc.get("name") or {})
     if user.given_name is not None:
         name["givenName"] = user.given_name
@@ -162,6 +170,7 @@ def group_fields(resource: Resource[Any]) -> GroupFields:
     if len(display_name) > 255:
         raise InvalidValueException(detail="displayName is longer than 255 characters")
     members = []
+    displays = {}
     for member in doc.get("members") or []:
         if member.get("type") not in (None, "User"):
             raise InvalidValueException(
@@ -170,23 +179,34 @@ def group_fields(resource: Resource[Any]) -> GroupFields:
         if member.get("value") is None:
             raise InvalidValueException(detail="a member needs a value (the user's id)")
         members.append(member["value"])
+        if member.get("display") is not None:
+            ident = parse_id(member["value"])
+            displays[str(ident) if ident else member["value"]] = member["display"]
+    if displays:
+        extras[MEMBER_DISPLAY] = displays
     return GroupFields(
         display_name, doc.get("externalId"), list(dict.fromkeys(members)), extras or None
     )
 
 
 def group_resource(
-    model: type[Resource[Any]], group: Group, members: list[tuple[uuid.UUID, str]] | None
+    model: type[Resource[Any]], group: Group, members: list[uuid.UUID] | None
 ) -> Resource[Any]:
     doc: dict[str, Any] = copy.deepcopy(group.scim_attributes or {})
+    displays = doc.pop(MEMBER_DISPLAY, None) or {}
     doc["id"] = str(group.id)
     doc["displayName"] = group.display_name
     if group.external_id is not None:
         doc["externalId"] = group.external_id
     if members:
         doc["members"] = [
-            {"value": str(uid), "$ref": f"Users/{uid}", "display": display, "type": "User"}
-            for uid, display in members
+            {
+                "value": str(uid),
+                "$ref": f"Users/{uid}",
+                "type": "User",
+                **({"display": displays[str(uid)]} if str(uid) in displays else {}),
+            }
+            for uid in members
         ]
     resource = model.model_validate(doc)
     resource.meta = Meta(

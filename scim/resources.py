@@ -41,6 +41,7 @@ class User(CoreUser[Any]):
 
 UserResource = User[EnterpriseUser]
 
+
 BEARER = AuthenticationScheme(
     type=AuthenticationScheme.Type.oauthbearertoken,
     name="OAuth Bearer Token",

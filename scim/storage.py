@@ -241,11 +241,11 @@ class SqlStorage(ScimStorage):
 
     @staticmethod
     def _members(session: Session, group_ids: list[uuid.UUID]):
-        by_group: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = defaultdict(list)
+        by_group: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         if not group_ids:
             return by_group
         rows = session.execute(
-            select(Membership.group_id, User.id, func.coalesce(User.display_name, User.user_name))
+            select(Membership.group_id, User.id)
             .join(User, User.id == Membership.user_id)
             .where(
                 Membership.group_id.in_(group_ids),
@@ -254,8 +254,8 @@ class SqlStorage(ScimStorage):
             )
             .order_by(User.user_name_key)
         )
-        for group_id, user_id, display in rows:
-            by_group[group_id].append((user_id, display))
+        for group_id, user_id in rows:
+            by_group[group_id].append(user_id)
         return by_group
 
     def _group_resources(
