@@ -35,9 +35,7 @@ def test_scim2_tester_finds_no_error(live_server):
         results = check_server(client)
 
     assert results, "scim2-tester ran no check"
-    failures = [
-        r for r in results if r.status in (Status.ERROR, Status.CRITICAL)
-    ]
+    failures = [r for r in results if r.status in (Status.ERROR, Status.CRITICAL)]
     assert not failures, "\n".join(f"{r.title}: {r.reason}" for r in failures)
     ran = [r for r in results if r.status != Status.SKIPPED]
     assert len(ran) > 20
