@@ -9,6 +9,7 @@ scim2-server, which calls :class:`scim.storage.SqlStorage`.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -19,11 +20,14 @@ from scim2_models import (
     ForbiddenException,
     PatchOp,
     PayloadTooLargeException,
+    PreconditionFailedException,
     Resource,
     ResourceType,
     ResponseParameters,
     UnauthorizedException,
 )
+from scim2_server.conditions import Conditions
+from scim2_server.handler import ScimHandler
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -143,6 +147,70 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+class ProvisioningHandler(ScimHandler):
+    """scim2-server's handler; a change lost to a concurrent one is applied again.
+
+    The handler reads the resource, applies the request to it and stores it only if the
+    stored version is still the one read. Without ``If-Match`` the client asked for no
+    precondition, so a version that moved meanwhile (another request for the same group,
+    say) means: read again and apply again, not 412. With ``If-Match`` the 412 stands.
+    """
+
+    ATTEMPTS = 5
+
+    def _again(self, conditions: Conditions, attempt: int, step):
+        try:
+            return step()
+        except PreconditionFailedException:
+            if conditions.if_match or conditions.if_none_match or attempt + 1 >= self.ATTEMPTS:
+                raise
+            return _RETRY
+
+    def patch_resource(self, resource_type, resource_id, patch_op, conditions):
+        for attempt in range(self.ATTEMPTS):
+            result = self._again(
+                conditions,
+                attempt,
+                lambda: super(ProvisioningHandler, self).patch_resource(
+                    resource_type, resource_id, copy.deepcopy(patch_op), conditions
+                ),
+            )
+            if result is not _RETRY:
+                return result
+        raise AssertionError("unreachable")
+
+    def replace_resource(self, resource_type, current, replacement, conditions):
+        for attempt in range(self.ATTEMPTS):
+            if attempt:
+                current = self.storage.get(resource_type, current.id)
+            result = self._again(
+                conditions,
+                attempt,
+                lambda current=current: super(ProvisioningHandler, self).replace_resource(
+                    resource_type, current, copy.deepcopy(replacement), conditions
+                ),
+            )
+            if result is not _RETRY:
+                return result
+        raise AssertionError("unreachable")
+
+    def delete_resource(self, resource_type, resource_id, conditions):
+        for attempt in range(self.ATTEMPTS):
+            result = self._again(
+                conditions,
+                attempt,
+                lambda: super(ProvisioningHandler, self).delete_resource(
+                    resource_type, resource_id, conditions
+                ),
+            )
+            if result is not _RETRY:
+                return
+        raise AssertionError("unreachable")
+
+
+_RETRY = object()
+
+
 class ProvisioningScimServer(ScimServer):
     """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
 
@@ -157,6 +225,8 @@ class ProvisioningScimServer(ScimServer):
         self.database = database
 
     def create_blueprint(self):
+        # init_app has built the service and a plain handler; serve through ours.
+        self.handler = ProvisioningHandler(self.service, self.storage)
         blueprint = super().create_blueprint()
         blueprint.before_request(self._authenticate)
         blueprint.teardown_request(self._forget)

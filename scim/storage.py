@@ -170,6 +170,7 @@ class SqlStorage(ScimStorage):
     def _user_row(session: Session, resource_id: str | None, *, lock: bool = False) -> User:
         ident = mapping.parse_id(resource_id)
         query = select(User).where(User.id == ident, User.deleted_at.is_(None))
+        query = query.execution_options(populate_existing=True)
         if lock:
             query = query.with_for_update()
         user = session.scalar(query) if ident is not None else None
@@ -181,6 +182,7 @@ class SqlStorage(ScimStorage):
     def _group_row(session: Session, resource_id: str | None, *, lock: bool = False) -> Group:
         ident = mapping.parse_id(resource_id)
         query = select(Group).where(Group.id == ident)
+        query = query.execution_options(populate_existing=True)
         if lock:
             query = query.with_for_update()
         group = session.scalar(query) if ident is not None else None
