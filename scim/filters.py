@@ -369,7 +369,7 @@ class Compiler:
                 )
             )
             return query, {
-                "value": Scalar(cast(Membership.user_id, String), str, case_exact=True),
+                "value": Scalar(Membership.user_id, uuid.UUID, case_exact=True),
                 "type": Scalar(literal("User"), str),
             }
         if self.table is User and head == "groups":
@@ -380,7 +380,7 @@ class Compiler:
                 .where(Membership.user_id == User.id, Membership.present.is_(True))
             )
             return query, {
-                "value": Scalar(cast(Membership.group_id, String), str, case_exact=True),
+                "value": Scalar(Membership.group_id, uuid.UUID, case_exact=True),
                 "display": Scalar(Group.display_name, str),
                 "type": Scalar(literal("direct"), str),
             }
