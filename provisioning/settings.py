@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_request_bytes: int = Field(default=1_048_576, gt=0)
+    # Seals SCIM paging cursors (RFC 9865); every replica must share it. Derived from the
+    # database URL when unset, which every replica shares too.
+    scim_cursor_secret: str | None = Field(default=None, min_length=16)
 
     @field_validator("database_url")
     @classmethod

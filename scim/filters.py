@@ -406,25 +406,53 @@ class Compiler:
 
     # -- sorting -------------------------------------------------------------
 
-    def order_by(self, binding: AttributeBinding | None, descending: bool) -> list[Any]:
-        """ORDER BY terms: missing values last ascending, first descending; then the id."""
+    def sort_key(self, binding: AttributeBinding | None) -> ColumnElement[Any] | None:
+        """The value resources are ordered by (as compared: lowered unless caseExact)."""
+        if binding is None:
+            return None
+        if binding.is_multivalued or self._relation(binding) is not None:
+            raise InvalidPathException(
+                detail="sorting by a multi-valued attribute is not supported"
+            )
+        scalar = self._scalar(binding)
+        expr = scalar.expr
+        if scalar.kind is str and not scalar.case_exact and not scalar.lowered:
+            expr = func.lower(expr)
+        if scalar.kind is str and self.dialect == "postgresql":
+            expr = expr.collate("C")
+        return expr
+
+    def order_by(self, key: ColumnElement[Any] | None, descending: bool) -> list[Any]:
+        """ORDER BY terms: missing values last ascending (first descending), then the id.
+
+        The order is total, so index pages and cursor pages are stable.
+        """
         terms: list[Any] = []
-        if binding is not None:
-            if binding.is_multivalued or self._relation(binding) is not None:
-                raise InvalidPathException(
-                    detail="sorting by a multi-valued attribute is not supported"
-                )
-            scalar = self._scalar(binding)
-            expr = scalar.expr
-            if scalar.kind is str and not scalar.case_exact and not scalar.lowered:
-                expr = func.lower(expr)
-            missing = expr.is_(None)
-            if descending:
-                terms += [missing.desc(), expr.desc()]
-            else:
-                terms += [missing, expr]
+        if key is not None:
+            terms += [key.is_(None), key]
         terms.append(self.table.id)
-        return terms
+        return [t.desc() for t in terms] if descending else terms
+
+    def beyond(
+        self,
+        key: ColumnElement[Any] | None,
+        anchor: tuple[bool, Any, uuid.UUID],
+        *,
+        after: bool,
+    ) -> ColumnElement[bool]:
+        """Rows after (or before) ``anchor`` = (missing, value, id) in the ascending order."""
+        missing, value, ident = anchor
+        ids = self.table.id > ident if after else self.table.id < ident
+        if key is None:
+            return ids
+        absent = key.is_(None)
+        if missing:
+            return and_(absent, ids) if after else or_(~absent, and_(absent, ids))
+        beyond_value = key > value if after else key < value
+        same = and_(~absent, key == value, ids)
+        if after:
+            return or_(absent, and_(~absent, beyond_value), same)
+        return or_(and_(~absent, beyond_value), same)
 
 
 def _is_complex(field_type: Any) -> bool:

@@ -29,6 +29,7 @@ from scim2_models import User as CoreUser
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MAX_RESULTS = 1000
 DEFAULT_PAGE_SIZE = 100
+CURSOR_TIMEOUT = 3600  # seconds a paging cursor stays valid
 
 
 class User(CoreUser[Any]):
@@ -62,7 +63,8 @@ def service_provider_config() -> ServiceProviderConfig:
         etag=ETag(supported=True),
         pagination=Pagination(
             index=True,
-            cursor=False,
+            cursor=True,
+            cursor_timeout=CURSOR_TIMEOUT,
             default_pagination_method=Pagination.DefaultPaginationMethod.index,
             default_page_size=DEFAULT_PAGE_SIZE,
             max_page_size=MAX_RESULTS,

@@ -10,6 +10,7 @@ scim2-server, which calls :class:`scim.storage.SqlStorage`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from typing import Any
 
@@ -214,12 +215,12 @@ _RETRY = object()
 class ProvisioningScimServer(ScimServer):
     """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cursor_secret: str) -> None:
         scim_provider = provider()
         super().__init__(
             SqlStorage(database),
             scim_provider,
-            service=ProvisioningService(scim_provider),
+            service=ProvisioningService(scim_provider, secret=cursor_secret),
             url_prefix=URL_PREFIX,
         )
         self.database = database
@@ -267,9 +268,18 @@ class ProvisioningScimServer(ScimServer):
         return g.get("scim_principal")
 
 
-def install(app: Flask, database: Database) -> ProvisioningScimServer:
-    """Serve SCIM 2.0 at /scim/v2 on ``app``."""
-    server = ProvisioningScimServer(database)
+def install(
+    app: Flask, database: Database, cursor_secret: str | None = None
+) -> ProvisioningScimServer:
+    """Serve SCIM 2.0 at /scim/v2 on ``app``.
+
+    ``cursor_secret`` seals the paging cursors; without it one is derived from the
+    database URL, so that every replica of the service accepts the others' cursors.
+    """
+    if cursor_secret is None:
+        digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
+        cursor_secret = digest
+    server = ProvisioningScimServer(database, cursor_secret)
     server.init_app(app)
 
     return server

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from scim2_models import (
+    InvalidCursorException,
     InvalidValueException,
     NotFoundException,
     NotImplementedException,
@@ -111,7 +113,7 @@ class _Unit:
 class SqlStorage(ScimStorage):
     """SCIM Users and Groups stored in the ``users``, ``groups`` and ``memberships`` tables."""
 
-    supports_cursors = False
+    supports_cursors = True
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -303,24 +305,87 @@ class SqlStorage(ScimStorage):
             conditions.append(compiler.where(search_request.filter.ast))
         descending = search_request.sort_order == SearchRequest.SortOrder.descending
         binding = search_request.sort_binding(model) if search_request.sort_by else None
-        order = compiler.order_by(binding, descending)
+        key = compiler.sort_key(binding)
         wants = _wanted(search_request)
+        by_cursor = search_request.cursor is not None
         with self._session(write=False) as session:
             total = session.scalar(select(func.count()).select_from(table).where(*conditions))
             if search_request.count == 0:
                 return SearchPage(total or 0, [])
-            query = select(table).where(*conditions).order_by(*order)
-            start = search_request.start_index_0 or 0
-            if start:
-                query = query.offset(start)
-            if search_request.count is not None:
-                query = query.limit(search_request.count)
-            rows = list(session.scalars(query))
-            if is_user:
-                resources = self._user_resources(session, model, rows, wants)
-            else:
-                resources = self._group_resources(session, model, rows, wants("members"))
-            return SearchPage(total or 0, resources)
+            columns = [table] if key is None else [table, key.label("sort_key")]
+            if not by_cursor:
+                query = select(*columns).where(*conditions)
+                query = query.order_by(*compiler.order_by(key, descending))
+                start = search_request.start_index_0 or 0
+                if start:
+                    query = query.offset(start)
+                if search_request.count is not None:
+                    query = query.limit(search_request.count)
+                rows = [r[0] for r in session.execute(query)]
+                return SearchPage(total or 0, self._resources(session, model, rows, wants))
+            return self._cursor_page(
+                session,
+                model,
+                compiler,
+                columns,
+                conditions,
+                key,
+                descending,
+                search_request.count,
+                position,
+                total,
+                wants,
+            )
+
+    def _cursor_page(
+        self,
+        session,
+        model,
+        compiler,
+        columns,
+        conditions,
+        key,
+        descending,
+        count,
+        position,
+        total,
+        wants,
+    ) -> SearchPage:
+        """A page after (or before) the position of a cursor (RFC 9865), by keyset."""
+        backwards = False
+        where = list(conditions)
+        if position is not None:
+            direction, anchor = _read_position(position, key is not None)
+            backwards = direction == "previous"
+            # "after" in the page order; the ascending order is reversed when descending.
+            after_ascending = (direction == "next") != descending
+            where.append(compiler.beyond(key, anchor, after=after_ascending))
+        order = compiler.order_by(key, descending != backwards)
+        query = select(*columns).where(*where).order_by(*order)
+        limit = count
+        if limit is not None:
+            query = query.limit(limit + 1)
+        rows = list(session.execute(query))
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        if backwards:
+            rows.reverse()
+        resources = self._resources(session, model, [r[0] for r in rows], wants)
+        page = SearchPage(total or 0, resources)
+        if rows:
+            first, last = rows[0], rows[-1]
+            has_next = more if not backwards else True
+            has_previous = position is not None if not backwards else more
+            if has_next:
+                page.next = _position("next", last, key is not None)
+            if has_previous:
+                page.previous = _position("previous", first, key is not None)
+        return page
+
+    def _resources(self, session, model, rows, wants) -> list[Resource[Any]]:
+        if rows and isinstance(rows[0], User):
+            return self._user_resources(session, model, rows, wants)
+        return self._group_resources(session, model, rows, wants("members"))
 
     # -- writes ------------------------------------------------------------
 
@@ -521,3 +586,34 @@ def _wanted(parameters: Any):
         return name not in excluded
 
     return wants
+
+
+def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
+    """Where a cursor page starts after (or ends before): the row's sort value and id."""
+    ident = str(row[0].id)
+    if not sorted_:
+        return {"d": direction, "i": ident}
+    value = row[1]
+    if isinstance(value, dt.datetime):
+        value = {"t": value.isoformat()}
+    elif isinstance(value, uuid.UUID):
+        value = str(value)
+    return {"d": direction, "m": value is None, "k": value, "i": ident}
+
+
+def _read_position(position: Any, sorted_: bool) -> tuple[str, tuple[bool, Any, uuid.UUID]]:
+    try:
+        direction = position["d"]
+        ident = uuid.UUID(position["i"])
+        missing = bool(position.get("m", False))
+        value = position.get("k")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise InvalidCursorException from None
+    if direction not in ("next", "previous") or ("m" in position) != sorted_:
+        raise InvalidCursorException
+    if isinstance(value, dict):
+        try:
+            value = dt.datetime.fromisoformat(value["t"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCursorException from None
+    return direction, (missing, value, ident)

@@ -26,5 +26,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.register_blueprint(health)
     from scim.server import install as install_scim  # the edge depends on the domain
 
-    install_scim(app, database)
+    install_scim(app, database, settings.scim_cursor_secret)
     return app

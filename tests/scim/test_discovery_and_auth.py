@@ -53,6 +53,7 @@ def test_service_provider_config_announces_what_is_supported(scim):
     assert config["etag"] == {"supported": True}
     assert config["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     assert config["pagination"]["index"] is True
+    assert config["pagination"]["cursor"] is True
     # What is announced works: sorting, paging, ETags; what is not is refused.
     scim.post("/Users", okta_user("b@example.com"))
     scim.post("/Users", okta_user("a@example.com"))

@@ -167,3 +167,31 @@ def test_last_modified_filter_follows_changes(scim, org):
     mark = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
     scim.patch(f"/Users/{org['dave']}", [{"op": "replace", "path": "title", "value": "CTO"}])
     assert found(scim, "/Users", f'meta.lastModified gt "{mark}"') == [org["dave"]]
+
+
+def test_cursor_paging_over_http(scim, org):
+    """RFC 9865: follow nextCursor to the end, then previousCursor back; every user once."""
+    seen: list[str] = []
+    pages = []
+    params = {"cursor": "", "count": 3, "sortBy": "userName"}
+    while True:
+        body = scim.get("/Users", query_string=params).get_json()
+        assert "startIndex" not in body
+        pages.append(body)
+        seen += [u["userName"] for u in body["Resources"]]
+        if "nextCursor" not in body:
+            break
+        params = {"cursor": body["nextCursor"], "count": 3, "sortBy": "userName"}
+    assert [len(p["Resources"]) for p in pages] == [3, 1]
+    assert [s.split("@")[0].lower() for s in seen] == ["alice.smith", "bob_%", "carol", "dave"]
+    back = scim.get(
+        "/Users",
+        query_string={"cursor": pages[1]["previousCursor"], "count": 3, "sortBy": "userName"},
+    ).get_json()
+    assert [u["id"] for u in back["Resources"]] == [u["id"] for u in pages[0]["Resources"]]
+    # A cursor serves only its own query and count.
+    other = scim.get("/Users", query_string={"cursor": pages[0]["nextCursor"], "count": 2})
+    assert other.status_code == 400
+    assert other.get_json()["scimType"] in ("invalidCursor", "invalidCount")
+    forged = scim.get("/Users", query_string={"cursor": "bm90IGEgY3Vyc29y", "count": 3})
+    assert forged.status_code == 400 and forged.get_json()["scimType"] == "invalidCursor"
