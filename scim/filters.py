@@ -103,13 +103,16 @@ class Json:
             return "true" if value else "false"
         return 1 if value else 0
 
-    def elements(self, doc: ColumnElement[Any], keys: list[str]):
-        """A table of the elements of the array at ``keys`` (column ``value``)."""
+    def elements(self, doc: ColumnElement[Any], keys: list[str], *, ordinal: bool = False):
+        """A table of the elements of the array at ``keys`` (column ``value``; with
+        ``ordinal``, their position: ``ordinality`` on PostgreSQL, ``key`` on SQLite)."""
         if self.dialect == "postgresql":
             array = doc.op("#>", return_type=JSONB)(_pg_path(keys))
             fn = func.jsonb_array_elements(_pg_array(array))
+            if ordinal:
+                return fn.table_valued("value", with_ordinality="ordinality").alias()
             return fn.table_valued("value").alias()
-        return func.json_each(doc, _sqlite_path(keys)).table_valued("value", "type").alias()
+        return func.json_each(doc, _sqlite_path(keys)).table_valued("value", "key").alias()
 
     def element_text(self, element, sub: str | None) -> ColumnElement[Any]:
         """An element's sub-attribute (or the element itself) as text."""
@@ -410,17 +413,41 @@ class Compiler:
         """The value resources are ordered by (as compared: lowered unless caseExact)."""
         if binding is None:
             return None
-        if binding.is_multivalued or self._relation(binding) is not None:
+        if self._relation(binding) is not None:
             raise InvalidPathException(
-                detail="sorting by a multi-valued attribute is not supported"
+                detail="sorting by members, groups or entitlements is not supported"
             )
-        scalar = self._scalar(binding)
+        scalar = self._primary(binding) if binding.is_multivalued else self._scalar(binding)
         expr = scalar.expr
         if scalar.kind is str and not scalar.case_exact and not scalar.lowered:
             expr = func.lower(expr)
         if scalar.kind is str and self.dialect == "postgresql":
             expr = expr.collate("C")
         return expr
+
+    def _primary(self, binding: AttributeBinding) -> Scalar:
+        """A multi-valued attribute sorts by its primary value, or else its first one."""
+        keys = [*self._extension_key(binding), _name(binding.model, binding.field_name)]
+        element = self.json.elements(self.table.scim_attributes, keys, ordinal=True)
+        sub = (
+            _name(binding.field_type, binding.sub_field_name)  # type: ignore[arg-type]
+            if binding.sub_field_name
+            else None
+        )
+        primary = self.json.element_text(element, "primary")
+        is_primary = primary == self.json.bool_literal(True)
+        position = element.c.ordinality if self.dialect == "postgresql" else element.c.key
+        value = (
+            select(self.json.element_text(element, sub))
+            .select_from(element)
+            .order_by(func.coalesce(is_primary, False).desc(), position)
+            .limit(1)
+            .scalar_subquery()
+        )
+        kind = _kind(binding)
+        return Scalar(
+            value, bool if kind is bool else str, case_exact=binding.case_exact, json=True
+        )
 
     def order_by(self, key: ColumnElement[Any] | None, descending: bool) -> list[Any]:
         """ORDER BY terms: missing values last ascending (first descending), then the id.
