@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +96,8 @@ def user_resource(
     grants: list[tuple[Grant, Connector]],
     managers: dict[str, str] | None = None,
 ) -> Resource[Any]:
-    doc: dict[str, Any] = copy.deepcopy(user.scim_attributes or {})
+    # A shallow copy is enough: nested values are replaced, never changed in place.
+    doc: dict[str, Any] = dict(user.scim_attributes or {})
     doc["id"] = str(user.id)
     doc["userName"] = user.user_name
     if user.external_id is not None:
@@ -192,7 +192,7 @@ def group_fields(resource: Resource[Any]) -> GroupFields:
 def group_resource(
     model: type[Resource[Any]], group: Group, members: list[uuid.UUID] | None
 ) -> Resource[Any]:
-    doc: dict[str, Any] = copy.deepcopy(group.scim_attributes or {})
+    doc: dict[str, Any] = dict(group.scim_attributes or {})
     displays = doc.pop(MEMBER_DISPLAY, None) or {}
     doc["id"] = str(group.id)
     doc["displayName"] = group.display_name

@@ -31,7 +31,7 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import ScimStorage, SearchPage
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -209,23 +209,11 @@ class SqlStorage(ScimStorage):
         if not ids:
             return by_user_groups, by_user_grants
         if groups:
-            rows = session.execute(
-                select(Membership.user_id, Group)
-                .join(Group, Group.id == Membership.group_id)
-                .where(Membership.user_id.in_(ids), Membership.present.is_(True))
-                .order_by(Group.display_name, Group.id)
-            )
-            for user_id, group in rows:
-                by_user_groups[user_id].append(group)
+            for row in session.execute(_GROUPS_OF_USERS, {"ids": ids}):
+                by_user_groups[row.user_id].append(row)
         if grants:
-            rows = session.execute(
-                select(Grant, Connector)
-                .join(Connector, Connector.id == Grant.connector_id)
-                .where(Grant.user_id.in_(ids), Grant.revoked_at.is_(None))
-                .order_by(Connector.slug)
-            )
-            for grant, connector in rows:
-                by_user_grants[grant.user_id].append((grant, connector))
+            for row in session.execute(_GRANTS_OF_USERS, {"ids": ids}):
+                by_user_grants[row.user_id].append((row, row))
         return by_user_groups, by_user_grants
 
     def _user_resources(
@@ -248,16 +236,7 @@ class SqlStorage(ScimStorage):
         by_group: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         if not group_ids:
             return by_group
-        rows = session.execute(
-            select(Membership.group_id, User.id)
-            .join(User, User.id == Membership.user_id)
-            .where(
-                Membership.group_id.in_(group_ids),
-                Membership.present.is_(True),
-                User.deleted_at.is_(None),
-            )
-            .order_by(User.user_name_key)
-        )
+        rows = session.execute(_MEMBERS_OF_GROUPS, {"ids": group_ids})
         for group_id, user_id in rows:
             by_group[group_id].append(user_id)
         return by_group
@@ -280,10 +259,15 @@ class SqlStorage(ScimStorage):
         model = self._model(resource_type)
         wants = _wanted(response_parameters)
         with self._session(write=False) as session:
+            ident = mapping.parse_id(resource_id)
             if self._is_user(resource_type):
-                user = self._user_row(session, resource_id)
+                user = session.execute(_USER_BY_ID, {"id": ident}).first() if ident else None
+                if user is None:
+                    raise NotFoundException(detail=f"User {resource_id!r} not found")
                 return self._user_resources(session, model, [user], wants)[0]
-            group = self._group_row(session, resource_id)
+            group = session.execute(_GROUP_BY_ID, {"id": ident}).first() if ident else None
+            if group is None:
+                raise NotFoundException(detail=f"Group {resource_id!r} not found")
             return self._group_resources(session, model, [group], wants("members"))[0]
 
     def search(
@@ -312,7 +296,8 @@ class SqlStorage(ScimStorage):
             total = session.scalar(select(func.count()).select_from(table).where(*conditions))
             if search_request.count == 0:
                 return SearchPage(total or 0, [])
-            columns = [table] if key is None else [table, key.label("sort_key")]
+            core = table.__table__
+            columns = [core] if key is None else [core, key.label("sort_key")]
             if not by_cursor:
                 query = select(*columns).where(*conditions)
                 query = query.order_by(*compiler.order_by(key, descending))
@@ -321,8 +306,8 @@ class SqlStorage(ScimStorage):
                     query = query.offset(start)
                 if search_request.count is not None:
                     query = query.limit(search_request.count)
-                rows = [r[0] for r in session.execute(query)]
-                return SearchPage(total or 0, self._resources(session, model, rows, wants))
+                rows = list(session.execute(query))
+                return SearchPage(total or 0, self._resources(session, model, rows, wants, is_user))
             return self._cursor_page(
                 session,
                 model,
@@ -335,6 +320,7 @@ class SqlStorage(ScimStorage):
                 position,
                 total,
                 wants,
+                is_user,
             )
 
     def _cursor_page(
@@ -350,6 +336,7 @@ class SqlStorage(ScimStorage):
         position,
         total,
         wants,
+        is_user,
     ) -> SearchPage:
         """A page after (or before) the position of a cursor (RFC 9865), by keyset."""
         backwards = False
@@ -370,7 +357,7 @@ class SqlStorage(ScimStorage):
         rows = rows[:limit] if limit is not None else rows
         if backwards:
             rows.reverse()
-        resources = self._resources(session, model, [r[0] for r in rows], wants)
+        resources = self._resources(session, model, rows, wants, is_user)
         page = SearchPage(total or 0, resources)
         if rows:
             first, last = rows[0], rows[-1]
@@ -382,8 +369,8 @@ class SqlStorage(ScimStorage):
                 page.previous = _position("previous", first, key is not None)
         return page
 
-    def _resources(self, session, model, rows, wants) -> list[Resource[Any]]:
-        if rows and isinstance(rows[0], User):
+    def _resources(self, session, model, rows, wants, is_user) -> list[Resource[Any]]:
+        if is_user:
             return self._user_resources(session, model, rows, wants)
         return self._group_resources(session, model, rows, wants("members"))
 
@@ -566,6 +553,33 @@ class SqlStorage(ScimStorage):
             raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
 
 
+# Reads as prepared Core statements: no ORM identity map, and no statement built per request.
+_USER_BY_ID = select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
+_GROUP_BY_ID = select(Group.__table__).where(Group.id == bindparam("id"))
+_GROUPS_OF_USERS = (
+    select(Membership.user_id, Group.id, Group.display_name)
+    .join(Group, Group.id == Membership.group_id)
+    .where(Membership.user_id.in_(bindparam("ids", expanding=True)), Membership.present.is_(True))
+    .order_by(Group.display_name, Group.id)
+)
+_GRANTS_OF_USERS = (
+    select(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
+    .join(Connector, Connector.id == Grant.connector_id)
+    .where(Grant.user_id.in_(bindparam("ids", expanding=True)), Grant.revoked_at.is_(None))
+    .order_by(Connector.slug)
+)
+_MEMBERS_OF_GROUPS = (
+    select(Membership.group_id, User.id)
+    .join(User, User.id == Membership.user_id)
+    .where(
+        Membership.group_id.in_(bindparam("ids", expanding=True)),
+        Membership.present.is_(True),
+        User.deleted_at.is_(None),
+    )
+    .order_by(User.user_name_key)
+)
+
+
 def _wanted(parameters: Any):
     """Whether a response keeps an attribute computed from another table."""
     if parameters is None:
@@ -590,10 +604,10 @@ def _wanted(parameters: Any):
 
 def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
     """Where a cursor page starts after (or ends before): the row's sort value and id."""
-    ident = str(row[0].id)
+    ident = str(row.id)
     if not sorted_:
         return {"d": direction, "i": ident}
-    value = row[1]
+    value = row.sort_key
     if isinstance(value, dt.datetime):
         value = {"t": value.isoformat()}
     elif isinstance(value, uuid.UUID):
