@@ -394,7 +394,8 @@ class SqlStorage(ScimStorage):
                 user.scim_attributes = values.extras
                 user.updated_at = user.created_at  # created: not yet modified
                 session.flush()
-                return self._user_resources(session, model, [user])[0]
+                # A new user is in no group and holds no grant yet.
+                return mapping.user_resource(model, user, [], [])
             values = mapping.group_fields(resource)
             self._check_group_unique(session, values.external_id, None)
             group = directory.create_group(
