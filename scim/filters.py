@@ -161,11 +161,16 @@ def _kind(binding: AttributeBinding) -> type:
 class Compiler:
     """Compiles the filters and sort orders of one resource type (User or Group) to SQL."""
 
-    def __init__(self, model: type[BaseModel], table: type, dialect: str) -> None:
+    def __init__(
+        self, model: type[BaseModel], table: type, dialect: str, *, codepoint_order: bool = True
+    ) -> None:
         self.model = model
         self.table = table
         self.json = Json(dialect)
         self.dialect = dialect
+        # Strings order by code point already (SQLite; PostgreSQL with a C collation), or must
+        # be compared COLLATE "C" -- which the default-collation indexes cannot serve.
+        self.collation = None if codepoint_order or dialect != "postgresql" else "C"
 
     # -- where an attribute lives ------------------------------------------
 
@@ -255,14 +260,16 @@ class Compiler:
             return false()
         relation = self._relation(binding)
         if relation is not None:
-            return relation(lambda s: compare(s, node.op, node.value, self.dialect), node.op)
+            return relation(
+                lambda s: compare(s, node.op, node.value, self.dialect, self.collation), node.op
+            )
         if binding.is_multivalued:
             return self._json_any(
                 binding,
-                lambda s: compare(s, node.op, node.value, self.dialect),
+                lambda s: compare(s, node.op, node.value, self.dialect, self.collation),
                 negate=node.op == CompareOperator.ne,
             )
-        return compare(self._scalar(binding), node.op, node.value, self.dialect)
+        return compare(self._scalar(binding), node.op, node.value, self.dialect, self.collation)
 
     def _scalar(self, binding: AttributeBinding) -> Scalar:
         column = self._column(binding)
@@ -404,7 +411,7 @@ class Compiler:
     def _relation_value_path(self, binding: AttributeBinding, val_filter: Any):
         head = _name(binding.model, binding.field_name)
         query, columns = self._relation_source(head)  # type: ignore[misc]
-        inner = _RelationCompiler(columns, self.dialect)
+        inner = _RelationCompiler(columns, self.dialect, self.collation)
         return exists(query.where(inner.where(val_filter)))
 
     # -- sorting -------------------------------------------------------------
@@ -421,8 +428,8 @@ class Compiler:
         expr = scalar.expr
         if scalar.kind is str and not scalar.case_exact and not scalar.lowered:
             expr = func.lower(expr)
-        if scalar.kind is str and self.dialect == "postgresql":
-            expr = expr.collate("C")
+        if scalar.kind is str and self.collation:
+            expr = expr.collate(self.collation)
         return expr
 
     def _primary(self, binding: AttributeBinding) -> Scalar:
@@ -525,7 +532,7 @@ class _ElementCompiler:
             scalar = self._scalar(node.attr_path)
             if scalar is None:
                 return false()
-            return compare(scalar, node.op, node.value, self.outer.dialect)
+            return compare(scalar, node.op, node.value, self.outer.dialect, self.outer.collation)
         if isinstance(node, Present):
             scalar = self._scalar(node.attr_path)
             return false() if scalar is None else present(scalar)
@@ -535,9 +542,10 @@ class _ElementCompiler:
 class _RelationCompiler:
     """Compiles the inner filter of a value path over members, groups or entitlements."""
 
-    def __init__(self, columns: dict[str, Scalar], dialect: str) -> None:
+    def __init__(self, columns: dict[str, Scalar], dialect: str, collation: str | None) -> None:
         self.columns = {k.lower(): v for k, v in columns.items()}
         self.dialect = dialect
+        self.collation = collation
 
     def where(self, node: Any) -> ColumnElement[bool]:
         if isinstance(node, LogicalExpr):
@@ -551,7 +559,7 @@ class _RelationCompiler:
                 return false()
             if isinstance(node, Present):
                 return present(scalar)
-            return compare(scalar, node.op, node.value, self.dialect)
+            return compare(scalar, node.op, node.value, self.dialect, self.collation)
         raise InvalidFilterException(detail="value filters cannot be nested")
 
 
@@ -584,7 +592,9 @@ def _coerce(scalar: Scalar, value: Any, op: CompareOperator) -> Any:
     return value
 
 
-def compare(scalar: Scalar, op: CompareOperator, value: Any, dialect: str) -> ColumnElement[bool]:
+def compare(
+    scalar: Scalar, op: CompareOperator, value: Any, dialect: str, collation: str | None = None
+) -> ColumnElement[bool]:
     """One comparison, true or false for every row (never NULL)."""
     expr = scalar.expr
     if value is None:
@@ -598,7 +608,7 @@ def compare(scalar: Scalar, op: CompareOperator, value: Any, dialect: str) -> Co
     if op in (CompareOperator.co, CompareOperator.sw, CompareOperator.ew):
         if scalar.kind is not str or not isinstance(value, str):
             return false()
-        return and_(expr.is_not(None), _substring(scalar, op, value, dialect))
+        return and_(expr.is_not(None), _substring(scalar, op, value, dialect, collation))
     value = _coerce(scalar, value, op)
     if scalar.kind is bool:
         if not isinstance(value, bool):
@@ -616,8 +626,8 @@ def compare(scalar: Scalar, op: CompareOperator, value: Any, dialect: str) -> Co
             value = value.lower()
             if not scalar.lowered:
                 expr = func.lower(expr)
-    if scalar.kind is str and dialect == "postgresql":
-        expr = expr.collate("C")
+    if scalar.kind is str and collation and op not in (CompareOperator.eq, CompareOperator.ne):
+        expr = expr.collate(collation)  # equality needs no collation: indexes stay usable
     ops = {
         CompareOperator.eq: expr == value,
         CompareOperator.gt: expr > value,
@@ -643,7 +653,7 @@ def _compare_id(expr: ColumnElement[Any], op: CompareOperator, value: Any) -> Co
 
 
 def _substring(
-    scalar: Scalar, op: CompareOperator, value: str, dialect: str
+    scalar: Scalar, op: CompareOperator, value: str, dialect: str, collation: str | None
 ) -> ColumnElement[bool]:
     expr = scalar.expr
     if not scalar.case_exact:
@@ -660,7 +670,7 @@ def _substring(
     condition = expr.like(pattern, escape="\\")
     if op == CompareOperator.sw and value:
         # A range the index can serve, before the exact LIKE.
-        ranged = expr.collate("C") if dialect == "postgresql" else expr
+        ranged = expr.collate(collation) if collation else expr
         condition = and_(ranged >= value, ranged < value + _TOP, condition)
     if scalar.case_exact and dialect == "sqlite":
         # SQLite's LIKE ignores ASCII case: check the case exactly as well.

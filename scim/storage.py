@@ -151,6 +151,18 @@ class SqlStorage(ScimStorage):
             assert unit is not None
             yield unit.write() if write else unit.read()
 
+    def _codepoint_order(self) -> bool:
+        """Whether the database orders strings by code point (SQLite; PostgreSQL in C)."""
+        if not hasattr(self, "_codepoint"):
+            self._codepoint = True
+            if self.database.dialect == "postgresql":
+                with self.database.engine.connect() as conn:
+                    collation = conn.exec_driver_sql(
+                        "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+                    ).scalar()
+                self._codepoint = str(collation).lower() in ("c", "posix", "c.utf-8", "c.utf8")
+        return self._codepoint
+
     # -- helpers -----------------------------------------------------------
 
     @staticmethod
@@ -283,7 +295,9 @@ class SqlStorage(ScimStorage):
         model = self._model(resource_type)
         is_user = self._is_user(resource_type)
         table = User if is_user else Group
-        compiler = Compiler(model, table, self.database.dialect)
+        compiler = Compiler(
+            model, table, self.database.dialect, codepoint_order=self._codepoint_order()
+        )
         conditions = [User.deleted_at.is_(None)] if is_user else []
         if search_request.filter is not None:
             conditions.append(compiler.where(search_request.filter.ast))

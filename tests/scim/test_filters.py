@@ -195,3 +195,22 @@ def test_cursor_paging_over_http(scim, org):
     assert other.get_json()["scimType"] in ("invalidCursor", "invalidCount")
     forged = scim.get("/Users", query_string={"cursor": "bm90IGEgY3Vyc29y", "count": 3})
     assert forged.status_code == 400 and forged.get_json()["scimType"] == "invalidCursor"
+
+
+@pytest.mark.parametrize("codepoint_order", [True, False])
+def test_string_order_with_and_without_a_code_point_collation(scim, org, codepoint_order):
+    """On a PostgreSQL whose collation is not C, comparisons and sorts use COLLATE "C"."""
+    storage = scim.client.application.extensions["scim"]["scim"].storage
+    storage._codepoint = codepoint_order
+    body = scim.get("/Users", query_string={"sortBy": "userName"}).get_json()
+    assert [u["userName"].split("@")[0].lower() for u in body["Resources"]] == [
+        "alice.smith",
+        "bob_%",
+        "carol",
+        "dave",
+    ]
+    assert found(scim, "/Users", 'userName gt "bob_%@example.com"') == sorted(
+        [org["carol"], org["dave"]]
+    )
+    assert found(scim, "/Users", 'userName sw "Bob_"') == [org["bob"]]
+    assert found(scim, "/Users", 'userName eq "DAVE@example.org"') == [org["dave"]]
