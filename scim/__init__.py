@@ -1,1 +1,1 @@
-"""SCIM 2.0 service provider (RFC 7643, RFC 7644) over the provisioning domain."""
+"""The SCIM 2.0 service provider: scim2-server over the identity tables, at /scim/v2."""

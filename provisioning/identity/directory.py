@@ -287,3 +287,27 @@ def delete_group(session: Session, origin: Origin, group: Group) -> engine.Diff:
     if not members:
         return engine.Diff()
     return engine.apply(session, engine.Affected.users(*members), origin)
+
+
+def set_group_external_id(
+    session: Session, origin: Origin, group: Group, external_id: str | None
+) -> None:
+    """Change the IdP's id of a group (``externalId``); audited."""
+    if group.external_id == external_id:
+        return
+    before = group.external_id
+    group.external_id = external_id
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "group.updated",
+                "group",
+                str(group.id),
+                before={"external_id": before},
+                after={"external_id": external_id},
+            )
+        ],
+    )

@@ -6,12 +6,12 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid, and_
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, and_, func
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.database import Base, utcnow
-from provisioning.types import UTCDateTime, enum_type
+from provisioning.types import JSONDocument, UTCDateTime, enum_type
 
 
 class MembershipSource(enum.StrEnum):
@@ -53,8 +53,19 @@ class User(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # SCIM attributes the service does not model, kept and returned unchanged.
+    scim_attributes: Mapped[dict | None] = mapped_column(JSONDocument)
+    # Bumped by every UPDATE of the row (SQLAlchemy version counter): the SCIM ETag.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
     __table_args__ = (
+        # Case-insensitive lookups for SCIM filters (displayName, emails.value).
+        Index("ix_users_display_name_key", func.lower(display_name)),
+        Index("ix_users_email_key", func.lower(email)),
+        Index("ix_users_active", "active"),
+        Index("ix_users_updated_at", "updated_at"),
         Index(
             "uq_users_user_name_key",
             "user_name_key",
@@ -92,6 +103,17 @@ class Group(Base):
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # SCIM attributes the service does not model, kept and returned unchanged.
+    scim_attributes: Mapped[dict | None] = mapped_column(JSONDocument)
+    # Bumped by every UPDATE of the row (SQLAlchemy version counter): the SCIM ETag.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+    __table_args__ = (
+        Index("ix_groups_display_name_key", func.lower(display_name)),
+        Index("ix_groups_updated_at", "updated_at"),
+    )
 
 
 class Membership(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 
 from flask import Flask
 
@@ -46,4 +47,8 @@ def create_app(
     app.register_blueprint(metrics)
     app.register_blueprint(okta_hooks)
     api.register(app, settings, database)
+    # Edges in other packages (the SCIM provider) mount themselves: entry points
+    # "provisioning.web", so that provisioning never imports them.
+    for entry in entry_points(group="provisioning.web"):
+        entry.load()(app, settings, database)
     return app

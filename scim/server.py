@@ -1,0 +1,290 @@
+"""The SCIM edge: scim2-flask mounted at /scim/v2, bearer-token authentication, client quirks.
+
+Thin on purpose: it authenticates the token (scope ``scim:provision``), names
+it as the actor of every change, rewrites the few request shapes real clients
+send that RFC 7644 does not (Entra ID's capitalised PATCH ops, booleans sent as
+strings, dotted keys in a path-less replace), and hands the request to
+scim2-server, which calls :class:`scim.storage.SqlStorage`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from scim2_flask import ScimServer
+from scim2_models import (
+    Context,
+    ForbiddenException,
+    PatchOp,
+    PayloadTooLargeException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    UnauthorizedException,
+)
+from scim2_server.conditions import Conditions
+from scim2_server.handler import ScimHandler
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from provisioning.audit.log import Origin, Source
+from provisioning.database import Database
+from provisioning.tokens.credentials import Scope, authenticate
+from scim.resources import provider
+from scim.storage import SqlStorage, reset_origin, set_origin
+
+URL_PREFIX = "/scim/v2"
+
+
+class ProvisioningService(ScimService):
+    """scim2-server's service, accepting the PATCH bodies Okta and Entra ID send."""
+
+    def read_patch(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> PatchOp[Any]:
+        return super().read_patch(resource_type, normalise_patch(body), content_type)
+
+    def patch_response(
+        self,
+        base_url: str,
+        resource: Resource[Any],
+        response_parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """200 with the resource, as Okta expects (RFC 7644 section 3.5.2 allows either)."""
+        return self.resource_response(
+            self.publish(base_url, resource),
+            Context.RESOURCE_REPLACEMENT_RESPONSE,
+            response_parameters,
+        )
+
+
+def normalise_patch(body: bytes) -> bytes:
+    """Entra ID's PATCH shapes in RFC 7644 form; anything unreadable is left for the validator.
+
+    - ``"op": "Replace"`` (any case) becomes ``"replace"``;
+    - ``"active": "False"`` (a boolean sent as a string) becomes ``false``;
+    - a path-less value with dotted keys (``"name.givenName": "x"``) or attribute URNs
+      (``"urn:...:enterprise:2.0:User:employeeNumber": "1"``) becomes nested objects;
+    - the enterprise ``manager`` sent as a bare id becomes ``{"value": id}``;
+    - ``remove`` of ``members`` with a value list becomes one ``members[value eq "id"]``
+      removal per listed member (RFC 7644 would remove every member).
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
+        return body
+    operations = []
+    for operation in document["Operations"]:
+        if not isinstance(operation, dict):
+            operations.append(operation)
+            continue
+        if isinstance(operation.get("op"), str):
+            operation["op"] = operation["op"].lower()
+        value = operation.get("value")
+        path = operation.get("path")
+        if isinstance(value, dict) and not path:
+            operation["value"] = _nest(value)
+        elif isinstance(path, str) and path.lower() == "active":
+            operation["value"] = _boolean(value)
+        elif isinstance(path, str) and path.lower().endswith("manager") and isinstance(value, str):
+            operation["value"] = {"value": value}
+        elif (
+            operation.get("op") == "remove"
+            and isinstance(path, str)
+            and path.lower() == "members"
+            and isinstance(value, list)
+            and value
+            and all(isinstance(m, dict) and isinstance(m.get("value"), str) for m in value)
+        ):
+            operations += [
+                {"op": "remove", "path": f"members[value eq {json.dumps(m['value'])}]"}
+                for m in value
+            ]
+            continue
+        operations.append(operation)
+    document["Operations"] = operations
+    return json.dumps(document).encode()
+
+
+_URN_PREFIX = "urn:ietf:params:scim:schemas:"
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def _nest(value: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, item in value.items():
+        target = nested
+        path = key
+        if key.lower().startswith(_URN_PREFIX) and key.count(":") > 6:
+            urn, _, path = key.rpartition(":")
+            if isinstance(item, dict) and not path:
+                path = ""
+            target = nested.setdefault(urn, {})
+        if path == "":
+            target.update(item)
+            continue
+        parts = path.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        leaf = parts[-1]
+        if leaf.lower() == "active":
+            item = _boolean(item)
+        elif leaf.lower() == "manager" and isinstance(item, str):
+            item = {"value": item}
+        target[leaf] = item
+    return nested
+
+
+class ProvisioningHandler(ScimHandler):
+    """scim2-server's handler; a change lost to a concurrent one is applied again.
+
+    The handler reads the resource, applies the request to it and stores it only if the
+    stored version is still the one read. Without ``If-Match`` the client asked for no
+    precondition, so a version that moved meanwhile (another request for the same group,
+    say) means: read again and apply again, not 412. With ``If-Match`` the 412 stands.
+    """
+
+    ATTEMPTS = 5
+
+    def _again(self, conditions: Conditions, attempt: int, step):
+        try:
+            return step()
+        except PreconditionFailedException:
+            if conditions.if_match or conditions.if_none_match or attempt + 1 >= self.ATTEMPTS:
+                raise
+            return _RETRY
+
+    def patch_resource(self, resource_type, resource_id, patch_op, conditions):
+        for attempt in range(self.ATTEMPTS):
+            result = self._again(
+                conditions,
+                attempt,
+                lambda: super(ProvisioningHandler, self).patch_resource(
+                    resource_type, resource_id, copy.deepcopy(patch_op), conditions
+                ),
+            )
+            if result is not _RETRY:
+                return result
+        raise AssertionError("unreachable")
+
+    def replace_resource(self, resource_type, current, replacement, conditions):
+        for attempt in range(self.ATTEMPTS):
+            if attempt:
+                current = self.storage.get(resource_type, current.id)
+            result = self._again(
+                conditions,
+                attempt,
+                lambda current=current: super(ProvisioningHandler, self).replace_resource(
+                    resource_type, current, copy.deepcopy(replacement), conditions
+                ),
+            )
+            if result is not _RETRY:
+                return result
+        raise AssertionError("unreachable")
+
+    def delete_resource(self, resource_type, resource_id, conditions):
+        for attempt in range(self.ATTEMPTS):
+            result = self._again(
+                conditions,
+                attempt,
+                lambda: super(ProvisioningHandler, self).delete_resource(
+                    resource_type, resource_id, conditions
+                ),
+            )
+            if result is not _RETRY:
+                return
+        raise AssertionError("unreachable")
+
+
+_RETRY = object()
+
+
+class ProvisioningScimServer(ScimServer):
+    """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
+
+    def __init__(self, database: Database, cursor_secret: str) -> None:
+        scim_provider = provider()
+        super().__init__(
+            SqlStorage(database),
+            scim_provider,
+            service=ProvisioningService(scim_provider, secret=cursor_secret),
+            url_prefix=URL_PREFIX,
+        )
+        self.database = database
+
+    def create_blueprint(self):
+        # init_app has built the service and a plain handler; serve through ours.
+        self.handler = ProvisioningHandler(self.service, self.storage)
+        blueprint = super().create_blueprint()
+        blueprint.before_request(self._authenticate)
+        blueprint.teardown_request(self._forget)
+        return blueprint
+
+    def _authenticate(self) -> None:
+        scheme, _, secret = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise UnauthorizedException(detail="a bearer token is required")
+        with self.database.reader() as session:
+            principal = authenticate(session, secret.strip())
+        if principal is None:
+            raise UnauthorizedException(detail="the bearer token is unknown or revoked")
+        if Scope.SCIM_PROVISION not in principal.scopes:
+            raise ForbiddenException(
+                detail=f"token {principal.name!r} lacks the scope {Scope.SCIM_PROVISION.value}"
+            )
+        g.scim_principal = principal
+        g.scim_origin_token = set_origin(Origin(actor=principal.name, source=Source.SCIM))
+
+    @staticmethod
+    def _forget(_exc: BaseException | None) -> None:
+        token = g.pop("scim_origin_token", None)
+        if token is not None:
+            reset_origin(token)
+
+    def read_body(self, scim_request: Any) -> bytes:
+        try:
+            return super().read_body(scim_request)
+        except RequestEntityTooLarge:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            raise PayloadTooLargeException(
+                detail=f"the request body is larger than the {limit} bytes this service accepts "
+                "(PROVISIONING_MAX_REQUEST_BYTES)"
+            ) from None
+
+    def get_subject(self) -> Any:
+        return g.get("scim_principal")
+
+
+def install(
+    app: Flask, database: Database, cursor_secret: str | None = None
+) -> ProvisioningScimServer:
+    """Serve SCIM 2.0 at /scim/v2 on ``app``.
+
+    ``cursor_secret`` seals the paging cursors; without it one is derived from the
+    database URL, so that every replica of the service accepts the others' cursors.
+    """
+    if cursor_secret is None:
+        digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
+        cursor_secret = digest
+    server = ProvisioningScimServer(database, cursor_secret)
+    server.init_app(app)
+
+    return server
+
+
+def mount(app: Flask, settings: Any, database: Database) -> ProvisioningScimServer:
+    """Entry point ``provisioning.web``: how the application factory mounts SCIM."""
+    return install(app, database, settings.scim_cursor_secret)

@@ -1,0 +1,648 @@
+"""scim2-server's ScimStorage over the service's tables; every write goes through the directory.
+
+One SCIM operation is one unit of work (:meth:`SqlStorage.operation`): reads
+use a reader session, and the first write ends it and opens a transaction in
+which the stored version is checked again (so a concurrent change answers
+412) before the directory functions apply the change, call the entitlement
+engine and write the audit events. The transaction commits when the operation
+ends without error, and rolls back otherwise: nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from scim2_models import (
+    InvalidCursorException,
+    InvalidValueException,
+    NotFoundException,
+    NotImplementedException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_server.storage import ScimStorage, SearchPage
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from provisioning.audit.log import Origin, Source
+from provisioning.connectors.models import Connector
+from provisioning.database import Database, utcnow
+from provisioning.entitlements.models import Grant
+from provisioning.identity import directory
+from provisioning.identity.models import Group, Membership, MembershipSource, User
+from scim import mapping
+from scim.filters import Compiler
+
+DEFAULT_ORIGIN = Origin(actor="scim", source=Source.SCIM)
+
+_origin: contextvars.ContextVar[Origin | None] = contextvars.ContextVar("scim_origin", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(origin: Origin) -> Iterator[None]:
+    """Attribute the writes made within to ``origin`` (the authenticated token)."""
+    token = _origin.set(origin)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
+
+
+def set_origin(origin: Origin | None) -> contextvars.Token:
+    return _origin.set(origin)
+
+
+def reset_origin(token: contextvars.Token) -> None:
+    _origin.reset(token)
+
+
+def current_origin() -> Origin:
+    return _origin.get() or DEFAULT_ORIGIN
+
+
+class _Unit:
+    """The sessions of one SCIM operation: a reader until the first write, then a writer."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._reader: contextlib.AbstractContextManager[Session] | None = None
+        self._writer: contextlib.AbstractContextManager[Session] | None = None
+        self.session: Session | None = None
+        self.writing = False
+
+    def read(self) -> Session:
+        if self.session is None:
+            self._reader = self.database.reader()
+            self.session = self._reader.__enter__()
+        return self.session
+
+    def write(self) -> Session:
+        if self.writing:
+            assert self.session is not None
+            return self.session
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
+            self._reader = None
+        self._writer = self.database.transaction()
+        self.session = self._writer.__enter__()
+        self.writing = True
+        return self.session
+
+    def close(self, exc: BaseException | None) -> None:
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
+        if self._writer is not None:
+            if exc is None:
+                self._writer.__exit__(None, None, None)
+            else:
+                self._writer.__exit__(type(exc), exc, exc.__traceback__)
+        self.session = None
+
+
+class SqlStorage(ScimStorage):
+    """SCIM Users and Groups stored in the ``users``, ``groups`` and ``memberships`` tables."""
+
+    supports_cursors = True
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
+            f"scim_unit_{id(self)}", default=None
+        )
+
+    # -- units of work -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        if self._unit.get() is not None:
+            yield
+            return
+        unit = _Unit(self.database)
+        token = self._unit.set(unit)
+        try:
+            yield
+        except BaseException as exc:
+            unit.close(exc)
+            raise
+        else:
+            unit.close(None)
+        finally:
+            self._unit.reset(token)
+
+    @contextlib.contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        unit = self._unit.get()
+        if unit is not None:
+            yield unit.write() if write else unit.read()
+            return
+        with self.operation():
+            unit = self._unit.get()
+            assert unit is not None
+            yield unit.write() if write else unit.read()
+
+    def _codepoint_order(self) -> bool:
+        """Whether the database orders strings by code point (SQLite; PostgreSQL in C)."""
+        if not hasattr(self, "_codepoint"):
+            self._codepoint = True
+            if self.database.dialect == "postgresql":
+                with self.database.engine.connect() as conn:
+                    collation = conn.exec_driver_sql(
+                        "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+                    ).scalar()
+                self._codepoint = str(collation).lower() in ("c", "posix", "c.utf-8", "c.utf8")
+        return self._codepoint
+
+    # -- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _is_user(resource_type: ResourceType) -> bool:
+        if resource_type.name == "User":
+            return True
+        if resource_type.name == "Group":
+            return False
+        raise NotFoundException(detail=f"no resource type {resource_type.name!r}")
+
+    def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
+        from scim.resources import provider
+
+        if not hasattr(self, "_provider"):
+            self._provider = provider()
+        return self._provider.model_for(resource_type)  # type: ignore[return-value]
+
+    @staticmethod
+    def _user_row(session: Session, resource_id: str | None, *, lock: bool = False) -> User:
+        ident = mapping.parse_id(resource_id)
+        query = select(User).where(User.id == ident, User.deleted_at.is_(None))
+        query = query.execution_options(populate_existing=True)
+        if lock:
+            query = query.with_for_update()
+        user = session.scalar(query) if ident is not None else None
+        if user is None:
+            raise NotFoundException(detail=f"User {resource_id!r} not found")
+        return user
+
+    @staticmethod
+    def _group_row(session: Session, resource_id: str | None, *, lock: bool = False) -> Group:
+        ident = mapping.parse_id(resource_id)
+        query = select(Group).where(Group.id == ident)
+        query = query.execution_options(populate_existing=True)
+        if lock:
+            query = query.with_for_update()
+        group = session.scalar(query) if ident is not None else None
+        if group is None:
+            raise NotFoundException(detail=f"Group {resource_id!r} not found")
+        return group
+
+    @staticmethod
+    def _check_version(row: User | Group, expected_version: str | None) -> None:
+        if expected_version is not None and mapping.version_tag(row.version) != expected_version:
+            raise PreconditionFailedException(
+                detail=f"the resource is at version {mapping.version_tag(row.version)}, "
+                f"not {expected_version}"
+            )
+
+    @staticmethod
+    def _user_relations(
+        session: Session, ids: list[uuid.UUID], *, groups: bool = True, grants: bool = True
+    ) -> tuple[dict[uuid.UUID, list[Group]], dict[uuid.UUID, list[tuple[Grant, Connector]]]]:
+        by_user_groups: dict[uuid.UUID, list[Group]] = defaultdict(list)
+        by_user_grants: dict[uuid.UUID, list[tuple[Grant, Connector]]] = defaultdict(list)
+        if not ids:
+            return by_user_groups, by_user_grants
+        if groups:
+            for row in session.execute(_GROUPS_OF_USERS, {"ids": ids}):
+                by_user_groups[row.user_id].append(row)
+        if grants:
+            for row in session.execute(_GRANTS_OF_USERS, {"ids": ids}):
+                by_user_grants[row.user_id].append((row, row))
+        return by_user_groups, by_user_grants
+
+    def _user_resources(
+        self, session: Session, model: type[Resource[Any]], users: list[User], wants=None
+    ) -> list[Resource[Any]]:
+        wants = wants or (lambda _name: True)
+        groups, grants = self._user_relations(
+            session,
+            [u.id for u in users],
+            groups=wants("groups"),
+            grants=wants("entitlements"),
+        )
+        return [
+            mapping.user_resource(model, u, groups.get(u.id, []), grants.get(u.id, []))
+            for u in users
+        ]
+
+    @staticmethod
+    def _members(session: Session, group_ids: list[uuid.UUID]):
+        by_group: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+        if not group_ids:
+            return by_group
+        rows = session.execute(_MEMBERS_OF_GROUPS, {"ids": group_ids})
+        for group_id, user_id in rows:
+            by_group[group_id].append(user_id)
+        return by_group
+
+    def _group_resources(
+        self, session: Session, model: type[Resource[Any]], groups: list[Group], members=True
+    ) -> list[Resource[Any]]:
+        by_group = self._members(session, [g.id for g in groups]) if members else {}
+        return [mapping.group_resource(model, g, by_group.get(g.id)) for g in groups]
+
+    # -- reads -------------------------------------------------------------
+
+    def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        model = self._model(resource_type)
+        wants = _wanted(response_parameters)
+        with self._session(write=False) as session:
+            ident = mapping.parse_id(resource_id)
+            if self._is_user(resource_type):
+                user = session.execute(_USER_BY_ID, {"id": ident}).first() if ident else None
+                if user is None:
+                    raise NotFoundException(detail=f"User {resource_id!r} not found")
+                return self._user_resources(session, model, [user], wants)[0]
+            group = session.execute(_GROUP_BY_ID, {"id": ident}).first() if ident else None
+            if group is None:
+                raise NotFoundException(detail=f"Group {resource_id!r} not found")
+            return self._group_resources(session, model, [group], wants("members"))[0]
+
+    def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        if len(resource_types) != 1:
+            raise NotImplementedException(detail="search at the root is not supported")
+        (resource_type,) = resource_types
+        model = self._model(resource_type)
+        is_user = self._is_user(resource_type)
+        table = User if is_user else Group
+        compiler = Compiler(
+            model, table, self.database.dialect, codepoint_order=self._codepoint_order()
+        )
+        conditions = [User.deleted_at.is_(None)] if is_user else []
+        if search_request.filter is not None:
+            conditions.append(compiler.where(search_request.filter.ast))
+        descending = search_request.sort_order == SearchRequest.SortOrder.descending
+        binding = search_request.sort_binding(model) if search_request.sort_by else None
+        key = compiler.sort_key(binding)
+        wants = _wanted(search_request)
+        by_cursor = search_request.cursor is not None
+        with self._session(write=False) as session:
+            total = session.scalar(select(func.count()).select_from(table).where(*conditions))
+            if search_request.count == 0:
+                return SearchPage(total or 0, [])
+            core = table.__table__
+            columns = [core] if key is None else [core, key.label("sort_key")]
+            if not by_cursor:
+                query = select(*columns).where(*conditions)
+                query = query.order_by(*compiler.order_by(key, descending))
+                start = search_request.start_index_0 or 0
+                if start:
+                    query = query.offset(start)
+                if search_request.count is not None:
+                    query = query.limit(search_request.count)
+                rows = list(session.execute(query))
+                return SearchPage(total or 0, self._resources(session, model, rows, wants, is_user))
+            return self._cursor_page(
+                session,
+                model,
+                compiler,
+                columns,
+                conditions,
+                key,
+                descending,
+                search_request.count,
+                position,
+                total,
+                wants,
+                is_user,
+            )
+
+    def _cursor_page(
+        self,
+        session,
+        model,
+        compiler,
+        columns,
+        conditions,
+        key,
+        descending,
+        count,
+        position,
+        total,
+        wants,
+        is_user,
+    ) -> SearchPage:
+        """A page after (or before) the position of a cursor (RFC 9865), by keyset."""
+        backwards = False
+        where = list(conditions)
+        if position is not None:
+            direction, anchor = _read_position(position, key is not None)
+            backwards = direction == "previous"
+            # "after" in the page order; the ascending order is reversed when descending.
+            after_ascending = (direction == "next") != descending
+            where.append(compiler.beyond(key, anchor, after=after_ascending))
+        order = compiler.order_by(key, descending != backwards)
+        query = select(*columns).where(*where).order_by(*order)
+        limit = count
+        if limit is not None:
+            query = query.limit(limit + 1)
+        rows = list(session.execute(query))
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        if backwards:
+            rows.reverse()
+        resources = self._resources(session, model, rows, wants, is_user)
+        page = SearchPage(total or 0, resources)
+        if rows:
+            first, last = rows[0], rows[-1]
+            has_next = more if not backwards else True
+            has_previous = position is not None if not backwards else more
+            if has_next:
+                page.next = _position("next", last, key is not None)
+            if has_previous:
+                page.previous = _position("previous", first, key is not None)
+        return page
+
+    def _resources(self, session, model, rows, wants, is_user) -> list[Resource[Any]]:
+        if is_user:
+            return self._user_resources(session, model, rows, wants)
+        return self._group_resources(session, model, rows, wants("members"))
+
+    # -- writes ------------------------------------------------------------
+
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        model = self._model(resource_type)
+        origin = current_origin()
+        with self._session(write=True) as session:
+            if self._is_user(resource_type):
+                values = mapping.user_fields(resource)
+                fields = dict(values.fields)
+                user_name = fields.pop("user_name")
+                if not user_name:
+                    raise InvalidValueException(detail="a User needs a userName")
+                self._check_user_unique(session, user_name, fields.get("external_id"), None)
+                try:
+                    user = directory.create_user(session, origin, user_name=user_name, **fields)
+                except directory.IdentityError as exc:
+                    raise UniquenessException(detail=str(exc)) from None
+                user.scim_attributes = values.extras
+                user.updated_at = user.created_at  # created: not yet modified
+                session.flush()
+                # A new user is in no group and holds no grant yet.
+                return mapping.user_resource(model, user, [], [])
+            values = mapping.group_fields(resource)
+            self._check_group_unique(session, values.external_id, None)
+            group = directory.create_group(
+                session, origin, display_name=values.display_name, external_id=values.external_id
+            )
+            group.scim_attributes = values.extras
+            group.updated_at = group.created_at  # created: not yet modified
+            session.flush()
+            self._set_members(session, origin, group, values.members)
+            return self._group_resources(session, model, [group])[0]
+
+    def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+    ) -> Resource[Any]:
+        model = self._model(resource_type)
+        origin = current_origin()
+        with self._session(write=True) as session:
+            try:
+                if self._is_user(resource_type):
+                    user = self._user_row(session, resource.id, lock=True)
+                    self._check_version(user, expected_version)
+                    self._update_user(session, origin, user, resource)
+                    return self._user_resources(session, model, [user])[0]
+                group = self._group_row(session, resource.id, lock=True)
+                self._check_version(group, expected_version)
+                self._update_group(session, origin, group, resource)
+                return self._group_resources(session, model, [group])[0]
+            except StaleDataError:
+                raise PreconditionFailedException(
+                    detail="the resource changed meanwhile; read it again"
+                ) from None
+
+    def _update_user(self, session: Session, origin: Origin, user: User, resource) -> None:
+        values = mapping.user_fields(resource)
+        fields = values.fields
+        if not fields.get("user_name"):
+            raise InvalidValueException(detail="a User needs a userName")
+        self._check_user_unique(session, fields["user_name"], fields.get("external_id"), user.id)
+        changed = {k: v for k, v in fields.items() if getattr(user, k) != v}
+        if (user.scim_attributes or None) != values.extras:
+            user.scim_attributes = values.extras
+        try:
+            directory.update_user(session, origin, user, **changed)
+        except directory.IdentityError as exc:
+            raise UniquenessException(detail=str(exc)) from None
+        session.flush()
+
+    def _update_group(self, session: Session, origin: Origin, group: Group, resource) -> None:
+        values = mapping.group_fields(resource)
+        self._check_group_unique(session, values.external_id, group.id)
+        directory.rename_group(session, origin, group, values.display_name)
+        if values.external_id != group.external_id:
+            directory.set_group_external_id(session, origin, group, values.external_id)
+        if (group.scim_attributes or None) != values.extras:
+            group.scim_attributes = values.extras
+        if self._set_members(session, origin, group, values.members):
+            group.updated_at = utcnow()  # members are part of the resource: new version
+        session.flush()
+
+    def _set_members(
+        self, session: Session, origin: Origin, group: Group, member_ids: list[str]
+    ) -> bool:
+        """Make the group's present members exactly ``member_ids``; True when any changed."""
+        wanted: dict[uuid.UUID, str] = {}
+        for value in member_ids:
+            ident = mapping.parse_id(value)
+            if ident is None:
+                raise InvalidValueException(detail=f"member {value!r} is not a user id")
+            wanted[ident] = value
+        users = (
+            {
+                u.id: u
+                for u in session.scalars(
+                    select(User).where(User.id.in_(list(wanted)), User.deleted_at.is_(None))
+                )
+            }
+            if wanted
+            else {}
+        )
+        missing = [value for ident, value in wanted.items() if ident not in users]
+        if missing:
+            raise InvalidValueException(detail=f"no user with id {missing[0]!r}")
+        current = set(
+            session.scalars(
+                select(Membership.user_id)
+                .join(User, User.id == Membership.user_id)
+                .where(
+                    Membership.group_id == group.id,
+                    Membership.present.is_(True),
+                    User.deleted_at.is_(None),
+                )
+            )
+        )
+        added = [users[i] for i in wanted if i not in current]
+        removed = [i for i in current if i not in wanted]
+        for user in added:
+            directory.set_membership(
+                session, origin, user, group, True, source=MembershipSource.SCIM
+            )
+        for ident in removed:
+            user = session.get(User, ident)
+            assert user is not None
+            directory.set_membership(
+                session, origin, user, group, False, source=MembershipSource.SCIM
+            )
+        return bool(added or removed)
+
+    def delete(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        expected_version: str | None = None,
+    ) -> None:
+        origin = current_origin()
+        with self._session(write=True) as session:
+            try:
+                if self._is_user(resource_type):
+                    user = self._user_row(session, resource_id, lock=True)
+                    self._check_version(user, expected_version)
+                    directory.delete_user(session, origin, user)
+                else:
+                    group = self._group_row(session, resource_id, lock=True)
+                    self._check_version(group, expected_version)
+                    directory.delete_group(session, origin, group)
+                session.flush()
+            except StaleDataError:
+                raise PreconditionFailedException(
+                    detail="the resource changed meanwhile; read it again"
+                ) from None
+
+    # -- uniqueness ----------------------------------------------------------
+
+    @staticmethod
+    def _check_user_unique(
+        session: Session, user_name: str, external_id: str | None, own: uuid.UUID | None
+    ) -> None:
+        others = [User.deleted_at.is_(None)] + ([User.id != own] if own else [])
+        if session.scalar(select(User.id).where(User.user_name_key == user_name.lower(), *others)):
+            raise UniquenessException(detail=f"userName {user_name!r} is already taken")
+        if external_id is not None and session.scalar(
+            select(User.id).where(User.external_id == external_id, *others)
+        ):
+            raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
+
+    @staticmethod
+    def _check_group_unique(session: Session, external_id: str | None, own: uuid.UUID | None):
+        if external_id is None:
+            return
+        others = [Group.id != own] if own else []
+        if session.scalar(select(Group.id).where(Group.external_id == external_id, *others)):
+            raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
+
+
+# Reads as prepared Core statements: no ORM identity map, and no statement built per request.
+_USER_BY_ID = select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
+_GROUP_BY_ID = select(Group.__table__).where(Group.id == bindparam("id"))
+_GROUPS_OF_USERS = (
+    select(Membership.user_id, Group.id, Group.display_name)
+    .join(Group, Group.id == Membership.group_id)
+    .where(Membership.user_id.in_(bindparam("ids", expanding=True)), Membership.present.is_(True))
+    .order_by(Group.display_name, Group.id)
+)
+_GRANTS_OF_USERS = (
+    select(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
+    .join(Connector, Connector.id == Grant.connector_id)
+    .where(Grant.user_id.in_(bindparam("ids", expanding=True)), Grant.revoked_at.is_(None))
+    .order_by(Connector.slug)
+)
+_MEMBERS_OF_GROUPS = (
+    select(Membership.group_id, User.id)
+    .join(User, User.id == Membership.user_id)
+    .where(
+        Membership.group_id.in_(bindparam("ids", expanding=True)),
+        Membership.present.is_(True),
+        User.deleted_at.is_(None),
+    )
+    .order_by(User.user_name_key)
+)
+
+
+def _wanted(parameters: Any):
+    """Whether a response keeps an attribute computed from another table."""
+    if parameters is None:
+        return lambda _name: True
+    attributes = [str(p).lower() for p in (getattr(parameters, "attributes", None) or [])]
+    excluded = [str(p).lower() for p in (getattr(parameters, "excluded_attributes", None) or [])]
+
+    def wants(name: str) -> bool:
+        name = name.lower()
+        if attributes:
+            return any(
+                a == name
+                or a.startswith(name + ".")
+                or a.endswith(":" + name)
+                or (":" in a and a.rsplit(":", 1)[1].split(".")[0] == name)
+                for a in attributes
+            )
+        return name not in excluded
+
+    return wants
+
+
+def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
+    """Where a cursor page starts after (or ends before): the row's sort value and id."""
+    ident = str(row.id)
+    if not sorted_:
+        return {"d": direction, "i": ident}
+    value = row.sort_key
+    if isinstance(value, dt.datetime):
+        value = {"t": value.isoformat()}
+    elif isinstance(value, uuid.UUID):
+        value = str(value)
+    return {"d": direction, "m": value is None, "k": value, "i": ident}
+
+
+def _read_position(position: Any, sorted_: bool) -> tuple[str, tuple[bool, Any, uuid.UUID]]:
+    try:
+        direction = position["d"]
+        ident = uuid.UUID(position["i"])
+        missing = bool(position.get("m", False))
+        value = position.get("k")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise InvalidCursorException from None
+    if direction not in ("next", "previous") or ("m" in position) != sorted_:
+        raise InvalidCursorException
+    if isinstance(value, dict):
+        try:
+            value = dt.datetime.fromisoformat(value["t"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidCursorException from None
+    return direction, (missing, value, ident)
