@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -104,56 +105,53 @@ def test_one_leader_among_workers_in_one_process(database):
     second.release()
 
 
-def _worker(database) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.url,
-        "PROVISIONING_LEADER_POLL_SECONDS": "0.3",
-        "PYTHONUNBUFFERED": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "provisioning.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class _Worker:
+    """A `provisioning worker` process whose stderr a thread watches for leadership."""
 
+    def __init__(self, database) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database.url,
+            "PROVISIONING_LEADER_POLL_SECONDS": "0.3",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "provisioning.cli", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.leading = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
 
-def _leader_line(process: subprocess.Popen, timeout: float) -> bool:
-    import selectors
-
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if selector.select(timeout=0.2):
-            line = process.stderr.readline()
+    def _watch(self) -> None:
+        for line in self.process.stderr:
             if "is the scheduler leader" in line:
-                return True
-            if not line:
-                return False
-    return False
+                self.leading.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
 def test_a_standby_worker_takes_over_when_the_leader_is_killed(databases):
     database = databases.empty()
     database.upgrade()
-    first = _worker(database)
+    first = _Worker(database)
+    second = None
     try:
-        assert _leader_line(first, 60), "first worker never led"
-        second = _worker(database)
-        try:
-            assert not _leader_line(second, 2), "two leaders at once"
-            first.send_signal(signal.SIGKILL)
-            first.wait(10)
-            started = time.monotonic()
-            assert _leader_line(second, 60), "standby did not take over"
-            assert time.monotonic() - started < 60
-        finally:
-            second.terminate()
-            second.wait(10)
+        assert first.leading.wait(60), "first worker never led"
+        second = _Worker(database)
+        assert not second.leading.wait(3), "two leaders at once"
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        killed = time.monotonic()
+        assert second.leading.wait(60), "standby did not take over"
+        assert time.monotonic() - killed < 60
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.stop()
+        if second is not None:
+            second.stop()
         database.dispose()
