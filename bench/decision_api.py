@@ -21,6 +21,7 @@ import platform
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connectors", type=int, default=10, help="grants = users x this")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--seconds", type=int, default=15, help="per measurement")
+    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians reported)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-decisions-"))
@@ -294,20 +296,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
         with database.reader() as session:
             grants = session.scalar(select(func.count()).select_from(Grant))
-        results = {}
+        targets = {}
         for name, app, path, auth in [
             ("bare Flask JSON endpoint", "bare_flask:app", "/decide", ""),
             ("POST /api/v1/decisions", None, "/api/v1/decisions", token),
         ]:
-            script = workdir / f"{abs(hash(name))}.lua"
+            script = workdir / f"{len(targets)}.lua"
             header = f'wrk.headers["Authorization"] = "Bearer {auth}"' if auth else ""
             script.write_text(
                 LUA % {"auth": header, "users": args.users, "connectors": args.connectors}
             )
             port = free_port()
-            process = serve(app, {"DATABASE_URL": url}, port)
-            processes.append(process)
-            results[name] = measure(name, f"http://127.0.0.1:{port}{path}", script, args)
+            processes.append(serve(app, {"DATABASE_URL": url}, port))
+            targets[name] = (f"http://127.0.0.1:{port}{path}", script)
+        # Rounds alternate the two servers, so that other load on the machine
+        # falls on both alike; each figure is the median over the rounds.
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        for _ in range(args.repeat):
+            for name, (target, script) in targets.items():
+                runs[name].append(measure(name, target, script, args))
+        results = {
+            name: {
+                mode: {
+                    key: statistics.median(r[mode][key] for r in rounds)
+                    for key in ("rps", "p50", "p99")
+                }
+                for mode in ("loaded", "single")
+            }
+            for name, rounds in runs.items()
+        }
+        for process in processes:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         with database.reader() as session:
@@ -328,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{kind}, {args.users:,} users, {grants:,} grants; {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; wrk {args.connections} connections, "
-        f"{args.seconds} s per figure; grants with a recorded last use afterwards: {used:,}\n"
+        f"medians of {args.repeat} alternating rounds of {args.seconds} s; "
+        f"grants with a recorded last use afterwards: {used:,}\n"
     )
     print(
         "| endpoint | req/s | vs ceiling | p50 ms | p99 ms | 1 connection: req/s | p50 ms "

@@ -1,5 +1,8 @@
-"""/api/v1/openapi.json and /api/v1/docs: the generated OpenAPI 3.1 document and a Swagger UI
-page whose assets we serve ourselves (no CDN), so it works offline."""
+"""/api/v1/openapi.json and /api/v1/docs: the OpenAPI 3.1 document and its offline Swagger UI.
+
+The page's assets come from the flask-openapi3-swagger package and are served
+by us (no CDN), so the docs work without internet access.
+"""
 
 from __future__ import annotations
 

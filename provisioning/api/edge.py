@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -133,10 +133,24 @@ def database() -> Database:
 @contextmanager
 def request_reader() -> Iterator[Session]:
     """One read-only session for the whole request (authentication and the answer),
-    closed when the request ends."""
+    closed when the request ends.
+
+    On PostgreSQL it runs in autocommit: each statement reads committed state on
+    its own, which spares the BEGIN and ROLLBACK round trips on the decision path
+    (a decision's facts come from a single statement). SQLite keeps its deferred
+    read transaction.
+    """
     session = g.get("reader")
     if session is None:
-        scope = database().reader()
+        db = database()
+        if db.dialect == "postgresql":
+            engine = current_app.extensions.get("provisioning.api.autocommit")
+            if engine is None:
+                engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+                current_app.extensions["provisioning.api.autocommit"] = engine
+            scope: Any = closing(Session(engine))
+        else:
+            scope = db.reader()
         session = scope.__enter__()
         g.reader, g.reader_scope = session, scope
     yield session
