@@ -36,7 +36,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
-from scim.resources import provider
+from scim.resources import ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
 
 URL_PREFIX = "/scim/v2"
@@ -50,6 +50,16 @@ class ProvisioningService(ScimService):
     ) -> PatchOp[Any]:
         return super().read_patch(resource_type, normalise_patch(body), content_type)
 
+    def read_creation(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> Resource[Any]:
+        return super().read_creation(resource_type, normalise_resource(body), content_type)
+
+    def read_replacement(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> Resource[Any]:
+        return super().read_replacement(resource_type, normalise_resource(body), content_type)
+
     def patch_response(
         self,
         base_url: str,
@@ -62,6 +72,33 @@ class ProvisioningService(ScimService):
             Context.RESOURCE_REPLACEMENT_RESPONSE,
             response_parameters,
         )
+
+
+def normalise_resource(body: bytes) -> bytes:
+    """A User's enterprise ``manager`` given by id only (as Okta sends it) gets its ``$ref``.
+
+    RFC 7643 section 4.3 makes ``$ref`` required and scim2-models enforces it, but clients
+    send ``{"value": id}`` (or the bare id); the reference is the manager's User resource.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict):
+        return body
+    enterprise = next((v for k, v in document.items() if k.lower() == ENTERPRISE.lower()), None)
+    if not isinstance(enterprise, dict) or "manager" not in enterprise:
+        return body
+    enterprise["manager"] = _manager(enterprise["manager"])
+    return json.dumps(document).encode()
+
+
+def _manager(value: Any) -> Any:
+    if isinstance(value, str):
+        value = {"value": value}
+    if isinstance(value, dict) and isinstance(value.get("value"), str) and not value.get("$ref"):
+        value = {**value, "$ref": f"Users/{value['value']}"}
+    return value
 
 
 def normalise_patch(body: bytes) -> bytes:
@@ -94,8 +131,8 @@ def normalise_patch(body: bytes) -> bytes:
             operation["value"] = _nest(value)
         elif isinstance(path, str) and path.lower() == "active":
             operation["value"] = _boolean(value)
-        elif isinstance(path, str) and path.lower().endswith("manager") and isinstance(value, str):
-            operation["value"] = {"value": value}
+        elif isinstance(path, str) and path.lower().endswith("manager"):
+            operation["value"] = _manager(value)
         elif (
             operation.get("op") == "remove"
             and isinstance(path, str)
@@ -142,8 +179,8 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
         leaf = parts[-1]
         if leaf.lower() == "active":
             item = _boolean(item)
-        elif leaf.lower() == "manager" and isinstance(item, str):
-            item = {"value": item}
+        elif leaf.lower() == "manager":
+            item = _manager(item)
         target[leaf] = item
     return nested
 

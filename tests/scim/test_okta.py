@@ -278,3 +278,20 @@ def test_okta_import_pages_users_and_groups(scim):
     assert (last["itemsPerPage"], last["startIndex"]) == (1, 5)
     groups = scim.get("/Groups?startIndex=1&count=100").get_json()
     assert groups["totalResults"] == 0 and groups["Resources"] == []
+
+
+def test_enterprise_manager_given_by_id_only(scim):
+    boss = scim.post("/Users", okta_user("boss@example.com")).get_json()
+    body = okta_user("report@example.com", schemas=[USER_SCHEMA, ENTERPRISE])
+    body[ENTERPRISE] = {"manager": {"value": boss["id"], "displayName": "Boss"}}
+
+    created = scim.post("/Users", body)
+
+    assert created.status_code == 201, created.get_json()
+    manager = created.get_json()[ENTERPRISE]["manager"]
+    assert manager["value"] == boss["id"]
+    assert manager["$ref"].endswith(f"/scim/v2/Users/{boss['id']}")
+    with scim.database.reader() as session:
+        assert session.get(User, uuid.UUID(created.get_json()["id"])).manager_id == boss["id"]
+    found = scim.get(f'/Users?filter={ENTERPRISE}:manager.value eq "{boss["id"]}"').get_json()
+    assert [u["id"] for u in found["Resources"]] == [created.get_json()["id"]]
