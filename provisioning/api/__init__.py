@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from flask import Flask
 
-from provisioning.api import audit, connectors, decisions, directory, docs, grants, mappings
+from provisioning.api import (
+    audit,
+    connectors,
+    decisions,
+    directory,
+    docs,
+    grants,
+    mappings,
+    oversight,
+)
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
 from provisioning.api.edge import api, application, request_reader
 from provisioning.database import Database
@@ -13,7 +22,7 @@ from provisioning.settings import Settings
 
 __all__ = ["application", "register"]
 
-_ROUTES = (audit, connectors, decisions, directory, grants, mappings)
+_ROUTES = (audit, connectors, decisions, directory, grants, mappings, oversight)
 
 
 def register(app: Flask, settings: Settings, database: Database) -> None:

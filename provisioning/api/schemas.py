@@ -19,6 +19,7 @@ from provisioning.connectors.models import (
     ReviewStatus,
 )
 from provisioning.entitlements.policy import Decision
+from provisioning.oversight.models import FindingKind, FindingState, Severity
 
 INT32 = 2**31 - 1
 INT64 = 2**63 - 1
@@ -471,3 +472,90 @@ class DecisionBatchIn(Input):
 
 class DecisionBatchOut(BaseModel):
     results: list[DecisionOut]
+
+
+# -- oversight: findings, job runs, Okta sync runs ---------------------------------------
+
+
+class FindingQuery(Input):
+    kind: FindingKind | None = None
+    state: FindingState | None = None
+    subject_type: Annotated[str, Field(max_length=32)] | None = None
+    subject_id: Annotated[str, Field(max_length=255)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class FindingOut(BaseModel):
+    id: int
+    kind: FindingKind
+    severity: Severity
+    subject_type: str
+    subject_id: str
+    evidence: dict[str, Any]
+    state: FindingState
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    resolved_at: AwareDatetime | None
+    decided_by: str | None
+    decision_reason: str | None
+
+
+class FindingPage(BaseModel):
+    items: list[FindingOut]
+    next_cursor: str | None
+
+
+class FindingPath(Input):
+    finding_id: Annotated[int, Field(ge=1, le=INT64)]
+
+
+class FindingDecisionIn(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class JobRunQuery(Input):
+    job: Annotated[str, Field(max_length=64)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class JobRunOut(BaseModel):
+    id: int
+    job: str
+    trigger: str
+    started_at: AwareDatetime
+    finished_at: AwareDatetime | None
+    outcome: str
+    counts: dict[str, Any]
+    error: str | None
+
+
+class JobRunPage(BaseModel):
+    items: list[JobRunOut]
+    next_cursor: str | None
+
+
+class OktaRunQuery(Input):
+    kind: Literal["reconcile", "catch-up"] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class OktaRunOut(BaseModel):
+    id: int
+    kind: str
+    mode: str | None
+    dry_run: bool
+    status: str
+    started_at: str
+    finished_at: str | None
+    counts: dict[str, Any]
+    drift: dict[str, Any]
+    requests: int
+    error: str | None
+
+
+class OktaRunPage(BaseModel):
+    items: list[OktaRunOut]
+    next_cursor: str | None

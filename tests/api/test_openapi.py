@@ -25,6 +25,7 @@ def concrete(path: str) -> str:
         "group_id": "00000000-0000-0000-0000-000000000002",
         "mapping_id": "1",
         "exception_id": "1",
+        "finding_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

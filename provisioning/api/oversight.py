@@ -1,0 +1,126 @@
+"""/api/v1/findings, /api/v1/jobs/runs, /api/v1/okta/runs: what the jobs found and did."""
+
+from __future__ import annotations
+
+from flask import Response
+from sqlalchemy import select
+
+from provisioning.api import schemas
+from provisioning.api.edge import database, fail, json_response, not_found, origin, page, route
+from provisioning.okta.models import SyncRun
+from provisioning.okta.runs import as_json as okta_run_json
+from provisioning.oversight.findings import decide
+from provisioning.oversight.models import Finding, FindingState, JobRun
+from provisioning.tokens.credentials import Scope
+
+READ = Scope.ADMIN_READ.value
+WRITE = Scope.ADMIN_WRITE.value
+TAG = "oversight"
+
+
+def _finding(finding: Finding) -> schemas.FindingOut:
+    return schemas.FindingOut.model_validate(finding, from_attributes=True)
+
+
+@route("GET", "/findings", READ, tag=TAG, ok={200: schemas.FindingPage})
+def list_findings(query: schemas.FindingQuery) -> Response:
+    """Findings by id, filtered by kind, state and subject."""
+    statement = select(Finding)
+    for column, value in (
+        (Finding.kind, query.kind),
+        (Finding.state, query.state),
+        (Finding.subject_type, query.subject_type),
+        (Finding.subject_id, query.subject_id),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    with database().reader() as session:
+        rows, cursor = page(
+            session,
+            statement,
+            [Finding.id],
+            cursor=query.cursor,
+            limit=query.limit,
+            key_of=lambda row: [row[0].id],
+            parse=[int],
+        )
+        items = [_finding(row[0]) for row in rows]
+    return json_response(schemas.FindingPage(items=items, next_cursor=cursor))
+
+
+def _decide(path: schemas.FindingPath, body: schemas.FindingDecisionIn, state: FindingState):
+    with database().transaction() as session:
+        finding = session.get(Finding, path.finding_id)
+        if finding is None:
+            not_found(f"finding {path.finding_id}")
+        if finding.state != FindingState.OPEN:
+            fail(409, "Conflict", f"finding {finding.id} is {finding.state}", "conflict")
+        decide(session, origin(), finding, state, body.reason)
+        result = _finding(finding)
+    return json_response(result)
+
+
+@route(
+    "POST",
+    "/findings/<int:finding_id>/resolve",
+    WRITE,
+    tag=TAG,
+    ok={200: schemas.FindingOut},
+    problems=[404, 409],
+    summary="Resolve an open finding by hand, with a reason (audited)",
+)
+def resolve_finding(path: schemas.FindingPath, body: schemas.FindingDecisionIn) -> Response:
+    return _decide(path, body, FindingState.RESOLVED)
+
+
+@route(
+    "POST",
+    "/findings/<int:finding_id>/suppress",
+    WRITE,
+    tag=TAG,
+    ok={200: schemas.FindingOut},
+    problems=[404, 409],
+    summary="Suppress an open finding (it is not reopened while its cause stays), audited",
+)
+def suppress_finding(path: schemas.FindingPath, body: schemas.FindingDecisionIn) -> Response:
+    return _decide(path, body, FindingState.SUPPRESSED)
+
+
+@route("GET", "/jobs/runs", READ, tag=TAG, ok={200: schemas.JobRunPage})
+def list_job_runs(query: schemas.JobRunQuery) -> Response:
+    """Every recorded job run, oldest first, optionally of one job."""
+    statement = select(JobRun)
+    if query.job is not None:
+        statement = statement.where(JobRun.job == query.job)
+    with database().reader() as session:
+        rows, cursor = page(
+            session,
+            statement,
+            [JobRun.id],
+            cursor=query.cursor,
+            limit=query.limit,
+            key_of=lambda row: [row[0].id],
+            parse=[int],
+        )
+        items = [schemas.JobRunOut.model_validate(row[0], from_attributes=True) for row in rows]
+    return json_response(schemas.JobRunPage(items=items, next_cursor=cursor))
+
+
+@route("GET", "/okta/runs", READ, tag=TAG, ok={200: schemas.OktaRunPage})
+def list_okta_runs(query: schemas.OktaRunQuery) -> Response:
+    """Reconciliation and System Log catch-up runs: counts, drift, requests, errors."""
+    statement = select(SyncRun)
+    if query.kind is not None:
+        statement = statement.where(SyncRun.kind == query.kind)
+    with database().reader() as session:
+        rows, cursor = page(
+            session,
+            statement,
+            [SyncRun.id],
+            cursor=query.cursor,
+            limit=query.limit,
+            key_of=lambda row: [row[0].id],
+            parse=[int],
+        )
+        items = [schemas.OktaRunOut(**okta_run_json(row[0])) for row in rows]
+    return json_response(schemas.OktaRunPage(items=items, next_cursor=cursor))
