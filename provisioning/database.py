@@ -134,9 +134,12 @@ class Database:
 
     def __init__(self, url: str, **engine_options: object) -> None:
         self.url = url
-        options: dict[str, object] = {"pool_pre_ping": True}
+        options: dict[str, object] = {}
         if url.startswith("sqlite"):
             options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # A server restart must not hand out dead connections; SQLite has no server.
+            options["pool_pre_ping"] = True
         options.update(engine_options)
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
