@@ -73,6 +73,9 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run outside the writers' queue (Database.transaction), not inside
+        # whichever commit happens to cross the threshold.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -148,8 +151,11 @@ class Database:
             _postgresql_setup(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
+        self._checkpoint_every = 0
+        self._commits = 0
         if self.engine.dialect.name == "sqlite":
             self._writers = FairLock()
+            self._checkpoint_every = 100
         self._reader = self._sessions
         if self.engine.dialect.name == "sqlite":
             self._reader = sessionmaker(
@@ -171,6 +177,18 @@ class Database:
         """
         with self._writers, self._sessions.begin() as session:
             yield session
+        if self._checkpoint_every:
+            self._commits += 1
+            if self._commits % self._checkpoint_every == 0:
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the SQLite file without blocking anyone (PASSIVE)."""
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            raw.close()
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+from sqlalchemy import text
+
 from provisioning.database import FairLock
+from tests.conftest import ON_POSTGRES
 
 
 def test_fair_lock_serves_waiters_in_arrival_order():
@@ -40,3 +44,25 @@ def test_fair_lock_is_reentrant():
     thread.start()
     thread.join(5)
     assert acquired
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's write-ahead log only")
+def test_sqlite_checkpoints_never_wait_for_writers(database):
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with database.transaction() as session:
+            session.execute(text("UPDATE audit_chain_head SET last_hash = last_hash"))
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    database.checkpoint()  # a write transaction is open: a blocking checkpoint would wait
+    assert time.monotonic() - started < 1
+    release.set()
+    thread.join(10)
