@@ -18,6 +18,21 @@ WRITE = Scope.ADMIN_WRITE.value
 TAG = "oversight"
 
 
+def _by_id(statement, column, query, out) -> tuple[list, str | None]:
+    """One page of ``statement`` in ``column`` (id) order, each row shaped by ``out``."""
+    with database().reader() as session:
+        rows, cursor = page(
+            session,
+            statement,
+            [column],
+            cursor=query.cursor,
+            limit=query.limit,
+            key_of=lambda row: [row[0].id],
+            parse=[int],
+        )
+        return [out(row[0]) for row in rows], cursor
+
+
 def _finding(finding: Finding) -> schemas.FindingOut:
     return schemas.FindingOut.model_validate(finding, from_attributes=True)
 
@@ -34,17 +49,7 @@ def list_findings(query: schemas.FindingQuery) -> Response:
     ):
         if value is not None:
             statement = statement.where(column == value)
-    with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [Finding.id],
-            cursor=query.cursor,
-            limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
-        )
-        items = [_finding(row[0]) for row in rows]
+    items, cursor = _by_id(statement, Finding.id, query, _finding)
     return json_response(schemas.FindingPage(items=items, next_cursor=cursor))
 
 
@@ -92,17 +97,12 @@ def list_job_runs(query: schemas.JobRunQuery) -> Response:
     statement = select(JobRun)
     if query.job is not None:
         statement = statement.where(JobRun.job == query.job)
-    with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [JobRun.id],
-            cursor=query.cursor,
-            limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
-        )
-        items = [schemas.JobRunOut.model_validate(row[0], from_attributes=True) for row in rows]
+    items, cursor = _by_id(
+        statement,
+        JobRun.id,
+        query,
+        lambda run: schemas.JobRunOut.model_validate(run, from_attributes=True),
+    )
     return json_response(schemas.JobRunPage(items=items, next_cursor=cursor))
 
 
@@ -112,15 +112,7 @@ def list_okta_runs(query: schemas.OktaRunQuery) -> Response:
     statement = select(SyncRun)
     if query.kind is not None:
         statement = statement.where(SyncRun.kind == query.kind)
-    with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [SyncRun.id],
-            cursor=query.cursor,
-            limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
-        )
-        items = [schemas.OktaRunOut(**okta_run_json(row[0])) for row in rows]
+    items, cursor = _by_id(
+        statement, SyncRun.id, query, lambda run: schemas.OktaRunOut(**okta_run_json(run))
+    )
     return json_response(schemas.OktaRunPage(items=items, next_cursor=cursor))
