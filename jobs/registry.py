@@ -9,6 +9,7 @@ from typing import Any
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.entitlements.expiry import expire
+from provisioning.offboarding.requests import execute_due
 from provisioning.okta import inbox
 from provisioning.okta.client import OktaError, from_settings
 from provisioning.oversight.scan import scan
@@ -50,6 +51,11 @@ def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[
         return expire(session, _origin("expiry"))
 
 
+def _offboardings(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    with database.transaction() as session:
+        return execute_due(session, _origin("offboardings"))
+
+
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
     done = inbox.process_pending(database)
     return {"deliveries": done.deliveries, "failed": done.failed, **done.outcomes}
@@ -81,6 +87,12 @@ def _okta(full: bool | None) -> Callable[[Database, Settings, Progress], dict[st
 JOBS: dict[str, Job] = {
     job.name: job
     for job in (
+        Job(
+            "offboardings",
+            "schedule_offboardings",
+            _offboardings,
+            "carry out future-dated offboardings that fell due (late ones too)",
+        ),
         Job(
             "okta-inbox", "schedule_okta_inbox", _okta_inbox, "apply pending event hook deliveries"
         ),

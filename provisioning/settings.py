@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     okta_writeback: bool = False
 
     # Job schedules: crontab expressions (minute hour day month weekday), in UTC.
+    schedule_offboardings: str = "* * * * *"
     schedule_okta_inbox: str = "* * * * *"
     schedule_okta_catch_up: str = "*/5 * * * *"
     schedule_okta_reconcile_incremental: str = "*/15 * * * *"
@@ -88,6 +89,7 @@ class Settings(BaseSettings):
         return [s.strip() for s in self.okta_hook_secrets.split(",") if s.strip()]
 
     @field_validator(
+        "schedule_offboardings",
         "schedule_okta_inbox",
         "schedule_okta_catch_up",
         "schedule_okta_reconcile_incremental",

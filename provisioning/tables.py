@@ -5,6 +5,7 @@ from provisioning.connectors import models as _connectors
 from provisioning.database import Base
 from provisioning.entitlements import models as _entitlements
 from provisioning.identity import models as _identity
+from provisioning.offboarding import models as _offboarding
 from provisioning.okta import models as _okta
 from provisioning.oversight import models as _oversight
 from provisioning.tokens import models as _tokens
@@ -12,4 +13,4 @@ from provisioning.tokens import models as _tokens
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-_ = (_audit, _connectors, _entitlements, _identity, _okta, _oversight, _tokens)
+_ = (_audit, _connectors, _entitlements, _identity, _offboarding, _okta, _oversight, _tokens)

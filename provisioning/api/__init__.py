@@ -12,6 +12,7 @@ from provisioning.api import (
     docs,
     grants,
     mappings,
+    offboardings,
     oversight,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
@@ -22,7 +23,7 @@ from provisioning.settings import Settings
 
 __all__ = ["application", "register"]
 
-_ROUTES = (audit, connectors, decisions, directory, grants, mappings, oversight)
+_ROUTES = (audit, connectors, decisions, directory, grants, mappings, offboardings, oversight)
 
 
 def register(app: Flask, settings: Settings, database: Database) -> None:

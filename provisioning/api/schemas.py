@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from provisioning.connectors.models import (
     AccessLevel,
@@ -559,3 +559,65 @@ class OktaRunOut(BaseModel):
 class OktaRunPage(BaseModel):
     items: list[OktaRunOut]
     next_cursor: str | None
+
+
+# -- offboarding ----------------------------------------------------------------------
+
+
+class OffboardingIn(Input):
+    """The person, by exactly one of userName, externalId or employeeNumber."""
+
+    userName: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    externalId: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    employeeNumber: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    ticket: Annotated[str, Field(max_length=255)] | None = None
+    effective_at: AwareDatetime | None = Field(
+        default=None, description="when to take effect; omitted or past: now"
+    )
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> OffboardingIn:
+        given = [n for n in ("userName", "externalId", "employeeNumber") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of userName, externalId, employeeNumber")
+        return self
+
+    @property
+    def identified_by(self) -> str:
+        return next(n for n in ("userName", "externalId", "employeeNumber") if getattr(self, n))
+
+
+class RevokedGrantOut(BaseModel):
+    grant_id: int | None
+    connector: str
+    access_level: str
+
+
+class OffboardingOut(BaseModel):
+    id: int
+    url: str
+    user_id: uuid.UUID
+    identified_by: str
+    identifier: str
+    reason: str
+    ticket: str | None
+    source: str
+    requested_by: str
+    requested_at: AwareDatetime
+    effective_at: AwareDatetime
+    state: Literal["scheduled", "done", "cancelled"]
+    executed_at: AwareDatetime | None
+    cancelled_at: AwareDatetime | None
+    revoked: list[RevokedGrantOut]
+    # Downstream delivery is not built yet: no target has anything to acknowledge.
+    targets: list[dict[str, Any]]
+    notes: list[str] = Field(default_factory=list)
+
+
+class OffboardingPath(Input):
+    offboarding_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class ReasonIn(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]

@@ -26,6 +26,7 @@ def concrete(path: str) -> str:
         "mapping_id": "1",
         "exception_id": "1",
         "finding_id": "1",
+        "offboarding_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
