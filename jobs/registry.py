@@ -29,11 +29,14 @@ class Job:
     run: Callable[[Database, Settings, Progress], dict[str, Any]]
     description: str
     needs_okta: bool = False
+    needs_writeback: bool = False
 
     def schedule(self, settings: Settings) -> str:
         return getattr(settings, self.setting)
 
     def enabled(self, settings: Settings) -> bool:
+        if self.needs_writeback and not settings.okta_writeback:
+            return False
         return not self.needs_okta or bool(settings.okta_org_url)
 
 
@@ -59,6 +62,19 @@ def _offboardings(database: Database, settings: Settings, progress: Progress) ->
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
     done = inbox.process_pending(database)
     return {"deliveries": done.deliveries, "failed": done.failed, **done.outcomes}
+
+
+def _okta_writeback(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    from provisioning.okta.writeback import write_back_offboardings
+
+    try:
+        client = from_settings(settings)
+    except OktaError as exc:
+        raise JobFailed(str(exc)) from None
+    try:
+        return write_back_offboardings(database, client)
+    finally:
+        client.close()
 
 
 def _okta(full: bool | None) -> Callable[[Database, Settings, Progress], dict[str, Any]]:
@@ -116,6 +132,14 @@ JOBS: dict[str, Job] = {
             _okta(True),
             "full reconciliation with Okta",
             needs_okta=True,
+        ),
+        Job(
+            "okta-writeback",
+            "schedule_okta_writeback",
+            _okta_writeback,
+            "remove offboarded people from the Okta groups that granted access",
+            needs_okta=True,
+            needs_writeback=True,
         ),
         Job(
             "expiry", "schedule_expiry", _expiry, "revoke what expired mappings and exceptions gave"

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     # Job schedules: crontab expressions (minute hour day month weekday), in UTC.
     schedule_offboardings: str = "* * * * *"
     schedule_okta_inbox: str = "* * * * *"
+    schedule_okta_writeback: str = "* * * * *"
     schedule_okta_catch_up: str = "*/5 * * * *"
     schedule_okta_reconcile_incremental: str = "*/15 * * * *"
     schedule_okta_reconcile: str = "0 2 * * *"
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     @field_validator(
         "schedule_offboardings",
         "schedule_okta_inbox",
+        "schedule_okta_writeback",
         "schedule_okta_catch_up",
         "schedule_okta_reconcile_incremental",
         "schedule_okta_reconcile",

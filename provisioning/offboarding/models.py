@@ -41,6 +41,9 @@ class Offboarding(Base):
     # Each grant revoked: {"grant_id", "connector", "access_level"}.
     revoked: Mapped[list] = mapped_column(JSON, default=list)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Okta write-back (PROVISIONING_OKTA_WRITEBACK): when done, and each group's outcome.
+    okta_writeback_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    okta_writeback: Mapped[dict | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_offboardings_due", "state", "effective_at"),

@@ -65,3 +65,29 @@ def remove_from_granting_groups(
             ],
         )
     return outcomes
+
+
+def write_back_offboardings(database: Database, client: OktaClient) -> dict[str, int]:
+    """Remove every HR- or admin-offboarded person from their granting Okta groups, once.
+
+    Runs after the revocation has committed (never inside it: an Okta
+    outage must not hold back a revocation); each offboarding records when
+    and how its write-back went, so none is done twice and none is skipped.
+    """
+    from provisioning.database import utcnow
+    from provisioning.offboarding.models import Offboarding, OffboardingState
+
+    with database.reader() as session:
+        pending = session.execute(
+            select(Offboarding.id, Offboarding.user_id).where(
+                Offboarding.state == OffboardingState.DONE,
+                Offboarding.source.in_([str(Source.HR), str(Source.ADMIN)]),
+                Offboarding.okta_writeback_at.is_(None),
+            )
+        ).all()
+    for offboarding_id, user_id in pending:
+        outcomes = remove_from_granting_groups(database, client, user_id)
+        with database.transaction() as session:
+            offboarding = session.get(Offboarding, offboarding_id)
+            offboarding.okta_writeback_at, offboarding.okta_writeback = utcnow(), outcomes
+    return {"offboardings": len(pending)}

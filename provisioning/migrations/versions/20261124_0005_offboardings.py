@@ -1,4 +1,4 @@
-"""Offboarding requests.
+"""Offboarding requests, with their Okta write-back outcome.
 
 Revision ID: 0005
 Revises: 0004
@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("cancelled_at", sa.DateTime(), nullable=True),
         sa.Column("revoked", sa.JSON(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column("okta_writeback_at", sa.DateTime(), nullable=True),
+        sa.Column("okta_writeback", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
