@@ -84,6 +84,7 @@ def set_active(
         return None
     if published_at is not None:
         user.status_published_at = published_at
+    deactivated = user.active and not active
     if user.active != active:
         before = user_state(user)
         user.active = active
@@ -102,7 +103,12 @@ def set_active(
                 )
             ],
         )
-    return engine.apply(session, engine.Affected.users(user.id), origin)
+    diff = engine.apply(session, engine.Affected.users(user.id), origin)
+    if deactivated:
+        from provisioning.offboarding.requests import record_deactivation
+
+        record_deactivation(session, origin, user, diff)
+    return diff
 
 
 def create_group(

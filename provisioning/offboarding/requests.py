@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.audit.log import Entry, Origin, record
+from provisioning.audit.log import Entry, Origin, Source, record
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.entitlements import engine
@@ -225,3 +225,50 @@ def reinstate(session: Session, origin: Origin, user: User, reason: str) -> engi
         ],
     )
     return engine.apply(session, engine.Affected.users(user.id), origin)
+
+
+# Deactivations from the IdP leave a record of what they revoked, under these sources.
+_IDP_SOURCES = {
+    Source.OKTA_HOOK: "okta",
+    Source.OKTA_SYNC: "okta",
+    Source.SCIM: "scim",
+}
+
+
+def record_deactivation(
+    session: Session, origin: Origin, user: User, diff: engine.Diff
+) -> Offboarding | None:
+    """The offboarding record of an Okta or SCIM deactivation: proof of what it revoked.
+
+    Not sticky: the IdP's own reactivation restores access (offboarded_at is
+    left alone), unlike an HR or admin offboarding.
+    """
+    source = _IDP_SOURCES.get(origin.source)
+    if source is None:
+        return None
+    now = utcnow()
+    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
+    by_okta_id = user.external_id is not None
+    offboarding = Offboarding(
+        user_id=user.id,
+        identified_by="externalId" if by_okta_id else "userName",
+        identifier=user.external_id if by_okta_id else user.user_name,
+        reason=origin.reason or f"deactivated through {source}",
+        source=source,
+        requested_by=origin.actor,
+        requested_at=now,
+        effective_at=now,
+        executed_at=now,
+        state=OffboardingState.DONE,
+        revoked=[
+            {
+                "grant_id": c.grant_id,
+                "connector": slugs[c.connector_id],
+                "access_level": c.access_level,
+            }
+            for c in diff.revoked
+        ],
+    )
+    session.add(offboarding)
+    session.flush()
+    return offboarding

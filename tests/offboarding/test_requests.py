@@ -169,3 +169,22 @@ def test_unknown_and_ambiguous_people_record_nothing(database, origin):
             "b@example.com",
         ]
         assert session.scalar(select(func.count(Offboarding.id))) == 0
+
+
+def test_an_okta_deactivation_leaves_a_record_but_reactivation_restores(database, lee):
+    user, _ = lee
+    okta = Origin(actor="okta:admin@example.com", source=Source.OKTA_HOOK, reason="okta event x")
+    with database.transaction() as session:
+        user = session.get(type(user), user.id)
+        set_active(session, okta, user, False)
+        record = session.scalar(select(Offboarding))
+        assert (record.source, record.state, record.identified_by) == ("okta", "done", "externalId")
+        assert sorted(r["connector"] for r in record.revoked) == ["github", "slack"]
+        set_active(session, okta, user, True)
+        assert live(session, user) == 2  # not sticky, unlike an HR offboarding
+    with database.transaction() as session:
+        user = session.get(type(user), user.id)
+        set_active(session, Origin("admin", Source.ADMIN), user, False)
+        assert (
+            session.scalar(select(func.count(Offboarding.id))) == 1
+        )  # admins offboard via HR path
