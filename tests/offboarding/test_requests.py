@@ -20,6 +20,14 @@ from tests.org import Org
 HR = Origin(actor="workday", source=Source.HR)
 
 
+def offboard(session, **fields):
+    """An HR offboarding of Lee (employee E7) unless told otherwise."""
+    fields.setdefault("identified_by", "employeeNumber")
+    fields.setdefault("identifier", "E7")
+    fields.setdefault("reason", "left")
+    return requests.request(session, HR, **fields)
+
+
 def live(session, user) -> int:
     return session.scalar(
         select(func.count(Grant.id)).where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
@@ -42,11 +50,8 @@ def lee(database, origin):
 def test_immediate_offboarding_revokes_everything_in_the_same_transaction(database, lee):
     user, _ = lee
     with database.transaction() as session:
-        outcome = requests.request(
+        outcome = offboard(
             session,
-            HR,
-            identified_by="employeeNumber",
-            identifier="E7",
             reason="left",
             ticket="HR-9",
         )
@@ -102,11 +107,8 @@ def test_future_dated_offboarding_runs_on_time_and_catches_up(database, lee):
 
 def test_a_scheduled_offboarding_can_be_cancelled(database, lee):
     with database.transaction() as session:
-        offboarding = requests.request(
+        offboarding = offboard(
             session,
-            HR,
-            identified_by="employeeNumber",
-            identifier="E7",
             reason="notice",
             effective_at=utcnow() + dt.timedelta(days=1),
         ).offboarding
@@ -118,20 +120,14 @@ def test_a_scheduled_offboarding_can_be_cancelled(database, lee):
 
 def test_same_idempotency_key_same_answer_no_second_effect(database, lee):
     with database.transaction() as session:
-        first = requests.request(
+        first = offboard(
             session,
-            HR,
-            identified_by="employeeNumber",
-            identifier="E7",
             reason="left",
             idempotency_key="hr-req-1",
         )
     with database.transaction() as session:
-        again = requests.request(
+        again = offboard(
             session,
-            HR,
-            identified_by="employeeNumber",
-            identifier="E7",
             reason="left",
             idempotency_key="hr-req-1",
         )
@@ -141,11 +137,8 @@ def test_same_idempotency_key_same_answer_no_second_effect(database, lee):
 
 def test_a_past_effective_time_is_treated_as_now(database, lee):
     with database.transaction() as session:
-        outcome = requests.request(
+        outcome = offboard(
             session,
-            HR,
-            identified_by="employeeNumber",
-            identifier="E7",
             reason="left",
             effective_at=utcnow() - dt.timedelta(days=3),
         )
