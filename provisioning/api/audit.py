@@ -46,8 +46,6 @@ def list_audit(query: schemas.AuditQuery) -> Response:
             [AuditEvent.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
         )
         items = [schemas.AuditEventOut(**as_json(row[0])) for row in rows]
     return json_response(schemas.AuditPage(items=items, next_cursor=cursor))

@@ -93,7 +93,6 @@ def list_connectors(query: schemas.ConnectorQuery) -> Response:
             [Connector.slug],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].slug],
         )
         items = [connector_out(row[0]) for row in rows]
     return json_response(schemas.ConnectorPage(items=items, next_cursor=cursor))

@@ -63,8 +63,6 @@ def list_users(query: schemas.UserQuery) -> Response:
             [User.user_name_key, User.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].user_name_key, row[0].id],
-            parse=[str, uuid.UUID],
         )
         items = [user_out(row[0]) for row in rows]
     return json_response(schemas.UserPage(items=items, next_cursor=cursor))
@@ -187,8 +185,6 @@ def list_groups(query: schemas.GroupQuery) -> Response:
             [Group.display_name, Group.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].display_name, row[0].id],
-            parse=[str, uuid.UUID],
         )
         items = [
             schemas.GroupOut(
@@ -226,8 +222,6 @@ def group_members(path: schemas.GroupPath, query: schemas.PageQuery) -> Response
             [User.user_name_key, User.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].user_name_key, row[0].id],
-            parse=[str, uuid.UUID],
         )
         items = [user_out(row[0]) for row in rows]
     return json_response(schemas.UserPage(items=items, next_cursor=cursor))

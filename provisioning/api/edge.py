@@ -250,14 +250,16 @@ def page(
     *,
     cursor: str | None,
     limit: int,
-    key_of: Callable[[Any], list[Any]],
-    parse: Sequence[Callable[[Any], Any]] | None = None,
 ) -> tuple[list[Any], str | None]:
-    """One page of ``query`` sorted by ``keys`` (unique together), after ``cursor``."""
+    """One page of ``query`` sorted by ``keys`` (columns, unique together), after ``cursor``.
+
+    The cursor holds the last row's key values, read back with each column's
+    Python type; rows are those of a query whose first entity owns the keys.
+    """
     if cursor:
         values = decode_cursor(cursor, len(keys))
         try:
-            values = [f(v) for f, v in zip(parse, values, strict=True)] if parse else values
+            values = [key.type.python_type(v) for key, v in zip(keys, values, strict=True)]
         except (TypeError, ValueError):
             unprocessable("cursor is not one this API gave out", "cursor")
         if len(keys) == 1:
@@ -269,8 +271,7 @@ def page(
     rows = rows[:limit]
     next_cursor = None
     if more and rows:
-        last = rows[-1]
-        next_cursor = encode_cursor(key_of(last))
+        next_cursor = encode_cursor([getattr(rows[-1][0], key.key) for key in keys])
     return rows, next_cursor
 
 

@@ -60,8 +60,6 @@ def list_grants(query: schemas.GrantQuery) -> Response:
             [Grant.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
         )
         items = [
             schemas.GrantOut(

@@ -116,8 +116,6 @@ def list_mappings(query: schemas.MappingQuery) -> Response:
             [Mapping.id],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
         )
         items = [mapping_out(session, row[0]) for row in rows]
     return json_response(schemas.MappingPage(items=items, next_cursor=cursor))

@@ -27,8 +27,6 @@ def _by_id(statement, column, query, out) -> tuple[list, str | None]:
             [column],
             cursor=query.cursor,
             limit=query.limit,
-            key_of=lambda row: [row[0].id],
-            parse=[int],
         )
         return [out(row[0]) for row in rows], cursor
 
