@@ -10,15 +10,20 @@ import click
 from jobs import runner
 from jobs.registry import JOBS
 from provisioning.cli import Context, _fail, _progress, pass_context
+from provisioning.delivery.worker import Deliverer
 
 
 @click.command()
 @pass_context
 def worker(ctx: Context) -> None:
-    """Run the schedule (when this worker is the leader) until stopped."""
+    """Deliver the outbox, and run the schedule when this worker is the leader, until stopped.
+
+    Every worker delivers (they share the outbox); one at a time runs the schedule.
+    """
     database = ctx.migrated()
     settings = ctx.settings
     process = runner.Worker(database, settings)
+    deliverer = Deliverer(database, settings).start()
     signal.signal(signal.SIGTERM, lambda *_: process.stop())
     click.echo(
         "worker up; schedules: "
@@ -33,6 +38,8 @@ def worker(ctx: Context) -> None:
         process.run()
     except KeyboardInterrupt:
         process.stop()
+    finally:
+        deliverer.stop()
 
 
 @click.group()

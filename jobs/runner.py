@@ -31,6 +31,7 @@ from sqlalchemy import select, text
 
 from jobs.registry import JOBS, Job
 from provisioning.database import Database, utcnow
+from provisioning.delivery.worker import Deliverer
 from provisioning.oversight.models import JobOutcome, JobRun
 from provisioning.settings import Settings
 
@@ -229,13 +230,15 @@ class Worker:
 
 
 def start_in_background(database: Database, settings: Settings) -> Callable[[], None]:
-    """Run a worker in a daemon thread of this process; return its stopper."""
+    """Run a worker and an outbox deliverer in daemon threads of this process; return a stopper."""
     worker = Worker(database, settings)
     thread = threading.Thread(target=worker.run, name="jobs-worker", daemon=True)
     thread.start()
+    deliverer = Deliverer(database, settings).start()
 
     def stop() -> None:
         worker.stop()
+        deliverer.stop()
         thread.join(30)
 
     return stop

@@ -19,3 +19,19 @@ OKTA_EVENTS = Counter(
     "Okta events processed, by outcome: applied, duplicate, stale, ignored",
     ["outcome"],
 )
+DELIVERY_ACK_SECONDS = Histogram(
+    "delivery_ack_seconds",
+    "Time from committing a change to a target acknowledging its message, by target",
+    ["target"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+DELIVERY_ATTEMPTS = Counter(
+    "delivery_attempts",
+    "Attempts to deliver outbox messages, by target and outcome (delivered, failed)",
+    ["target", "outcome"],
+)
+OFFBOARDING_COMMIT_SECONDS = Histogram(
+    "offboarding_commit_seconds",
+    "Time from receiving an offboarding request to its revocations being committed",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     schedule_stale_scan: str = "0 3 * * *"
     dormant_after_days: int = Field(default=90, gt=0)
     # How often a standby worker tries to take over the schedule (seconds).
+    # Delivery to downstream targets: retries back off exponentially (with jitter)
+    # from delivery_backoff_seconds up to delivery_max_backoff_seconds; after a
+    # target's max attempts (delivery_max_attempts for new targets) a message is
+    # dead-lettered. A worker holds the messages it claimed for the lease.
+    delivery_max_attempts: int = Field(default=15, ge=1, le=100)
+    delivery_backoff_seconds: float = Field(default=2, gt=0)
+    delivery_max_backoff_seconds: float = Field(default=600, gt=0)
+    delivery_poll_seconds: float = Field(default=1, gt=0, le=60)
+    delivery_concurrency: int = Field(default=8, ge=1, le=64)
+    delivery_lease_seconds: float = Field(default=60, ge=1)
+    delivery_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    # A reconciliation, mapping change or group deletion revoking more than this
+    # share of all live grants is held until an admin confirms it.
+    mass_revocation_share: float = Field(default=0.10, gt=0, le=1)
     leader_poll_seconds: float = Field(default=15, gt=0, le=60)
 
     @property

@@ -3,6 +3,7 @@
 from provisioning.audit import models as _audit
 from provisioning.connectors import models as _connectors
 from provisioning.database import Base
+from provisioning.delivery import models as _delivery
 from provisioning.entitlements import models as _entitlements
 from provisioning.identity import models as _identity
 from provisioning.offboarding import models as _offboarding
@@ -13,4 +14,14 @@ from provisioning.tokens import models as _tokens
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-_ = (_audit, _connectors, _entitlements, _identity, _offboarding, _okta, _oversight, _tokens)
+_ = (
+    _audit,
+    _connectors,
+    _delivery,
+    _entitlements,
+    _identity,
+    _offboarding,
+    _okta,
+    _oversight,
+    _tokens,
+)

@@ -34,6 +34,7 @@ from provisioning.connectors.models import (
     ReviewStatus,
 )
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.identity.models import Membership, User
 
@@ -198,6 +199,8 @@ class Diff:
     created: list[GrantChange] = field(default_factory=list)
     revoked: list[GrantChange] = field(default_factory=list)
     updated: list[GrantChange] = field(default_factory=list)
+    # The outbox messages written to tell downstream targets (their ids).
+    messages: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.revoked or self.updated)
@@ -206,6 +209,7 @@ class Diff:
         self.created += other.created
         self.revoked += other.revoked
         self.updated += other.updated
+        self.messages += other.messages
 
     def summary(self) -> dict[str, int]:
         return {
@@ -381,7 +385,29 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
         entries.append(_entry("grant.updated", c, before=before, after=_state(c, slugs)))
 
     audit.record(session, origin, entries)
+    diff.messages = outbox.enqueue(session, _events(diff, slugs))
     return diff
+
+
+def _events(diff: Diff, slugs: dict[int, str]) -> Iterator[outbox.Event]:
+    """The outbox events of a diff (DESIGN invariant 3: same transaction as the change)."""
+    for kind, changes in (
+        ("grant.created", diff.created),
+        ("grant.updated", diff.updated),
+        ("grant.revoked", diff.revoked),
+    ):
+        for c in changes:
+            grant: dict[str, Any] = {
+                "id": c.grant_id,
+                "connector": slugs[c.connector_id],
+                "connector_id": c.connector_id,
+                "access_level": str(c.access_level),
+            }
+            if c.previous_level is not None:
+                grant["previous_level"] = str(c.previous_level)
+            if c.revoke_reason is not None:
+                grant["reason"] = c.revoke_reason
+            yield outbox.Event(kind, c.user_id, {"grant": grant}, c.connector_id)
 
 
 def _with_id(change: GrantChange, grant_id: int) -> GrantChange:

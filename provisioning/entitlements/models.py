@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -100,3 +101,35 @@ class Grant(Base):
         ),
         Index("ix_grants_user", "user_id"),
     )
+
+
+class HoldState(enum.StrEnum):
+    HELD = "held"
+    CONFIRMED = "confirmed"
+
+
+class RevocationHold(Base):
+    """Revocations the mass-revocation brake held back, awaiting an admin's confirmation.
+
+    ``user_ids`` are the users whose grants the change would have revoked;
+    confirming re-runs the engine over them (so it revokes what is still
+    unjustified at that moment, not a stale list).
+    """
+
+    __tablename__ = "revocation_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cause: Mapped[str] = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(32))
+    user_ids: Mapped[list] = mapped_column(JSON)
+    revocations: Mapped[int] = mapped_column(Integer)
+    active_grants: Mapped[int] = mapped_column(Integer)
+    share: Mapped[float] = mapped_column()
+    state: Mapped[HoldState] = mapped_column(enum_type(HoldState))
+    held_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_revocation_holds_state", "state"),)

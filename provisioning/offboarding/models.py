@@ -44,6 +44,8 @@ class Offboarding(Base):
     # Okta write-back (PROVISIONING_OKTA_WRITEBACK): when done, and each group's outcome.
     okta_writeback_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     okta_writeback: Mapped[dict | None] = mapped_column(JSON)
+    # The outbox messages that tell downstream targets (their ids), for acknowledgement.
+    outbox_ids: Mapped[list] = mapped_column(JSON, default=list)
 
     __table_args__ = (
         Index("ix_offboardings_due", "state", "effective_at"),

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Entry, Origin, Source, record
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
 from provisioning.offboarding.models import Offboarding, OffboardingState
@@ -145,12 +146,10 @@ def execute(session: Session, origin: Origin, offboarding: Offboarding) -> engin
         user.offboarded_at = now
     session.flush()
     diff = engine.apply(session, engine.Affected.users(user.id), origin)
-    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
-    offboarding.revoked = [
-        {"grant_id": c.grant_id, "connector": slugs[c.connector_id], "access_level": c.access_level}
-        for c in diff.revoked
-    ]
+    offboarding.revoked = _revoked(session, diff)
     offboarding.state, offboarding.executed_at = OffboardingState.DONE, now
+    session.flush()
+    offboarding.outbox_ids = diff.messages + _tell(session, "user.offboarded", user, offboarding)
     record(
         session,
         origin,
@@ -224,7 +223,31 @@ def reinstate(session: Session, origin: Origin, user: User, reason: str) -> engi
             )
         ],
     )
-    return engine.apply(session, engine.Affected.users(user.id), origin)
+    diff = engine.apply(session, engine.Affected.users(user.id), origin)
+    outbox.enqueue(session, [outbox.Event("user.reinstated", user.id, {"reason": reason.strip()})])
+    return diff
+
+
+def _revoked(session: Session, diff: engine.Diff) -> list[dict[str, object]]:
+    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
+    return [
+        {"grant_id": c.grant_id, "connector": slugs[c.connector_id], "access_level": c.access_level}
+        for c in diff.revoked
+    ]
+
+
+def _tell(session: Session, kind: str, user: User, offboarding: Offboarding) -> list[int]:
+    """Enqueue the user event of an offboarding for every target; return the message ids."""
+    data = {
+        "offboarding": {
+            "id": offboarding.id,
+            "source": offboarding.source,
+            "reason": offboarding.reason,
+            "ticket": offboarding.ticket,
+            "revoked": len(offboarding.revoked),
+        }
+    }
+    return outbox.enqueue(session, [outbox.Event(kind, user.id, data)])
 
 
 # Deactivations from the IdP leave a record of what they revoked, under these sources.
@@ -247,7 +270,6 @@ def record_deactivation(
     if source is None:
         return None
     now = utcnow()
-    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
     by_okta_id = user.external_id is not None
     offboarding = Offboarding(
         user_id=user.id,
@@ -260,15 +282,9 @@ def record_deactivation(
         effective_at=now,
         executed_at=now,
         state=OffboardingState.DONE,
-        revoked=[
-            {
-                "grant_id": c.grant_id,
-                "connector": slugs[c.connector_id],
-                "access_level": c.access_level,
-            }
-            for c in diff.revoked
-        ],
+        revoked=_revoked(session, diff),
     )
     session.add(offboarding)
     session.flush()
+    offboarding.outbox_ids = diff.messages + _tell(session, "user.offboarded", user, offboarding)
     return offboarding

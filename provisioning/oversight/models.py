@@ -20,6 +20,7 @@ class FindingKind(enum.StrEnum):
     REASSESSMENT_OVERDUE = "reassessment_overdue"
     UNREVIEWED_THIRD_PARTY = "unreviewed_third_party"
     UNASSESSED_REGULATED = "unassessed_regulated"
+    DEAD_LETTERS = "dead_letters"  # messages a downstream target never acknowledged
 
 
 class Severity(enum.StrEnum):

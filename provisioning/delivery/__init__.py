@@ -1,0 +1,1 @@
+"""Telling downstream targets about grants and revocations: targets, the outbox, its delivery."""
