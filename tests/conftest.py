@@ -21,6 +21,7 @@ from provisioning.audit.models import GENESIS_HASH
 from provisioning.database import Database
 from provisioning.settings import load
 from provisioning.tables import metadata
+from tests.delivery.servers import ScimServer, WebhookReceiver
 
 CONFIGURED_URL = load().database_url if os.environ.get("DATABASE_URL") else None
 ON_POSTGRES = bool(CONFIGURED_URL and CONFIGURED_URL.startswith("postgresql"))
@@ -124,3 +125,19 @@ def fresh_database(databases: Databases) -> Callable[[], Database]:
 @pytest.fixture
 def origin() -> Origin:
     return Origin(actor="test-admin", source=Source.ADMIN)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on 127.0.0.1 that verifies signatures and dedupes by event id."""
+    server = WebhookReceiver("whsec-test-0123456789")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def downstream() -> Iterator[ScimServer]:
+    """scim2-server's in-memory SCIM server on 127.0.0.1, a downstream target."""
+    server = ScimServer("scim-token-0123456789")
+    yield server
+    server.stop()

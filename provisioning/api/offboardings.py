@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Response, request
+from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.edge import (
@@ -15,7 +18,9 @@ from provisioning.api.edge import (
     route,
 )
 from provisioning.audit.log import Source
+from provisioning.delivery import outbox
 from provisioning.identity.models import User
+from provisioning.metrics import OFFBOARDING_COMMIT_SECONDS
 from provisioning.offboarding import requests as domain
 from provisioning.offboarding.models import Offboarding
 from provisioning.tokens.credentials import Scope
@@ -25,7 +30,9 @@ WRITE = Scope.ADMIN_WRITE.value
 TAG = "offboarding"
 
 
-def _out(offboarding: Offboarding, notes: list[str] | None = None) -> schemas.OffboardingOut:
+def _out(
+    session: Session, offboarding: Offboarding, notes: list[str] | None = None
+) -> schemas.OffboardingOut:
     return schemas.OffboardingOut(
         id=offboarding.id,
         url=f"/api/v1/offboardings/{offboarding.id}",
@@ -42,7 +49,7 @@ def _out(offboarding: Offboarding, notes: list[str] | None = None) -> schemas.Of
         executed_at=offboarding.executed_at,
         cancelled_at=offboarding.cancelled_at,
         revoked=offboarding.revoked,
-        targets=[],
+        targets=outbox.acknowledgements(session, offboarding.outbox_ids),
         notes=notes or [],
     )
 
@@ -61,6 +68,7 @@ def create_offboarding(body: schemas.OffboardingIn) -> Response:
     if key is not None and len(key) > 255:
         fail(422, "Unprocessable Content", "Idempotency-Key is too long", "invalid-request")
     identified_by = body.identified_by
+    started = time.perf_counter()
     with database().transaction() as session:
         try:
             outcome = domain.request(
@@ -82,7 +90,9 @@ def create_offboarding(body: schemas.OffboardingIn) -> Response:
             notes.append("effective_at was in the past: carried out now")
         if outcome.replayed:
             notes.append("Idempotency-Key seen before: this is the earlier request, unchanged")
-        result = _out(outcome.offboarding, notes)
+        result = _out(session, outcome.offboarding, notes)
+    if result.state == "done" and not outcome.replayed:
+        OFFBOARDING_COMMIT_SECONDS.observe(time.perf_counter() - started)
     response = json_response(result, status=202)
     response.headers["Location"] = result.url
     return response
@@ -102,7 +112,7 @@ def get_offboarding(path: schemas.OffboardingPath) -> Response:
         offboarding = session.get(Offboarding, path.offboarding_id)
         if offboarding is None:
             not_found(f"offboarding {path.offboarding_id}")
-        return json_response(_out(offboarding))
+        return json_response(_out(session, offboarding))
 
 
 @route(
@@ -123,7 +133,7 @@ def cancel_offboarding(path: schemas.OffboardingPath, body: schemas.ReasonIn) ->
             domain.cancel(session, origin(Source.HR), offboarding, body.reason)
         except domain.OffboardingError as exc:
             fail(409, "Conflict", str(exc), "conflict")
-        result = _out(offboarding)
+        result = _out(session, offboarding)
     return json_response(result)
 
 

@@ -18,6 +18,7 @@ from provisioning.connectors.models import (
     Publisher,
     ReviewStatus,
 )
+from provisioning.delivery.models import MessageState, TargetKind
 from provisioning.entitlements.policy import Decision
 from provisioning.oversight.models import FindingKind, FindingState, Severity
 
@@ -594,6 +595,15 @@ class RevokedGrantOut(BaseModel):
     access_level: str
 
 
+class TargetAckOut(BaseModel):
+    target_id: int
+    name: str
+    delivered: int
+    pending: int
+    dead: int
+    acknowledged: bool
+
+
 class OffboardingOut(BaseModel):
     id: int
     url: str
@@ -610,8 +620,8 @@ class OffboardingOut(BaseModel):
     executed_at: AwareDatetime | None
     cancelled_at: AwareDatetime | None
     revoked: list[RevokedGrantOut]
-    # Downstream delivery is not built yet: no target has anything to acknowledge.
-    targets: list[dict[str, Any]]
+    # Per downstream target: its messages about this offboarding, and whether all arrived.
+    targets: list[TargetAckOut]
     notes: list[str] = Field(default_factory=list)
 
 
@@ -621,3 +631,103 @@ class OffboardingPath(Input):
 
 class ReasonIn(Input):
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+# -- downstream targets and their outbox ---------------------------------------------
+
+TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+Secret = Annotated[str, Field(min_length=16, max_length=500)]
+TargetUrl = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class TargetIn(Input):
+    name: TargetName
+    kind: TargetKind
+    url: TargetUrl
+    # The webhook signing key, or the SCIM server's bearer token; never shown again.
+    secret: Secret
+    # Only grants of these connectors (user events always); omitted or null: every connector.
+    connectors: Annotated[list[Slug], Field(max_length=200)] | None = None
+    enabled: bool = True
+    # Attempts before a message is dead-lettered (default: PROVISIONING_DELIVERY_MAX_ATTEMPTS).
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class TargetPatch(Input):
+    name: TargetName | None = None
+    url: TargetUrl | None = None
+    secret: Secret | None = None
+    connectors: Annotated[list[Slug], Field(max_length=200)] | None = None
+    enabled: bool | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> TargetPatch:
+        for name in self.model_fields_set - {"connectors"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class TargetOut(BaseModel):
+    id: int
+    name: str
+    kind: TargetKind
+    url: str
+    connectors: list[str] | None
+    enabled: bool
+    max_attempts: int
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    pending: int
+    dead: int
+    oldest_pending_at: AwareDatetime | None
+
+
+class TargetPage(BaseModel):
+    items: list[TargetOut]
+    next_cursor: str | None = None
+
+
+class TargetPath(Input):
+    target_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class TargetDeleteQuery(Input):
+    # Drop the messages still owed to the target (audited); otherwise deletion is refused.
+    discard_undelivered: bool = False
+
+
+class MessageQuery(Input):
+    state: MessageState | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class MessageOut(BaseModel):
+    id: int
+    event_id: uuid.UUID
+    event_type: str
+    user_id: uuid.UUID
+    state: MessageState
+    attempts: int
+    created_at: AwareDatetime
+    next_attempt_at: AwareDatetime
+    delivered_at: AwareDatetime | None
+    last_error: str | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None = None
+
+
+class RetryIn(Input):
+    # The dead letters to retry; omitted or null: every dead letter of the target.
+    message_ids: (
+        Annotated[list[Annotated[int, Field(ge=1, le=INT64)]], Field(max_length=10_000)] | None
+    ) = None
+
+
+class RetryOut(BaseModel):
+    retried: int

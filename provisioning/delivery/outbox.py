@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.identity.models import User
@@ -197,7 +198,9 @@ def depth(session: Session) -> Depth:
     )
 
 
-def retry_dead(session: Session, *, target_id: int, message_ids: list[int] | None = None) -> int:
+def retry_dead(
+    session: Session, origin: Origin, *, target_id: int, message_ids: list[int] | None = None
+) -> int:
     """Put a target's dead letters (all, or those named) back in line; return how many.
 
     They keep their id, so they go out in their original order relative to
@@ -217,6 +220,11 @@ def retry_dead(session: Session, *, target_id: int, message_ids: list[int] | Non
         query = query.where(OutboxMessage.id.in_(message_ids))
     count = session.execute(query).rowcount
     if count:
+        record(
+            session,
+            origin,
+            [Entry("target.retried", "target", str(target_id), after={"retried": count})],
+        )
         dead_letter_findings(session)
         _wake_after_commit(session)
     return count

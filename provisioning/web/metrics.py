@@ -7,7 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from provisioning.database import Database
+from provisioning.database import Database, utcnow
+from provisioning.delivery import outbox
 from provisioning.okta import inbox
 
 metrics = Blueprint("metrics", __name__)
@@ -20,13 +21,26 @@ class DatabaseGauges(Collector):
         self.database = database
 
     def collect(self):
-        gauge = GaugeMetricFamily("okta_inbox_depth", "Okta deliveries stored, not yet applied")
         try:
             with self.database.reader() as session:
-                gauge.add_metric([], inbox.depth(session))
+                okta = inbox.depth(session)
+                owed = outbox.depth(session)
         except Exception:
             return
-        yield gauge
+        now = utcnow()
+        for name, help_, value in (
+            ("okta_inbox_depth", "Okta deliveries stored, not yet applied", okta),
+            ("outbox_depth", "Outbox messages not yet acknowledged by their target", owed.pending),
+            ("outbox_dead_letters", "Outbox messages parked after too many attempts", owed.dead),
+            (
+                "outbox_oldest_age_seconds",
+                "Age of the oldest message not yet acknowledged (0: none)",
+                (now - owed.oldest_pending_at).total_seconds() if owed.oldest_pending_at else 0,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_)
+            gauge.add_metric([], value)
+            yield gauge
 
 
 def registry_for(database: Database) -> CollectorRegistry:

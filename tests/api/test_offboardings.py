@@ -54,7 +54,7 @@ def test_offboarding_is_immediate_idempotent_and_readable(api, database, origin)
         assert session.scalar(select(func.count(Offboarding.id))) == 1
     read = api.get(first.json["url"], scopes=HR)
     assert read.status_code == 200 and read.json["revoked"] == first.json["revoked"]
-    assert read.json["targets"] == []
+    assert read.json["targets"] == []  # no target configured: nothing to acknowledge
 
 
 def test_unknown_ambiguous_and_bad_requests_record_nothing(api, database, origin):

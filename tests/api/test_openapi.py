@@ -27,6 +27,7 @@ def concrete(path: str) -> str:
         "exception_id": "1",
         "finding_id": "1",
         "offboarding_id": "1",
+        "target_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

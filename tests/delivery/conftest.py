@@ -11,23 +11,8 @@ from provisioning.delivery import targets
 from provisioning.delivery.models import TargetKind
 from provisioning.delivery.worker import Deliverer
 from provisioning.settings import load
-from tests.delivery.servers import ScimServer, WebhookReceiver
 
 ADMIN = Origin(actor="test-admin", source=Source.ADMIN)
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver("whsec-test-0123456789")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def downstream() -> Iterator[ScimServer]:
-    server = ScimServer("scim-token-0123456789")
-    yield server
-    server.stop()
 
 
 def add_target(database, kind: str, url: str, secret: str, **fields):

@@ -229,7 +229,7 @@ def test_a_target_that_never_comes_back_dead_letters_and_opens_a_finding(
 
     receiver.answer = None
     with database.transaction() as session:
-        assert outbox.retry_dead(session, target_id=target.id) == 2
+        assert outbox.retry_dead(session, ADMIN, target_id=target.id) == 2
     keep_delivering(deliverer, lambda: states(database) == {"delivered": 2})
     assert [e["type"] for e in receiver.received] == ["grant.created"] * 2
     with database.reader() as session:
