@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     delivery_max_backoff_seconds: float = Field(default=600, gt=0)
     delivery_poll_seconds: float = Field(default=1, gt=0, le=60)
     delivery_concurrency: int = Field(default=8, ge=1, le=64)
+    # Users' chains a worker claims per round (each up to 50 messages).
+    delivery_batch: int = Field(default=200, ge=1, le=5000)
     delivery_lease_seconds: float = Field(default=60, ge=1)
     delivery_timeout_seconds: float = Field(default=10, gt=0, le=120)
     # A reconciliation, mapping change or group deletion revoking more than this

@@ -99,11 +99,11 @@ class Deliverer:
         database: Database,
         settings: Settings,
         *,
-        batch: int = 200,
+        batch: int | None = None,
         per_chain: int = 50,
     ) -> None:
         self.database, self.settings = database, settings
-        self.batch, self.per_chain = batch, per_chain
+        self.batch, self.per_chain = batch or settings.delivery_batch, per_chain
         self._senders: dict[int, tuple[int, Sender]] = {}
         self._targets: dict[int, tuple[str, int]] = {}  # id -> (name, max_attempts)
         self._pool = ThreadPoolExecutor(settings.delivery_concurrency, "delivery")
