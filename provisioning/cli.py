@@ -15,6 +15,7 @@ import click
 
 from provisioning.audit import log as audit
 from provisioning.database import Database, DatabaseError
+from provisioning.entitlements import brake
 from provisioning.settings import Settings, SettingsError, load
 from provisioning.tokens import credentials
 
@@ -44,6 +45,7 @@ class Context:
     def database(self) -> Database:
         if self._database is None:
             self._database = Database(self.settings.database_url)
+            brake.configure(self.settings)
         return self._database
 
     def migrated(self) -> Database:

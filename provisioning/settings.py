@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # A reconciliation, mapping change or group deletion revoking more than this
     # share of all live grants is held until an admin confirms it.
     mass_revocation_share: float = Field(default=0.10, gt=0, le=1)
+    # ... and more than this many revocations (small organisations are not braked).
+    mass_revocation_minimum: int = Field(default=100, ge=0)
     leader_poll_seconds: float = Field(default=15, gt=0, le=60)
 
     @property

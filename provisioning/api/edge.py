@@ -309,6 +309,8 @@ def changes(session: Session, diff: engine.Diff, *, dry_run: bool) -> dict[str, 
         "gain": ordered(diff.created),
         "lose": ordered(diff.revoked),
         "change": ordered(diff.updated),
+        "held": len(diff.held),
+        "hold_url": f"{PREFIX}/revocation-holds/{diff.hold_id}" if diff.hold_id else None,
     }
 
 

@@ -257,6 +257,9 @@ class Changes(BaseModel):
     gain: list[GrantChange]
     lose: list[GrantChange]
     change: list[GrantChange]
+    # Revocations the mass-revocation brake held for an admin's confirmation.
+    held: int = 0
+    hold_url: str | None = None
 
 
 class MappingResult(Changes):
@@ -731,3 +734,38 @@ class RetryIn(Input):
 
 class RetryOut(BaseModel):
     retried: int
+
+
+# -- revocations held by the mass-revocation brake ------------------------------------
+
+
+class HoldOut(BaseModel):
+    id: int
+    url: str
+    cause: str
+    actor: str
+    source: str
+    users: int
+    revocations: int
+    active_grants: int
+    share: float
+    state: Literal["held", "confirmed"]
+    held_at: AwareDatetime
+    decided_by: str | None
+    decided_at: AwareDatetime | None
+    revoked: int | None
+
+
+class HoldPage(BaseModel):
+    items: list[HoldOut]
+    next_cursor: str | None = None
+
+
+class HoldQuery(Input):
+    state: Literal["held", "confirmed"] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class HoldPath(Input):
+    hold_id: Annotated[int, Field(ge=1, le=INT32)]

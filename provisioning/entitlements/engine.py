@@ -35,6 +35,7 @@ from provisioning.connectors.models import (
 )
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
+from provisioning.entitlements import brake
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.identity.models import Membership, User
 
@@ -201,6 +202,9 @@ class Diff:
     updated: list[GrantChange] = field(default_factory=list)
     # The outbox messages written to tell downstream targets (their ids).
     messages: list[int] = field(default_factory=list)
+    # Revocations the mass-revocation brake held back, and the hold keeping them.
+    held: list[GrantChange] = field(default_factory=list)
+    hold_id: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self.created or self.revoked or self.updated)
@@ -210,6 +214,8 @@ class Diff:
         self.revoked += other.revoked
         self.updated += other.updated
         self.messages += other.messages
+        self.held += other.held
+        self.hold_id = self.hold_id or other.hold_id
 
     def summary(self) -> dict[str, int]:
         return {
@@ -325,13 +331,20 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     """Bring the affected users' live grants to what the facts justify, in this transaction.
 
     Takes the audit chain head first, so concurrent runs are serialised and
-    each computes its diff from the state the previous one committed.
+    each computes its diff from the state the previous one committed. When a
+    mass-revocation brake is engaged on the session and the revocations are
+    too many, they are held back (:mod:`provisioning.entitlements.brake`).
     """
     audit.lock(session)
     session.flush()
     diff = plan(session, affected)
     if not diff:
         return diff
+    hold_id = brake.review(session, origin, diff.revoked)
+    if hold_id is not None:
+        diff.held, diff.revoked, diff.hold_id = diff.revoked, [], hold_id
+        if not diff:
+            return diff
     now = utcnow()
     slugs = {cid: slug for cid, slug in session.execute(select(Connector.id, Connector.slug))}
     entries: list[audit.Entry] = []

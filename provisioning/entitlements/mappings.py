@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.connectors.models import AccessLevel, Action, Connector, Policy
 from provisioning.database import utcnow
-from provisioning.entitlements import engine
+from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import ManualException, Mapping
 from provisioning.identity.models import Group, User
 
@@ -103,7 +103,8 @@ def delete_mapping(session: Session, origin: Origin, mapping: Mapping) -> engine
     session.delete(mapping)
     session.flush()
     record(session, origin, [Entry("mapping.deleted", "mapping", str(mapping.id), before=before)])
-    return engine.apply(session, engine.Affected.group(group_id), origin)
+    with brake.applied(session, f"mapping {mapping.id} deleted"):
+        return engine.apply(session, engine.Affected.group(group_id), origin)
 
 
 def create_exception(
@@ -200,7 +201,8 @@ def update_mapping(
             origin,
             [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
         )
-    return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
+    with brake.applied(session, f"mapping {mapping.id} changed"):
+        return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
 
 
 def revoke_exception(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import utcnow
-from provisioning.entitlements import engine
+from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 
@@ -292,7 +292,8 @@ def delete_group(session: Session, origin: Origin, group: Group) -> engine.Diff:
     record(session, origin, entries)
     if not members:
         return engine.Diff()
-    return engine.apply(session, engine.Affected.users(*members), origin)
+    with brake.applied(session, f"group {group.display_name!r} deleted"):
+        return engine.apply(session, engine.Affected.users(*members), origin)
 
 
 def set_group_external_id(

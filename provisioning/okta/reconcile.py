@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
+from provisioning.entitlements import brake
 from provisioning.entitlements.models import Mapping
 from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -109,10 +110,17 @@ def reconcile(
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
                 }
                 mapped = [row for row in mapped if row[0] in changed]
+            # Membership removals of the whole run count against one mass-revocation
+            # brake; deactivations are leavers and are never held.
+            held = brake.Brake(f"okta reconciliation run {run.id} ({mode})")
             for done, (okta_group, group_id) in enumerate(mapped, 1):
-                _reconcile_group(database, client, okta_group, group_id, dry_run, counts, drift)
+                _reconcile_group(
+                    database, client, okta_group, group_id, dry_run, counts, drift, held
+                )
                 progress("groups", done, len(mapped))
                 run.requests = client.requests - requests_before
+            if held.held:
+                counts["revocations_held"] = held.held
             _reconcile_users(database, client, since, dry_run, counts, drift, progress)
             run.requests = client.requests - requests_before
             for name, entries in drift.items():
@@ -161,6 +169,7 @@ def _reconcile_group(
     dry_run: bool,
     counts: dict[str, int],
     drift: dict[str, list],
+    run_brake: brake.Brake,
 ) -> None:
     fetched_at = utcnow()
     try:
@@ -172,7 +181,7 @@ def _reconcile_group(
             return
         raise
     counts["groups"] += 1
-    with database.transaction() as session:
+    with database.transaction() as session, brake.applied(session, run_brake):
         held = dict(
             session.execute(
                 select(User.external_id, User.id)

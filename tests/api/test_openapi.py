@@ -28,6 +28,7 @@ def concrete(path: str) -> str:
         "finding_id": "1",
         "offboarding_id": "1",
         "target_id": "1",
+        "hold_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

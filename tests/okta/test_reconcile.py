@@ -201,3 +201,31 @@ def test_cli_dry_run_json_and_runs(database, origin, okta):
     assert json.loads(result.stdout)[0]["id"] == summary["id"]
     missing = CliRunner().invoke(main, ["reconcile"], env={"DATABASE_URL": database.url})
     assert missing.exit_code == 2 and "PROVISIONING_OKTA_ORG_URL" in missing.stderr
+
+
+def test_a_reconciliation_removing_too_many_memberships_is_held(database, origin, okta, client):
+    from provisioning.entitlements import brake
+    from provisioning.entitlements.models import RevocationHold
+
+    eng = okta.state.add_group("eng")
+    group = mapped_okta_group(database, origin, eng["id"])
+    with database.transaction() as session:
+        org = Org(session, origin)
+        for n in range(8):
+            person = okta.state.add_user(f"p{n}@example.com")
+            user = org.user(f"p{n}@example.com", external_id=person["id"])
+            set_membership(session, origin, user, group, True, source=MembershipSource.SCIM)
+    saved = (brake.LIMITS.share, brake.LIMITS.minimum)
+    brake.LIMITS.share, brake.LIMITS.minimum = 0.10, 5
+    try:
+        run = reconcile(database, client)  # Okta's group is empty: 8 memberships are extra
+    finally:
+        brake.LIMITS.share, brake.LIMITS.minimum = saved
+    assert run.status == "succeeded", run.error
+    # Removed one by one: the first five (the minimum) go, the rest wait in one hold.
+    assert len(run.drift["extra"]) == 8 and run.counts["revocations_held"] == 3
+    assert len(holders(database)) == 3
+    with database.reader() as session:
+        hold = session.scalar(select(RevocationHold))
+    assert hold.cause == f"okta reconciliation run {run.id} (full)"
+    assert (hold.revocations, hold.active_grants) == (3, 8)

@@ -1,0 +1,95 @@
+"""/api/v1/revocation-holds: mass revocations the brake held, and their confirmation."""
+
+from __future__ import annotations
+
+from flask import Response
+from sqlalchemy import select
+
+from provisioning.api import schemas
+from provisioning.api.edge import (
+    PREFIX,
+    database,
+    fail,
+    json_response,
+    not_found,
+    origin,
+    page,
+    route,
+)
+from provisioning.entitlements import brake
+from provisioning.entitlements.models import HoldState, RevocationHold
+from provisioning.tokens.credentials import Scope
+
+READ = Scope.ADMIN_READ.value
+WRITE = Scope.ADMIN_WRITE.value
+TAG = "revocation holds"
+
+
+def _out(hold: RevocationHold) -> schemas.HoldOut:
+    return schemas.HoldOut(
+        id=hold.id,
+        url=f"{PREFIX}/revocation-holds/{hold.id}",
+        cause=hold.cause,
+        actor=hold.actor,
+        source=hold.source,
+        users=len(hold.user_ids),
+        revocations=hold.revocations,
+        active_grants=hold.active_grants,
+        share=hold.share,
+        state=str(hold.state),
+        held_at=hold.held_at,
+        decided_by=hold.decided_by,
+        decided_at=hold.decided_at,
+        revoked=hold.revoked,
+    )
+
+
+@route("GET", "/revocation-holds", READ, tag=TAG, ok={200: schemas.HoldPage})
+def list_holds(query: schemas.HoldQuery) -> Response:
+    """Holds by id, optionally only those still waiting (state=held)."""
+    statement = select(RevocationHold)
+    if query.state is not None:
+        statement = statement.where(RevocationHold.state == query.state)
+    with database().reader() as session:
+        rows, cursor = page(
+            session, statement, [RevocationHold.id], cursor=query.cursor, limit=query.limit
+        )
+        items = [_out(row[0]) for row in rows]
+    return json_response(schemas.HoldPage(items=items, next_cursor=cursor))
+
+
+@route(
+    "GET",
+    "/revocation-holds/<int:hold_id>",
+    READ,
+    tag=TAG,
+    ok={200: schemas.HoldOut},
+    problems=[404],
+)
+def get_hold(path: schemas.HoldPath) -> Response:
+    with database().reader() as session:
+        hold = session.get(RevocationHold, path.hold_id)
+        if hold is None:
+            not_found(f"revocation hold {path.hold_id}")
+        return json_response(_out(hold))
+
+
+@route(
+    "POST",
+    "/revocation-holds/<int:hold_id>/confirm",
+    WRITE,
+    tag=TAG,
+    ok={200: schemas.HoldOut},
+    problems=[404, 409],
+    summary="Carry out held revocations: what is still unjustified for those users is revoked",
+)
+def confirm_hold(path: schemas.HoldPath, body: schemas.ReasonIn) -> Response:
+    with database().transaction() as session:
+        hold = session.get(RevocationHold, path.hold_id, with_for_update=True)
+        if hold is None:
+            not_found(f"revocation hold {path.hold_id}")
+        if hold.state != HoldState.HELD:
+            fail(409, "Conflict", f"revocation hold {hold.id} is {hold.state}", "conflict")
+        brake.confirm(session, origin(), hold, body.reason)
+        result = _out(hold)
+    return json_response(result)
