@@ -142,6 +142,19 @@ class Deliverer:
         now = utcnow()
         lease = now + dt.timedelta(seconds=self.settings.delivery_lease_seconds)
         m, earlier = OutboxMessage, aliased(OutboxMessage)
+        # A read first: an idle worker must not take SQLite's write lock every poll.
+        with self.database.reader() as session:
+            due = session.scalar(
+                select(m.id)
+                .where(
+                    m.state == MessageState.PENDING,
+                    m.next_attempt_at <= now,
+                    or_(m.leased_until.is_(None), m.leased_until <= now),
+                )
+                .limit(1)
+            )
+        if due is None:
+            return []
         with self.database.transaction() as session:
             heads = session.execute(
                 select(m.target_id, m.user_id)
