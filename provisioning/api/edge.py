@@ -173,6 +173,14 @@ def not_found(what: str) -> None:
     fail(404, "Not Found", f"no {what}", "not-found")
 
 
+def found(session: Session, model: Any, ident: Any, what: str, *, lock: bool = False) -> Any:
+    """The row of ``model`` with primary key ``ident``, or stop with 404 naming ``what``."""
+    row = session.get(model, ident, with_for_update=lock or None)
+    if row is None:
+        not_found(f"{what} {ident}")
+    return row
+
+
 def unprocessable(detail: str, field: str | None = None) -> None:
     errors = [{"field": field, "message": detail}] if field else None
     extra = {"errors": errors} if errors else {}

@@ -10,8 +10,8 @@ from provisioning.api.edge import (
     PREFIX,
     database,
     fail,
+    found,
     json_response,
-    not_found,
     origin,
     page,
     route,
@@ -68,10 +68,7 @@ def list_holds(query: schemas.HoldQuery) -> Response:
 )
 def get_hold(path: schemas.HoldPath) -> Response:
     with database().reader() as session:
-        hold = session.get(RevocationHold, path.hold_id)
-        if hold is None:
-            not_found(f"revocation hold {path.hold_id}")
-        return json_response(_out(hold))
+        return json_response(_out(found(session, RevocationHold, path.hold_id, "revocation hold")))
 
 
 @route(
@@ -85,9 +82,7 @@ def get_hold(path: schemas.HoldPath) -> Response:
 )
 def confirm_hold(path: schemas.HoldPath, body: schemas.ReasonIn) -> Response:
     with database().transaction() as session:
-        hold = session.get(RevocationHold, path.hold_id, with_for_update=True)
-        if hold is None:
-            not_found(f"revocation hold {path.hold_id}")
+        hold = found(session, RevocationHold, path.hold_id, "revocation hold", lock=True)
         if hold.state != HoldState.HELD:
             fail(409, "Conflict", f"revocation hold {hold.id} is {hold.state}", "conflict")
         brake.confirm(session, origin(), hold, body.reason)

@@ -12,6 +12,7 @@ from provisioning.api.edge import (
     changes,
     database,
     fail,
+    found,
     json_response,
     not_found,
     origin,
@@ -109,9 +110,7 @@ def create_offboarding(body: schemas.OffboardingIn) -> Response:
 def get_offboarding(path: schemas.OffboardingPath) -> Response:
     """State, what was revoked, and per downstream target whether it acknowledged."""
     with database().reader() as session:
-        offboarding = session.get(Offboarding, path.offboarding_id)
-        if offboarding is None:
-            not_found(f"offboarding {path.offboarding_id}")
+        offboarding = found(session, Offboarding, path.offboarding_id, "offboarding")
         return json_response(_out(session, offboarding))
 
 
@@ -126,9 +125,7 @@ def get_offboarding(path: schemas.OffboardingPath) -> Response:
 )
 def cancel_offboarding(path: schemas.OffboardingPath, body: schemas.ReasonIn) -> Response:
     with database().transaction() as session:
-        offboarding = session.get(Offboarding, path.offboarding_id)
-        if offboarding is None:
-            not_found(f"offboarding {path.offboarding_id}")
+        offboarding = found(session, Offboarding, path.offboarding_id, "offboarding")
         try:
             domain.cancel(session, origin(Source.HR), offboarding, body.reason)
         except domain.OffboardingError as exc:
@@ -148,9 +145,7 @@ def cancel_offboarding(path: schemas.OffboardingPath, body: schemas.ReasonIn) ->
 )
 def reinstate_user(path: schemas.UserPath, body: schemas.ReasonIn) -> Response:
     with database().transaction() as session:
-        user = session.get(User, path.user_id)
-        if user is None:
-            not_found(f"user {path.user_id}")
+        user = found(session, User, path.user_id, "user")
         try:
             diff = domain.reinstate(session, origin(), user, body.reason)
         except domain.OffboardingError as exc:

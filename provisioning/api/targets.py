@@ -12,8 +12,8 @@ from provisioning.api.edge import (
     database,
     etag_of,
     fail,
+    found,
     json_response,
-    not_found,
     origin,
     page,
     route,
@@ -62,13 +62,6 @@ def _answer(session: Session, target: Target, status: int = 200) -> Response:
     if status == 201:
         response.headers["Location"] = f"/api/v1/targets/{target.id}"
     return response
-
-
-def _find(session: Session, target_id: int) -> Target:
-    target = session.get(Target, target_id, with_for_update=True)
-    if target is None:
-        not_found(f"target {target_id}")
-    return target
 
 
 def _refused(exc: targets.TargetError) -> None:
@@ -122,10 +115,7 @@ def create_target(body: schemas.TargetIn) -> Response:
 )
 def get_target(path: schemas.TargetPath) -> Response:
     with database().reader() as session:
-        target = session.get(Target, path.target_id)
-        if target is None:
-            not_found(f"target {path.target_id}")
-        return _answer(session, target)
+        return _answer(session, found(session, Target, path.target_id, "target"))
 
 
 @route(
@@ -139,7 +129,7 @@ def get_target(path: schemas.TargetPath) -> Response:
 )
 def update_target(path: schemas.TargetPath, body: schemas.TargetPatch) -> Response:
     with database().transaction() as session:
-        target = _find(session, path.target_id)
+        target = found(session, Target, path.target_id, "target", lock=True)
         check_if_match(etag_of(_out(session, target)))
         try:
             targets.update(session, origin(), target, body.model_dump(exclude_unset=True))
@@ -159,7 +149,7 @@ def update_target(path: schemas.TargetPath, body: schemas.TargetPatch) -> Respon
 )
 def delete_target(path: schemas.TargetPath, query: schemas.TargetDeleteQuery) -> Response:
     with database().transaction() as session:
-        target = _find(session, path.target_id)
+        target = found(session, Target, path.target_id, "target", lock=True)
         check_if_match(etag_of(_out(session, target)))
         try:
             targets.delete(session, origin(), target, discard=query.discard_undelivered)
@@ -179,8 +169,7 @@ def delete_target(path: schemas.TargetPath, query: schemas.TargetDeleteQuery) ->
 def list_messages(path: schemas.TargetPath, query: schemas.MessageQuery) -> Response:
     """The target's outbox messages in delivery order, optionally in one state (dead letters)."""
     with database().reader() as session:
-        if session.get(Target, path.target_id) is None:
-            not_found(f"target {path.target_id}")
+        found(session, Target, path.target_id, "target")
         statement = select(OutboxMessage).where(OutboxMessage.target_id == path.target_id)
         if query.state is not None:
             statement = statement.where(OutboxMessage.state == query.state)
@@ -202,7 +191,7 @@ def list_messages(path: schemas.TargetPath, query: schemas.MessageQuery) -> Resp
 )
 def retry_dead_letters(path: schemas.TargetPath, body: schemas.RetryIn) -> Response:
     with database().transaction() as session:
-        _find(session, path.target_id)
+        found(session, Target, path.target_id, "target", lock=True)
         retried = outbox.retry_dead(
             session, origin(), target_id=path.target_id, message_ids=body.message_ids
         )
