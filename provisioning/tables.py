@@ -8,9 +8,20 @@ from provisioning.identity import models as _identity
 from provisioning.offboarding import models as _offboarding
 from provisioning.okta import models as _okta
 from provisioning.oversight import models as _oversight
+from provisioning.reviews import models as _reviews
 from provisioning.tokens import models as _tokens
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-_ = (_audit, _connectors, _entitlements, _identity, _offboarding, _okta, _oversight, _tokens)
+_ = (
+    _audit,
+    _connectors,
+    _entitlements,
+    _identity,
+    _offboarding,
+    _okta,
+    _oversight,
+    _reviews,
+    _tokens,
+)
