@@ -14,6 +14,7 @@ from provisioning.api import (
     mappings,
     offboardings,
     oversight,
+    reviews,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
 from provisioning.api.edge import api, application, request_reader
@@ -23,7 +24,17 @@ from provisioning.settings import Settings
 
 __all__ = ["application", "register"]
 
-_ROUTES = (audit, connectors, decisions, directory, grants, mappings, offboardings, oversight)
+_ROUTES = (
+    audit,
+    connectors,
+    decisions,
+    directory,
+    grants,
+    mappings,
+    offboardings,
+    oversight,
+    reviews,
+)
 
 
 def register(app: Flask, settings: Settings, database: Database) -> None:

@@ -27,6 +27,8 @@ def concrete(path: str) -> str:
         "exception_id": "1",
         "finding_id": "1",
         "offboarding_id": "1",
+        "review_id": "1",
+        "item_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
