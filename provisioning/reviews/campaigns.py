@@ -346,6 +346,7 @@ def decide(
     """
     campaign = _locked(session, item.campaign_id)
     assert campaign is not None  # an item's campaign is never deleted while the item exists
+    session.refresh(item)  # as the decision before this one left it
     now = utcnow()
     if campaign.state is CampaignState.CLOSED:
         raise CampaignClosed(f"review campaign {campaign.id} is closed")
