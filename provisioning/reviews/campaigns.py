@@ -53,6 +53,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     String,
+    Uuid,
     and_,
     case,
     cast,
@@ -87,6 +88,7 @@ from provisioning.reviews.models import (
 )
 
 DEFAULT_DEADLINE_DAYS = 14
+_UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Users per engine run when a campaign closes (as the engine batches "everyone").
 _ENGINE_BATCH = 5000
 
@@ -275,7 +277,15 @@ def _managers(postgres: bool, subject: uuid.UUID | None):
     person = aliased(User, name="person")
     by = [aliased(User, name=f"manager_{n}") for n in range(3)]
     if postgres:
-        by_id = cast(by[0].id, String) == func.lower(person.manager_id)
+        # Compared as uuids (not as text), so that the planner knows the join finds one row.
+        as_uuid = case(
+            (
+                person.manager_id.regexp_match(_UUID_PATTERN, flags="i"),
+                cast(person.manager_id, Uuid),
+            ),
+            else_=None,
+        )
+        by_id = by[0].id == as_uuid
     else:  # SQLite keeps a uuid as 32 hex digits
         by_id = by[0].id == func.lower(func.replace(person.manager_id, "-", ""))
     matches = [

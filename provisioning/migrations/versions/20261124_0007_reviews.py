@@ -110,8 +110,6 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("applied_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(["campaign_id"], ["review_campaigns.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["grant_id"], ["grants.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("review_items", schema=None) as batch_op:
