@@ -142,10 +142,15 @@ def connector_grantable() -> ColumnElement[bool]:
 def withdrawn(user_id: Any, connector_id: Any, created_at: Any) -> ColumnElement[bool]:
     """SQL condition: an access review revoked the user's access to the connector after a
     source created at ``created_at`` existed, so that source no longer justifies it."""
-    return exists().where(
-        ReviewRevocation.user_id == user_id,
-        ReviewRevocation.connector_id == connector_id,
-        ReviewRevocation.revoked_at >= created_at,
+    return (
+        exists()
+        .where(
+            ReviewRevocation.user_id == user_id,
+            ReviewRevocation.connector_id == connector_id,
+            ReviewRevocation.revoked_at >= created_at,
+        )
+        # Everything else it names belongs to the enclosing queries, however deeply nested.
+        .correlate_except(ReviewRevocation)
     )
 
 

@@ -21,6 +21,8 @@ from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.entitlements.policy import Decision
 from provisioning.identity.directory import set_active, update_user
 from provisioning.identity.models import Group, User
+from provisioning.oversight.models import Finding
+from provisioning.oversight.scan import scan
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import (
     CampaignTrigger,
@@ -435,3 +437,19 @@ def test_the_reviews_job_opens_one_scheduled_campaign_per_period_and_closes_due_
     third = run_job(database, settings, "reviews")
     assert third.counts["created"] == campaign.id + 1
     assert third.counts["closed"] == [campaign.id]
+
+
+def test_the_scan_finds_a_live_grant_whose_only_sources_a_review_withdrew(database, origin, team):
+    with database.transaction() as session:
+        campaign = open_campaign(session, origin, NoResponse.REVOKE, connector_ids=[team["slack"]])
+        campaigns.close_campaign(session, origin, campaign.id)
+        # Someone edits the database behind the service's back and brings one back.
+        session.execute(
+            update(Grant)
+            .where(Grant.user_id == team["ada"], Grant.connector_id == team["slack"])
+            .values(revoked_at=None, revoke_reason=None)
+        )
+    with database.transaction() as session:
+        scan(session)
+        (finding,) = session.scalars(select(Finding).where(Finding.kind == "unjustified_grant"))
+        assert finding.evidence == {"user": "ada@example.com", "connector": "slack"}
