@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
+
 from provisioning.audit.log import Origin, Source
-from provisioning.database import Database
+from provisioning.database import Database, utcnow
 from provisioning.entitlements.expiry import expire
 from provisioning.offboarding.requests import execute_due
 from provisioning.okta import inbox
 from provisioning.okta.client import OktaError, from_settings
 from provisioning.oversight.scan import scan
+from provisioning.reviews import campaigns
+from provisioning.reviews.models import CampaignTrigger, NoResponse
 from provisioning.settings import Settings
 
 Progress = Callable[[str, int, int], None]
@@ -57,6 +62,43 @@ def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[
 def _offboardings(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
     with database.transaction() as session:
         return execute_due(session, _origin("offboardings"))
+
+
+def _reviews(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    """The scheduled campaign, if the schedule fell due since the last one; then closing."""
+    now = utcnow()
+    counts: dict[str, Any] = {"created": None}
+    with database.transaction() as session:
+        last = campaigns.last_created(session, CampaignTrigger.SCHEDULE)
+        schedule = CronTrigger.from_crontab(settings.schedule_reviews, timezone="UTC")
+        if last is None or schedule.get_next_fire_time(None, last) <= now:
+            campaign = campaigns.create_campaign(
+                session,
+                _origin("reviews"),
+                name=f"Access review {now:%Y-%m-%d}",
+                trigger=CampaignTrigger.SCHEDULE,
+                deadline=now + dt.timedelta(days=settings.review_deadline_days),
+                no_response=NoResponse(settings.review_no_response),
+                now=now,
+            )
+            counts.update(created=campaign.id, items=campaign.counts["items"])
+    return {**counts, **_close_reviews(database, settings, progress)}
+
+
+def _close_reviews(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    """Close every campaign past its deadline, each in its own transaction."""
+    with database.reader() as session:
+        due = campaigns.due(session)
+    closed = []
+    for n, campaign_id in enumerate(due):
+        progress("closing review campaigns", n, len(due))
+        with database.transaction() as session:
+            try:
+                campaigns.close_campaign(session, _origin("reviews-close"), campaign_id)
+            except campaigns.CampaignClosed:
+                continue  # closed by hand meanwhile
+        closed.append(campaign_id)
+    return {"closed": closed}
 
 
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -145,5 +187,17 @@ JOBS: dict[str, Job] = {
             "expiry", "schedule_expiry", _expiry, "revoke what expired mappings and exceptions gave"
         ),
         Job("stale-scan", "schedule_stale_scan", _stale_scan, "findings about stale access"),
+        Job(
+            "reviews",
+            "schedule_reviews",
+            _reviews,
+            "open the scheduled access review campaign when due; close those past deadline",
+        ),
+        Job(
+            "reviews-close",
+            "schedule_reviews_close",
+            _close_reviews,
+            "close access review campaigns past their deadline and apply their outcome",
+        ),
     )
 }

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     schedule_okta_reconcile: str = "0 2 * * *"
     schedule_expiry: str = "*/10 * * * *"
     schedule_stale_scan: str = "0 3 * * *"
+    # Access reviews: a campaign over every grant each quarter; due campaigns closed hourly.
+    schedule_reviews: str = "0 6 1 1,4,7,10 *"
+    schedule_reviews_close: str = "15 * * * *"
+    review_deadline_days: int = Field(default=14, ge=1, le=365)
+    # What closing does to an item nobody decided.
+    review_no_response: Literal["keep", "revoke"] = "keep"
     dormant_after_days: int = Field(default=90, gt=0)
     # How often a standby worker tries to take over the schedule (seconds).
     # Delivery to downstream targets: retries back off exponentially (with jitter)
@@ -116,6 +122,8 @@ class Settings(BaseSettings):
         "schedule_okta_reconcile",
         "schedule_expiry",
         "schedule_stale_scan",
+        "schedule_reviews",
+        "schedule_reviews_close",
     )
     @classmethod
     def _crontab(cls, value: str) -> str:

@@ -9,6 +9,7 @@ from provisioning.identity import models as _identity
 from provisioning.offboarding import models as _offboarding
 from provisioning.okta import models as _okta
 from provisioning.oversight import models as _oversight
+from provisioning.reviews import models as _reviews
 from provisioning.tokens import models as _tokens
 
 __all__ = ["metadata"]
@@ -23,5 +24,6 @@ _ = (
     _offboarding,
     _okta,
     _oversight,
+    _reviews,
     _tokens,
 )

@@ -15,6 +15,7 @@ from provisioning.api import (
     mappings,
     offboardings,
     oversight,
+    reviews,
     targets,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
@@ -35,6 +36,7 @@ _ROUTES = (
     mappings,
     offboardings,
     oversight,
+    reviews,
     targets,
 )
 

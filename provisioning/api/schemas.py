@@ -21,6 +21,14 @@ from provisioning.connectors.models import (
 from provisioning.delivery.models import MessageState, TargetKind
 from provisioning.entitlements.policy import Decision
 from provisioning.oversight.models import FindingKind, FindingState, Severity
+from provisioning.reviews.models import (
+    CampaignState,
+    CampaignTrigger,
+    ItemOutcome,
+    NoResponse,
+    ReviewDecision,
+    ReviewerRole,
+)
 
 INT32 = 2**31 - 1
 INT64 = 2**63 - 1
@@ -769,3 +777,112 @@ class HoldQuery(Input):
 
 class HoldPath(Input):
     hold_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+# -- access reviews -------------------------------------------------------------------
+
+
+class ReviewQuery(Input):
+    state: CampaignState | None = None
+    trigger: CampaignTrigger | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class ReviewIn(Input):
+    """A campaign to open now, over every live grant of the connectors named (or of all)."""
+
+    name: Name | None = None
+    connectors: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, min_length=1, max_length=200, description="connector slugs; omitted: every connector"
+    )
+    deadline: AwareDatetime | None = Field(
+        None, description="omitted: PROVISIONING_REVIEW_DEADLINE_DAYS from now"
+    )
+    no_response: NoResponse | None = Field(
+        None,
+        description="what closing does to an item nobody decided; "
+        "omitted: PROVISIONING_REVIEW_NO_RESPONSE",
+    )
+
+
+class ReviewOut(BaseModel):
+    id: int
+    url: str
+    name: str
+    trigger: CampaignTrigger
+    connectors: list[str] | None = Field(description="slugs in scope; null: every connector")
+    subject_user_id: uuid.UUID | None = Field(description="whose role changed, for role_change")
+    context: dict[str, Any] | None
+    created_by: str
+    created_at: AwareDatetime
+    deadline: AwareDatetime
+    no_response: NoResponse
+    state: CampaignState
+    closed_at: AwareDatetime | None
+    closed_by: str | None
+    counts: dict[str, int]
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    next_cursor: str | None
+
+
+class ReviewPath(Input):
+    review_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class ReviewItemPath(Input):
+    review_id: Annotated[int, Field(ge=1, le=INT32)]
+    item_id: Annotated[int, Field(ge=1, le=INT64)]
+
+
+class ReviewItemQuery(Input):
+    reviewer: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    decision: Literal["approve", "revoke", "none"] | None = Field(
+        None, description="none: items nobody decided yet"
+    )
+    user_id: uuid.UUID | None = None
+    connector: Annotated[str, Field(max_length=100, description="connector slug")] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class ReviewItemOut(BaseModel):
+    id: int
+    campaign_id: int
+    grant_id: int
+    user_id: uuid.UUID
+    connector_id: int
+    snapshot: dict[str, Any] = Field(
+        description="what the reviewer sees, as it was when the campaign opened: user_name, "
+        "connector, access_level, granted_at, last_used_at, why, user_status, department, manager"
+    )
+    reviewer: str | None
+    reviewer_role: ReviewerRole | None
+    reviewer_user_id: uuid.UUID | None
+    decision: ReviewDecision | None
+    comment: str | None
+    decided_by: str | None
+    decided_at: AwareDatetime | None
+    outcome: ItemOutcome | None
+    applied_at: AwareDatetime | None
+
+
+class ReviewItemPage(BaseModel):
+    items: list[ReviewItemOut]
+    next_cursor: str | None
+
+
+class ReviewDecisionIn(Input):
+    """Approve keeps the grant; revoke removes it when the campaign closes (say why)."""
+
+    decision: ReviewDecision
+    comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _revocations_say_why(self) -> ReviewDecisionIn:
+        if self.decision is ReviewDecision.REVOKE and not self.comment:
+            raise ValueError("a revocation needs a comment")
+        return self

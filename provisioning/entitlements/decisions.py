@@ -2,7 +2,7 @@
 
 :func:`decide` reads the user, the connector, the action and the user's live
 sources of access to that connector (present memberships of live mappings,
-live exceptions) and hands them to the pure
+live exceptions, less those an access review withdrew) and hands them to the pure
 :func:`provisioning.entitlements.policy.effective_policy`.
 
 Recording each decision's use of a grant would be one write per call on the
@@ -40,6 +40,7 @@ from provisioning.connectors.models import (
     Policy,
 )
 from provisioning.database import Database, UTCDateTime, utcnow
+from provisioning.entitlements.engine import withdrawn
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.entitlements.policy import (
     ActionFacts,
@@ -111,7 +112,8 @@ _M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
 
 
 def _sources_statement(user_id: Any, connector_id: Any) -> Any:
-    """The live sources (mappings via present memberships, exceptions) of a user's access."""
+    """The live sources (mappings via present memberships, exceptions) of a user's access,
+    less those an access review withdrew."""
     return union_all(
         select(
             literal("mapping").label("via"),
@@ -126,6 +128,7 @@ def _sources_statement(user_id: Any, connector_id: Any) -> Any:
             _MS.c.present.is_(True),
             _M.c.connector_id == connector_id,
             or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
+            ~withdrawn(_MS.c.user_id, _M.c.connector_id, _M.c.created_at),
         ),
         select(
             literal("exception").label("via"),
@@ -138,6 +141,7 @@ def _sources_statement(user_id: Any, connector_id: Any) -> Any:
             _E.c.connector_id == connector_id,
             _E.c.revoked_at.is_(None),
             _E.c.expires_at > bindparam("now"),
+            ~withdrawn(_E.c.user_id, _E.c.connector_id, _E.c.created_at),
         ),
     )
 

@@ -6,12 +6,19 @@ affected. The engine recomputes those users' access from scratch::
 
     desired(user, connector) = eligible user
                                x (present memberships x live mappings  |  live exceptions)
+                                 less the sources an access review withdrew
                                x connector that is enabled and passes governance
 
 at the highest access level any source grants (capped at the connector's
 capability), diffs that with the user's live grants, and applies the
 difference set-wise with one audit event per change. Running it twice
 changes nothing the second time.
+
+An access review that revokes a grant records a
+:class:`~provisioning.reviews.models.ReviewRevocation` for the user and
+connector: every mapping and exception created at or before it stops
+justifying that access (:func:`withdrawn`), so the revocation holds on every
+later run; a source created after it grants again.
 """
 
 from __future__ import annotations
@@ -19,10 +26,20 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from provisioning.audit import log as audit
@@ -38,6 +55,7 @@ from provisioning.delivery import outbox
 from provisioning.entitlements import brake
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.identity.models import Membership, User
+from provisioning.reviews.models import ReviewRevocation
 
 _CHUNK = 1000
 _ALL_USERS_BATCH = 5000
@@ -123,11 +141,26 @@ def connector_grantable() -> ColumnElement[bool]:
     )
 
 
+def withdrawn(user_id: Any, connector_id: Any, created_at: Any) -> ColumnElement[bool]:
+    """SQL condition: an access review revoked the user's access to the connector after a
+    source created at ``created_at`` existed, so that source no longer justifies it."""
+    return (
+        exists()
+        .where(
+            ReviewRevocation.user_id == user_id,
+            ReviewRevocation.connector_id == connector_id,
+            ReviewRevocation.revoked_at >= created_at,
+        )
+        # Everything else it names belongs to the enclosing queries, however deeply nested.
+        .correlate_except(ReviewRevocation)
+    )
+
+
 def justifications(affected: Affected, *, connector_id: int | None = None) -> Select:
     """Every (user, connector, level, capability, reason) that justifies access now.
 
-    One row per mapping or live exception that applies: ``via`` is
-    ``mapping`` or ``exception`` and ``ref`` its id.
+    One row per mapping or live exception that applies (and that no access
+    review withdrew): ``via`` is ``mapping`` or ``exception`` and ``ref`` its id.
     """
     now = utcnow()
     by_mapping = (
@@ -147,6 +180,7 @@ def justifications(affected: Affected, *, connector_id: int | None = None) -> Se
             User.eligible,
             connector_grantable(),
             or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
+            ~withdrawn(Membership.user_id, Mapping.connector_id, Mapping.created_at),
         )
     )
     by_exception = (
@@ -165,6 +199,9 @@ def justifications(affected: Affected, *, connector_id: int | None = None) -> Se
             connector_grantable(),
             ManualException.revoked_at.is_(None),
             ManualException.expires_at > now,
+            ~withdrawn(
+                ManualException.user_id, ManualException.connector_id, ManualException.created_at
+            ),
         )
     )
     if (only := affected.condition(Membership.user_id)) is not None:
@@ -225,6 +262,10 @@ class Diff:
         }
 
 
+UNJUSTIFIED = "no mapping or exception justifies it"
+WITHDRAWN = "revoked by access review"
+
+
 def _revoke_reason(row: Any) -> str:
     if row.deleted_at is not None:
         return "user deleted"
@@ -236,7 +277,7 @@ def _revoke_reason(row: Any) -> str:
         return "connector disabled"
     if not row.grantable:
         return "connector fails governance"
-    return "no mapping or exception justifies it"
+    return UNJUSTIFIED
 
 
 def _plan_batch(session: Session, affected: Affected) -> Diff:
@@ -302,7 +343,29 @@ def _plan_batch(session: Session, affected: Affected) -> Diff:
         diff.created.append(
             GrantChange(user_id, connector_id, level, reasons=tuple(sorted(reasons)))
         )
+    _name_withdrawals(session, diff)
     return diff
+
+
+def _name_withdrawals(session: Session, diff: Diff) -> None:
+    """A revocation because an access review withdrew the grant's sources says so: the
+    grant is older than a review revocation of its user and connector."""
+    unjustified = [c.grant_id for c in diff.revoked if c.revoke_reason == UNJUSTIFIED]
+    reviewed: set[int] = set()
+    for start in range(0, len(unjustified), _CHUNK):
+        reviewed.update(
+            session.scalars(
+                select(Grant.id).where(
+                    Grant.id.in_(unjustified[start : start + _CHUNK]),
+                    withdrawn(Grant.user_id, Grant.connector_id, Grant.granted_at),
+                )
+            )
+        )
+    if reviewed:
+        diff.revoked = [
+            replace(c, revoke_reason=WITHDRAWN) if c.grant_id in reviewed else c
+            for c in diff.revoked
+        ]
 
 
 def _rank(level: AccessLevel) -> int:

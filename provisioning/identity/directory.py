@@ -18,6 +18,10 @@ from provisioning.database import utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
+from provisioning.reviews import campaigns
+
+# A change of these is a change of role: it starts an access review of the user's grants.
+ROLE_FIELDS = ("department", "manager_id")
 
 _USER_FIELDS = (
     "user_name",
@@ -182,6 +186,9 @@ def set_membership(
 def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> engine.Diff | None:
     """Change a user's profile; a change of ``active`` goes through :func:`set_active`.
 
+    A change of department or manager opens an access review campaign over the
+    user's grants (:func:`provisioning.reviews.campaigns.on_role_change`).
+
     Returns the engine's diff when ``active`` was part of the change, else None.
     """
     unknown = set(fields) - set(_USER_FIELDS)
@@ -222,6 +229,10 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
                 )
             ],
         )
+        moved = {k: (before[k], after[k]) for k in changed if k in ROLE_FIELDS}
+        if moved:
+            # A new department or manager: someone reviews the access the old role gave.
+            campaigns.on_role_change(session, origin, user, moved)
     if active is None:
         return None
     return set_active(session, origin, user, bool(active))

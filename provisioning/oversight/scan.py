@@ -11,7 +11,7 @@ Kinds (each a finding per subject, resolved by itself when the cause goes):
 - ``orphaned_user``: a user the last successful full reconciliation did not
   find in Okta.
 - ``unjustified_grant``: a live grant no mapping or live exception justifies
-  (drift the engine would remove).
+  (or only ones an access review withdrew): drift the engine would remove.
 - ``reassessment_overdue``, ``unreviewed_third_party``,
   ``unassessed_regulated``: an enabled connector past its reassessment date,
   or enabled against a governance guard (possible only by editing the
@@ -204,12 +204,14 @@ def _unjustified(session: Session) -> Select:
         Mapping.group_id == Membership.group_id,
         Mapping.connector_id == Grant.connector_id,
         or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
+        ~engine.withdrawn(Grant.user_id, Grant.connector_id, Mapping.created_at),
     )
     by_exception = exists().where(
         ManualException.user_id == Grant.user_id,
         ManualException.connector_id == Grant.connector_id,
         ManualException.revoked_at.is_(None),
         ManualException.expires_at > now,
+        ~engine.withdrawn(Grant.user_id, Grant.connector_id, ManualException.created_at),
     )
     return (
         select(

@@ -29,6 +29,8 @@ def concrete(path: str) -> str:
         "offboarding_id": "1",
         "target_id": "1",
         "hold_id": "1",
+        "review_id": "1",
+        "item_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

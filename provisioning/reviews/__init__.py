@@ -1,0 +1,1 @@
+"""Access reviews: campaigns over live grants, decisions, and their outcome through the engine."""

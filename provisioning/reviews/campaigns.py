@@ -1,0 +1,596 @@
+"""Access review campaigns: created set-wise over live grants, decided item by item, closed
+through the engine.
+
+**Creation.** A campaign covers the live grants of its scope (every connector
+or some; one person's grants for a campaign started by a role change). Its
+items are written by one ``INSERT … SELECT``: each live grant with a snapshot
+of its context built by the database itself (why it is held, from the
+engine's own :func:`~provisioning.entitlements.engine.justifications`; last
+use; the user's status, department and manager; access level) and its
+reviewer. The reviewer is the user's manager (the enterprise extension's
+``manager``, matched to a user by id, externalId or userName, who must be
+eligible and someone else), else the connector's owner, else nobody (an
+admin decides).
+
+**Decisions** (approve or revoke, with a comment) are accepted while the
+campaign is open and before its deadline; a later decision replaces an
+earlier one until the campaign closes, each one audited.
+
+**Closing** (on the deadline by the ``reviews-close`` job, or by hand)
+settles every item: its decision, or the campaign's ``no_response`` outcome
+(keep or revoke) for an item nobody decided. A revocation is never done by
+editing the grant: the engine recomputes grants from facts, and would give
+back on its next run anything that a fact still justifies. So a revoked item
+records a :class:`~provisioning.reviews.models.ReviewRevocation` for its
+user and connector, and the engine treats every mapping and exception created
+at or before it as withdrawn for that user and connector
+(:func:`~provisioning.entitlements.engine.withdrawn`, used by the engine, the
+decision path and the stale-access scan alike). The engine then runs for the
+users concerned and revokes the grants, audited with the reason "revoked by
+access review"; every later run of the engine keeps them revoked, whatever
+SCIM, Okta or reconciliation say about the same groups. Access comes back
+only through a source created after the review: a new mapping or a manual
+exception, each a deliberate, audited decision of an admin (when such an
+exception expires, the old mappings are still withdrawn and the access goes
+again). A row rather than, say, deleting the membership: the membership is
+Okta's fact, which the next event or reconciliation would restore, and a
+review of one connector must not take away the other connectors the same
+group gives.
+
+Every change writes audit events in the caller's transaction: the campaign's
+creation and closing (with its counts), each decision, and each grant the
+engine revokes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    Uuid,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.orm import Session, aliased
+
+from provisioning.audit import log as audit
+from provisioning.audit.log import Entry, Origin
+from provisioning.connectors.models import Connector
+from provisioning.database import utcnow
+from provisioning.entitlements import engine
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import User
+from provisioning.reviews.models import (
+    CampaignState,
+    CampaignTrigger,
+    ItemOutcome,
+    NoResponse,
+    ReviewCampaign,
+    ReviewDecision,
+    ReviewerRole,
+    ReviewItem,
+    ReviewRevocation,
+)
+
+DEFAULT_DEADLINE_DAYS = 14
+_UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# Users per engine run when a campaign closes (as the engine batches "everyone").
+_ENGINE_BATCH = 5000
+
+
+class ReviewError(ValueError):
+    """A campaign or decision that cannot be made as asked; nothing was changed."""
+
+
+class CampaignClosed(ReviewError):
+    """The campaign no longer takes decisions: closed, or past its deadline."""
+
+
+# -- creation -----------------------------------------------------------------------
+
+
+def create_campaign(
+    session: Session,
+    origin: Origin,
+    *,
+    name: str,
+    trigger: CampaignTrigger,
+    deadline: dt.datetime,
+    no_response: NoResponse,
+    connector_ids: Iterable[int] | None = None,
+    subject_user_id: uuid.UUID | None = None,
+    context: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> ReviewCampaign:
+    """Open a campaign over the live grants in scope, one item each, in this transaction.
+
+    ``now`` is its creation time (the one a deadline was counted from, if given).
+    """
+    now = now or utcnow()
+    if deadline <= now:
+        raise ReviewError("the deadline must be in the future")
+    scope = None if connector_ids is None else sorted(set(connector_ids))
+    if scope is not None and not scope:
+        raise ReviewError("name at least one connector, or none for every connector")
+    # Serialised with the engine's runs: the snapshot is of one committed state.
+    audit.lock(session)
+    campaign = ReviewCampaign(
+        name=name,
+        trigger=trigger,
+        connector_ids=scope,
+        subject_user_id=subject_user_id,
+        context=context,
+        created_by=origin.actor,
+        created_at=now,
+        deadline=deadline,
+        no_response=no_response,
+        state=CampaignState.OPEN,
+        counts={},
+    )
+    session.add(campaign)
+    session.flush()
+    columns = [
+        "campaign_id",
+        "grant_id",
+        "user_id",
+        "connector_id",
+        "snapshot",
+        "reviewer",
+        "reviewer_role",
+        "reviewer_user_id",
+    ]
+    session.execute(insert(ReviewItem).from_select(columns, _items(session, campaign)))
+    # Counted, not read from the insert's rowcount (-1 through psycopg here).
+    inserted = session.scalar(
+        select(func.count(ReviewItem.id)).where(ReviewItem.campaign_id == campaign.id)
+    )
+    campaign.counts = {"items": inserted}
+    audit.record(
+        session,
+        origin,
+        [
+            Entry(
+                "review.created",
+                "review_campaign",
+                str(campaign.id),
+                user_id=subject_user_id,
+                after=campaign_state(campaign),
+            )
+        ],
+    )
+    return campaign
+
+
+def campaign_state(campaign: ReviewCampaign) -> dict[str, Any]:
+    return {
+        "name": campaign.name,
+        "trigger": str(campaign.trigger),
+        "connector_ids": campaign.connector_ids,
+        "subject_user_id": campaign.subject_user_id,
+        "context": campaign.context,
+        "deadline": campaign.deadline,
+        "no_response": str(campaign.no_response),
+        "state": str(campaign.state),
+        "counts": campaign.counts,
+    }
+
+
+def _items(session: Session, campaign: ReviewCampaign) -> Select:
+    """One row per live grant in the campaign's scope, ready for ``review_items``."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    subject = campaign.subject_user_id
+    scope = campaign.connector_ids
+
+    affected = engine.Affected.users(subject) if subject else engine.Affected.everyone()
+    sources = engine.justifications(affected).subquery("sources")
+    reason = sources.c.via.concat(":").concat(cast(sources.c.ref, String))
+    why = select(
+        sources.c.user_id,
+        sources.c.connector_id,
+        (
+            func.json_agg(aggregate_order_by(reason, reason))
+            if postgres
+            else func.json_group_array(reason)
+        ).label("why"),
+    ).group_by(sources.c.user_id, sources.c.connector_id)
+    if scope is not None:
+        why = why.where(sources.c.connector_id.in_(scope))
+    why = why.subquery("why")
+
+    managers = _managers(postgres, subject)
+    status = case(
+        (User.deleted_at.is_not(None), "deleted"),
+        (User.offboarded_at.is_not(None), "offboarded"),
+        (User.active.is_(False), "deactivated"),
+        else_="active",
+    )
+    if postgres:
+        why_json = func.coalesce(why.c.why, func.json_build_array())
+    else:
+        why_json = func.json(func.coalesce(why.c.why, "[]"))
+    snapshot = _json(
+        postgres,
+        user_name=User.user_name,
+        connector=Connector.slug,
+        access_level=Grant.access_level,
+        granted_at=_iso(postgres, Grant.granted_at),
+        last_used_at=_iso(postgres, Grant.last_used_at),
+        why=why_json,
+        user_status=status,
+        department=User.department,
+        manager=User.manager_id,
+    )
+    statement = (
+        select(
+            literal(campaign.id),
+            Grant.id,
+            Grant.user_id,
+            Grant.connector_id,
+            snapshot,
+            func.coalesce(managers.c.manager_name, Connector.owner),
+            case(
+                (managers.c.manager_id.is_not(None), str(ReviewerRole.MANAGER)),
+                (Connector.owner.is_not(None), str(ReviewerRole.OWNER)),
+                else_=None,
+            ),
+            managers.c.manager_id,
+        )
+        .select_from(Grant)
+        .join(User, User.id == Grant.user_id)
+        .join(Connector, Connector.id == Grant.connector_id)
+        .outerjoin(managers, managers.c.user_id == Grant.user_id)
+        .outerjoin(
+            why,
+            and_(why.c.user_id == Grant.user_id, why.c.connector_id == Grant.connector_id),
+        )
+        .where(Grant.revoked_at.is_(None))
+    )
+    if subject is not None:
+        statement = statement.where(Grant.user_id == subject)
+    if scope is not None:
+        statement = statement.where(Grant.connector_id.in_(scope))
+    return statement
+
+
+def _managers(postgres: bool, subject: uuid.UUID | None):
+    """Each user's manager, if the enterprise ``manager`` names an eligible other user.
+
+    The manager may be named by our id (what SCIM clients send), by Okta id
+    (``externalId``, what Okta's profile ``managerId`` holds) or by userName;
+    the first that matches wins.
+    """
+    person = aliased(User, name="person")
+    by = [aliased(User, name=f"manager_{n}") for n in range(3)]
+    if postgres:
+        # Compared as uuids (not as text), so that the planner knows the join finds one row.
+        as_uuid = case(
+            (
+                person.manager_id.regexp_match(_UUID_PATTERN, flags="i"),
+                cast(person.manager_id, Uuid),
+            ),
+            else_=None,
+        )
+        by_id = by[0].id == as_uuid
+    else:  # SQLite keeps a uuid as 32 hex digits
+        by_id = by[0].id == func.lower(func.replace(person.manager_id, "-", ""))
+    matches = [
+        by_id,
+        by[1].external_id == person.manager_id,
+        by[2].user_name_key == func.lower(person.manager_id),
+    ]
+    statement = select(
+        person.id.label("user_id"),
+        func.coalesce(*(m.id for m in by)).label("manager_id"),
+        func.coalesce(*(m.user_name for m in by)).label("manager_name"),
+    ).where(person.manager_id.is_not(None))
+    for manager, match in zip(by, matches, strict=True):
+        statement = statement.outerjoin(
+            manager, and_(match, manager.eligible, manager.id != person.id)
+        )
+    if subject is not None:
+        statement = statement.where(person.id == subject)
+    return statement.subquery("managers")
+
+
+def _json(postgres: bool, **pairs: Any) -> ColumnElement[Any]:
+    """A JSON object built by the database (json_build_object / json_object)."""
+    arguments = [part for key, value in pairs.items() for part in (literal(key), value)]
+    return (func.json_build_object if postgres else func.json_object)(*arguments)
+
+
+def _iso(postgres: bool, column: Any) -> ColumnElement[Any]:
+    """A stored (naive UTC) timestamp as ISO 8601 text with a Z, the same on both databases."""
+    if postgres:
+        return func.to_char(column, literal('YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    # SQLite holds "YYYY-MM-DD HH:MM:SS.ffffff".
+    return func.replace(column, " ", "T").concat("Z")
+
+
+# -- decisions ----------------------------------------------------------------------
+
+
+def _locked(session: Session, campaign_id: int) -> ReviewCampaign | None:
+    """The campaign, its row locked for the rest of the transaction (decisions and closing
+    queue on it, so no decision lands after the campaign's outcome is settled)."""
+    return session.scalar(
+        select(ReviewCampaign)
+        .where(ReviewCampaign.id == campaign_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _decision_state(item: ReviewItem) -> dict[str, Any]:
+    return {
+        "decision": None if item.decision is None else str(item.decision),
+        "comment": item.comment,
+        "decided_by": item.decided_by,
+    }
+
+
+def decide(
+    session: Session,
+    origin: Origin,
+    item: ReviewItem,
+    decision: ReviewDecision,
+    comment: str | None = None,
+) -> ReviewItem:
+    """Record a reviewer's decision on an item; a later one replaces it until the campaign closes.
+
+    :class:`CampaignClosed` once the campaign is closed or past its deadline.
+    """
+    campaign = _locked(session, item.campaign_id)
+    assert campaign is not None  # an item's campaign is never deleted while the item exists
+    session.refresh(item)  # as the decision before this one left it
+    now = utcnow()
+    if campaign.state is CampaignState.CLOSED:
+        raise CampaignClosed(f"review campaign {campaign.id} is closed")
+    if campaign.deadline <= now:
+        raise CampaignClosed(
+            f"review campaign {campaign.id} passed its deadline "
+            f"({campaign.deadline.isoformat()}) and is closing"
+        )
+    before = _decision_state(item)
+    item.decision = ReviewDecision(decision)
+    item.comment = comment
+    item.decided_by = origin.actor
+    item.decided_at = now
+    session.flush()
+    audit.record(
+        session,
+        origin,
+        [
+            Entry(
+                "review.decided",
+                "review_item",
+                str(item.id),
+                user_id=item.user_id,
+                reason=comment,
+                before=before if before["decision"] is not None else None,
+                after={
+                    **_decision_state(item),
+                    "campaign_id": campaign.id,
+                    "grant_id": item.grant_id,
+                    "connector_id": item.connector_id,
+                },
+            )
+        ],
+    )
+    return item
+
+
+# -- closing ------------------------------------------------------------------------
+
+
+def due(session: Session, now: dt.datetime | None = None) -> list[int]:
+    """Open campaigns whose deadline has passed, oldest deadline first."""
+    now = now or utcnow()
+    return list(
+        session.scalars(
+            select(ReviewCampaign.id)
+            .where(ReviewCampaign.state == CampaignState.OPEN, ReviewCampaign.deadline <= now)
+            .order_by(ReviewCampaign.deadline, ReviewCampaign.id)
+        )
+    )
+
+
+def close_campaign(session: Session, origin: Origin, campaign_id: int) -> ReviewCampaign:
+    """Settle every item and apply the revocations through the engine, in this transaction.
+
+    :class:`CampaignClosed` if it is closed already; :class:`LookupError` if there is none.
+    """
+    campaign = _locked(session, campaign_id)
+    if campaign is None:
+        raise LookupError(f"no review campaign {campaign_id}")
+    if campaign.state is CampaignState.CLOSED:
+        raise CampaignClosed(f"review campaign {campaign.id} is closed")
+    audit.lock(session)
+    session.flush()
+    now = utcnow()
+    mine = ReviewItem.campaign_id == campaign.id
+    unsettled = and_(mine, ReviewItem.outcome.is_(None))
+    revoke = ReviewItem.decision == ReviewDecision.REVOKE
+    if campaign.no_response is NoResponse.REVOKE:
+        revoke = or_(revoke, ReviewItem.decision.is_(None))
+    plain = {"synchronize_session": False}
+
+    # Grants something else revoked meanwhile: nothing left to decide on.
+    live = exists().where(Grant.id == ReviewItem.grant_id, Grant.revoked_at.is_(None))
+    session.execute(
+        update(ReviewItem).where(mine, ~live).values(outcome=ItemOutcome.GONE, applied_at=now),
+        execution_options=plain,
+    )
+    # The facts the engine respects from now on, then the items they settle.
+    session.execute(
+        insert(ReviewRevocation).from_select(
+            ["user_id", "connector_id", "item_id", "revoked_at", "revoked_by"],
+            select(
+                ReviewItem.user_id,
+                ReviewItem.connector_id,
+                ReviewItem.id,
+                literal(now, ReviewRevocation.revoked_at.type),
+                literal(origin.actor, String),
+            ).where(unsettled, revoke),
+        )
+    )
+    session.execute(
+        update(ReviewItem)
+        .where(unsettled, revoke)
+        .values(outcome=ItemOutcome.REVOKED, applied_at=now),
+        execution_options=plain,
+    )
+    session.execute(
+        update(ReviewItem).where(unsettled).values(outcome=ItemOutcome.KEPT, applied_at=now),
+        execution_options=plain,
+    )
+
+    users = list(
+        session.scalars(
+            select(ReviewItem.user_id)
+            .where(mine, ReviewItem.outcome == ItemOutcome.REVOKED)
+            .distinct()
+        )
+    )
+    users.sort()
+    applied = Origin(origin.actor, origin.source, f"access review {campaign.id}")
+    revoked = 0
+    for start in range(0, len(users), _ENGINE_BATCH):
+        diff = engine.apply(
+            session, engine.Affected.users(*users[start : start + _ENGINE_BATCH]), applied
+        )
+        revoked += len(diff.revoked)
+    left = session.scalar(
+        select(func.count(ReviewItem.id))
+        .join(Grant, Grant.id == ReviewItem.grant_id)
+        .where(mine, ReviewItem.outcome == ItemOutcome.REVOKED, Grant.revoked_at.is_(None))
+    )
+    if left:  # the engine must have revoked every one; never report what did not happen
+        raise RuntimeError(f"review campaign {campaign.id}: {left} revoked item(s) still live")
+
+    before = campaign_state(campaign)
+    campaign.state = CampaignState.CLOSED
+    campaign.closed_at = now
+    campaign.closed_by = origin.actor
+    campaign.counts = {**tally(session, [campaign.id])[campaign.id], "grants_revoked": revoked}
+    session.flush()
+    audit.record(
+        session,
+        origin,
+        [
+            Entry(
+                "review.closed",
+                "review_campaign",
+                str(campaign.id),
+                user_id=campaign.subject_user_id,
+                before={"state": before["state"]},
+                after=campaign_state(campaign),
+            )
+        ],
+    )
+    return campaign
+
+
+def tally(session: Session, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Items per campaign: how many, approved, revoked, undecided, and (once closed) the
+    outcomes: kept, revoked, gone."""
+    counts: dict[int, dict[str, int]] = {
+        cid: {"items": 0, "approved": 0, "revoke_decisions": 0, "undecided": 0}
+        for cid in campaign_ids
+    }
+    if not campaign_ids:
+        return counts
+    rows = session.execute(
+        select(
+            ReviewItem.campaign_id,
+            ReviewItem.decision,
+            ReviewItem.outcome,
+            func.count(ReviewItem.id),
+        )
+        .where(ReviewItem.campaign_id.in_(campaign_ids))
+        .group_by(ReviewItem.campaign_id, ReviewItem.decision, ReviewItem.outcome)
+    )
+    names = {
+        ReviewDecision.APPROVE: "approved",
+        ReviewDecision.REVOKE: "revoke_decisions",
+        None: "undecided",
+    }
+    for campaign_id, decision, outcome, count in rows:
+        entry = counts[campaign_id]
+        entry["items"] += count
+        entry[names[decision]] += count
+        if outcome is not None:
+            key = f"outcome_{outcome}"
+            entry[key] = entry.get(key, 0) + count
+    return counts
+
+
+# -- triggers -----------------------------------------------------------------------
+
+
+def last_created(session: Session, trigger: CampaignTrigger) -> dt.datetime | None:
+    """When the latest campaign of ``trigger`` was created (the schedule's memory)."""
+    return session.scalar(
+        select(func.max(ReviewCampaign.created_at)).where(ReviewCampaign.trigger == trigger)
+    )
+
+
+def on_role_change(
+    session: Session, origin: Origin, user: User, changed: dict[str, tuple[Any, Any]]
+) -> ReviewCampaign | None:
+    """A campaign over the grants of someone whose department or manager changed.
+
+    Nothing when they hold no live grant (a new hire, a leaver). Deadline and
+    no-response outcome are the service's review settings.
+    """
+    if not user.eligible:
+        return None
+    holds = session.scalar(
+        select(Grant.id).where(Grant.user_id == user.id, Grant.revoked_at.is_(None)).limit(1)
+    )
+    if holds is None:
+        return None
+    days, no_response = _defaults()
+    now = utcnow()
+    what = ", ".join(name.removesuffix("_id") for name in sorted(changed))
+    return create_campaign(
+        session,
+        origin,
+        name=f"Role change: {user.user_name} ({what})"[:200],
+        trigger=CampaignTrigger.ROLE_CHANGE,
+        deadline=now + dt.timedelta(days=days),
+        no_response=no_response,
+        subject_user_id=user.id,
+        context={name: list(values) for name, values in sorted(changed.items())},
+        now=now,
+    )
+
+
+def _defaults() -> tuple[int, NoResponse]:
+    """The review settings (PROVISIONING_REVIEW_DEADLINE_DAYS, PROVISIONING_REVIEW_NO_RESPONSE).
+
+    Read from the environment here: a role change arrives through SCIM or
+    Okta, whose domain paths carry no settings; the service refused to start
+    if these were invalid, so the fallback only serves code run without them.
+    """
+    from provisioning.settings import SettingsError, load
+
+    try:
+        settings = load()
+    except SettingsError:
+        return DEFAULT_DEADLINE_DAYS, NoResponse.KEEP
+    return settings.review_deadline_days, NoResponse(settings.review_no_response)
