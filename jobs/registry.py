@@ -11,10 +11,11 @@ from apscheduler.triggers.cron import CronTrigger
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
-from provisioning.entitlements.expiry import expire
+from provisioning.entitlements.expiry import expire, remind
 from provisioning.offboarding.requests import execute_due
 from provisioning.okta import inbox
 from provisioning.okta.client import OktaError, from_settings
+from provisioning.oversight.remediation import remediate
 from provisioning.oversight.scan import scan
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import CampaignTrigger, NoResponse
@@ -50,13 +51,18 @@ def _origin(name: str) -> Origin:
 
 
 def _stale_scan(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    started = utcnow()
     with database.transaction() as session:
-        return scan(session, dormant_days=settings.dormant_after_days)
+        counts = scan(session, dormant_days=settings.dormant_after_days)
+        counts["remediation"] = remediate(session, _origin("stale-scan"), opened_since=started)
+        return counts
 
 
 def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
     with database.transaction() as session:
-        return expire(session, _origin("expiry"))
+        counts = expire(session, _origin("expiry"))
+        counts["reminded"] = remind(session, dt.timedelta(days=settings.reminder_days))
+        return counts
 
 
 def _offboardings(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -89,6 +95,8 @@ def _close_reviews(database: Database, settings: Settings, progress: Progress) -
     """Close every campaign past its deadline, each in its own transaction."""
     with database.reader() as session:
         due = campaigns.due(session)
+    with database.transaction() as session:
+        reminded = campaigns.remind(session, dt.timedelta(days=settings.reminder_days))
     closed = []
     for n, campaign_id in enumerate(due):
         progress("closing review campaigns", n, len(due))
@@ -98,7 +106,7 @@ def _close_reviews(database: Database, settings: Settings, progress: Progress) -
             except campaigns.CampaignClosed:
                 continue  # closed by hand meanwhile
         closed.append(campaign_id)
-    return {"closed": closed}
+    return {"closed": closed, "reminded": reminded}
 
 
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # What closing does to an item nobody decided.
     review_no_response: Literal["keep", "revoke"] = "keep"
     dormant_after_days: int = Field(default=90, gt=0)
+    # Targets are told this many days ahead of an exception's or mapping's expiry
+    # and of an access review's deadline.
+    reminder_days: int = Field(default=7, ge=0, le=365)
     # How often a standby worker tries to take over the schedule (seconds).
     # Delivery to downstream targets: retries back off exponentially (with jitter)
     # from delivery_backoff_seconds up to delivery_max_backoff_seconds; after a

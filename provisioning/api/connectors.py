@@ -42,6 +42,8 @@ def connector_out(connector: Connector) -> schemas.ConnectorOut:
         compliance_assessment=connector.compliance_assessment,
         owner=connector.owner,
         reassess_by=connector.reassess_by,
+        dormant_after_days=connector.dormant_after_days,
+        dormant_grace_days=connector.dormant_grace_days,
         enabled=connector.enabled,
         unknown_action_policy=connector.unknown_action_policy,
         governance_problems=list(enablement_problems(connector)),

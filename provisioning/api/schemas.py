@@ -104,6 +104,10 @@ class ConnectorIn(Input):
     compliance_assessment: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     owner: Short | None = None
     reassess_by: dt.date | None = None
+    # Days unused before a grant is dormant (null: PROVISIONING_DORMANT_AFTER_DAYS).
+    dormant_after_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    # Revoke dormant grants this many days after their finding opens (null: never).
+    dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     enabled: bool = False
 
 
@@ -120,6 +124,10 @@ class ConnectorPatch(Input):
     compliance_assessment: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     owner: Short | None = None
     reassess_by: dt.date | None = None
+    # Days unused before a grant is dormant (null: PROVISIONING_DORMANT_AFTER_DAYS).
+    dormant_after_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    # Revoke dormant grants this many days after their finding opens (null: never).
+    dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     unknown_action_policy: Policy = None  # type: ignore[assignment]
 
 
@@ -136,6 +144,8 @@ class ConnectorOut(BaseModel):
     compliance_assessment: str | None
     owner: str | None
     reassess_by: dt.date | None
+    dormant_after_days: int | None
+    dormant_grace_days: int | None
     enabled: bool
     unknown_action_policy: Policy
     governance_problems: list[str]

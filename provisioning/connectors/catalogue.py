@@ -43,6 +43,7 @@ _STATE_FIELDS = (
     "enabled",
     "unknown_action_policy",
     "dormant_after_days",
+    "dormant_grace_days",
 )
 
 
@@ -66,6 +67,8 @@ def create_connector(
     owner: str | None = None,
     reassess_by: dt.date | None = None,
     enabled: bool = False,
+    dormant_after_days: int | None = None,
+    dormant_grace_days: int | None = None,
 ) -> Connector:
     """Add a connector; raise :class:`GovernanceError` if it breaks a guard."""
     if session.scalar(select(Connector.id).where(Connector.slug == slug)) is not None:
@@ -84,6 +87,8 @@ def create_connector(
         reassess_by=reassess_by,
         enabled=enabled,
         unknown_action_policy=Policy.NEEDS_APPROVAL,
+        dormant_after_days=dormant_after_days,
+        dormant_grace_days=dormant_grace_days,
     )
     check_enabled(connector)
     session.add(connector)

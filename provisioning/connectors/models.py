@@ -133,6 +133,9 @@ class Connector(Base):
     )
     # Days without use after which a grant is dormant (None: the service default).
     dormant_after_days: Mapped[int | None] = mapped_column(Integer)
+    # Auto-remediation: revoke a dormant grant this many days after its finding
+    # opened (targets are told when it opens); None: never (the default).
+    dormant_grace_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -10,7 +10,7 @@ How each event lands on the downstream server (RFC 7644):
   membership is already gone: success;
 - ``user.offboarded`` / ``user.reinstated``: ``PATCH`` ``replace`` ``active``
   on the user, if the server has them;
-- ``grant.updated``: nothing (the membership is unchanged).
+- anything else (``grant.updated``, reminders): nothing to change downstream.
 
 Downstream ids are remembered per process; a 404 on a remembered id forgets it.
 """
@@ -121,8 +121,8 @@ class ScimSender:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
 
     def _send(self, message: Message) -> None:
-        person = message.payload["user"]
         kind = message.event_type
+        person = message.payload.get("user", {})
         if kind == "grant.created":
             user = self._user(person, create=True)
             group = self._group(message.payload["grant"]["connector"], create=True)
@@ -155,7 +155,7 @@ class ScimSender:
     def _forget(self, message: Message) -> None:
         """Drop remembered ids of this message's resources (one may be gone downstream)."""
         with self._lock:
-            self._users.pop(message.payload["user"]["id"], None)
+            self._users.pop(message.payload.get("user", {}).get("id"), None)
             grant = message.payload.get("grant")
             if grant:
                 self._groups.pop(grant["connector"], None)

@@ -7,9 +7,11 @@ their user events. Nothing is sent here: the delivery worker
 (:mod:`provisioning.delivery.worker`) reads committed rows.
 
 Event types: ``grant.created``, ``grant.updated`` (access level changed),
-``grant.revoked``, ``user.offboarded``, ``user.reinstated``. A target limited
-to some connectors gets only grant events of those connectors, and every user
-event.
+``grant.revoked``, ``user.offboarded``, ``user.reinstated``; reminders
+``grant.dormant`` (revoked when the connector's grace ends),
+``exception.expiring``, ``mapping.expiring``, ``review.deadline``. A target
+limited to some connectors gets only the events of those connectors, and every
+event about no connector.
 """
 
 from __future__ import annotations
@@ -30,13 +32,10 @@ from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.identity.models import User
 
 _CHUNK = 1000
-EVENT_TYPES = (
-    "grant.created",
-    "grant.updated",
-    "grant.revoked",
-    "user.offboarded",
-    "user.reinstated",
-)
+
+
+# The chain of events about no one user (a campaign's reminder, a mapping's expiry).
+SERVICE = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True)
@@ -133,12 +132,12 @@ def enqueue(session: Session, events: Iterable[Event]) -> list[int]:
     events = list(events)
     if not events:
         return []
-    people = _people(session, {e.user_id for e in events})
+    people = _people(session, {e.user_id for e in events} - {SERVICE})
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for e in events:
         event_id = uuid.uuid4()
-        payload = {"user": people.get(e.user_id, {"id": str(e.user_id)}), **e.data}
+        payload = e.data if e.user_id == SERVICE else {"user": people[e.user_id], **e.data}
         for target_id, connectors in targets:
             wanted = connectors is None or e.connector_id is None or e.connector_id in connectors
             if not wanted:

@@ -263,7 +263,7 @@ class Diff:
 
 
 UNJUSTIFIED = "no mapping or exception justifies it"
-WITHDRAWN = "revoked by access review"
+WITHDRAWN = "access withdrawn by a review or dormant-access remediation"
 
 
 def _revoke_reason(row: Any) -> str:

@@ -1,20 +1,26 @@
 """Expiry: time-bound mappings and manual exceptions stop justifying access on time.
 
-The engine already ignores an expired mapping or exception; this finds the
-users still holding a grant that only such a one justified, and applies the
-engine to them (revocation audited like any other).
+The engine already ignores an expired mapping or exception; :func:`expire`
+finds the users still holding a grant that only such a one justified, and
+applies the engine to them (revocation audited like any other).
+:func:`remind` tells the targets, once, of what expires soon.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, select
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin
+from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant, ManualException, Mapping
-from provisioning.identity.models import Membership
+from provisioning.identity.models import Group, Membership
 
 
 def expire(session: Session, origin: Origin) -> dict[str, int]:
@@ -56,3 +62,76 @@ def expire(session: Session, origin: Origin) -> dict[str, int]:
         return {"users": 0, "revoked": 0, "updated": 0}
     diff = engine.apply(session, engine.Affected.users(*users), origin)
     return {"users": len(users), "revoked": len(diff.revoked), "updated": len(diff.updated)}
+
+
+def remind(session: Session, within: dt.timedelta) -> dict[str, int]:
+    """Tell the targets, once each, of exceptions and mappings expiring within ``within``.
+
+    An exception is one user's (``exception.expiring`` in that user's order);
+    a mapping is a group's (``mapping.expiring``, with how many members it covers).
+    """
+    now = utcnow()
+    horizon = now + within
+    exceptions = session.execute(
+        select(ManualException, Connector.slug)
+        .join(Connector, Connector.id == ManualException.connector_id)
+        .where(
+            ManualException.revoked_at.is_(None),
+            ManualException.reminded_at.is_(None),
+            ManualException.expires_at > now,
+            ManualException.expires_at <= horizon,
+        )
+    ).all()
+    mappings = session.execute(
+        select(Mapping, Connector.slug, Group.display_name)
+        .join(Connector, Connector.id == Mapping.connector_id)
+        .join(Group, Group.id == Mapping.group_id)
+        .where(
+            Mapping.reminded_at.is_(None),
+            Mapping.expires_at > now,
+            Mapping.expires_at <= horizon,
+        )
+    ).all()
+    events: list[outbox.Event] = []
+    for exception, slug in exceptions:
+        data: dict[str, Any] = {
+            "exception": {
+                "id": exception.id,
+                "connector": slug,
+                "access_level": str(exception.access_level),
+                "expires_at": exception.expires_at.isoformat(),
+                "justification": exception.justification,
+            }
+        }
+        events.append(
+            outbox.Event("exception.expiring", exception.user_id, data, exception.connector_id)
+        )
+    for mapping, slug, group_name in mappings:
+        members = session.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.group_id == mapping.group_id, Membership.present.is_(True))
+        )
+        data = {
+            "mapping": {
+                "id": mapping.id,
+                "group": group_name,
+                "group_id": str(mapping.group_id),
+                "connector": slug,
+                "access_level": str(mapping.access_level),
+                "expires_at": mapping.expires_at.isoformat(),
+                "members": members,
+            }
+        }
+        events.append(outbox.Event("mapping.expiring", outbox.SERVICE, data, mapping.connector_id))
+    outbox.enqueue(session, events)
+    for model, rows in ((ManualException, exceptions), (Mapping, mappings)):
+        ids = [row[0].id for row in rows]
+        if ids:
+            session.execute(
+                update(model)
+                .where(model.id.in_(ids))
+                .values(reminded_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    return {"exceptions": len(exceptions), "mappings": len(mappings)}

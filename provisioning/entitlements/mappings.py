@@ -191,6 +191,7 @@ def update_mapping(
     mapping.policies = policies
     if "expires_at" in changes:
         mapping.expires_at = changes["expires_at"]
+        mapping.reminded_at = None  # a new expiry earns a new reminder
     if "description" in changes:
         mapping.description = changes["description"]
     after = mapping_state(mapping)

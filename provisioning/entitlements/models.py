@@ -34,6 +34,8 @@ class Mapping(Base):
     actions: Mapped[list[str] | None] = mapped_column(JSON)
     policies: Mapped[dict[str, str] | None] = mapped_column(JSON)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When targets were reminded that it expires soon (once).
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     description: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -62,6 +64,8 @@ class ManualException(Base):
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When targets were reminded that it expires soon (once).
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Grant(Base):

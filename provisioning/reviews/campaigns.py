@@ -72,6 +72,7 @@ from provisioning.audit import log as audit
 from provisioning.audit.log import Entry, Origin
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import User
@@ -407,6 +408,46 @@ def due(session: Session, now: dt.datetime | None = None) -> list[int]:
             .order_by(ReviewCampaign.deadline, ReviewCampaign.id)
         )
     )
+
+
+def remind(session: Session, within: dt.timedelta) -> list[int]:
+    """Tell the targets, once per campaign, that its deadline is within ``within``.
+
+    A ``review.deadline`` event: the campaign, its deadline, how many items
+    nobody decided yet, and those per reviewer (the 100 with most to do).
+    """
+    now = utcnow()
+    campaigns = session.scalars(
+        select(ReviewCampaign).where(
+            ReviewCampaign.state == CampaignState.OPEN,
+            ReviewCampaign.reminded_at.is_(None),
+            ReviewCampaign.deadline > now,
+            ReviewCampaign.deadline <= now + within,
+        )
+    ).all()
+    events = []
+    for campaign in campaigns:
+        undecided = func.count(ReviewItem.id)
+        per_reviewer = session.execute(
+            select(ReviewItem.reviewer, undecided)
+            .where(ReviewItem.campaign_id == campaign.id, ReviewItem.decision.is_(None))
+            .group_by(ReviewItem.reviewer)
+            .order_by(undecided.desc())
+        ).all()
+        data = {
+            "campaign": {
+                "id": campaign.id,
+                "name": campaign.name,
+                "deadline": campaign.deadline.isoformat(),
+                "no_response": str(campaign.no_response),
+                "undecided": sum(n for _, n in per_reviewer),
+                "reviewers": [{"reviewer": r, "undecided": n} for r, n in per_reviewer[:100]],
+            }
+        }
+        events.append(outbox.Event("review.deadline", outbox.SERVICE, data))
+        campaign.reminded_at = now
+    outbox.enqueue(session, events)
+    return [c.id for c in campaigns]
 
 
 def close_campaign(session: Session, origin: Origin, campaign_id: int) -> ReviewCampaign:

@@ -85,6 +85,8 @@ class ReviewCampaign(Base):
     closed_by: Mapped[str | None] = mapped_column(String(255))
     # {"items": n} from creation; the decisions and outcomes are added when it closes.
     counts: Mapped[dict] = mapped_column(JSON, default=dict)
+    # When targets were reminded of the coming deadline (once per campaign).
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_review_campaigns_state_deadline", "state", "deadline"),
@@ -145,7 +147,8 @@ class ReviewRevocation(Base):
     id: Mapped[int] = mapped_column(SerialId, primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
+    # The review item that decided it; None when the dormant-access remediation did.
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
     revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str] = mapped_column(String(255))
 

@@ -165,7 +165,7 @@ def test_a_campaign_from_creation_to_closing_itself_on_its_deadline(
         reasons = set(
             session.scalars(select(Grant.revoke_reason).where(Grant.revoked_at.is_not(None)))
         )
-        assert reasons == {"revoked by access review"}
+        assert reasons == {"access withdrawn by a review or dormant-access remediation"}
         revoked_events = actions(session, "grant.revoked")
         assert len(revoked_events) == len(revoked)
         assert {e.actor for e in revoked_events} == {"job:reviews-close"}
