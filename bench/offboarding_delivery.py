@@ -66,6 +66,9 @@ ADMIN = Origin("bench", Source.CLI)
 def downstream(webhook_port: int, scim_port: int, people_file: str, connectors: int) -> None:
     """Webhook receiver (verifies, dedupes, counts) and a SCIM server holding ``people``."""
     import datetime as dt
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
 
     from scim2_models import Group, Meta
     from scim2_server.memory import InMemoryStorage
