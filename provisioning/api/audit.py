@@ -9,7 +9,7 @@ from flask import Response, stream_with_context
 from sqlalchemy import Select, select
 
 from provisioning.api import schemas
-from provisioning.api.edge import database, json_response, page, route
+from provisioning.api.edge import database, listing, route
 from provisioning.audit.log import as_json
 from provisioning.audit.models import AuditEvent
 from provisioning.tokens.credentials import Scope
@@ -40,15 +40,14 @@ def _filtered(query: schemas.AuditQuery) -> Select:
 def list_audit(query: schemas.AuditQuery) -> Response:
     """Events in chain order, filtered by actor, subject, user, source and time."""
     with database().reader() as session:
-        rows, cursor = page(
+        return listing(
             session,
             _filtered(query),
             [AuditEvent.id],
-            cursor=query.cursor,
-            limit=query.limit,
+            query,
+            schemas.AuditPage,
+            lambda event: schemas.AuditEventOut(**as_json(event)),
         )
-        items = [schemas.AuditEventOut(**as_json(row[0])) for row in rows]
-    return json_response(schemas.AuditPage(items=items, next_cursor=cursor))
 
 
 @route(

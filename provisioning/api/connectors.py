@@ -13,9 +13,9 @@ from provisioning.api.edge import (
     etag_of,
     fail,
     json_response,
+    listing,
     not_found,
     origin,
-    page,
     route,
     unprocessable,
 )
@@ -89,15 +89,9 @@ def list_connectors(query: schemas.ConnectorQuery) -> Response:
     if query.publisher is not None:
         statement = statement.where(Connector.publisher == query.publisher)
     with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [Connector.slug],
-            cursor=query.cursor,
-            limit=query.limit,
+        return listing(
+            session, statement, [Connector.slug], query, schemas.ConnectorPage, connector_out
         )
-        items = [connector_out(row[0]) for row in rows]
-    return json_response(schemas.ConnectorPage(items=items, next_cursor=cursor))
 
 
 @route("POST", "/connectors", WRITE, tag=TAG, ok={201: schemas.ConnectorOut}, problems=[409])

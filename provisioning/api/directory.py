@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.connectors import READ
-from provisioning.api.edge import database, json_response, not_found, page, route
+from provisioning.api.edge import database, json_response, listing, not_found, page, route
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.entitlements import decisions
 from provisioning.entitlements.models import Grant, ManualException, Mapping
@@ -57,15 +57,9 @@ def list_users(query: schemas.UserQuery) -> Response:
     if query.department is not None:
         statement = statement.where(User.department == query.department)
     with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [User.user_name_key, User.id],
-            cursor=query.cursor,
-            limit=query.limit,
+        return listing(
+            session, statement, [User.user_name_key, User.id], query, schemas.UserPage, user_out
         )
-        items = [user_out(row[0]) for row in rows]
-    return json_response(schemas.UserPage(items=items, next_cursor=cursor))
 
 
 def find_user(session: Session, user_id: uuid.UUID) -> User:
@@ -216,12 +210,6 @@ def group_members(path: schemas.GroupPath, query: schemas.PageQuery) -> Response
             .join(Membership, Membership.user_id == User.id)
             .where(Membership.group_id == path.group_id, Membership.present.is_(True))
         )
-        rows, cursor = page(
-            session,
-            statement,
-            [User.user_name_key, User.id],
-            cursor=query.cursor,
-            limit=query.limit,
+        return listing(
+            session, statement, [User.user_name_key, User.id], query, schemas.UserPage, user_out
         )
-        items = [user_out(row[0]) for row in rows]
-    return json_response(schemas.UserPage(items=items, next_cursor=cursor))

@@ -283,6 +283,20 @@ def page(
     return rows, next_cursor
 
 
+def listing(
+    session: Session,
+    statement: Select,
+    keys: Sequence[Any],
+    query: Any,
+    model: type[BaseModel],
+    out: Callable[[Any], Any],
+) -> Response:
+    """The answer of a list operation: one :func:`page` of ``statement`` after
+    ``query.cursor`` (``query.limit`` rows), each entity shaped by ``out``, as ``model``."""
+    rows, cursor = page(session, statement, keys, cursor=query.cursor, limit=query.limit)
+    return json_response(model(items=[out(row[0]) for row in rows], next_cursor=cursor))
+
+
 # -- grant changes ---------------------------------------------------------------------
 
 

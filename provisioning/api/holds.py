@@ -12,8 +12,8 @@ from provisioning.api.edge import (
     fail,
     found,
     json_response,
+    listing,
     origin,
-    page,
     route,
 )
 from provisioning.entitlements import brake
@@ -51,11 +51,7 @@ def list_holds(query: schemas.HoldQuery) -> Response:
     if query.state is not None:
         statement = statement.where(RevocationHold.state == query.state)
     with database().reader() as session:
-        rows, cursor = page(
-            session, statement, [RevocationHold.id], cursor=query.cursor, limit=query.limit
-        )
-        items = [_out(row[0]) for row in rows]
-    return json_response(schemas.HoldPage(items=items, next_cursor=cursor))
+        return listing(session, statement, [RevocationHold.id], query, schemas.HoldPage, _out)
 
 
 @route(

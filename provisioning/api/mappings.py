@@ -17,9 +17,9 @@ from provisioning.api.edge import (
     database,
     etag_of,
     json_response,
+    listing,
     not_found,
     origin,
-    page,
     route,
     unprocessable,
 )
@@ -110,15 +110,14 @@ def list_mappings(query: schemas.MappingQuery) -> Response:
                 select(Connector.id).where(Connector.slug == query.connector)
             )
             statement = statement.where(Mapping.connector_id == connector_id)
-        rows, cursor = page(
+        return listing(
             session,
             statement,
             [Mapping.id],
-            cursor=query.cursor,
-            limit=query.limit,
+            query,
+            schemas.MappingPage,
+            lambda mapping: mapping_out(session, mapping),
         )
-        items = [mapping_out(session, row[0]) for row in rows]
-    return json_response(schemas.MappingPage(items=items, next_cursor=cursor))
 
 
 @route(

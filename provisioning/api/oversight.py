@@ -6,7 +6,7 @@ from flask import Response
 from sqlalchemy import select
 
 from provisioning.api import schemas
-from provisioning.api.edge import database, fail, json_response, not_found, origin, page, route
+from provisioning.api.edge import database, fail, json_response, listing, not_found, origin, route
 from provisioning.okta.models import SyncRun
 from provisioning.okta.runs import as_json as okta_run_json
 from provisioning.oversight.findings import decide
@@ -16,19 +16,6 @@ from provisioning.tokens.credentials import Scope
 READ = Scope.ADMIN_READ.value
 WRITE = Scope.ADMIN_WRITE.value
 TAG = "oversight"
-
-
-def _by_id(statement, column, query, out) -> tuple[list, str | None]:
-    """One page of ``statement`` in ``column`` (id) order, each row shaped by ``out``."""
-    with database().reader() as session:
-        rows, cursor = page(
-            session,
-            statement,
-            [column],
-            cursor=query.cursor,
-            limit=query.limit,
-        )
-        return [out(row[0]) for row in rows], cursor
 
 
 def _finding(finding: Finding) -> schemas.FindingOut:
@@ -47,8 +34,8 @@ def list_findings(query: schemas.FindingQuery) -> Response:
     ):
         if value is not None:
             statement = statement.where(column == value)
-    items, cursor = _by_id(statement, Finding.id, query, _finding)
-    return json_response(schemas.FindingPage(items=items, next_cursor=cursor))
+    with database().reader() as session:
+        return listing(session, statement, [Finding.id], query, schemas.FindingPage, _finding)
 
 
 def _decide(path: schemas.FindingPath, body: schemas.FindingDecisionIn, state: FindingState):
@@ -95,13 +82,15 @@ def list_job_runs(query: schemas.JobRunQuery) -> Response:
     statement = select(JobRun)
     if query.job is not None:
         statement = statement.where(JobRun.job == query.job)
-    items, cursor = _by_id(
-        statement,
-        JobRun.id,
-        query,
-        lambda run: schemas.JobRunOut.model_validate(run, from_attributes=True),
-    )
-    return json_response(schemas.JobRunPage(items=items, next_cursor=cursor))
+    with database().reader() as session:
+        return listing(
+            session,
+            statement,
+            [JobRun.id],
+            query,
+            schemas.JobRunPage,
+            lambda run: schemas.JobRunOut.model_validate(run, from_attributes=True),
+        )
 
 
 @route("GET", "/okta/runs", READ, tag=TAG, ok={200: schemas.OktaRunPage})
@@ -110,7 +99,12 @@ def list_okta_runs(query: schemas.OktaRunQuery) -> Response:
     statement = select(SyncRun)
     if query.kind is not None:
         statement = statement.where(SyncRun.kind == query.kind)
-    items, cursor = _by_id(
-        statement, SyncRun.id, query, lambda run: schemas.OktaRunOut(**okta_run_json(run))
-    )
-    return json_response(schemas.OktaRunPage(items=items, next_cursor=cursor))
+    with database().reader() as session:
+        return listing(
+            session,
+            statement,
+            [SyncRun.id],
+            query,
+            schemas.OktaRunPage,
+            lambda run: schemas.OktaRunOut(**okta_run_json(run)),
+        )

@@ -13,6 +13,7 @@ from provisioning.api.edge import (
     database,
     fail,
     json_response,
+    listing,
     not_found,
     origin,
     page,
@@ -170,11 +171,7 @@ def list_review_items(path: schemas.ReviewPath, query: schemas.ReviewItemQuery) 
                 select(Connector.id).where(Connector.slug == query.connector)
             )
             statement = statement.where(ReviewItem.connector_id == connector_id)
-        rows, cursor = page(
-            session, statement, [ReviewItem.id], cursor=query.cursor, limit=query.limit
-        )
-        items = [_item(row[0]) for row in rows]
-    return json_response(schemas.ReviewItemPage(items=items, next_cursor=cursor))
+        return listing(session, statement, [ReviewItem.id], query, schemas.ReviewItemPage, _item)
 
 
 @route(

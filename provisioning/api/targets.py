@@ -14,8 +14,8 @@ from provisioning.api.edge import (
     fail,
     found,
     json_response,
+    listing,
     origin,
-    page,
     route,
     unprocessable,
 )
@@ -74,11 +74,14 @@ def _refused(exc: targets.TargetError) -> None:
 def list_targets(query: schemas.PageQuery) -> Response:
     """Every target, with how many messages it still owes and its dead letters."""
     with database().reader() as session:
-        rows, cursor = page(
-            session, select(Target), [Target.id], cursor=query.cursor, limit=query.limit
+        return listing(
+            session,
+            select(Target),
+            [Target.id],
+            query,
+            schemas.TargetPage,
+            lambda target: _out(session, target),
         )
-        items = [_out(session, row[0]) for row in rows]
-    return json_response(schemas.TargetPage(items=items, next_cursor=cursor))
 
 
 @route(
@@ -173,11 +176,14 @@ def list_messages(path: schemas.TargetPath, query: schemas.MessageQuery) -> Resp
         statement = select(OutboxMessage).where(OutboxMessage.target_id == path.target_id)
         if query.state is not None:
             statement = statement.where(OutboxMessage.state == query.state)
-        rows, cursor = page(
-            session, statement, [OutboxMessage.id], cursor=query.cursor, limit=query.limit
+        return listing(
+            session,
+            statement,
+            [OutboxMessage.id],
+            query,
+            schemas.MessagePage,
+            lambda message: schemas.MessageOut.model_validate(message, from_attributes=True),
         )
-        items = [schemas.MessageOut.model_validate(row[0], from_attributes=True) for row in rows]
-    return json_response(schemas.MessagePage(items=items, next_cursor=cursor))
 
 
 @route(
