@@ -11,6 +11,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements.expiry import expire, remind
 from provisioning.offboarding.requests import execute_due
 from provisioning.okta import inbox
@@ -63,6 +64,12 @@ def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[
         counts = expire(session, _origin("expiry"))
         counts["reminded"] = remind(session, dt.timedelta(days=settings.reminder_days))
         return counts
+
+
+def _outbox_prune(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    with database.transaction() as session:
+        retention = dt.timedelta(days=settings.delivery_retention_days)
+        return {"pruned": outbox.prune(session, older_than=retention)}
 
 
 def _offboardings(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -195,6 +202,12 @@ JOBS: dict[str, Job] = {
             "expiry", "schedule_expiry", _expiry, "revoke what expired mappings and exceptions gave"
         ),
         Job("stale-scan", "schedule_stale_scan", _stale_scan, "findings about stale access"),
+        Job(
+            "outbox-prune",
+            "schedule_outbox_prune",
+            _outbox_prune,
+            "delete delivered outbox messages past their retention",
+        ),
         Job(
             "reviews",
             "schedule_reviews",

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     schedule_okta_reconcile: str = "0 2 * * *"
     schedule_expiry: str = "*/10 * * * *"
     schedule_stale_scan: str = "0 3 * * *"
+    schedule_outbox_prune: str = "30 4 * * *"
     # Access reviews: a campaign over every grant each quarter; due campaigns closed hourly.
     schedule_reviews: str = "0 6 1 1,4,7,10 *"
     schedule_reviews_close: str = "15 * * * *"
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
     delivery_batch: int = Field(default=200, ge=1, le=5000)
     delivery_lease_seconds: float = Field(default=60, ge=1)
     delivery_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    # Delivered messages are deleted this long after their acknowledgement.
+    delivery_retention_days: int = Field(default=30, ge=1)
     # A reconciliation, mapping change or group deletion revoking more than this
     # share of all live grants is held until an admin confirms it.
     mass_revocation_share: float = Field(default=0.10, gt=0, le=1)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
@@ -227,6 +227,30 @@ def retry_dead(
         dead_letter_findings(session)
         _wake_after_commit(session)
     return count
+
+
+def prune(session: Session, *, older_than: dt.timedelta, batch: int = 10_000) -> int:
+    """Delete delivered messages acknowledged before ``older_than`` ago; return how many.
+
+    Pending and dead-lettered messages are never pruned. An offboarding older
+    than the retention then reports no messages for its targets: the audit log
+    keeps what was revoked, and when.
+    """
+    cutoff = utcnow() - older_than
+    removed = 0
+    while True:
+        ids = session.scalars(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.state == MessageState.DELIVERED,
+                OutboxMessage.delivered_at < cutoff,
+            )
+            .limit(batch)
+        ).all()
+        if not ids:
+            return removed
+        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        removed += len(ids)
 
 
 def acknowledgements(session: Session, message_ids: list[int]) -> list[dict[str, Any]]:

@@ -357,3 +357,30 @@ def test_a_malformed_target_url_writes_nothing(database, receiver):
         from provisioning.delivery.models import Target
 
         assert session.scalar(select(func.count(Target.id))) == 0
+
+
+def test_delivered_messages_are_pruned_after_the_retention_and_nothing_else(
+    database, org, receiver, deliverer
+):
+    import datetime as dt
+
+    from jobs.registry import JOBS
+    from provisioning.settings import load
+
+    lee, group, _ = org
+    add_target(database, "webhook", receiver.url, receiver.secret, max_attempts=1)
+    join(database, lee, group)
+    deliverer.drain()  # 2 delivered
+    receiver.answer = 500
+    join(database, lee, group, present=False)
+    deliverer.drain()  # 2 dead
+    with database.transaction() as session:
+        Org(session, ADMIN).join(session.merge(lee), session.merge(group))
+    assert states(database) == {"delivered": 2, "dead": 2, "pending": 2}
+    with database.transaction() as session:
+        for message in session.scalars(select(OutboxMessage)):
+            if message.delivered_at is not None:
+                message.delivered_at -= dt.timedelta(days=31)
+    settings = load(database_url=database.engine.url.render_as_string(hide_password=False))
+    assert JOBS["outbox-prune"].run(database, settings, lambda *_: None) == {"pruned": 2}
+    assert states(database) == {"dead": 2, "pending": 2}
