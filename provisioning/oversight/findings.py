@@ -90,7 +90,8 @@ def observe(
             Finding.state != FindingState.RESOLVED,
         )
         opened = session.execute(
-            insert(Finding).from_select(
+            insert(Finding)
+            .from_select(
                 [
                     "kind",
                     "severity",
@@ -112,6 +113,8 @@ def observe(
                     literal(now, UTCDateTime()),
                 ).where(~current),
             )
+            # Without it, psycopg's rowcount of INSERT ... SELECT is not kept (-1).
+            .execution_options(preserve_rowcount=True)
         ).rowcount
     finally:
         scratch.drop(session.connection())

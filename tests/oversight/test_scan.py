@@ -66,6 +66,16 @@ def test_dormant_grant_comes_and_goes_with_use(database, granted):
     assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "resolved")]
 
 
+def test_scan_counts_what_it_opened_kept_and_resolved(database, granted):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    assert run_scan(database)["dormant_grant"] == {"opened": 1, "still_open": 0, "resolved": 0}
+    assert run_scan(database)["dormant_grant"] == {"opened": 0, "still_open": 1, "resolved": 0}
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    assert run_scan(database)["dormant_grant"] == {"opened": 0, "still_open": 0, "resolved": 1}
+
+
 def test_dormancy_threshold_per_connector(database, granted):
     _, _github, grant = granted
     with database.transaction() as session:
