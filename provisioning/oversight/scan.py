@@ -128,6 +128,8 @@ def _inactive_holders(session: Session) -> dict[str, int]:
                 resolved_at=utcnow(),
                 decided_by=ORIGIN.actor,
                 decision_reason="revoked automatically",
+                # This scan saw them: its time, until now their kind's, is kept in the row.
+                recorded_last_seen=Finding.last_seen.expression,
             )
             .execution_options(synchronize_session=False)
         )
