@@ -118,6 +118,19 @@ def test_unjustified_grant(database, granted, origin):
     assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(subject, "resolved")]
 
 
+def test_a_grant_of_a_connector_that_may_not_be_granted_is_unjustified(database, granted):
+    _ada, _github, grant = granted
+    with database.transaction() as session:
+        # Mapped, but disabled behind the engine's back: nothing justifies access to it.
+        session.execute(update(Connector).values(enabled=False))
+    run_scan(database)
+    assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(str(grant.id), "open")]
+    with database.transaction() as session:
+        session.execute(update(Connector).values(enabled=True))
+    run_scan(database)
+    assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(str(grant.id), "resolved")]
+
+
 def test_orphaned_user_follows_the_last_full_reconciliation(database, origin):
     with database.transaction() as session:
         ghost = Org(session, origin).user("ghost@example.com", external_id="00ughost")
