@@ -2,14 +2,16 @@
 
 A scan states the complete set of subjects that have a problem of one kind
 right now (:func:`observe`): a subject not yet flagged gets an open finding,
-one already flagged (open or suppressed) has its ``last_seen`` refreshed,
-and an open finding whose subject is no longer in the set is resolved
-automatically. So there is at most one current finding per
-kind and subject (a partial unique index holds the database to it).
+one already flagged stays so (open, or suppressed), and an open finding whose
+subject is no longer in the set is resolved automatically. So there is at
+most one current finding per kind and subject (a partial unique index holds
+the database to it). The time of the observation is recorded once per kind:
+it is the ``last_seen`` of every finding of that kind still open.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -22,17 +24,25 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     exists,
     insert,
     literal,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import UTCDateTime, utcnow
-from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
+from provisioning.oversight.models import (
+    Finding,
+    FindingKind,
+    FindingScan,
+    FindingState,
+    Severity,
+)
 
 
 def _scratch(session: Session) -> Table:
@@ -59,38 +69,63 @@ def observe(
 
     ``subjects`` is a query of (subject_id, evidence) columns, or those pairs.
     Set-based whatever the size: the subjects go to a temporary table, then
-    one statement each resolves the findings whose cause is gone, refreshes
-    ``last_seen`` of those still there, and opens the new ones.
+    one statement each resolves the open findings whose cause is gone, opens
+    the new ones and refreshes ``last_seen`` of suppressed ones still seen.
+    Open findings still seen are not written at all: the time of this
+    observation, recorded once for the kind (:class:`FindingScan`), is their
+    ``last_seen``.
     """
     now = utcnow()
+    mine = and_(Finding.kind == kind, Finding.subject_type == subject_type)
+    previous = session.scalar(
+        select(FindingScan.scanned_at).where(
+            FindingScan.kind == str(kind), FindingScan.subject_type == subject_type
+        )
+    )
     scratch = _scratch(session)
     try:
         if isinstance(subjects, list):
             for rows in _chunks([{"subject_id": s, "evidence": e} for s, e in subjects]):
                 session.execute(insert(scratch), rows)
+            seen = len(subjects)
         else:
-            session.execute(insert(scratch).from_select(["subject_id", "evidence"], subjects))
+            seen = session.execute(
+                insert(scratch)
+                .from_select(["subject_id", "evidence"], subjects)
+                .execution_options(preserve_rowcount=True)
+            ).rowcount
         present = exists().where(scratch.c.subject_id == Finding.subject_id)
-        mine = and_(Finding.kind == kind, Finding.subject_type == subject_type)
+        # Last seen by the previous observation of the kind, which saw every open finding.
+        last_seen = Finding.recorded_last_seen
+        if previous is not None:
+            before = literal(previous, UTCDateTime())
+            last_seen = case((last_seen < before, before), else_=last_seen)
         resolved = session.execute(
             update(Finding)
             .where(mine, Finding.state == FindingState.OPEN, ~present)
-            .values(state=FindingState.RESOLVED, resolved_at=now, decision_reason="cause gone")
+            .values(
+                state=FindingState.RESOLVED,
+                resolved_at=now,
+                decision_reason="cause gone",
+                recorded_last_seen=last_seen,
+            )
             .execution_options(synchronize_session=False)
         ).rowcount
-        still = session.execute(
+        session.execute(
             update(Finding)
-            .where(mine, Finding.state != FindingState.RESOLVED, present)
-            .values(last_seen=now)
+            .where(mine, Finding.state == FindingState.SUPPRESSED, present)
+            .values(recorded_last_seen=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         current = exists().where(
             mine,
             Finding.subject_id == scratch.c.subject_id,
             Finding.state != FindingState.RESOLVED,
         )
+        findings = Finding.__table__
         opened = session.execute(
-            insert(Finding).from_select(
+            insert(findings)
+            .from_select(
                 [
                     "kind",
                     "severity",
@@ -112,10 +147,26 @@ def observe(
                     literal(now, UTCDateTime()),
                 ).where(~current),
             )
+            # Without it, psycopg's rowcount of INSERT ... SELECT is not kept (-1).
+            .execution_options(preserve_rowcount=True)
         ).rowcount
     finally:
         scratch.drop(session.connection())
-    return {"opened": opened, "still_open": still, "resolved": resolved}
+    _scanned(session, kind, subject_type, now)
+    # Every subject seen had a current finding (open or suppressed) or has a new one.
+    return {"opened": opened, "still_open": seen - opened, "resolved": resolved}
+
+
+def _scanned(session: Session, kind: FindingKind, subject_type: str, at: dt.datetime) -> None:
+    """Record ``at`` as the latest observation of ``kind`` (an upsert, on either database)."""
+    dialect = session.bind.dialect.name
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(FindingScan)
+    upsert = upsert.values(kind=str(kind), subject_type=subject_type, scanned_at=at)
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["kind", "subject_type"], set_={"scanned_at": at}
+        )
+    )
 
 
 def _chunks(items: list, size: int = 1000) -> Iterable[list]:
@@ -130,6 +181,8 @@ def decide(
     if not reason or not reason.strip():
         raise ValueError("a reason is required")
     before = str(finding.state)
+    # Its last sighting, until now that of the latest scan of its kind, is kept in the row.
+    finding.recorded_last_seen = finding.last_seen
     finding.state = FindingState(state)
     finding.decided_by, finding.decision_reason = origin.actor, reason.strip()
     if finding.state == FindingState.RESOLVED:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, case, func, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from provisioning.database import Base, utcnow
 from provisioning.types import SerialId, UTCDateTime, enum_type
@@ -36,8 +37,49 @@ class FindingState(enum.StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class FindingScan(Base):
+    """When findings of one kind (and subject type) were last observed, completely.
+
+    :func:`provisioning.oversight.findings.observe` states every subject that
+    has the problem right now and resolves the open findings it does not name,
+    so an open finding of that kind was seen by that observation: its
+    ``last_seen`` is this time, kept here once rather than rewritten on every
+    open finding at every scan.
+    """
+
+    __tablename__ = "finding_scans"
+
+    # A plain string, not a second CHECK constraint to keep in step with the kinds.
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scanned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+def _last_seen(state: Any, kind: Any, subject_type: Any, recorded: Any) -> ColumnElement[Any]:
+    """SQL: an open finding's last sighting, the later of its row's and its kind's last scan."""
+    scanned = (
+        select(FindingScan.scanned_at)
+        .where(
+            FindingScan.kind == kind,
+            FindingScan.subject_type == subject_type,
+            FindingScan.scanned_at > recorded,
+        )
+        .correlate_except(FindingScan)
+        .scalar_subquery()
+    )
+    return case((state == FindingState.OPEN, func.coalesce(scanned, recorded)), else_=recorded)
+
+
 class Finding(Base):
-    """Something a job flagged, open until its cause is gone (or someone suppresses it)."""
+    """Something a job flagged, open until its cause is gone (or someone suppresses it).
+
+    ``last_seen`` is when a scan last saw its cause. The row's ``last_seen``
+    column (``recorded_last_seen``) holds it for suppressed and resolved
+    findings. An open finding was seen by every observation of its kind since
+    it was opened (or that observation would have resolved it), so its
+    ``last_seen`` is the latest one (:class:`FindingScan`), not written to
+    every open row at every scan.
+    """
 
     __tablename__ = "findings"
 
@@ -49,7 +91,9 @@ class Finding(Base):
     evidence: Mapped[dict] = mapped_column(JSON, default=dict)
     state: Mapped[FindingState] = mapped_column(enum_type(FindingState))
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_last_seen: Mapped[dt.datetime] = mapped_column(
+        "last_seen", UTCDateTime, default=utcnow
+    )
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # Who suppressed or resolved it by hand, and why.
     decided_by: Mapped[str | None] = mapped_column(String(255))
@@ -67,6 +111,11 @@ class Finding(Base):
             postgresql_where=state != FindingState.RESOLVED,
         ),
         Index("ix_findings_state_kind", "state", "kind"),
+    )
+
+    # Read-only, in Python and in SQL alike (see the class docstring).
+    last_seen: Mapped[dt.datetime] = column_property(
+        _last_seen(state, kind, subject_type, recorded_last_seen)
     )
 
 

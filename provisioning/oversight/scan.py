@@ -33,6 +33,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -87,10 +88,13 @@ def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[
 
 
 def _inactive_holders(session: Session) -> dict[str, int]:
+    # The few users not eligible first, then their grants: put as a join filter, SQLite
+    # would walk every live grant and look its holder up.
+    ineligible = select(User.id).where(~User.eligible)
     held = session.execute(
         select(User.id, User.user_name, User.offboarded_at, User.deleted_at, func.count(Grant.id))
         .join(Grant, Grant.user_id == User.id)
-        .where(Grant.revoked_at.is_(None), ~User.eligible)
+        .where(Grant.revoked_at.is_(None), User.id.in_(ineligible))
         .group_by(User.id, User.user_name, User.offboarded_at, User.deleted_at)
     ).all()
     pairs = [
@@ -124,6 +128,8 @@ def _inactive_holders(session: Session) -> dict[str, int]:
                 resolved_at=utcnow(),
                 decided_by=ORIGIN.actor,
                 decision_reason="revoked automatically",
+                # This scan saw them: its time, until now their kind's, is kept in the row.
+                recorded_last_seen=Finding.last_seen.expression,
             )
             .execution_options(synchronize_session=False)
         )
@@ -135,9 +141,13 @@ def _dormant(session: Session, now: dt.datetime, default_days: int) -> Select:
     thresholds: dict[int, list[int]] = {}
     for connector_id, days in session.execute(select(Connector.id, Connector.dormant_after_days)):
         thresholds.setdefault(days or default_days, []).append(connector_id)
+    groups = sorted(thresholds.items()) or [(default_days, [])]
     parts = []
-    for days, connector_ids in sorted(thresholds.items()) or [(default_days, [])]:
+    for days, connector_ids in groups:
         cutoff = now - dt.timedelta(days=days)
+        # One threshold for every connector (the usual case) needs no connector filter; an
+        # IN list on grants makes SQLite probe each holder's grants once per connector.
+        of_group = Grant.connector_id.in_(connector_ids) if len(groups) > 1 else true()
         parts.append(
             select(
                 cast(Grant.id, String).label("subject_id"),
@@ -155,7 +165,7 @@ def _dormant(session: Session, now: dt.datetime, default_days: int) -> Select:
             .where(
                 Grant.revoked_at.is_(None),
                 User.eligible,
-                Grant.connector_id.in_(connector_ids),
+                of_group,
                 or_(
                     Grant.last_used_at < cutoff,
                     and_(Grant.last_used_at.is_(None), Grant.granted_at < cutoff),
@@ -194,37 +204,51 @@ def _orphaned(session: Session) -> list[tuple[str, dict[str, Any]]]:
 def _unjustified(session: Session) -> Select:
     """Live grants of eligible users that no live mapping or exception justifies.
 
-    Correlated NOT EXISTS probes on the memberships and mappings indexes,
-    rather than an anti-join against every justification at once.
+    Two disjoint parts: grants of connectors that may not be granted at all, and
+    grants of the others that NOT EXISTS a justification. Kept at the top of
+    their WHERE clause (not under an OR), the NOT EXISTS become anti-joins on
+    PostgreSQL (hashed, in one pass) and index probes per grant on SQLite. The
+    review withdrawal is tested against the justification's own user and
+    connector, which equal the grant's, so it stays inside the anti-join.
     """
     now = utcnow()
-    by_mapping = exists().where(
-        Membership.user_id == Grant.user_id,
-        Membership.present.is_(True),
-        Mapping.group_id == Membership.group_id,
-        Mapping.connector_id == Grant.connector_id,
-        or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
-        ~engine.withdrawn(Grant.user_id, Grant.connector_id, Mapping.created_at),
+    by_mapping = (
+        select(Membership.user_id)
+        .join(Mapping, Mapping.group_id == Membership.group_id)
+        .where(
+            Membership.user_id == Grant.user_id,
+            Mapping.connector_id == Grant.connector_id,
+            Membership.present.is_(True),
+            or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
+            ~engine.withdrawn(Membership.user_id, Mapping.connector_id, Mapping.created_at),
+        )
+        .exists()
     )
     by_exception = exists().where(
         ManualException.user_id == Grant.user_id,
         ManualException.connector_id == Grant.connector_id,
         ManualException.revoked_at.is_(None),
         ManualException.expires_at > now,
-        ~engine.withdrawn(Grant.user_id, Grant.connector_id, ManualException.created_at),
+        ~engine.withdrawn(
+            ManualException.user_id, ManualException.connector_id, ManualException.created_at
+        ),
     )
-    return (
+    grantable = engine.connector_grantable()
+    live = (
         select(
             cast(Grant.id, String).label("subject_id"),
             _json(session, user=User.user_name, connector=Connector.slug).label("evidence"),
         )
         .join(Connector, Connector.id == Grant.connector_id)
         .join(User, User.id == Grant.user_id)
-        .where(
-            Grant.revoked_at.is_(None),
-            User.eligible,
-            or_(~engine.connector_grantable(), and_(~by_mapping, ~by_exception)),
-        )
+        .where(Grant.revoked_at.is_(None), User.eligible)
+    )
+    # Connectors that may not be granted are few (usually none): their grants by the
+    # connector index, not by testing every live grant's connector.
+    not_grantable = select(Connector.id).where(~grantable).correlate(None)
+    return union_all(
+        live.where(Grant.connector_id.in_(not_grantable)),
+        live.where(grantable, ~by_mapping, ~by_exception),
     )
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select, update
 
+from provisioning.api.schemas import FindingOut
 from provisioning.audit.models import AuditEvent
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
@@ -15,7 +16,7 @@ from provisioning.entitlements.models import Grant
 from provisioning.identity.models import User
 from provisioning.okta.models import RunStatus, SyncRun
 from provisioning.oversight.findings import decide
-from provisioning.oversight.models import Finding, FindingKind, FindingState
+from provisioning.oversight.models import Finding, FindingKind, FindingScan, FindingState
 from provisioning.oversight.scan import scan
 from tests.org import Org
 
@@ -66,6 +67,16 @@ def test_dormant_grant_comes_and_goes_with_use(database, granted):
     assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "resolved")]
 
 
+def test_scan_counts_what_it_opened_kept_and_resolved(database, granted):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    assert run_scan(database)["dormant_grant"] == {"opened": 1, "still_open": 0, "resolved": 0}
+    assert run_scan(database)["dormant_grant"] == {"opened": 0, "still_open": 1, "resolved": 0}
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    assert run_scan(database)["dormant_grant"] == {"opened": 0, "still_open": 0, "resolved": 1}
+
+
 def test_dormancy_threshold_per_connector(database, granted):
     _, _github, grant = granted
     with database.transaction() as session:
@@ -105,6 +116,19 @@ def test_unjustified_grant(database, granted, origin):
         )
     run_scan(database)
     assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(subject, "resolved")]
+
+
+def test_a_grant_of_a_connector_that_may_not_be_granted_is_unjustified(database, granted):
+    _ada, _github, grant = granted
+    with database.transaction() as session:
+        # Mapped, but disabled behind the engine's back: nothing justifies access to it.
+        session.execute(update(Connector).values(enabled=False))
+    run_scan(database)
+    assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(str(grant.id), "open")]
+    with database.transaction() as session:
+        session.execute(update(Connector).values(enabled=True))
+    run_scan(database)
+    assert findings(database, FindingKind.UNJUSTIFIED_GRANT) == [(str(grant.id), "resolved")]
 
 
 def test_orphaned_user_follows_the_last_full_reconciliation(database, origin):
@@ -179,3 +203,74 @@ def test_a_suppressed_finding_stays_suppressed_and_is_not_reopened(database, gra
         assert (finding.state, finding.decided_by) == ("suppressed", "test-admin")
         event = session.scalar(select(AuditEvent).where(AuditEvent.action == "finding.suppressed"))
         assert event.reason == "break-glass account"
+
+
+def scanned_at(database, kind: FindingKind, subject_type: str) -> dt.datetime:
+    with database.reader() as session:
+        return session.get(FindingScan, (str(kind), subject_type)).scanned_at
+
+
+def dormant(database) -> Finding:
+    with database.reader() as session:
+        return session.scalar(select(Finding).where(Finding.kind == FindingKind.DORMANT_GRANT))
+
+
+def test_last_seen_is_the_last_scan_that_saw_the_cause(database, granted):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    first = dormant(database)
+    assert first.last_seen == first.first_seen == scanned_at(database, "dormant_grant", "grant")
+    run_scan(database)
+    second = scanned_at(database, "dormant_grant", "grant")
+    finding = dormant(database)
+    assert finding.last_seen == second > finding.first_seen
+    # What the API shows; the row itself was not rewritten by the second scan.
+    assert FindingOut.model_validate(finding, from_attributes=True).last_seen == second
+    assert finding.recorded_last_seen == finding.first_seen
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    run_scan(database)
+    finding = dormant(database)
+    # Resolved by the third scan, last seen by the second.
+    assert finding.state == "resolved" and finding.decision_reason == "cause gone"
+    assert finding.last_seen == finding.recorded_last_seen == second
+    assert finding.resolved_at == scanned_at(database, "dormant_grant", "grant") > second
+
+
+def test_a_suppressed_finding_is_last_seen_while_its_cause_remains(database, granted, origin):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    run_scan(database)
+    second = scanned_at(database, "dormant_grant", "grant")
+    with database.transaction() as session:
+        finding = session.scalar(select(Finding))
+        decide(session, origin, finding, FindingState.SUPPRESSED, "service account")
+        assert finding.last_seen == finding.recorded_last_seen == second
+    run_scan(database)
+    third = scanned_at(database, "dormant_grant", "grant")
+    assert dormant(database).last_seen == third > second
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    run_scan(database)
+    finding = dormant(database)
+    assert (finding.state, finding.last_seen) == ("suppressed", third)
+
+
+def test_a_finding_resolved_by_hand_keeps_its_last_sighting(database, granted, origin):
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    run_scan(database)
+    second = scanned_at(database, "dormant_grant", "grant")
+    with database.transaction() as session:
+        decide(session, origin, session.scalar(select(Finding)), FindingState.RESOLVED, "known")
+    # A later scan opens a new finding for the cause; the resolved one keeps its sighting.
+    run_scan(database)
+    with database.reader() as session:
+        rows = session.scalars(select(Finding).order_by(Finding.id)).all()
+        assert [(f.state, f.last_seen) for f in rows] == [
+            ("resolved", second),
+            ("open", scanned_at(database, "dormant_grant", "grant")),
+        ]
