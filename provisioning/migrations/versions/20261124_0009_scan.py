@@ -1,7 +1,7 @@
 """Findings: when each kind was last observed, the last sighting of its open findings.
 
 Revision ID: 0009
-Revises: 0007 (to become 0008 when both branches meet)
+Revises: 0008
 Create Date: 2026-11-24
 """
 
