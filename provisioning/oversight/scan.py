@@ -33,7 +33,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    true,
     union_all,
     update,
 )
@@ -137,42 +136,46 @@ def _inactive_holders(session: Session) -> dict[str, int]:
 
 
 def _dormant(session: Session, now: dt.datetime, default_days: int) -> Select:
-    """Live grants of eligible users unused for the connector's threshold (or never, since)."""
-    thresholds: dict[int, list[int]] = {}
-    for connector_id, days in session.execute(select(Connector.id, Connector.dormant_after_days)):
-        thresholds.setdefault(days or default_days, []).append(connector_id)
-    groups = sorted(thresholds.items()) or [(default_days, [])]
-    parts = []
-    for days, connector_ids in groups:
-        cutoff = now - dt.timedelta(days=days)
-        # One threshold for every connector (the usual case) needs no connector filter; an
-        # IN list on grants makes SQLite probe each holder's grants once per connector.
-        of_group = Grant.connector_id.in_(connector_ids) if len(groups) > 1 else true()
-        parts.append(
-            select(
-                cast(Grant.id, String).label("subject_id"),
-                _json(
-                    session,
-                    user=User.user_name,
-                    connector=Connector.slug,
-                    last_used_at=Grant.last_used_at,
-                    granted_at=Grant.granted_at,
-                    threshold_days=literal(days),
-                ).label("evidence"),
-            )
-            .join(Connector, Connector.id == Grant.connector_id)
-            .join(User, User.id == Grant.user_id)
-            .where(
-                Grant.revoked_at.is_(None),
-                User.eligible,
-                of_group,
-                or_(
-                    Grant.last_used_at < cutoff,
-                    and_(Grant.last_used_at.is_(None), Grant.granted_at < cutoff),
-                ),
-            )
+    """Live grants of eligible users unused for the connector's threshold (or never, since).
+
+    One pass over the live grants whatever the thresholds, a grant's connector
+    matched to its threshold by value (lists of connector ids, one per
+    threshold, made SQLite probe every holder's grants once per connector).
+    """
+    own = Connector.dormant_after_days
+    thresholds = sorted({value or default_days for value in session.scalars(select(own))})
+    unused = []
+    for threshold in thresholds or [default_days]:
+        cutoff = now - dt.timedelta(days=threshold)
+        condition = or_(
+            Grant.last_used_at < cutoff,
+            and_(Grant.last_used_at.is_(None), Grant.granted_at < cutoff),
         )
-    return parts[0] if len(parts) == 1 else union_all(*parts)
+        if len(thresholds) > 1:
+            # The connectors of this threshold, by plain column tests PostgreSQL can estimate.
+            if threshold == default_days:
+                theirs = or_(own.is_(None), own.in_([0, default_days]))
+            else:
+                theirs = own == threshold
+            condition = and_(theirs, condition)
+        unused.append(condition)
+    days = func.coalesce(func.nullif(own, 0), default_days)
+    return (
+        select(
+            cast(Grant.id, String).label("subject_id"),
+            _json(
+                session,
+                user=User.user_name,
+                connector=Connector.slug,
+                last_used_at=Grant.last_used_at,
+                granted_at=Grant.granted_at,
+                threshold_days=days,
+            ).label("evidence"),
+        )
+        .join(Connector, Connector.id == Grant.connector_id)
+        .join(User, User.id == Grant.user_id)
+        .where(Grant.revoked_at.is_(None), User.eligible, or_(*unused))
+    )
 
 
 def _orphaned(session: Session) -> list[tuple[str, dict[str, Any]]]:

@@ -86,6 +86,34 @@ def test_dormancy_threshold_per_connector(database, granted):
     assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "open")]
 
 
+def test_each_connector_has_its_own_dormancy_threshold(database, granted, origin):
+    ada, _github, grant = granted
+    with database.transaction() as session:
+        wiki = Org(session, origin).connector("wiki")
+        session.add(Grant(user_id=ada.id, connector_id=wiki.id, access_level="read"))
+        session.execute(update(Grant).values(last_used_at=days_ago(20)))
+        session.execute(
+            update(Connector).where(Connector.slug == "github").values(dormant_after_days=14)
+        )
+    run_scan(database)
+    with database.reader() as session:
+        (finding,) = session.scalars(
+            select(Finding).where(Finding.kind == FindingKind.DORMANT_GRANT)
+        ).all()
+        assert finding.subject_id == str(grant.id)
+        assert finding.evidence["threshold_days"] == 14
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(100)))
+    run_scan(database)
+    with database.reader() as session:
+        thresholds = session.scalars(
+            select(Finding.evidence).where(
+                Finding.kind == FindingKind.DORMANT_GRANT, Finding.state == FindingState.OPEN
+            )
+        )
+        assert sorted(evidence["threshold_days"] for evidence in thresholds) == [14, 90]
+
+
 def test_access_held_by_an_inactive_user_is_revoked_at_once(database, granted):
     _ada, _, grant = granted
     with database.transaction() as session:
