@@ -115,6 +115,8 @@ def remediate(session: Session, origin: Origin, *, opened_since: dt.datetime) ->
             .values(
                 state=FindingState.RESOLVED,
                 resolved_at=now,
+                # Seen by the scan this follows, in the same transaction.
+                recorded_last_seen=now,
                 decided_by=origin.actor,
                 decision_reason="revoked automatically: dormant past the connector's grace",
             )
