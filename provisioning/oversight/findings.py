@@ -117,14 +117,12 @@ def observe(
             .values(recorded_last_seen=now)
             .execution_options(synchronize_session=False)
         )
-        current = exists().where(
-            mine,
-            Finding.subject_id == scratch.c.subject_id,
-            Finding.state != FindingState.RESOLVED,
-        )
         findings = Finding.__table__
+        # A subject with a current finding (open or suppressed) is skipped by the
+        # partial unique index itself: an anti-join here is what a planner without
+        # statistics (a fresh PostgreSQL table) turns into a nested loop over 1M rows.
         opened = session.execute(
-            insert(findings)
+            _insert(session, findings)
             .from_select(
                 [
                     "kind",
@@ -145,7 +143,13 @@ def observe(
                     literal(str(FindingState.OPEN)),
                     literal(now, UTCDateTime()),
                     literal(now, UTCDateTime()),
-                ).where(~current),
+                )
+                # SQLite reads "SELECT ... ON CONFLICT" as a join without a WHERE here.
+                .where(literal(True)),
+            )
+            .on_conflict_do_nothing(
+                index_elements=["kind", "subject_type", "subject_id"],
+                index_where=findings.c.state != str(FindingState.RESOLVED),
             )
             # Without it, psycopg's rowcount of INSERT ... SELECT is not kept (-1).
             .execution_options(preserve_rowcount=True)
@@ -157,11 +161,17 @@ def observe(
     return {"opened": opened, "still_open": seen - opened, "resolved": resolved}
 
 
+def _insert(session: Session, table: Any) -> Any:
+    """An INSERT with the dialect's ``ON CONFLICT`` clauses (both databases have them)."""
+    dialect = session.bind.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def _scanned(session: Session, kind: FindingKind, subject_type: str, at: dt.datetime) -> None:
     """Record ``at`` as the latest observation of ``kind`` (an upsert, on either database)."""
-    dialect = session.bind.dialect.name
-    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(FindingScan)
-    upsert = upsert.values(kind=str(kind), subject_type=subject_type, scanned_at=at)
+    upsert = _insert(session, FindingScan).values(
+        kind=str(kind), subject_type=subject_type, scanned_at=at
+    )
     session.execute(
         upsert.on_conflict_do_update(
             index_elements=["kind", "subject_type"], set_={"scanned_at": at}
