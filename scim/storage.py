@@ -37,7 +37,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
-from provisioning.database import Database, utcnow
+from provisioning.database import Database
 from provisioning.entitlements.models import Grant
 from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -469,14 +469,13 @@ class SqlStorage(ScimStorage):
             directory.set_group_external_id(session, origin, group, values.external_id)
         if (group.scim_attributes or None) != values.extras:
             group.scim_attributes = values.extras
-        if self._set_members(session, origin, group, values.members):
-            group.updated_at = utcnow()  # members are part of the resource: new version
+        self._set_members(session, origin, group, values.members)
         session.flush()
 
     def _set_members(
         self, session: Session, origin: Origin, group: Group, member_ids: list[str]
-    ) -> bool:
-        """Make the group's present members exactly ``member_ids``; True when any changed."""
+    ) -> None:
+        """Make the group's present members exactly ``member_ids``; each change is a new version."""
         wanted: dict[uuid.UUID, str] = {}
         for value in member_ids:
             ident = mapping.parse_id(value)
@@ -519,7 +518,6 @@ class SqlStorage(ScimStorage):
             directory.set_membership(
                 session, origin, user, group, False, source=MembershipSource.SCIM
             )
-        return bool(added or removed)
 
     def delete(
         self,

@@ -165,6 +165,10 @@ def set_membership(
         membership.source = source
     if published_at is not None:
         membership.published_at = published_at
+    if changed:
+        # Members are part of the group (its SCIM resource): a new version, whichever
+        # edge changed them (SCIM, an Okta hook, a reconciliation run).
+        group.updated_at = utcnow()
     session.flush()
     if changed:
         record(

@@ -221,3 +221,21 @@ def test_same_uuid_from_the_system_log_is_applied_once(database, mapped):
     add = p.joined()
     apply(database, add, source=Source.OKTA_HOOK)
     assert apply(database, add, source=Source.OKTA_SYNC) == [None]
+
+
+def test_membership_changes_from_hooks_give_the_group_a_new_version(database, mapped):
+    """The members are part of the SCIM Group: its ETag and lastModified move with them."""
+
+    def group() -> tuple[int, object]:
+        with database.reader() as session:
+            row = session.scalar(select(Group).where(Group.external_id == "00g1eng"))
+            return row.version, row.updated_at
+
+    before = group()
+    apply(database, p.joined(0))
+    joined = group()
+    assert joined[0] > before[0] and joined[1] > before[1]
+    apply(database, p.joined(0))  # a repeat changes nothing, so no new version
+    assert group() == joined
+    apply(database, p.left(1))
+    assert group()[0] > joined[0]
