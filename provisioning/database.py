@@ -12,21 +12,24 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 class DatabaseError(Exception):
@@ -55,6 +58,19 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+Reader = Session | Connection
+
+
+def connection_of(reader: Reader) -> Connection:
+    """The connection a read runs on: the session's, or the one given."""
+    return reader.connection() if isinstance(reader, Session) else reader
+
+
+def session_of(reader: Reader) -> Session:
+    """An ORM session for a read: the one given, or one on the given connection."""
+    return reader if isinstance(reader, Session) else Session(bind=reader)
+
+
 class Base(DeclarativeBase):
     """Declarative base of every table of the service."""
 
@@ -80,6 +96,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # Database.hot_read: every statement on its own
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
 
@@ -145,10 +163,16 @@ class Database:
             options["pool_pre_ping"] = True
         options.update(engine_options)
         self.engine = create_engine(url, **options)
-        if self.engine.dialect.name == "sqlite":
-            _sqlite_setup(self.engine)
-        else:
-            _postgresql_setup(self.engine)
+        # Connections for :meth:`hot_read`, kept idle by it rather than by a pool.
+        hot = {k: v for k, v in options.items() if k != "pool_pre_ping"}
+        hot_engine = create_engine(url, **{**hot, "poolclass": NullPool})
+        for engine in (self.engine, hot_engine):
+            if engine.dialect.name == "sqlite":
+                _sqlite_setup(engine)
+            else:
+                _postgresql_setup(engine)
+        self._hot_engine = hot_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._idle: deque[Connection] = deque()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
         self._checkpoint_every = 0
@@ -200,6 +224,48 @@ class Database:
             # Ends the transaction without a commit; loaded objects stay readable.
             session.close()
 
+    def hot_read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection kept open for it, in autocommit: each statement
+        reads committed state on its own.
+
+        For the read paths every request takes (checking a token, a decision): no pool
+        checkout, ORM session or BEGIN and ROLLBACK per call, which cost more than the
+        statements. ``work`` must only read. Idle connections wait in a stack (as many
+        as calls ever ran at once, up to :attr:`HOT_IDLE`); a connection the server
+        dropped (a restart) is replaced and ``work`` run once more, as a pool's
+        pre-ping would have done.
+        """
+        try:
+            connection = self._idle.pop()
+        except IndexError:
+            connection = self._hot_engine.connect()
+        try:
+            result = work(connection)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                self._rest(connection)
+                raise
+            connection.close()
+            connection = self._hot_engine.connect()
+            try:
+                result = work(connection)
+            except BaseException:
+                self._rest(connection)
+                raise
+        except BaseException:
+            self._rest(connection)
+            raise
+        self._rest(connection)
+        return result
+
+    HOT_IDLE = 32
+
+    def _rest(self, connection: Connection) -> None:
+        if len(self._idle) < self.HOT_IDLE:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
     # -- migrations ---------------------------------------------------------
 
     def _alembic(self) -> Config:
@@ -242,4 +308,7 @@ class Database:
         return f"cannot use the database at {redact(self.url)}: {reason}"
 
     def dispose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
         self.engine.dispose()
+        self._hot_engine.engine.dispose()

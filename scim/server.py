@@ -274,8 +274,9 @@ class ProvisioningScimServer(ScimServer):
         scheme, _, secret = (request.headers.get("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise UnauthorizedException(detail="a bearer token is required")
-        with self.database.reader() as session:
-            principal = authenticate(session, secret.strip())
+        principal = self.database.hot_read(
+            lambda connection: authenticate(connection, secret.strip())
+        )
         if principal is None:
             raise UnauthorizedException(detail="the bearer token is unknown or revoked")
         if Scope.SCIM_PROVISION not in principal.scopes:

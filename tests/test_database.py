@@ -66,3 +66,54 @@ def test_sqlite_checkpoints_never_wait_for_writers(database):
     assert time.monotonic() - started < 1
     release.set()
     thread.join(10)
+
+
+def test_hot_reads_from_many_threads_share_a_few_connections(database):
+    """A server that starts a thread per request must not open a connection per thread."""
+    seen: list[int] = []
+
+    def read() -> None:
+        seen.append(database.hot_read(lambda c: id(c.connection.driver_connection)))
+
+    for _ in range(50):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(5)
+    assert len(seen) == 50 and len(set(seen)) == 1
+    # At once, as many as run at once, and each is committed state read afresh.
+    barrier = threading.Barrier(4)
+
+    def together() -> None:
+        database.hot_read(lambda c: (barrier.wait(5), c.execute(text("SELECT 1")).scalar()))
+
+    threads = [threading.Thread(target=together) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    with database.transaction() as session:
+        session.execute(text("UPDATE audit_chain_head SET last_event_id = 41"))
+    assert (
+        database.hot_read(
+            lambda c: c.execute(text("SELECT last_event_id FROM audit_chain_head")).scalar()
+        )
+        == 41
+    )
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that drops connections: PostgreSQL only")
+def test_a_hot_read_survives_its_connection_being_dropped(database):
+    pid = database.hot_read(lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
+    with database.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    deadline = time.monotonic() + 5
+    with database.engine.connect() as admin:
+        while (
+            admin.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            ).scalar()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    again = database.hot_read(lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
+    assert again != pid

@@ -19,7 +19,7 @@ from provisioning.api import (
     targets,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
-from provisioning.api.edge import api, application, request_reader
+from provisioning.api.edge import api, application
 from provisioning.database import Database
 from provisioning.entitlements.decisions import LastUseRecorder
 from provisioning.settings import Settings
@@ -50,7 +50,6 @@ def register(app: Flask, settings: Settings, database: Database) -> None:
         audience=settings.jwt_audience,
         jwks=jwks,
         leeway=settings.jwt_leeway_seconds,
-        reader=request_reader,
     )
     app.extensions["provisioning.api.protector"] = protector(validator)
     app.extensions["provisioning.api.jwks"] = jwks

@@ -14,8 +14,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,6 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
-from sqlalchemy.orm import Session
 
 from provisioning.database import Database
 from provisioning.tokens import credentials
@@ -87,24 +84,31 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         audience: str | None,
         jwks: JWKSCache | None,
         leeway: int = 30,
-        reader: Callable[[], AbstractContextManager[Session]] | None = None,
     ) -> None:
         super().__init__(issuer=issuer, resource_server=audience, realm=REALM)
         self.database = database
-        self.reader = reader or database.reader
         self.jwks = jwks
         self.leeway = leeway
 
     def _invalid(self, description: str) -> InvalidTokenError:
         return InvalidTokenError(description=description, realm=REALM)
 
+    def static_token(self, token_string: str, scopes: list[str]) -> credentials.Principal:
+        """A static API token, checked without authlib's request wrapper (the hot path).
+
+        :raises InvalidTokenError: unknown or revoked; :raises InsufficientScopeError.
+        """
+        principal = self.database.hot_read(
+            lambda connection: credentials.authenticate(connection, token_string)
+        )
+        if principal is None:
+            raise self._invalid("unknown or revoked API token")
+        self.validate_token(principal, scopes, None)
+        return principal
+
     def authenticate_token(self, token_string: str) -> Any:
         if token_string.startswith(credentials.PREFIX):
-            with self.reader() as session:
-                principal = credentials.authenticate(session, token_string)
-            if principal is None:
-                raise self._invalid("unknown or revoked API token")
-            return principal
+            return self.static_token(token_string, [])
         if self.jwks is None or not self.issuer or not self.resource_server:
             raise self._invalid("JWT access tokens are not configured")
         try:

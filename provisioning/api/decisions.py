@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app
 
 from provisioning.api import schemas
-from provisioning.api.edge import json_response, request_reader, route
+from provisioning.api.edge import database, json_response, route
 from provisioning.entitlements import decisions
 from provisioning.tokens.credentials import Scope
 
@@ -19,13 +19,10 @@ def _recorder() -> decisions.LastUseRecorder:
 
 def _decide(checks: list[schemas.DecisionIn]) -> list[schemas.DecisionOut]:
     recorder = _recorder()
-    with request_reader() as session:
-        answers = [
-            decisions.decide(
-                session, decisions.Question(c.user, c.connector, c.action, c.interface)
-            )
-            for c in checks
-        ]
+    questions = [decisions.Question(c.user, c.connector, c.action, c.interface) for c in checks]
+    answers = database().hot_read(
+        lambda connection: [decisions.decide(connection, q) for q in questions]
+    )
     out = []
     for answer in answers:
         if answer.grant_id is not None:

@@ -6,8 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -24,6 +23,7 @@ from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
+from provisioning.tokens import credentials
 from provisioning.web.problems import problem
 
 PREFIX = "/api/v1"
@@ -97,8 +97,13 @@ def _authenticate() -> Response | None:
     ):
         return problem(413, "Content Too Large", "the request body is too large")
     protect = current_app.extensions["provisioning.api.protector"]
+    scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
+    credential = credential.strip()
     try:
-        token = protect.acquire_token([scope])
+        if scheme.lower() == "bearer" and credential.startswith(credentials.PREFIX):
+            token = protect.get_token_validator("bearer").static_token(credential, [scope])
+        else:
+            token = protect.acquire_token([scope])
     except OAuth2Error as error:
         status = 403 if error.error == "insufficient_scope" else 401
         detail = error.description or (
@@ -128,40 +133,6 @@ def origin(source: Source = Source.ADMIN) -> Origin:
 
 def database() -> Database:
     return current_app.extensions["provisioning.database"]
-
-
-@contextmanager
-def request_reader() -> Iterator[Session]:
-    """One read-only session for the whole request (authentication and the answer),
-    closed when the request ends.
-
-    On PostgreSQL it runs in autocommit: each statement reads committed state on
-    its own, which spares the BEGIN and ROLLBACK round trips on the decision path
-    (a decision's facts come from a single statement). SQLite keeps its deferred
-    read transaction.
-    """
-    session = g.get("reader")
-    if session is None:
-        db = database()
-        if db.dialect == "postgresql":
-            engine = current_app.extensions.get("provisioning.api.autocommit")
-            if engine is None:
-                engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-                current_app.extensions["provisioning.api.autocommit"] = engine
-            scope: Any = closing(Session(engine))
-        else:
-            scope = db.reader()
-        session = scope.__enter__()
-        g.reader, g.reader_scope = session, scope
-    yield session
-
-
-@api.teardown_request
-def _close_reader(_error: BaseException | None) -> None:
-    scope = g.pop("reader_scope", None)
-    g.pop("reader", None)
-    if scope is not None:
-        scope.__exit__(None, None, None)
 
 
 def fail(status: int, title: str, detail: str, kind: str, **extra: Any) -> None:

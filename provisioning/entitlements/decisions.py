@@ -39,7 +39,14 @@ from provisioning.connectors.models import (
     Interface,
     Policy,
 )
-from provisioning.database import Database, UTCDateTime, utcnow
+from provisioning.database import (
+    Database,
+    Reader,
+    UTCDateTime,
+    connection_of,
+    session_of,
+    utcnow,
+)
 from provisioning.entitlements.engine import withdrawn
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.entitlements.policy import (
@@ -232,8 +239,8 @@ def _state(row: Any) -> UserState:
     return UserState.ACTIVE
 
 
-def decide(session: Session, question: Question) -> Answer:
-    """The decision for one call, from the state committed in ``session``'s snapshot."""
+def decide(reader: Reader, question: Question) -> Answer:
+    """The decision for one call, from the state committed in ``reader``'s snapshot."""
     params: dict[str, Any] = {
         "connector": question.connector,
         "action": question.action,
@@ -245,9 +252,9 @@ def decide(session: Session, question: Question) -> Answer:
     except ValueError:
         params["user_key"] = question.user.lower()
         statement = _FACTS_BY_NAME
-    rows = session.connection().execute(statement, params).all()
+    rows = connection_of(reader).execute(statement, params).all()
     if not rows:
-        if find_user(session, question.user) is None:
+        if find_user(session_of(reader), question.user) is None:
             return Answer(Decision.DENY, (f"unknown user {question.user}",))
         return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
     row = rows[0]

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import utcnow
+from provisioning.database import Reader, connection_of, utcnow
 from provisioning.tokens.models import ApiToken
 
 PREFIX = "prov_"
@@ -93,10 +93,10 @@ _BY_DIGEST = select(
 ).where(ApiToken.secret_hash == bindparam("digest"))
 
 
-def authenticate(session: Session, secret: str) -> Principal | None:
+def authenticate(reader: Reader, secret: str) -> Principal | None:
     """The principal of a live token whose secret is ``secret``, else None."""
     digest = _digest(secret)
-    token = session.connection().execute(_BY_DIGEST, {"digest": digest}).first()
+    token = connection_of(reader).execute(_BY_DIGEST, {"digest": digest}).first()
     if token is None or token.revoked_at is not None:
         return None
     if not hmac.compare_digest(token.secret_hash, digest):
