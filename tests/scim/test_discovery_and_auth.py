@@ -46,7 +46,7 @@ def test_token_without_the_scim_scope_is_403(database):
 def test_service_provider_config_announces_what_is_supported(scim):
     config = scim.get("/ServiceProviderConfig").get_json()
     assert config["patch"] == {"supported": True}
-    assert config["bulk"]["supported"] is False
+    assert config["bulk"] == {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1048576}
     assert config["filter"] == {"supported": True, "maxResults": 1000}
     assert config["changePassword"] == {"supported": False}
     assert config["sort"] == {"supported": True}
@@ -61,7 +61,15 @@ def test_service_provider_config_announces_what_is_supported(scim):
     assert [u["userName"] for u in names] == ["b@example.com", "a@example.com"]
     assert scim.get("/Users?count=1").get_json()["itemsPerPage"] == 1
     assert scim.get(f"/Users/{names[0]['id']}").headers["ETag"] == names[0]["meta"]["version"]
-    assert scim.post("/Bulk", {}).status_code == 501
+    bulk = scim.post(
+        "/Bulk",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": [{"method": "DELETE", "path": f"/Users/{names[1]['id']}"}],
+        },
+    )
+    assert bulk.get_json()["Operations"][0]["status"] == "204"
+    assert scim.get(f"/Users/{names[1]['id']}").status_code == 404
 
 
 def test_resource_types_and_schemas(scim):
