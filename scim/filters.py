@@ -482,6 +482,7 @@ class Compiler:
         absent = key.is_(None)
         if missing:
             return and_(absent, ids) if after else or_(~absent, and_(absent, ids))
+        value = literal(value, key.type)  # a bound value, even True or False
         beyond_value = key > value if after else key < value
         same = and_(~absent, key == value, ids)
         if after:

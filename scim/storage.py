@@ -626,7 +626,7 @@ def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
     if isinstance(value, dt.datetime):
         value = {"t": value.isoformat()}
     elif isinstance(value, uuid.UUID):
-        value = str(value)
+        value = {"u": str(value)}
     return {"d": direction, "m": value is None, "k": value, "i": ident}
 
 
@@ -642,7 +642,7 @@ def _read_position(position: Any, sorted_: bool) -> tuple[str, tuple[bool, Any, 
         raise InvalidCursorException
     if isinstance(value, dict):
         try:
-            value = dt.datetime.fromisoformat(value["t"])
-        except (KeyError, TypeError, ValueError):
+            value = uuid.UUID(value["u"]) if "u" in value else dt.datetime.fromisoformat(value["t"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidCursorException from None
     return direction, (missing, value, ident)
