@@ -21,6 +21,7 @@ from scim2_models import (
     Context,
     ForbiddenException,
     InvalidValueException,
+    NotImplementedException,
     PatchOp,
     PayloadTooLargeException,
     PreconditionFailedException,
@@ -32,6 +33,7 @@ from scim2_models import (
 from scim2_server.bulk import BulkPlan
 from scim2_server.conditions import Conditions
 from scim2_server.handler import ScimHandler
+from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -63,6 +65,18 @@ class ProvisioningService(ScimService):
     ) -> Resource[Any]:
         return super().read_replacement(resource_type, normalise_resource(body), content_type)
 
+    def me_target(self, request: ScimRequest) -> tuple[ResourceType, str]:
+        """``/Me`` is not supported: 501, as RFC 7644 section 3.11 asks of such a provider.
+
+        SCIM clients authenticate with provisioning tokens, which are not users: no
+        request has a resource of its own for ``/Me`` to stand for.
+        """
+        raise NotImplementedException(detail=_NO_ME)
+
+    def me_creation_type(self, request: ScimRequest) -> ResourceType:
+        """``POST /Me`` is not supported either: a token does not register itself."""
+        raise NotImplementedException(detail=_NO_ME)
+
     def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
         """scim2-server's plan of a bulk request; a negative failOnErrors is refused."""
         plan = super().read_bulk(body, content_type)
@@ -93,6 +107,12 @@ class ProvisioningService(ScimService):
             Context.RESOURCE_REPLACEMENT_RESPONSE,
             response_parameters,
         )
+
+
+_NO_ME = (
+    "/Me is not supported: SCIM clients authenticate with provisioning tokens, which are "
+    "not users, so /Me has no resource to stand for"
+)
 
 
 def normalise_resource(body: bytes) -> bytes:
