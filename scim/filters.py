@@ -477,16 +477,31 @@ class Compiler:
         """Rows after (or before) ``anchor`` = (missing, value, id) in the ascending order."""
         missing, value, ident = anchor
         ids = self.table.id > ident if after else self.table.id < ident
-        if key is None:
-            return ids
-        absent = key.is_(None)
-        if missing:
-            return and_(absent, ids) if after else or_(~absent, and_(absent, ids))
-        beyond_value = key > value if after else key < value
-        same = and_(~absent, key == value, ids)
-        if after:
-            return or_(absent, and_(~absent, beyond_value), same)
-        return or_(and_(~absent, beyond_value), same)
+        return keyset(key, missing, value, ids, after=after)
+
+
+def keyset(
+    key: ColumnElement[Any] | None,
+    missing: bool,
+    value: Any,
+    ties: ColumnElement[bool],
+    *,
+    after: bool,
+) -> ColumnElement[bool]:
+    """Rows after (or before) an anchor in the ascending order of ``key`` (missing values
+    last); ``ties`` picks, among the rows with the anchor's value, those after (or before)
+    it in the order of the tie-breakers."""
+    if key is None:
+        return ties
+    absent = key.is_(None)
+    if missing:
+        return and_(absent, ties) if after else or_(~absent, and_(absent, ties))
+    value = literal(value, key.type)  # a bound value, even True or False
+    beyond_value = key > value if after else key < value
+    same = and_(~absent, key == value, ties)
+    if after:
+        return or_(absent, and_(~absent, beyond_value), same)
+    return or_(and_(~absent, beyond_value), same)
 
 
 def _is_complex(field_type: Any) -> bool:
@@ -683,4 +698,4 @@ def _substring(
     return condition
 
 
-__all__ = ["Compiler", "Reference", "Scalar"]
+__all__ = ["Compiler", "Reference", "Scalar", "keyset"]

@@ -30,6 +30,10 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MAX_RESULTS = 1000
 DEFAULT_PAGE_SIZE = 100
 CURSOR_TIMEOUT = 3600  # seconds a paging cursor stays valid
+BULK_MAX_OPERATIONS = 1000
+# The default body limit of the service (PROVISIONING_MAX_REQUEST_BYTES); the app
+# announces its own limit, so that maxPayloadSize is the limit it enforces.
+BULK_MAX_PAYLOAD_SIZE = 1_048_576
 
 
 class User(CoreUser[Any]):
@@ -52,11 +56,21 @@ BEARER = AuthenticationScheme(
 )
 
 
-def service_provider_config() -> ServiceProviderConfig:
-    """What the service supports, and nothing more."""
+def service_provider_config(
+    max_payload_size: int = BULK_MAX_PAYLOAD_SIZE,
+) -> ServiceProviderConfig:
+    """What the service supports, and nothing more.
+
+    ``max_payload_size`` is the largest request body the service reads, in bytes:
+    a larger bulk request is refused with 413 (RFC 7644 section 3.7.4).
+    """
     return ServiceProviderConfig(
         patch=Patch(supported=True),
-        bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
+        bulk=Bulk(
+            supported=True,
+            max_operations=BULK_MAX_OPERATIONS,
+            max_payload_size=max_payload_size,
+        ),
         filter=Filter(supported=True, max_results=MAX_RESULTS),
         change_password=ChangePassword(supported=False),
         sort=Sort(supported=True),
@@ -73,7 +87,7 @@ def service_provider_config() -> ServiceProviderConfig:
     )
 
 
-def provider() -> ScimProvider:
+def provider(max_payload_size: int = BULK_MAX_PAYLOAD_SIZE) -> ScimProvider:
     """The description of the service: its models, resource types and configuration."""
     return ScimProvider(
         models=[User, EnterpriseUser, Group],
@@ -81,5 +95,5 @@ def provider() -> ScimProvider:
             ResourceType.from_resource(UserResource),
             ResourceType.from_resource(Group),
         ],
-        config=service_provider_config(),
+        config=service_provider_config(max_payload_size),
     )

@@ -3,8 +3,9 @@
 Thin on purpose: it authenticates the token (scope ``scim:provision``), names
 it as the actor of every change, rewrites the few request shapes real clients
 send that RFC 7644 does not (Entra ID's capitalised PATCH ops, booleans sent as
-strings, dotted keys in a path-less replace), and hands the request to
-scim2-server, which calls :class:`scim.storage.SqlStorage`.
+strings, dotted keys in a path-less replace; in bulk operations too), and hands
+the request to scim2-server, which calls :class:`scim.storage.SqlStorage` (for
+/Bulk, once per operation, each its own unit of work).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from scim2_flask import ScimServer
 from scim2_models import (
     Context,
     ForbiddenException,
+    InvalidValueException,
+    NotImplementedException,
     PatchOp,
     PayloadTooLargeException,
     PreconditionFailedException,
@@ -27,8 +30,10 @@ from scim2_models import (
     ResponseParameters,
     UnauthorizedException,
 )
+from scim2_server.bulk import BulkPlan
 from scim2_server.conditions import Conditions
 from scim2_server.handler import ScimHandler
+from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -36,7 +41,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
-from scim.resources import ENTERPRISE, provider
+from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
 
 URL_PREFIX = "/scim/v2"
@@ -60,6 +65,36 @@ class ProvisioningService(ScimService):
     ) -> Resource[Any]:
         return super().read_replacement(resource_type, normalise_resource(body), content_type)
 
+    def me_target(self, request: ScimRequest) -> tuple[ResourceType, str]:
+        """``/Me`` is not supported: 501, as RFC 7644 section 3.11 asks of such a provider.
+
+        SCIM clients authenticate with provisioning tokens, which are not users: no
+        request has a resource of its own for ``/Me`` to stand for.
+        """
+        raise NotImplementedException(detail=_NO_ME)
+
+    def me_creation_type(self, request: ScimRequest) -> ResourceType:
+        """``POST /Me`` is not supported either: a token does not register itself."""
+        raise NotImplementedException(detail=_NO_ME)
+
+    def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
+        """scim2-server's plan of a bulk request; a negative failOnErrors is refused."""
+        plan = super().read_bulk(body, content_type)
+        if plan.fail_on_errors is not None and plan.fail_on_errors < 0:
+            raise InvalidValueException(
+                detail=f"failOnErrors is a number of errors, not {plan.fail_on_errors}"
+            )
+        return plan
+
+    def read_body(self, model: Any, body: bytes, content_type: str | None, scim_ctx: Context):
+        """A bulk request's operations accept what the single requests accept.
+
+        scim2-server checks maxPayloadSize on the body as sent, before this rewrite.
+        """
+        if scim_ctx == Context.BULK_REQUEST:
+            body = normalise_bulk(body)
+        return super().read_body(model, body, content_type, scim_ctx)
+
     def patch_response(
         self,
         base_url: str,
@@ -74,6 +109,12 @@ class ProvisioningService(ScimService):
         )
 
 
+_NO_ME = (
+    "/Me is not supported: SCIM clients authenticate with provisioning tokens, which are "
+    "not users, so /Me has no resource to stand for"
+)
+
+
 def normalise_resource(body: bytes) -> bytes:
     """A User's enterprise ``manager`` given by id only (as Okta sends it) gets its ``$ref``.
 
@@ -84,13 +125,18 @@ def normalise_resource(body: bytes) -> bytes:
         document = json.loads(body)
     except ValueError:
         return body
-    if not isinstance(document, dict):
+    if not isinstance(document, dict) or not _resource(document):
         return body
+    return json.dumps(document).encode()
+
+
+def _resource(document: dict[str, Any]) -> bool:
+    """:func:`normalise_resource` on a decoded resource, in place; True when it changed."""
     enterprise = next((v for k, v in document.items() if k.lower() == ENTERPRISE.lower()), None)
     if not isinstance(enterprise, dict) or "manager" not in enterprise:
-        return body
+        return False
     enterprise["manager"] = _manager(enterprise["manager"])
-    return json.dumps(document).encode()
+    return True
 
 
 def _manager(value: Any) -> Any:
@@ -116,8 +162,15 @@ def normalise_patch(body: bytes) -> bytes:
         document = json.loads(body)
     except ValueError:
         return body
-    if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
+    if not isinstance(document, dict) or not _patch(document):
         return body
+    return json.dumps(document).encode()
+
+
+def _patch(document: dict[str, Any]) -> bool:
+    """:func:`normalise_patch` on a decoded PatchOp, in place; True when it is a PatchOp."""
+    if not isinstance(document.get("Operations"), list):
+        return False
     operations = []
     for operation in document["Operations"]:
         if not isinstance(operation, dict):
@@ -148,7 +201,31 @@ def normalise_patch(body: bytes) -> bytes:
             continue
         operations.append(operation)
     document["Operations"] = operations
-    return json.dumps(document).encode()
+    return True
+
+
+def normalise_bulk(body: bytes) -> bytes:
+    """The shapes :func:`normalise_resource` and :func:`normalise_patch` accept, in each
+    operation of a bulk request: a client sends the same data alone or in a bulk."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
+        return body
+    changed = False
+    for operation in document["Operations"]:
+        if not isinstance(operation, dict) or not isinstance(operation.get("data"), dict):
+            continue
+        method = operation.get("method")
+        method = method.upper() if isinstance(method, str) else None
+        if method in ("POST", "PUT"):
+            changed = _resource(operation["data"]) or changed
+        elif method == "PATCH":
+            changed = _patch(operation["data"]) or changed
+    if not changed:
+        return body
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 _URN_PREFIX = "urn:ietf:params:scim:schemas:"
@@ -252,8 +329,10 @@ _RETRY = object()
 class ProvisioningScimServer(ScimServer):
     """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
 
-    def __init__(self, database: Database, cursor_secret: str) -> None:
-        scim_provider = provider()
+    def __init__(
+        self, database: Database, cursor_secret: str, max_payload_size: int = BULK_MAX_PAYLOAD_SIZE
+    ) -> None:
+        scim_provider = provider(max_payload_size)
         super().__init__(
             SqlStorage(database),
             scim_provider,
@@ -293,13 +372,17 @@ class ProvisioningScimServer(ScimServer):
             reset_origin(token)
 
     def read_body(self, scim_request: Any) -> bytes:
+        """The body, up to the app's limit (PROVISIONING_MAX_REQUEST_BYTES): 413 beyond.
+
+        A bulk request is read up to maxPayloadSize, which is announced as that limit.
+        """
         try:
             return super().read_body(scim_request)
         except RequestEntityTooLarge:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
             raise PayloadTooLargeException(
                 detail=f"the request body is larger than the {limit} bytes this service accepts "
-                "(PROVISIONING_MAX_REQUEST_BYTES)"
+                "(PROVISIONING_MAX_REQUEST_BYTES, and the maxPayloadSize of /Bulk)"
             ) from None
 
     def get_subject(self) -> Any:
@@ -313,11 +396,14 @@ def install(
 
     ``cursor_secret`` seals the paging cursors; without it one is derived from the
     database URL, so that every replica of the service accepts the others' cursors.
+    The bulk maxPayloadSize announced is the app's body limit (``MAX_CONTENT_LENGTH``,
+    from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts.
     """
     if cursor_secret is None:
         digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
         cursor_secret = digest
-    server = ProvisioningScimServer(database, cursor_secret)
+    limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
+    server = ProvisioningScimServer(database, cursor_secret, limit)
     server.init_app(app)
 
     return server

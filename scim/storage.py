@@ -22,7 +22,6 @@ from scim2_models import (
     InvalidCursorException,
     InvalidValueException,
     NotFoundException,
-    NotImplementedException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -31,7 +30,19 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import ScimStorage, SearchPage
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -42,7 +53,7 @@ from provisioning.entitlements.models import Grant
 from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from scim import mapping
-from scim.filters import Compiler
+from scim.filters import Compiler, keyset
 
 DEFAULT_ORIGIN = Origin(actor="scim", source=Source.SCIM)
 
@@ -289,9 +300,10 @@ class SqlStorage(ScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        if len(resource_types) != 1:
-            raise NotImplementedException(detail="search at the root is not supported")
-        (resource_type,) = resource_types
+        names = {rt.name: rt for rt in resource_types}
+        if len(names) != 1:
+            return self._search_root(list(names.values()), search_request, position)
+        (resource_type,) = names.values()
         model = self._model(resource_type)
         is_user = self._is_user(resource_type)
         table = User if is_user else Group
@@ -382,6 +394,124 @@ class SqlStorage(ScimStorage):
             if has_previous:
                 page.previous = _position("previous", first, key is not None)
         return page
+
+    def _search_root(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        position: Any,
+    ) -> SearchPage:
+        """Users and Groups searched as one collection, at the root (RFC 7644 section 3.4.2.1).
+
+        The filter is compiled for each type. A comparison or presence test on an
+        attribute a type does not declare is false for that type's resources (as in
+        scim2-models' ``ScimFilter.match`` and scim2-server's storage contract), so
+        ``userName pr`` finds users only, and ``not (userName eq "x")`` every group.
+
+        The (rank, id, sort value) of the matching rows of both tables are one
+        ``UNION ALL``, counted, ordered and paged in SQL; only the rows of the page are
+        then read in full. The order is total: with ``sortBy``, the sort value across
+        both types (missing values last ascending, first descending; a type without
+        the attribute has none), then Users before Groups, then the id; without it,
+        Users then Groups, each by id. Index pages and cursor pages (keyset pages on
+        that order, RFC 9865) are both served.
+        """
+        found, types = self._root_union(resource_types, search_request)
+        sorted_ = "sort_key" in found.c
+        key = found.c.sort_key if sorted_ else None
+        terms = ([key.is_(None), key] if key is not None else []) + [found.c.rank, found.c.id]
+        descending = search_request.sort_order == SearchRequest.SortOrder.descending
+        wants = _wanted(search_request)
+        count = search_request.count
+        with self._session(write=False) as session:
+            total = session.scalar(select(func.count()).select_from(found)) or 0
+            if count == 0:
+                return SearchPage(total, [])
+            columns = [found.c.rank, found.c.id] + ([key] if key is not None else [])
+            if search_request.cursor is None:
+                query = select(*columns).order_by(*_ordered(terms, descending))
+                start = search_request.start_index_0 or 0
+                if start:
+                    query = query.offset(start)
+                if count is not None:
+                    query = query.limit(count)
+                rows = list(session.execute(query))
+                return SearchPage(total, self._root_resources(session, types, rows, wants))
+            backwards = False
+            query = select(*columns)
+            if position is not None:
+                direction, (missing, value, ident) = _read_position(position, sorted_)
+                rank = position.get("r")
+                if rank not in types:
+                    raise InvalidCursorException
+                backwards = direction == "previous"
+                after = (direction == "next") != descending
+                ties = _lexically(found.c.rank, rank, found.c.id, ident, after=after)
+                query = query.where(keyset(key, missing, value, ties, after=after))
+            query = query.order_by(*_ordered(terms, descending != backwards))
+            if count is not None:
+                query = query.limit(count + 1)
+            rows = list(session.execute(query))
+            more = count is not None and len(rows) > count
+            rows = rows[:count] if count is not None else rows
+            if backwards:
+                rows.reverse()
+            page = SearchPage(total, self._root_resources(session, types, rows, wants))
+            if rows:
+                first, last = rows[0], rows[-1]
+                has_next = more if not backwards else True
+                has_previous = position is not None if not backwards else more
+                if has_next:
+                    page.next = {**_position("next", last, sorted_), "r": last.rank}
+                if has_previous:
+                    page.previous = {**_position("previous", first, sorted_), "r": first.rank}
+            return page
+
+    def _root_union(self, resource_types: list[ResourceType], search_request: SearchRequest[Any]):
+        """The (rank, id[, sort_key]) of the matching rows of each type, as one UNION ALL
+        subquery; and the (model, is_user) of each rank."""
+        branches = []
+        for resource_type in resource_types:
+            model = self._model(resource_type)
+            is_user = self._is_user(resource_type)
+            table = User if is_user else Group
+            compiler = Compiler(
+                model, table, self.database.dialect, codepoint_order=self._codepoint_order()
+            )
+            conditions = [User.deleted_at.is_(None)] if is_user else []
+            if search_request.filter is not None:
+                conditions.append(compiler.where(search_request.filter.ast))
+            binding = search_request.sort_binding(model) if search_request.sort_by else None
+            key = compiler.sort_key(binding)
+            branches.append((_RANKS[resource_type.name], model, is_user, key, conditions))
+        keys = [key for *_, key, _ in branches if key is not None]
+        selects = []
+        for rank, _model, is_user, key, conditions in branches:
+            table = User if is_user else Group
+            columns = [literal_column(str(rank), Integer).label("rank"), table.id.label("id")]
+            if keys:
+                # A type without the attribute sorts as missing: NULL of the others' type.
+                missing = type_coerce(null(), keys[0].type)
+                columns.append((key if key is not None else missing).label("sort_key"))
+            selects.append(select(*columns).where(*conditions))
+        types = {rank: (model, is_user) for rank, model, is_user, *_ in branches}
+        return union_all(*selects).subquery("found"), types
+
+    def _root_resources(self, session, types, rows, wants) -> list[Resource[Any]]:
+        """The resources of a root page's (rank, id) rows, in the rows' order."""
+        ids: dict[int, list[uuid.UUID]] = defaultdict(list)
+        for row in rows:
+            ids[row.rank].append(row.id)
+        found: dict[tuple[int, str], Resource[Any]] = {}
+        for rank, idents in ids.items():
+            model, is_user = types[rank]
+            query = _USERS_BY_IDS if is_user else _GROUPS_BY_IDS
+            full = list(session.execute(query, {"ids": idents}))
+            for resource in self._resources(session, model, full, wants, is_user):
+                found[rank, str(resource.id)] = resource
+        # A row deleted since the page was chosen is left out.
+        keys = [(row.rank, str(row.id)) for row in rows]
+        return [found[k] for k in keys if k in found]
 
     def _resources(self, session, model, rows, wants, is_user) -> list[Resource[Any]]:
         if is_user:
@@ -569,6 +699,12 @@ class SqlStorage(ScimStorage):
 # Reads as prepared Core statements: no ORM identity map, and no statement built per request.
 _USER_BY_ID = select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
 _GROUP_BY_ID = select(Group.__table__).where(Group.id == bindparam("id"))
+_USERS_BY_IDS = select(User.__table__).where(
+    User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
+)
+_GROUPS_BY_IDS = select(Group.__table__).where(Group.id.in_(bindparam("ids", expanding=True)))
+# The order of the resource types at the root: Users, then Groups.
+_RANKS = {"User": 0, "Group": 1}
 _GROUPS_OF_USERS = (
     select(Membership.user_id, Group.id, Group.display_name)
     .join(Group, Group.id == Membership.group_id)
@@ -615,6 +751,17 @@ def _wanted(parameters: Any):
     return wants
 
 
+def _ordered(terms: list[Any], descending: bool) -> list[Any]:
+    return [t.desc() for t in terms] if descending else terms
+
+
+def _lexically(first, first_value, second, second_value, *, after: bool) -> ColumnElement[bool]:
+    """(first, second) after (or before) (first_value, second_value), lexicographically."""
+    if after:
+        return or_(first > first_value, and_(first == first_value, second > second_value))
+    return or_(first < first_value, and_(first == first_value, second < second_value))
+
+
 def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
     """Where a cursor page starts after (or ends before): the row's sort value and id."""
     ident = str(row.id)
@@ -624,7 +771,7 @@ def _position(direction: str, row: Any, sorted_: bool) -> dict[str, Any]:
     if isinstance(value, dt.datetime):
         value = {"t": value.isoformat()}
     elif isinstance(value, uuid.UUID):
-        value = str(value)
+        value = {"u": str(value)}
     return {"d": direction, "m": value is None, "k": value, "i": ident}
 
 
@@ -640,7 +787,7 @@ def _read_position(position: Any, sorted_: bool) -> tuple[str, tuple[bool, Any, 
         raise InvalidCursorException
     if isinstance(value, dict):
         try:
-            value = dt.datetime.fromisoformat(value["t"])
-        except (KeyError, TypeError, ValueError):
+            value = uuid.UUID(value["u"]) if "u" in value else dt.datetime.fromisoformat(value["t"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidCursorException from None
     return direction, (missing, value, ident)

@@ -6,7 +6,16 @@ import pytest
 
 from provisioning.audit.log import Origin, Source
 from provisioning.tokens import credentials
-from tests.scim.conftest import ENTERPRISE, ERROR_SCHEMA, Scim, make_app, make_token, okta_user
+from tests.scim.conftest import (
+    ENTERPRISE,
+    ERROR_SCHEMA,
+    PATCH_OP,
+    Scim,
+    make_app,
+    make_token,
+    okta_user,
+)
+from tests.scim.test_bad_input import rows
 
 
 def assert_401(response) -> None:
@@ -46,7 +55,7 @@ def test_token_without_the_scim_scope_is_403(database):
 def test_service_provider_config_announces_what_is_supported(scim):
     config = scim.get("/ServiceProviderConfig").get_json()
     assert config["patch"] == {"supported": True}
-    assert config["bulk"]["supported"] is False
+    assert config["bulk"] == {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1048576}
     assert config["filter"] == {"supported": True, "maxResults": 1000}
     assert config["changePassword"] == {"supported": False}
     assert config["sort"] == {"supported": True}
@@ -61,7 +70,15 @@ def test_service_provider_config_announces_what_is_supported(scim):
     assert [u["userName"] for u in names] == ["b@example.com", "a@example.com"]
     assert scim.get("/Users?count=1").get_json()["itemsPerPage"] == 1
     assert scim.get(f"/Users/{names[0]['id']}").headers["ETag"] == names[0]["meta"]["version"]
-    assert scim.post("/Bulk", {}).status_code == 501
+    bulk = scim.post(
+        "/Bulk",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": [{"method": "DELETE", "path": f"/Users/{names[1]['id']}"}],
+        },
+    )
+    assert bulk.get_json()["Operations"][0]["status"] == "204"
+    assert scim.get(f"/Users/{names[1]['id']}").status_code == 404
 
 
 def test_resource_types_and_schemas(scim):
@@ -85,3 +102,31 @@ def test_resource_types_and_schemas(scim):
     enterprise = {a["name"] for a in schemas[ENTERPRISE]["attributes"]}
     assert {"employeeNumber", "department", "manager"} <= enterprise
     assert scim.get("/Schemas", query_string={"filter": 'id eq "x"'}).status_code == 403
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "POST"])
+def test_me_is_not_implemented_for_provisioning_tokens(scim, method):
+    """/Me aliases the authenticated subject's own resource (RFC 7644 section 3.11); SCIM
+    clients authenticate with provisioning tokens, which are not users, so the service does
+    not support it and answers 501 with a SCIM error, for every method, writing nothing."""
+    scim.post("/Users", okta_user("okta-provisioning@example.com"))  # not the token's resource
+    before = rows(scim)
+    body = {
+        "PUT": okta_user("me@example.com"),
+        "POST": okta_user("me@example.com"),
+        "PATCH": {
+            "schemas": [PATCH_OP],
+            "Operations": [{"op": "replace", "path": "title", "value": "x"}],
+        },
+    }.get(method)
+
+    response = scim.request(method, "/Me", body)
+
+    assert response.status_code == 501
+    error = response.get_json()
+    assert error["schemas"] == [ERROR_SCHEMA] and error["status"] == "501"
+    assert "/Me is not supported" in error["detail"] and "token" in error["detail"]
+    assert "Location" not in response.headers
+    assert rows(scim) == before
+    # Authentication comes first: without a token, /Me is 401 like any endpoint.
+    assert_401(scim.client.open("/scim/v2/Me", method=method))

@@ -208,6 +208,31 @@ def test_cursor_paging_over_http(scim, org):
     assert forged.status_code == 400 and forged.get_json()["scimType"] == "invalidCursor"
 
 
+@pytest.mark.parametrize("sort_by", ["id", "active", "meta.created", "externalId"])
+@pytest.mark.parametrize("sort_order", ["ascending", "descending"])
+def test_cursor_pages_by_every_kind_of_sort_value(scim, org, sort_by, sort_order):
+    """Cursors keep a uuid, boolean, dateTime or string sort value: the walk forward and
+    back gives the index order, each user once."""
+    params = {"sortBy": sort_by, "sortOrder": sort_order}
+    everyone = scim.get("/Users", query_string={**params, "count": 100}).get_json()
+    expected = [u["id"] for u in everyone["Resources"]]
+    pages = []
+    cursor = ""
+    while cursor is not None:
+        response = scim.get("/Users", query_string={**params, "cursor": cursor, "count": 1})
+        assert response.status_code == 200, response.get_json()
+        pages.append(response.get_json())
+        cursor = pages[-1].get("nextCursor")
+    assert [u["id"] for p in pages for u in p["Resources"]] == expected
+    back = pages[-1]
+    seen = [u["id"] for u in back["Resources"]]
+    while "previousCursor" in back:
+        query = {**params, "cursor": back["previousCursor"], "count": 1}
+        back = scim.get("/Users", query_string=query).get_json()
+        seen = [u["id"] for u in back["Resources"]] + seen
+    assert seen == expected
+
+
 @pytest.mark.parametrize("codepoint_order", [True, False])
 def test_string_order_with_and_without_a_code_point_collation(scim, org, codepoint_order):
     """On a PostgreSQL whose collation is not C, comparisons and sorts use COLLATE "C"."""

@@ -10,8 +10,6 @@ from scim.storage import SqlStorage
 
 
 class TestSqlStorage(ScimStorageContract):
-    supports_root_search = False
-
     @pytest.fixture
     def provider(self):
         return scim_provider()
