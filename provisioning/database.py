@@ -224,39 +224,50 @@ class Database:
             # Ends the transaction without a commit; loaded objects stay readable.
             session.close()
 
-    def hot_read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` on a connection kept open for it, in autocommit: each statement
-        reads committed state on its own.
+    @contextmanager
+    def hot_reader(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A connection kept open for reads, in autocommit: each statement reads committed
+        state on its own, or, with ``snapshot`` on SQLite, all of them one snapshot
+        (PostgreSQL's reads are READ COMMITTED either way).
 
-        For the read paths every request takes (checking a token, a decision): no pool
-        checkout, ORM session or BEGIN and ROLLBACK per call, which cost more than the
-        statements. ``work`` must only read. Idle connections wait in a stack (as many
-        as calls ever ran at once, up to :attr:`HOT_IDLE`); a connection the server
-        dropped (a restart) is replaced and ``work`` run once more, as a pool's
-        pre-ping would have done.
+        For the read paths every request takes (checking a token, a decision, a SCIM
+        read): no pool checkout, ORM session or BEGIN and ROLLBACK per call, which cost
+        more than the statements. Only reads may run on it. Idle connections wait in a
+        stack, as many as were ever used at once, up to :attr:`HOT_IDLE`.
         """
         try:
             connection = self._idle.pop()
         except IndexError:
             connection = self._hot_engine.connect()
+        began = snapshot and self.dialect == "sqlite"
         try:
-            result = work(connection)
+            if began:
+                connection.exec_driver_sql("BEGIN DEFERRED")
+            yield connection
+        finally:
+            if connection.invalidated:
+                connection.close()
+            else:
+                if began:
+                    connection.exec_driver_sql("ROLLBACK")
+                self._rest(connection)
+
+    def hot_read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (reads only) on a :meth:`hot_reader`.
+
+        A connection the server dropped (a restart) means every idle one is gone too:
+        they are all replaced and ``work`` runs once more, as a pool's pre-ping would.
+        """
+        try:
+            with self.hot_reader() as connection:
+                return work(connection)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
-                self._rest(connection)
                 raise
-            connection.close()
-            connection = self._hot_engine.connect()
-            try:
-                result = work(connection)
-            except BaseException:
-                self._rest(connection)
-                raise
-        except BaseException:
-            self._rest(connection)
-            raise
-        self._rest(connection)
-        return result
+            while self._idle:
+                self._idle.pop().close()
+            with self.hot_reader() as connection:
+                return work(connection)
 
     HOT_IDLE = 32
 

@@ -32,6 +32,7 @@ from scim2_models import (
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Integer,
     and_,
     bindparam,
@@ -48,7 +49,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
-from provisioning.database import Database
+from provisioning.database import Database, Reader
 from provisioning.entitlements.models import Grant
 from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -83,24 +84,25 @@ def current_origin() -> Origin:
 
 
 class _Unit:
-    """The sessions of one SCIM operation: a reader until the first write, then a writer."""
+    """The connections of one SCIM operation: a hot reader until the first write, then a
+    transaction (:meth:`provisioning.database.Database.hot_reader`)."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._reader: contextlib.AbstractContextManager[Session] | None = None
+        self._reader: contextlib.AbstractContextManager[Connection] | None = None
         self._writer: contextlib.AbstractContextManager[Session] | None = None
-        self.session: Session | None = None
+        self.session: Reader | None = None
         self.writing = False
 
-    def read(self) -> Session:
+    def read(self) -> Reader:
         if self.session is None:
-            self._reader = self.database.reader()
+            self._reader = self.database.hot_reader(snapshot=True)
             self.session = self._reader.__enter__()
         return self.session
 
     def write(self) -> Session:
         if self.writing:
-            assert self.session is not None
+            assert isinstance(self.session, Session)
             return self.session
         if self._reader is not None:
             self._reader.__exit__(None, None, None)
