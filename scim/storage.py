@@ -532,7 +532,7 @@ class SqlStorage(ScimStorage):
                 user_name = fields.pop("user_name")
                 if not user_name:
                     raise InvalidValueException(detail="a User needs a userName")
-                self._check_user_unique(session, user_name, fields.get("external_id"), None)
+                self._check_user_unique(session, fields.get("external_id"), None)
                 try:
                     user = directory.create_user(session, origin, user_name=user_name, **fields)
                 except directory.IdentityError as exc:
@@ -583,7 +583,7 @@ class SqlStorage(ScimStorage):
         fields = values.fields
         if not fields.get("user_name"):
             raise InvalidValueException(detail="a User needs a userName")
-        self._check_user_unique(session, fields["user_name"], fields.get("external_id"), user.id)
+        self._check_user_unique(session, fields.get("external_id"), user.id)
         changed = {k: v for k, v in fields.items() if getattr(user, k) != v}
         if (user.scim_attributes or None) != values.extras:
             user.scim_attributes = values.extras
@@ -678,15 +678,13 @@ class SqlStorage(ScimStorage):
     # -- uniqueness ----------------------------------------------------------
 
     @staticmethod
-    def _check_user_unique(
-        session: Session, user_name: str, external_id: str | None, own: uuid.UUID | None
-    ) -> None:
-        others = [User.deleted_at.is_(None)] + ([User.id != own] if own else [])
-        if session.scalar(select(User.id).where(User.user_name_key == user_name.lower(), *others)):
-            raise UniquenessException(detail=f"userName {user_name!r} is already taken")
-        if external_id is not None and session.scalar(
-            select(User.id).where(User.external_id == external_id, *others)
-        ):
+    def _check_user_unique(session: Session, external_id: str | None, own: uuid.UUID | None):
+        """externalId is unique among users (the directory holds userName to it)."""
+        if external_id is None:
+            return
+        if session.execute(
+            _USER_BY_EXTERNAL_ID, {"external_id": external_id, "own": own or _NO_ID}
+        ).first():
             raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
 
     @staticmethod
@@ -701,6 +699,12 @@ class SqlStorage(ScimStorage):
 # Reads as prepared Core statements: no ORM identity map, and no statement built per request.
 _USER_BY_ID = select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
 _GROUP_BY_ID = select(Group.__table__).where(Group.id == bindparam("id"))
+_NO_ID = uuid.UUID(int=0)
+_USER_BY_EXTERNAL_ID = select(User.id).where(
+    User.external_id == bindparam("external_id"),
+    User.deleted_at.is_(None),
+    User.id != bindparam("own"),
+)
 _USERS_BY_IDS = select(User.__table__).where(
     User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
 )

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
@@ -97,15 +97,26 @@ def chain_hash(prev_hash: str, row: dict[str, Any] | AuditEvent) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(_hashed_fields(row))).hexdigest()
 
 
-def lock(session: Session) -> AuditChainHead:
-    """Take the chain head for the rest of the transaction.
+# Built once, run as Core statements: every audited write runs them, and the ORM's
+# bulk paths cost more than the statements.
+_HEADS = AuditChainHead.__table__
+_HEAD = select(_HEADS.c.last_event_id, _HEADS.c.last_hash).where(_HEADS.c.id == 1).with_for_update()
+_ADVANCE = (
+    _HEADS.update()
+    .where(_HEADS.c.id == 1)
+    .values(last_event_id=bindparam("last_id"), last_hash=bindparam("last"))
+)
+_APPEND = AuditEvent.__table__.insert()
+
+
+def lock(session: Session) -> Any:
+    """Take the chain head for the rest of the transaction; its last event id and hash.
 
     Writers that call this first are serialised on PostgreSQL (a row lock);
     SQLite serialises writers already (``BEGIN IMMEDIATE``).
     """
-    head = session.execute(
-        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    session.flush()  # what the session holds goes first, as autoflush would have it
+    head = session.connection().execute(_HEAD).first()
     if head is None:
         raise RuntimeError("audit chain head missing: run `provisioning db upgrade`")
     return head
@@ -137,15 +148,10 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
         row["hash"] = prev_hash = chain_hash(prev_hash, row)
         rows.append(row)
         next_id += 1
+    connection = session.connection()
     for start in range(0, len(rows), _BATCH):
-        session.execute(insert(AuditEvent), rows[start : start + _BATCH])
-    session.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.id == 1)
-        .values(last_event_id=next_id - 1, last_hash=prev_hash)
-    )
-    # The ORM copy of the head is stale now; the row is what counts.
-    session.expire(head)
+        connection.execute(_APPEND, rows[start : start + _BATCH])
+    connection.execute(_ADVANCE, {"last_id": next_id - 1, "last": prev_hash})
     return [row["id"] for row in rows]
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from provisioning.audit.log import Entry, Origin, record
+from provisioning.audit.log import Entry, Origin, lock, record
 from provisioning.database import utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
@@ -50,13 +50,16 @@ def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None) -> bo
     return published_at is None or recorded is None or published_at >= recorded
 
 
+# Built once: a statement's construction costs more than its run on SQLite.
+_NAME_TAKEN = select(User.id).where(
+    User.user_name_key == bindparam("key"), User.deleted_at.is_(None)
+)
+
+
 def create_user(session: Session, origin: Origin, *, user_name: str, **fields: Any) -> User:
     """Add a user; ``user_name`` is unique without regard to case."""
     key = user_name.lower()
-    clash = session.scalar(
-        select(User.id).where(User.user_name_key == key, User.deleted_at.is_(None))
-    )
-    if clash is not None:
+    if session.execute(_NAME_TAKEN, {"key": key}).first() is not None:
         raise IdentityError(f"userName {user_name!r} is already taken")
     unknown = set(fields) - set(_USER_FIELDS)
     if unknown:
@@ -136,6 +139,27 @@ def create_group(
     return group
 
 
+_TOUCH = (
+    update(Group.__table__)
+    .where(Group.__table__.c.id == bindparam("group_id"))
+    .values(version=Group.__table__.c.version + 1, updated_at=bindparam("now"))
+)
+
+
+def _touch(session: Session, group: Group) -> None:
+    """A new version (SCIM ETag) and lastModified for ``group``, whose members changed.
+
+    Members are part of the group's resource, whichever edge changed them (SCIM, an
+    Okta hook, a reconciliation run). An increment in SQL, after the audit chain's
+    head (the order every writer takes locks in): concurrent changes to one group's
+    members queue on its row instead of failing on a version read before.
+    """
+    lock(session)
+    session.connection().execute(_TOUCH, {"group_id": group.id, "now": utcnow()})
+    if group in session:
+        session.expire(group, ["version", "updated_at"])
+
+
 def set_membership(
     session: Session,
     origin: Origin,
@@ -165,12 +189,9 @@ def set_membership(
         membership.source = source
     if published_at is not None:
         membership.published_at = published_at
-    if changed:
-        # Members are part of the group (its SCIM resource): a new version, whichever
-        # edge changed them (SCIM, an Okta hook, a reconciliation run).
-        group.updated_at = utcnow()
     session.flush()
     if changed:
+        _touch(session, group)
         record(
             session,
             origin,

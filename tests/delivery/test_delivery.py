@@ -15,6 +15,7 @@ from provisioning.delivery.targets import TargetError, check_url
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.identity.directory import set_active
+from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests
 from provisioning.oversight.models import Finding, FindingKind
 from tests.delivery.conftest import ADMIN, add_target
@@ -375,7 +376,7 @@ def test_delivered_messages_are_pruned_after_the_retention_and_nothing_else(
     join(database, lee, group, present=False)
     deliverer.drain()  # 2 dead
     with database.transaction() as session:
-        Org(session, ADMIN).join(session.merge(lee), session.merge(group))
+        Org(session, ADMIN).join(session.get(User, lee.id), session.get(Group, group.id))
     assert states(database) == {"delivered": 2, "dead": 2, "pending": 2}
     with database.transaction() as session:
         for message in session.scalars(select(OutboxMessage)):

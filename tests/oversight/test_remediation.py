@@ -14,6 +14,7 @@ from provisioning.delivery.models import OutboxMessage, TargetKind
 from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_exception, create_mapping
 from provisioning.entitlements.models import Grant
+from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding, FindingKind
 from provisioning.reviews.campaigns import create_campaign
 from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewRevocation
@@ -120,8 +121,9 @@ def test_a_dormant_grant_is_announced_then_revoked_when_the_grace_ends(
 
     with database.transaction() as session:  # a membership event does not bring it back
         org = Org(session, origin)
-        org.leave(session.merge(lee), session.merge(group))
-        org.join(session.merge(lee), session.merge(group))
+        lee_now, group_now = session.get(User, lee.id), session.get(Group, group.id)
+        org.leave(lee_now, group_now)
+        org.join(lee_now, group_now)
     assert "github" not in live(database)
 
 
