@@ -306,18 +306,9 @@ class SqlStorage(ScimStorage):
         if len(names) != 1:
             return self._search_root(list(names.values()), search_request, position)
         (resource_type,) = names.values()
-        model = self._model(resource_type)
-        is_user = self._is_user(resource_type)
+        model, is_user, compiler, conditions, key = self._matching(resource_type, search_request)
         table = User if is_user else Group
-        compiler = Compiler(
-            model, table, self.database.dialect, codepoint_order=self._codepoint_order()
-        )
-        conditions = [User.deleted_at.is_(None)] if is_user else []
-        if search_request.filter is not None:
-            conditions.append(compiler.where(search_request.filter.ast))
         descending = search_request.sort_order == SearchRequest.SortOrder.descending
-        binding = search_request.sort_binding(model) if search_request.sort_by else None
-        key = compiler.sort_key(binding)
         wants = _wanted(search_request)
         by_cursor = search_request.cursor is not None
         with self._session(write=False) as session:
@@ -469,22 +460,30 @@ class SqlStorage(ScimStorage):
                     page.previous = {**_position("previous", first, sorted_), "r": first.rank}
             return page
 
+    def _matching(self, resource_type: ResourceType, search_request: SearchRequest[Any]):
+        """The model of ``resource_type``, whether it is User, its filter compiler, the SQL
+        conditions of the request's filter on its table, and its sort key (None without
+        ``sortBy``)."""
+        model = self._model(resource_type)
+        is_user = self._is_user(resource_type)
+        compiler = Compiler(
+            model,
+            User if is_user else Group,
+            self.database.dialect,
+            codepoint_order=self._codepoint_order(),
+        )
+        conditions = [User.deleted_at.is_(None)] if is_user else []
+        if search_request.filter is not None:
+            conditions.append(compiler.where(search_request.filter.ast))
+        binding = search_request.sort_binding(model) if search_request.sort_by else None
+        return model, is_user, compiler, conditions, compiler.sort_key(binding)
+
     def _root_union(self, resource_types: list[ResourceType], search_request: SearchRequest[Any]):
         """The (rank, id[, sort_key]) of the matching rows of each type, as one UNION ALL
         subquery; and the (model, is_user) of each rank."""
         branches = []
         for resource_type in resource_types:
-            model = self._model(resource_type)
-            is_user = self._is_user(resource_type)
-            table = User if is_user else Group
-            compiler = Compiler(
-                model, table, self.database.dialect, codepoint_order=self._codepoint_order()
-            )
-            conditions = [User.deleted_at.is_(None)] if is_user else []
-            if search_request.filter is not None:
-                conditions.append(compiler.where(search_request.filter.ast))
-            binding = search_request.sort_binding(model) if search_request.sort_by else None
-            key = compiler.sort_key(binding)
+            model, is_user, _, conditions, key = self._matching(resource_type, search_request)
             branches.append((_RANKS[resource_type.name], model, is_user, key, conditions))
         keys = [key for *_, key, _ in branches if key is not None]
         selects = []
