@@ -117,3 +117,37 @@ def test_a_hot_read_survives_its_connection_being_dropped(database):
             time.sleep(0.05)
     again = database.hot_read(lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
     assert again != pid
+
+
+def test_fair_lock_with_a_path_excludes_other_processes(tmp_path):
+    """The SQLite writers of every process queue on one lock file (not on busy sleeps)."""
+    import subprocess
+    import sys
+
+    path, log = tmp_path / "db-writers", tmp_path / "log"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from provisioning.database import FairLock\n"
+            "log = Path(sys.argv[2])\n"
+            "with FairLock(sys.argv[1]):\n"
+            "    log.write_text('held')\n"
+            "    time.sleep(0.5)\n"
+            "    log.write_text('held, released')\n",
+            str(path),
+            str(log),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.read_text().startswith("held")
+        with FairLock(str(path)):
+            assert log.read_text() == "held, released"
+    finally:
+        holder.wait(30)
+    assert holder.returncode == 0
