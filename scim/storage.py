@@ -94,9 +94,10 @@ class _Unit:
         self.session: Reader | None = None
         self.writing = False
 
-    def read(self) -> Reader:
+    def read(self, lookups: bool = False) -> Reader:
+        """The operation's reader; ``lookups`` when its first read is by primary key."""
         if self.session is None:
-            self._reader = self.database.hot_reader(snapshot=True)
+            self._reader = self.database.hot_reader(snapshot=True, lookups=lookups)
             self.session = self._reader.__enter__()
         return self.session
 
@@ -154,15 +155,15 @@ class SqlStorage(ScimStorage):
             self._unit.reset(token)
 
     @contextlib.contextmanager
-    def _session(self, *, write: bool) -> Iterator[Session]:
+    def _session(self, *, write: bool, lookups: bool = False) -> Iterator[Any]:
         unit = self._unit.get()
         if unit is not None:
-            yield unit.write() if write else unit.read()
+            yield unit.write() if write else unit.read(lookups)
             return
         with self.operation():
             unit = self._unit.get()
             assert unit is not None
-            yield unit.write() if write else unit.read()
+            yield unit.write() if write else unit.read(lookups)
 
     def _codepoint_order(self) -> bool:
         """Whether the database orders strings by code point (SQLite; PostgreSQL in C)."""
@@ -283,7 +284,8 @@ class SqlStorage(ScimStorage):
     ) -> Resource[Any]:
         model = self._model(resource_type)
         wants = _wanted(response_parameters)
-        with self._session(write=False) as session:
+        # By primary key: point lookups (generic plans are the plans on PostgreSQL).
+        with self._session(write=False, lookups=True) as session:
             ident = mapping.parse_id(resource_id)
             if self._is_user(resource_type):
                 user = session.execute(_USER_BY_ID, {"id": ident}).first() if ident else None
