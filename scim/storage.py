@@ -370,14 +370,7 @@ class SqlStorage(ScimStorage):
             where.append(compiler.beyond(key, anchor, after=after_ascending))
         order = compiler.order_by(key, descending != backwards)
         query = select(*columns).where(*where).order_by(*order)
-        limit = count
-        if limit is not None:
-            query = query.limit(limit + 1)
-        rows = list(session.execute(query))
-        more = limit is not None and len(rows) > limit
-        rows = rows[:limit] if limit is not None else rows
-        if backwards:
-            rows.reverse()
+        rows, more = _fetch_page(session, query, count, backwards)
         resources = self._resources(session, model, rows, wants, is_user)
         page = SearchPage(total or 0, resources)
         if rows:
@@ -444,13 +437,7 @@ class SqlStorage(ScimStorage):
                 ties = _lexically(found.c.rank, rank, found.c.id, ident, after=after)
                 query = query.where(keyset(key, missing, value, ties, after=after))
             query = query.order_by(*_ordered(terms, descending != backwards))
-            if count is not None:
-                query = query.limit(count + 1)
-            rows = list(session.execute(query))
-            more = count is not None and len(rows) > count
-            rows = rows[:count] if count is not None else rows
-            if backwards:
-                rows.reverse()
+            rows, more = _fetch_page(session, query, count, backwards)
             page = SearchPage(total, self._root_resources(session, types, rows, wants))
             if rows:
                 first, last = rows[0], rows[-1]
@@ -756,6 +743,19 @@ def _wanted(parameters: Any):
         return name not in excluded
 
     return wants
+
+
+def _fetch_page(session: Any, query: Any, count: int | None, backwards: bool):
+    """A cursor page's rows in page order, and whether more lie beyond it (one extra row
+    is asked for). ``query`` walks away from the cursor: backwards for a previous page."""
+    if count is not None:
+        query = query.limit(count + 1)
+    rows = list(session.execute(query))
+    more = count is not None and len(rows) > count
+    rows = rows[:count] if count is not None else rows
+    if backwards:
+        rows.reverse()
+    return rows, more
 
 
 def _ordered(terms: list[Any], descending: bool) -> list[Any]:
