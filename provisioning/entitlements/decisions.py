@@ -254,7 +254,13 @@ def decide(reader: Reader, question: Question) -> Answer:
         statement = _FACTS_BY_NAME
     rows = connection_of(reader).execute(statement, params).all()
     if not rows:
-        if find_user(session_of(reader), question.user) is None:
+        session = session_of(reader)
+        try:
+            known = find_user(session, question.user) is not None
+        finally:
+            if session is not reader:
+                session.close()  # leaves the given connection as it was
+        if not known:
             return Answer(Decision.DENY, (f"unknown user {question.user}",))
         return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
     row = rows[0]
