@@ -61,9 +61,7 @@ def test_dormant_grant_comes_and_goes_with_use(database, granted):
     # Scanning again keeps one finding, not two.
     run_scan(database)
     assert len(findings(database, FindingKind.DORMANT_GRANT)) == 1
-    with database.transaction() as session:
-        session.execute(update(Grant).values(last_used_at=days_ago(1)))
-    run_scan(database)
+    used_then_scanned(database)
     assert findings(database, FindingKind.DORMANT_GRANT) == [(str(grant.id), "resolved")]
 
 
@@ -238,6 +236,22 @@ def scanned_at(database, kind: FindingKind, subject_type: str) -> dt.datetime:
         return session.get(FindingScan, (str(kind), subject_type)).scanned_at
 
 
+def dormant_through_two_scans(database) -> dt.datetime:
+    """Every grant dormant, seen by two scans; the time of the second."""
+    with database.transaction() as session:
+        session.execute(update(Grant).values(granted_at=days_ago(100)))
+    run_scan(database)
+    run_scan(database)
+    return scanned_at(database, "dormant_grant", "grant")
+
+
+def used_then_scanned(database) -> None:
+    """Every grant used yesterday, then a scan: the dormancy's cause is gone."""
+    with database.transaction() as session:
+        session.execute(update(Grant).values(last_used_at=days_ago(1)))
+    run_scan(database)
+
+
 def dormant(database) -> Finding:
     with database.reader() as session:
         return session.scalar(select(Finding).where(Finding.kind == FindingKind.DORMANT_GRANT))
@@ -256,9 +270,7 @@ def test_last_seen_is_the_last_scan_that_saw_the_cause(database, granted):
     # What the API shows; the row itself was not rewritten by the second scan.
     assert FindingOut.model_validate(finding, from_attributes=True).last_seen == second
     assert finding.recorded_last_seen == finding.first_seen
-    with database.transaction() as session:
-        session.execute(update(Grant).values(last_used_at=days_ago(1)))
-    run_scan(database)
+    used_then_scanned(database)
     finding = dormant(database)
     # Resolved by the third scan, last seen by the second.
     assert finding.state == "resolved" and finding.decision_reason == "cause gone"
@@ -267,11 +279,7 @@ def test_last_seen_is_the_last_scan_that_saw_the_cause(database, granted):
 
 
 def test_a_suppressed_finding_is_last_seen_while_its_cause_remains(database, granted, origin):
-    with database.transaction() as session:
-        session.execute(update(Grant).values(granted_at=days_ago(100)))
-    run_scan(database)
-    run_scan(database)
-    second = scanned_at(database, "dormant_grant", "grant")
+    second = dormant_through_two_scans(database)
     with database.transaction() as session:
         finding = session.scalar(select(Finding))
         decide(session, origin, finding, FindingState.SUPPRESSED, "service account")
@@ -279,19 +287,13 @@ def test_a_suppressed_finding_is_last_seen_while_its_cause_remains(database, gra
     run_scan(database)
     third = scanned_at(database, "dormant_grant", "grant")
     assert dormant(database).last_seen == third > second
-    with database.transaction() as session:
-        session.execute(update(Grant).values(last_used_at=days_ago(1)))
-    run_scan(database)
+    used_then_scanned(database)
     finding = dormant(database)
     assert (finding.state, finding.last_seen) == ("suppressed", third)
 
 
 def test_a_finding_resolved_by_hand_keeps_its_last_sighting(database, granted, origin):
-    with database.transaction() as session:
-        session.execute(update(Grant).values(granted_at=days_ago(100)))
-    run_scan(database)
-    run_scan(database)
-    second = scanned_at(database, "dormant_grant", "grant")
+    second = dormant_through_two_scans(database)
     with database.transaction() as session:
         decide(session, origin, session.scalar(select(Finding)), FindingState.RESOLVED, "known")
     # A later scan opens a new finding for the cause; the resolved one keeps its sighting.
