@@ -13,19 +13,19 @@ import datetime as dt
 import os
 import threading
 import weakref
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import Connection, DateTime, Engine, Select, create_engine, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -76,6 +76,99 @@ def connection_of(reader: Reader) -> Connection:
 def session_of(reader: Reader) -> Session:
     """An ORM session for a read: the one given, or one on the given connection."""
     return reader if isinstance(reader, Session) else Session(bind=reader)
+
+
+class Prepared:
+    """A Core SELECT compiled once per dialect and run on the driver's own cursor.
+
+    For the few statements every request runs (a token check, a decision), where
+    SQLAlchemy's work per execution (parameter and result set-up, events, the
+    compiled cache) costs more than the statement itself: 0.07 ms against
+    0.02 ms for a decision on SQLite. Parameters and results still go through
+    each column type's own bind and result processors, so values are the same
+    Python objects an ORM read returns; rows are named tuples. Driver errors are
+    raised as SQLAlchemy's, and a dropped connection is invalidated, so
+    :meth:`Database.hot_read` recovers from it as from any other statement.
+    """
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+        self._row = namedtuple("Row", [c.key for c in statement.selected_columns])  # type: ignore[misc]
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        return compiled
+
+    def all(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        """Every row, for ``params`` by bind parameter name."""
+        compiled = self._for(connection.dialect)
+        rows = compiled.run(connection, params)
+        make, processors = self._row._make, compiled.processors
+        if not processors:
+            return [make(row) for row in rows]
+        return [
+            make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)])
+            for row in rows
+        ]
+
+    def first(self, connection: Connection, params: dict[str, Any]) -> Any | None:
+        rows = self.all(connection, params)
+        return rows[0] if rows else None
+
+
+class _Compiled:
+    """A statement's SQL, constant parameters and type processors for one dialect."""
+
+    def __init__(self, statement: Select, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.order = compiled.positiontup  # None when the driver takes names
+        self.required = frozenset(n for n, b in compiled.binds.items() if b.required)
+        self.constants = {
+            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+        }
+        self.binders = [
+            (name, processor)
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+        processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+        self.processors = processors if any(processors) else None
+
+    def run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        if missing := self.required.difference(params):
+            raise InvalidRequestError(f"no value for bind parameter(s) {sorted(missing)}")
+        values = {**self.constants, **params}
+        for name, processor in self.binders:
+            if name in values:
+                values[name] = processor(values[name])
+        arguments: Any = values if self.order is None else [values[n] for n in self.order]
+        raw = connection.connection
+        dialect = connection.dialect
+        cursor = raw.cursor()
+        try:
+            cursor.execute(self.sql, arguments)
+            return cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            dropped = dialect.is_disconnect(exc, raw, cursor)
+            if dropped:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                self.sql,
+                arguments,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=dropped,
+                dialect=dialect,
+            ) from exc
+        finally:
+            cursor.close()
 
 
 class Base(DeclarativeBase):

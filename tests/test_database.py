@@ -1,15 +1,22 @@
-"""The database layer: the SQLite writers' queue is first come, first served, and reentrant."""
+"""The database layer: the SQLite writers' queue, hot readers and prepared statements."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
+import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, func, literal, select, text, true
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
-from provisioning.database import FairLock
+from provisioning.connectors.catalogue import create_connector
+from provisioning.connectors.models import AccessLevel, Connector, ConnectorKind, Publisher
+from provisioning.database import FairLock, Prepared, utcnow
+from provisioning.identity.models import User
 from tests.conftest import ON_POSTGRES
+from tests.org import Org
 
 
 def test_fair_lock_serves_waiters_in_arrival_order():
@@ -101,22 +108,102 @@ def test_hot_reads_from_many_threads_share_a_few_connections(database):
     )
 
 
+def _wait_gone(admin, pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while (
+        admin.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar()
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(not ON_POSTGRES, reason="a server that drops connections: PostgreSQL only")
 def test_a_hot_read_survives_its_connection_being_dropped(database):
     pid = database.hot_read(lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
     with database.engine.connect() as admin:
         admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    deadline = time.monotonic() + 5
-    with database.engine.connect() as admin:
-        while (
-            admin.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-            ).scalar()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+        _wait_gone(admin, pid)
     again = database.hot_read(lambda c: c.execute(text("SELECT pg_backend_pid()")).scalar())
     assert again != pid
+
+
+def _typed_statement():
+    """Columns of every kind the hot statements read: ids, text, booleans, times,
+    enums and JSON, a literal, and parameters of those types."""
+    return (
+        select(
+            User.id,
+            User.user_name,
+            User.active,
+            User.offboarded_at,
+            User.created_at,
+            literal("mapping").label("via"),
+            Connector.kind,
+            Connector.interfaces,
+        )
+        .select_from(User.__table__.join(Connector.__table__, true()))
+        .where(
+            User.created_at <= bindparam("now"),
+            User.id != bindparam("skip", type_=User.id.type),
+            Connector.slug == bindparam("slug"),
+        )
+        .order_by(User.user_name)
+    )
+
+
+def test_a_prepared_statement_reads_what_sqlalchemy_reads(database, origin):
+    with database.transaction() as session:
+        org = Org(session, origin)
+        skipped = org.user()
+        org.user(active=False)
+        org.user().offboarded_at = utcnow()
+        create_connector(
+            session,
+            origin,
+            slug="docs",
+            name="Docs",
+            kind=ConnectorKind.REMOTE,
+            capability=AccessLevel.READ,
+            publisher=Publisher.DIRECTORY,
+            interfaces=["web", "desktop"],
+        )
+    statement = _typed_statement()
+    params = {"now": utcnow(), "skip": skipped.id, "slug": "docs"}
+    theirs = database.hot_read(lambda c: [tuple(r) for r in c.execute(statement, params)])
+    ours = database.hot_read(lambda c: Prepared(statement).all(c, params))
+    assert [tuple(r) for r in ours] == theirs
+    assert len(ours) == 2
+    first, second = ours
+    assert isinstance(first.id, uuid.UUID) and first.created_at.tzinfo == dt.UTC
+    assert sorted(first.interfaces) == ["desktop", "web"] and first.via == "mapping"
+    assert [first.active, second.active] == [False, True]
+    assert second.offboarded_at is not None and second.offboarded_at.tzinfo == dt.UTC
+    assert (
+        database.hot_read(lambda c: Prepared(statement).first(c, {**params, "slug": "no"})) is None
+    )
+
+
+def test_a_prepared_statement_raises_sqlalchemys_errors(database):
+    broken = Prepared(select(User.id).where(User.user_name == bindparam("name")))
+    with pytest.raises(InvalidRequestError, match="name"):
+        database.hot_read(lambda c: broken.all(c, {}))
+    missing = Prepared(select(text("nothing_here FROM nowhere")))
+    with pytest.raises(DBAPIError):
+        database.hot_read(lambda c: missing.all(c, {}))
+    # The connection it ran on is still good for the next read.
+    assert database.hot_read(lambda c: c.execute(text("SELECT 1")).scalar()) == 1
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that drops connections: PostgreSQL only")
+def test_a_prepared_statement_on_a_dropped_connection_runs_again_on_a_new_one(database):
+    pid_of = Prepared(select(func.pg_backend_pid().label("pid")))
+    pid = database.hot_read(lambda c: pid_of.first(c, {}).pid)
+    with database.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        _wait_gone(admin, pid)
+    assert database.hot_read(lambda c: pid_of.first(c, {}).pid) != pid
 
 
 def test_fair_lock_with_a_path_excludes_other_processes(tmp_path):

@@ -41,6 +41,7 @@ from provisioning.connectors.models import (
 )
 from provisioning.database import (
     Database,
+    Prepared,
     Reader,
     UTCDateTime,
     connection_of,
@@ -113,7 +114,7 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
 
 
 # Decisions sit on the hot path of every gateway call: their statements are built
-# once, with bind parameters, and run on the session's connection (no ORM work).
+# once, with bind parameters, and run on the driver's cursor (see Prepared).
 _U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
 _M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
 
@@ -202,13 +203,17 @@ def _facts_statement(user_condition: Any, user_id: Any) -> Select:
     )
 
 
-_FACTS_BY_NAME = _facts_statement(
-    and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None)),
-    select(_U.c.id)
-    .where(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
-    .scalar_subquery(),
+_FACTS_BY_NAME = Prepared(
+    _facts_statement(
+        and_(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None)),
+        select(_U.c.id)
+        .where(_U.c.user_name_key == bindparam("user_key"), _U.c.deleted_at.is_(None))
+        .scalar_subquery(),
+    )
 )
-_FACTS_BY_ID = _facts_statement(_U.c.id == bindparam("user_id"), bindparam("user_id"))
+_FACTS_BY_ID = Prepared(
+    _facts_statement(_U.c.id == bindparam("user_id"), bindparam("user_id", type_=_U.c.id.type))
+)
 _SOURCES = _sources_statement(bindparam("user_id"), bindparam("connector_id"))
 
 
@@ -252,7 +257,7 @@ def decide(reader: Reader, question: Question) -> Answer:
     except ValueError:
         params["user_key"] = question.user.lower()
         statement = _FACTS_BY_NAME
-    rows = connection_of(reader).execute(statement, params).all()
+    rows = statement.all(connection_of(reader), params)
     if not rows:
         session = session_of(reader)
         try:

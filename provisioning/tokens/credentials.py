@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import Reader, connection_of, utcnow
+from provisioning.database import Prepared, Reader, connection_of, utcnow
 from provisioning.tokens.models import ApiToken
 
 PREFIX = "prov_"
@@ -87,16 +87,18 @@ def revoke(session: Session, name: str, origin: Origin) -> None:
     record(session, origin, [Entry("token.revoked", "token", name, before={"name": name})])
 
 
-# Checked on every API call: built once, run on the session's connection (no ORM work).
-_BY_DIGEST = select(
-    ApiToken.name, ApiToken.scopes, ApiToken.secret_hash, ApiToken.revoked_at
-).where(ApiToken.secret_hash == bindparam("digest"))
+# Checked on every API call: compiled once, run on the driver's cursor.
+_BY_DIGEST = Prepared(
+    select(ApiToken.name, ApiToken.scopes, ApiToken.secret_hash, ApiToken.revoked_at).where(
+        ApiToken.secret_hash == bindparam("digest")
+    )
+)
 
 
 def authenticate(reader: Reader, secret: str) -> Principal | None:
     """The principal of a live token whose secret is ``secret``, else None."""
     digest = _digest(secret)
-    token = connection_of(reader).execute(_BY_DIGEST, {"digest": digest}).first()
+    token = _BY_DIGEST.first(connection_of(reader), {"digest": digest})
     if token is None or token.revoked_at is not None:
         return None
     if not hmac.compare_digest(token.secret_hash, digest):
