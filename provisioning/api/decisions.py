@@ -26,7 +26,7 @@ def _decide(checks: list[schemas.DecisionIn]) -> list[schemas.DecisionOut]:
     out = []
     for answer in answers:
         if answer.grant_id is not None:
-            recorder.used(answer.grant_id)
+            recorder.used(answer.grant_id, recorded=answer.last_used_at)
         out.append(schemas.DecisionOut(decision=answer.decision, reasons=list(answer.reasons)))
     return out
 

@@ -7,7 +7,7 @@ live exceptions, less those an access review withdrew) and hands them to the pur
 
 Recording each decision's use of a grant would be one write per call on the
 hot path. :class:`LastUseRecorder` coalesces them instead: it keeps the latest
-use per grant in memory and writes them in one statement batch when
+use per grant in memory and writes them in one statement when
 ``max_pending`` grants are waiting or ``interval`` seconds have passed, and at
 process exit; the web process does this from a background thread, so no
 request waits for the write. Staleness is
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, literal, null, or_, select, true, union_all, update
+from sqlalchemy import Select, and_, bindparam, literal, null, or_, select, true, union_all
 from sqlalchemy.orm import Session
 
 from provisioning.connectors.governance import enablement_problems
@@ -76,8 +77,10 @@ class Question:
 class Answer:
     decision: Decision
     reasons: tuple[str, ...]
-    # The live grant the decision used, if any (its last use is recorded).
+    # The live grant the decision used, if any (its last use is recorded), and the
+    # last use recorded for it so far.
     grant_id: int | None = None
+    last_used_at: dt.datetime | None = None
 
 
 def user_state(user: User) -> UserState:
@@ -179,6 +182,7 @@ def _facts_statement(user_condition: Any, user_id: Any) -> Select:
             _A.c.kind.label("action_kind"),
             _A.c.org_policy,
             _G.c.id.label("grant_id"),
+            _G.c.last_used_at,
             sources.c.via,
             sources.c.id.label("source_id"),
             sources.c.access_level.label("source_level"),
@@ -283,12 +287,18 @@ def decide(reader: Reader, question: Question) -> Answer:
     verdict: Verdict = effective_policy(
         state, connector_facts(row), question.action, facts, question.interface, sources
     )
-    grant_id = row.grant_id if verdict.decision is not Decision.DENY else None
-    return Answer(verdict.decision, verdict.reasons, grant_id)
+    if verdict.decision is Decision.DENY:
+        return Answer(verdict.decision, verdict.reasons)
+    return Answer(verdict.decision, verdict.reasons, row.grant_id, row.last_used_at)
 
 
 class LastUseRecorder:
-    """Coalesces grants' last-use times in memory and writes them in batches."""
+    """Coalesces grants' last-use times in memory and writes them in batches.
+
+    A use within ``resolution`` of the use already recorded for the grant is not
+    written again: a gateway asking about one user's connector all day writes its
+    grant once an hour, not once per batch.
+    """
 
     def __init__(
         self,
@@ -297,10 +307,12 @@ class LastUseRecorder:
         max_pending: int = 500,
         interval: float = 5.0,
         background: bool = False,
+        resolution: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
         self.database = database
         self.max_pending = max_pending
         self.interval = interval
+        self.resolution = resolution
         # In the background, a daemon thread (started on first use, so after any fork)
         # writes the batches and no request ever waits for one.
         self.background = background
@@ -311,9 +323,14 @@ class LastUseRecorder:
         self._thread: threading.Thread | None = None
         atexit.register(_flush_at_exit, weakref.ref(self))
 
-    def used(self, grant_id: int, at: dt.datetime | None = None) -> None:
-        """Note a use of the grant; flush if enough are waiting or enough time has passed."""
+    def used(
+        self, grant_id: int, at: dt.datetime | None = None, *, recorded: dt.datetime | None = None
+    ) -> None:
+        """Note a use of the grant (whose last use so far is ``recorded``, if known); flush
+        if enough are waiting or enough time has passed."""
         at = at or utcnow()
+        if recorded is not None and at - recorded < self.resolution:
+            return
         with self._lock:
             previous = self._pending.get(grant_id)
             if previous is None or at > previous:
@@ -353,20 +370,21 @@ class LastUseRecorder:
             self._last_flush = time.monotonic()
         if not batch:
             return 0
-        grants = Grant.__table__
-        used_at = bindparam("used_at", type_=UTCDateTime())
-        statement = (
-            update(grants)
-            .where(
-                grants.c.id == bindparam("grant_id"),
-                or_(grants.c.last_used_at.is_(None), grants.c.last_used_at < used_at),
-            )
-            .values(last_used_at=used_at)
-        )
-        rows = [{"grant_id": gid, "used_at": at} for gid, at in sorted(batch.items())]
+        dialect = self.database.engine.dialect
+        stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect) or (lambda at: at)
         try:
-            with self.database.engine.begin() as conn:
-                conn.execute(statement, rows)
+            # A transaction like any other writer's: on SQLite it queues with them and
+            # counts towards the next checkpoint, so the log does not grow unbounded.
+            with self.database.transaction() as session:
+                conn = session.connection()
+                if dialect.name == "sqlite":
+                    used = {str(gid): stamp(at) for gid, at in batch.items()}
+                    conn.exec_driver_sql(_FLUSH_SQLITE, (json.dumps(used),))
+                else:
+                    ids, times = zip(*batch.items(), strict=True)
+                    conn.exec_driver_sql(
+                        _FLUSH_POSTGRESQL, {"ids": list(ids), "times": [stamp(t) for t in times]}
+                    )
         except Exception:
             # Put them back so the next flush retries; a newer use wins over these.
             with self._lock:
@@ -374,7 +392,26 @@ class LastUseRecorder:
                     if gid not in self._pending or self._pending[gid] < at:
                         self._pending[gid] = at
             raise
-        return len(rows)
+        return len(batch)
+
+
+# A flush is one statement whatever its size, its rows passed as one parameter: the
+# database does the work, and the flushing thread holds the GIL for microseconds, not
+# for the milliseconds 500 rows through executemany took (the requests of its process
+# waited on it: a single client's p99 went from 2.4 ms to 5 ms under the old flush).
+# Times are in each database's own storage form (UTCDateTime's bind processor).
+_FLUSH_SQLITE = """
+UPDATE grants SET last_used_at = used.value
+FROM json_each(?) AS used
+WHERE grants.id = CAST(used.key AS INTEGER)
+  AND (grants.last_used_at IS NULL OR grants.last_used_at < used.value)
+"""
+_FLUSH_POSTGRESQL = """
+UPDATE grants SET last_used_at = used.at
+FROM unnest(%(ids)s::bigint[], %(times)s::timestamp[]) AS used(id, at)
+WHERE grants.id = used.id
+  AND (grants.last_used_at IS NULL OR grants.last_used_at < used.at)
+"""
 
 
 def _flush_in_background(ref: weakref.ref[LastUseRecorder], due: threading.Event) -> None:

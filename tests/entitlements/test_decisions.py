@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from sqlalchemy import select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
 
 from provisioning.connectors.catalogue import update_connector
 from provisioning.connectors.models import Connector, Interface
@@ -116,6 +118,64 @@ def test_last_use_is_coalesced_and_flushed_in_batches(database, origin):
     recorder.used(grant_id, first)  # an older use never moves it backwards
     recorder.flush()
     assert last_used(database) == first + dt.timedelta(seconds=1)
+
+
+def test_a_use_close_to_the_recorded_one_is_not_written_again(database, origin):
+    org_with_github(database, origin)
+    grant_id = ask(database, "ada", "search").grant_id
+    recorder = LastUseRecorder(database, max_pending=10, interval=3600)
+    first = utcnow()
+    recorder.used(grant_id, first)
+    recorder.flush()
+    answer = ask(database, "ada", "search")
+    assert answer.last_used_at == first
+    recorder.used(grant_id, first + dt.timedelta(minutes=59), recorded=answer.last_used_at)
+    assert recorder.pending() == 0 and recorder.flush() == 0
+    recorder.used(grant_id, first + dt.timedelta(minutes=61), recorded=answer.last_used_at)
+    assert recorder.flush() == 1
+    assert last_used(database) == first + dt.timedelta(minutes=61)
+
+
+BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SECONDS = st.integers(min_value=0, max_value=10**6)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    recorded=st.lists(st.none() | SECONDS, min_size=6, max_size=6),
+    uses=st.lists(st.tuples(st.integers(0, 5), SECONDS), max_size=30),
+)
+def test_a_flush_leaves_each_grant_at_its_latest_use(database, origin, recorded, uses):
+    """Whatever was recorded before and whatever arrives in a batch: afterwards each grant's
+    last use is the latest of the two, and grants the batch does not name are untouched."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        if session.scalar(select(Grant.id).limit(1)) is None:
+            group = org.group("all")
+            for n in range(6):
+                org.join(org.user(f"u{n}"), group)
+            create_mapping(session, origin, group, org.connector("wiki"), "read")
+        grant_ids = sorted(session.scalars(select(Grant.id)))
+        for grant_id, seconds in zip(grant_ids, recorded, strict=True):
+            at = None if seconds is None else BASE + dt.timedelta(seconds=seconds)
+            session.execute(update(Grant).where(Grant.id == grant_id).values(last_used_at=at))
+    recorder = LastUseRecorder(database, max_pending=10**6, interval=3600)
+    expected = {
+        g: None if s is None else BASE + dt.timedelta(seconds=s)
+        for g, s in zip(grant_ids, recorded, strict=True)
+    }
+    for index, seconds in uses:
+        at = BASE + dt.timedelta(seconds=seconds)
+        recorder.used(grant_ids[index], at)
+        before = expected[grant_ids[index]]
+        expected[grant_ids[index]] = at if before is None else max(before, at)
+    assert recorder.flush() == len({index for index, _ in uses})
+    with database.reader() as session:
+        assert {
+            g: at for g, at in session.execute(select(Grant.id, Grant.last_used_at))
+        } == expected
 
 
 def test_last_use_flushes_by_itself_when_enough_are_waiting_or_time_passed(database, origin):
