@@ -36,6 +36,7 @@ except ImportError:  # not POSIX: the writers of one process still queue
     fcntl = None  # type: ignore[assignment]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MMAP_BYTES = 1 << 31
 T = TypeVar("T")
 
 
@@ -192,6 +193,11 @@ def _sqlite_setup(engine: Engine) -> None:
         # Checkpoints run outside the writers' queue (Database.transaction), not inside
         # whichever commit happens to cross the threshold.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # Reads through a memory map of the file: pages come from the OS page cache,
+        # shared by every process, instead of being read into each connection's 2 MB
+        # cache. A decision's statement on 1M grants: 0.2-0.7 ms without, 0.05 ms with.
+        # SQLite caps the size at its compile-time maximum (2 GiB by default).
+        cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
