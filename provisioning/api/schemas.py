@@ -330,12 +330,18 @@ class ActionAccess(BaseModel):
     effective: dict[str, Decision] = Field(description="decision per interface offered")
 
 
+LAST_USED = (
+    "the latest decision that used the grant, exact to the hour (a use within an hour "
+    "of the recorded one is not written again), and written a few seconds after it"
+)
+
+
 class GrantAccess(BaseModel):
     grant_id: int
     connector: str
     access_level: AccessLevel
     granted_at: dt.datetime
-    last_used_at: dt.datetime | None
+    last_used_at: dt.datetime | None = Field(description=LAST_USED)
     sources: list[Source]
     actions: list[ActionAccess]
 
@@ -382,7 +388,7 @@ class GrantOut(BaseModel):
     connector: str
     access_level: AccessLevel
     granted_at: dt.datetime
-    last_used_at: dt.datetime | None
+    last_used_at: dt.datetime | None = Field(description=LAST_USED)
     revoked_at: dt.datetime | None
     revoke_reason: str | None
 
