@@ -99,14 +99,19 @@ def test_exceptions_count_as_sources(database, origin):
     assert ask(database, "eve", "merge").decision is Decision.DENY
 
 
+def adas_grant(database, origin) -> int:
+    """The id of Ada's grant to github, which her decisions use."""
+    org_with_github(database, origin)
+    return ask(database, "ada", "search").grant_id
+
+
 def last_used(database) -> dt.datetime | None:
     with database.reader() as session:
         return session.scalar(select(Grant.last_used_at))
 
 
 def test_last_use_is_coalesced_and_flushed_in_batches(database, origin):
-    org_with_github(database, origin)
-    grant_id = ask(database, "ada", "search").grant_id
+    grant_id = adas_grant(database, origin)
     recorder = LastUseRecorder(database, max_pending=2, interval=3600)
     first = utcnow()
     recorder.used(grant_id, first)
@@ -121,8 +126,7 @@ def test_last_use_is_coalesced_and_flushed_in_batches(database, origin):
 
 
 def test_a_use_close_to_the_recorded_one_is_not_written_again(database, origin):
-    org_with_github(database, origin)
-    grant_id = ask(database, "ada", "search").grant_id
+    grant_id = adas_grant(database, origin)
     recorder = LastUseRecorder(database, max_pending=10, interval=3600)
     first = utcnow()
     recorder.used(grant_id, first)
@@ -179,8 +183,7 @@ def test_a_flush_leaves_each_grant_at_its_latest_use(database, origin, recorded,
 
 
 def test_last_use_flushes_by_itself_when_enough_are_waiting_or_time_passed(database, origin):
-    org_with_github(database, origin)
-    grant_id = ask(database, "ada", "search").grant_id
+    grant_id = adas_grant(database, origin)
     by_count = LastUseRecorder(database, max_pending=1, interval=3600)
     by_count.used(grant_id)
     assert by_count.pending() == 0 and last_used(database) is not None
@@ -191,8 +194,7 @@ def test_last_use_flushes_by_itself_when_enough_are_waiting_or_time_passed(datab
 
 
 def test_in_the_background_no_caller_waits_for_the_write(database, origin):
-    org_with_github(database, origin)
-    grant_id = ask(database, "ada", "search").grant_id
+    grant_id = adas_grant(database, origin)
     recorder = LastUseRecorder(database, max_pending=1, interval=3600, background=True)
     used_at = utcnow()
     recorder.used(grant_id, used_at)
