@@ -34,6 +34,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
+    Select,
     and_,
     bindparam,
     func,
@@ -49,7 +50,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
-from provisioning.database import Database, Reader
+from provisioning.database import Database, Prepared, Reader, connection_of
 from provisioning.entitlements.models import Grant
 from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -235,10 +236,10 @@ class SqlStorage(ScimStorage):
         if not ids:
             return by_user_groups, by_user_grants
         if groups:
-            for row in session.execute(_GROUPS_OF_USERS, {"ids": ids}):
+            for row in _related(session, _GROUPS_OF_USERS, _GROUPS_OF_USER, ids):
                 by_user_groups[row.user_id].append(row)
         if grants:
-            for row in session.execute(_GRANTS_OF_USERS, {"ids": ids}):
+            for row in _related(session, _GRANTS_OF_USERS, _GRANTS_OF_USER, ids):
                 by_user_grants[row.user_id].append((row, row))
         return by_user_groups, by_user_grants
 
@@ -262,7 +263,7 @@ class SqlStorage(ScimStorage):
         by_group: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         if not group_ids:
             return by_group
-        rows = session.execute(_MEMBERS_OF_GROUPS, {"ids": group_ids})
+        rows = _related(session, _MEMBERS_OF_GROUPS, _MEMBERS_OF_GROUP, group_ids)
         for group_id, user_id in rows:
             by_group[group_id].append(user_id)
         return by_group
@@ -288,11 +289,11 @@ class SqlStorage(ScimStorage):
         with self._session(write=False, lookups=True) as session:
             ident = mapping.parse_id(resource_id)
             if self._is_user(resource_type):
-                user = session.execute(_USER_BY_ID, {"id": ident}).first() if ident else None
+                user = _USER_BY_ID.first(connection_of(session), {"id": ident}) if ident else None
                 if user is None:
                     raise NotFoundException(detail=f"User {resource_id!r} not found")
                 return self._user_resources(session, model, [user], wants)[0]
-            group = session.execute(_GROUP_BY_ID, {"id": ident}).first() if ident else None
+            group = _GROUP_BY_ID.first(connection_of(session), {"id": ident}) if ident else None
             if group is None:
                 raise NotFoundException(detail=f"Group {resource_id!r} not found")
             return self._group_resources(session, model, [group], wants("members"))[0]
@@ -685,8 +686,10 @@ class SqlStorage(ScimStorage):
 
 
 # Reads as prepared Core statements: no ORM identity map, and no statement built per request.
-_USER_BY_ID = select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
-_GROUP_BY_ID = select(Group.__table__).where(Group.id == bindparam("id"))
+_USER_BY_ID = Prepared(
+    select(User.__table__).where(User.id == bindparam("id"), User.deleted_at.is_(None))
+)
+_GROUP_BY_ID = Prepared(select(Group.__table__).where(Group.id == bindparam("id")))
 _NO_ID = uuid.UUID(int=0)
 _USER_BY_EXTERNAL_ID = select(User.id).where(
     User.external_id == bindparam("external_id"),
@@ -699,28 +702,51 @@ _USERS_BY_IDS = select(User.__table__).where(
 _GROUPS_BY_IDS = select(Group.__table__).where(Group.id.in_(bindparam("ids", expanding=True)))
 # The order of the resource types at the root: Users, then Groups.
 _RANKS = {"User": 0, "Group": 1}
-_GROUPS_OF_USERS = (
-    select(Membership.user_id, Group.id, Group.display_name)
-    .join(Group, Group.id == Membership.group_id)
-    .where(Membership.user_id.in_(bindparam("ids", expanding=True)), Membership.present.is_(True))
-    .order_by(Group.display_name, Group.id)
-)
-_GRANTS_OF_USERS = (
-    select(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
-    .join(Connector, Connector.id == Grant.connector_id)
-    .where(Grant.user_id.in_(bindparam("ids", expanding=True)), Grant.revoked_at.is_(None))
-    .order_by(Connector.slug)
-)
-_MEMBERS_OF_GROUPS = (
-    select(Membership.group_id, User.id)
-    .join(User, User.id == Membership.user_id)
-    .where(
-        Membership.group_id.in_(bindparam("ids", expanding=True)),
-        Membership.present.is_(True),
-        User.deleted_at.is_(None),
+
+
+def _groups_of(users: ColumnElement[bool]) -> Select:
+    return (
+        select(Membership.user_id, Group.id, Group.display_name)
+        .join(Group, Group.id == Membership.group_id)
+        .where(users, Membership.present.is_(True))
+        .order_by(Group.display_name, Group.id)
     )
-    .order_by(User.user_name_key)
-)
+
+
+def _grants_of(users: ColumnElement[bool]) -> Select:
+    return (
+        select(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
+        .join(Connector, Connector.id == Grant.connector_id)
+        .where(users, Grant.revoked_at.is_(None))
+        .order_by(Connector.slug)
+    )
+
+
+def _members_of(groups: ColumnElement[bool]) -> Select:
+    return (
+        select(Membership.group_id, User.id)
+        .join(User, User.id == Membership.user_id)
+        .where(groups, Membership.present.is_(True), User.deleted_at.is_(None))
+        .order_by(User.user_name_key)
+    )
+
+
+# Each relation twice: for a page of resources, and for one resource (a read by id, the
+# commonest request), which runs on the driver's cursor like the resource's own row.
+_IDS = bindparam("ids", expanding=True)
+_GROUPS_OF_USERS = _groups_of(Membership.user_id.in_(_IDS))
+_GRANTS_OF_USERS = _grants_of(Grant.user_id.in_(_IDS))
+_MEMBERS_OF_GROUPS = _members_of(Membership.group_id.in_(_IDS))
+_GROUPS_OF_USER = Prepared(_groups_of(Membership.user_id == bindparam("id")))
+_GRANTS_OF_USER = Prepared(_grants_of(Grant.user_id == bindparam("id")))
+_MEMBERS_OF_GROUP = Prepared(_members_of(Membership.group_id == bindparam("id")))
+
+
+def _related(reader: Reader, many: Select, one: Prepared, ids: list[uuid.UUID]) -> Any:
+    """The rows of a relation for ``ids``: of one resource on the driver's cursor."""
+    if len(ids) == 1:
+        return one.all(connection_of(reader), {"id": ids[0]})
+    return reader.execute(many, {"ids": ids})
 
 
 def _wanted(parameters: Any):
