@@ -202,9 +202,10 @@ class Compiler:
         if key == ("", "displayName", None):
             return Scalar(func.lower(t.display_name), str, lowered=True)
         if t is User:
+            if key == ("", "active", None):  # an expression, built only when asked for
+                return Scalar(self._active(), bool)
             columns = {
                 ("", "userName", None): Scalar(User.user_name_key, str, lowered=True),
-                ("", "active", None): Scalar(self._active(), bool),
                 ("", "name", "givenName"): Scalar(User.given_name, str),
                 ("", "name", "familyName"): Scalar(User.family_name, str),
                 (ENTERPRISE, "employeeNumber", None): Scalar(User.employee_number, str),
