@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             if process.poll() is None:
                 process.kill()
         database.dispose()
+        shutil.rmtree(workdir, ignore_errors=True)  # half a gigabyte of SQLite
         if schema:
             with admin.begin() as conn:
                 conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
