@@ -381,7 +381,8 @@ class LastUseRecorder:
                     used = {str(gid): stamp(at) for gid, at in batch.items()}
                     conn.exec_driver_sql(_FLUSH_SQLITE, (json.dumps(used),))
                 else:
-                    ids, times = zip(*batch.items(), strict=True)
+                    # In grant order, the order every writer locks grants in.
+                    ids, times = zip(*sorted(batch.items()), strict=True)
                     conn.exec_driver_sql(
                         _FLUSH_POSTGRESQL, {"ids": list(ids), "times": [stamp(t) for t in times]}
                     )
@@ -398,7 +399,7 @@ class LastUseRecorder:
 # A flush is one statement whatever its size, its rows passed as one parameter: the
 # database does the work, and the flushing thread holds the GIL for microseconds, not
 # for the milliseconds 500 rows through executemany took (the requests of its process
-# waited on it: a single client's p99 went from 2.4 ms to 5 ms under the old flush).
+# waited on it: a single client's p99 was about 2 ms without it, about 5 ms with it).
 # Times are in each database's own storage form (UTCDateTime's bind processor).
 _FLUSH_SQLITE = """
 UPDATE grants SET last_used_at = used.value
