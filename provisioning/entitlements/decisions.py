@@ -381,7 +381,7 @@ class LastUseRecorder:
                     used = {str(gid): stamp(at) for gid, at in batch.items()}
                     conn.exec_driver_sql(_FLUSH_SQLITE, (json.dumps(used),))
                 else:
-                    # In grant order, the order every writer locks grants in.
+                    # In grant order: flushes of several processes lock rows in one order.
                     ids, times = zip(*sorted(batch.items()), strict=True)
                     conn.exec_driver_sql(
                         _FLUSH_POSTGRESQL, {"ids": list(ids), "times": [stamp(t) for t in times]}
