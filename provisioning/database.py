@@ -125,6 +125,9 @@ class _Compiled:
 
     def __init__(self, statement: Select, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
+        unsupported = [n for n, b in compiled.binds.items() if b.expanding or b.callable]
+        if unsupported:  # each would need SQLAlchemy's own work per execution
+            raise ValueError(f"expanding or callable bind parameters: {sorted(unsupported)}")
         self.sql = compiled.string
         self.order = compiled.positiontup  # None when the driver takes names
         self.required = frozenset(n for n, b in compiled.binds.items() if b.required)

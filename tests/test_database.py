@@ -189,6 +189,9 @@ def test_a_prepared_statement_raises_sqlalchemys_errors(database):
     broken = Prepared(select(User.id).where(User.user_name == bindparam("name")))
     with pytest.raises(InvalidRequestError, match="name"):
         database.hot_read(lambda c: broken.all(c, {}))
+    expanding = Prepared(select(User.id).where(User.id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(ValueError, match="ids"):
+        database.hot_read(lambda c: expanding.all(c, {"ids": []}))
     missing = Prepared(select(text("nothing_here FROM nowhere")))
     with pytest.raises(DBAPIError):
         database.hot_read(lambda c: missing.all(c, {}))
