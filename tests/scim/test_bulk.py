@@ -23,7 +23,7 @@ from tests.scim.conftest import (
     okta_user,
 )
 from tests.scim.test_bad_input import assert_error, rows
-from tests.scim.test_okta import live_grants, mapped_group, scim_events
+from tests.scim.test_okta import live_grants, mapped_group, members_pushed, scim_events
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
@@ -277,12 +277,7 @@ def test_operations_invalid_on_their_own_fail_alone(scim):
 
 def test_client_shapes_accepted_alone_are_accepted_in_bulk(scim):
     group_id, _ = mapped_group(scim)
-    ada = scim.post("/Users", okta_user("ada@example.com")).get_json()
-    linus = scim.post("/Users", okta_user("linus@example.com")).get_json()
-    scim.patch(
-        f"/Groups/{group_id}",
-        [{"op": "add", "path": "members", "value": [{"value": ada["id"]}, {"value": linus["id"]}]}],
-    )
+    ada, linus = members_pushed(scim, group_id, "ada@example.com", "linus@example.com")
 
     response = bulk(
         scim,

@@ -56,6 +56,23 @@ def mapped_group(scim, name: str = "eng-platform", slug: str = "github"):
     return group_id, connector_id
 
 
+def members_pushed(scim, group_id: str, *user_names: str) -> list[dict]:
+    """Users created by Okta, then added to the group as Okta adds members."""
+    users = [scim.post("/Users", okta_user(name)).get_json() for name in user_names]
+    added = scim.patch(
+        f"/Groups/{group_id}",
+        [
+            {
+                "op": "add",
+                "path": "members",
+                "value": [{"value": u["id"], "display": u["userName"]} for u in users],
+            }
+        ],
+    )
+    assert added.status_code == 200, added.get_json()
+    return users
+
+
 def test_lookup_then_create_stores_the_user_without_the_password(scim):
     lookup = scim.get(
         '/Users?filter=userName eq "isabella.lopez@example.com"&startIndex=1&count=100'
@@ -168,22 +185,7 @@ def test_deactivation_by_path_less_replace_revokes_every_grant(scim):
 
 def test_group_push_add_remove_and_replace_members_grant_and_revoke(scim):
     group_id, connector_id = mapped_group(scim)
-    ada = scim.post("/Users", okta_user("ada@example.com")).get_json()
-    bob = scim.post("/Users", okta_user("bob@example.com")).get_json()
-
-    scim.patch(
-        f"/Groups/{group_id}",
-        [
-            {
-                "op": "add",
-                "path": "members",
-                "value": [
-                    {"value": ada["id"], "display": "ada@example.com"},
-                    {"value": bob["id"], "display": "bob@example.com"},
-                ],
-            }
-        ],
-    )
+    ada, bob = members_pushed(scim, group_id, "ada@example.com", "bob@example.com")
     assert live_grants(scim, ada["id"]) == [connector_id]
     assert live_grants(scim, bob["id"]) == [connector_id]
 
