@@ -323,12 +323,7 @@ class SqlStorage(ScimStorage):
             if not by_cursor:
                 query = select(*columns).where(*conditions)
                 query = query.order_by(*compiler.order_by(key, descending))
-                start = search_request.start_index_0 or 0
-                if start:
-                    query = query.offset(start)
-                if search_request.count is not None:
-                    query = query.limit(search_request.count)
-                rows = list(session.execute(query))
+                rows = _index_page(session, query, search_request)
                 return SearchPage(total or 0, self._resources(session, model, rows, wants, is_user))
             return self._cursor_page(
                 session,
@@ -419,12 +414,7 @@ class SqlStorage(ScimStorage):
             columns = [found.c.rank, found.c.id] + ([key] if key is not None else [])
             if search_request.cursor is None:
                 query = select(*columns).order_by(*_ordered(terms, descending))
-                start = search_request.start_index_0 or 0
-                if start:
-                    query = query.offset(start)
-                if count is not None:
-                    query = query.limit(count)
-                rows = list(session.execute(query))
+                rows = _index_page(session, query, search_request)
                 return SearchPage(total, self._root_resources(session, types, rows, wants))
             backwards = False
             query = select(*columns)
@@ -769,6 +759,16 @@ def _wanted(parameters: Any):
         return name not in excluded
 
     return wants
+
+
+def _index_page(session: Any, query: Any, search_request: SearchRequest[Any]) -> list[Any]:
+    """An index page's rows: ``startIndex`` and ``count`` of RFC 7644 section 3.4.2.4."""
+    start = search_request.start_index_0 or 0
+    if start:
+        query = query.offset(start)
+    if search_request.count is not None:
+        query = query.limit(search_request.count)
+    return list(session.execute(query))
 
 
 def _fetch_page(session: Any, query: Any, count: int | None, backwards: bool):
