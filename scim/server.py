@@ -11,6 +11,7 @@ the request to scim2-server, which calls :class:`scim.storage.SqlStorage` (for
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from typing import Any
@@ -23,8 +24,10 @@ from scim2_models import (
     InvalidValueException,
     NotImplementedException,
     PatchOp,
+    Path,
     PayloadTooLargeException,
     PreconditionFailedException,
+    Reference,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -36,6 +39,7 @@ from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
+from scim2_server.utils import parametrize
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from provisioning.audit.log import Origin, Source
@@ -95,6 +99,44 @@ class ProvisioningService(ScimService):
             body = normalise_bulk(body)
         return super().read_body(model, body, content_type, scim_ctx)
 
+    def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
+        """The resource in the form sent to the client: scim2-server's publishing, in place.
+
+        As :meth:`ScimService.publish`: ``meta.location`` is set, references to other
+        resources (``Users/{id}``, ``Groups/{id}``) become their URLs, and the version is
+        left out when ETags are not supported. Two differences, both for speed, neither
+        visible to a client: the resource is changed in place rather than deep-copied,
+        because :class:`scim.storage.SqlStorage` builds every resource it returns afresh
+        from rows (nothing else holds it); and the reference attributes of each model are
+        found once, not walked again for every resource published.
+        """
+        assert resource.meta is not None and resource.id is not None
+        update: dict[str, Any] = {
+            "location": self.resource_location(
+                base_url, self.get_resource_type_of(resource), resource.id
+            )
+        }
+        if not self.etag_supported:
+            update["version"] = None
+        resource.meta = resource.meta.model_copy(update=update)
+        for path, sub_field in _reference_paths(type(resource)):
+            if sub_field is None:
+                path.set(resource, self._locate(base_url, path.get(resource)), strict=False)
+                continue
+            entries = path.get(resource)
+            for entry in entries if isinstance(entries, list) else [entries]:
+                if entry is not None:
+                    reference = getattr(entry, sub_field)
+                    setattr(entry, sub_field, self._locate(base_url, reference))
+        return resource
+
+    def _locate(self, base_url: str, reference: Any) -> Any:
+        if isinstance(reference, list):
+            return [self._locate(base_url, item) for item in reference]
+        if reference is None:
+            return None
+        return self.reference_location(base_url, reference)
+
     def patch_response(
         self,
         base_url: str,
@@ -107,6 +149,27 @@ class ProvisioningService(ScimService):
             Context.RESOURCE_REPLACEMENT_RESPONSE,
             response_parameters,
         )
+
+
+@functools.cache
+def _reference_paths(model: type[Resource[Any]]) -> list[tuple[Path[Any], str | None]]:
+    """The attributes of ``model`` that refer to other resources, as scim2-server finds them
+    when publishing: each as (path, sub-attribute holding the reference, or None when the
+    attribute itself is the reference). A model's schema does not change, so neither do these.
+    """
+    found: list[tuple[Path[Any], str | None]] = []
+    for path in parametrize(Path, model).iter_paths(target_type=[Reference]):
+        binding = path.resolve()
+        assert binding is not None
+        reference_types = set(binding.target_type.__reference_types__)
+        if not reference_types or reference_types & {"external", "uri"}:
+            continue
+        if binding.sub_field_name is None:
+            found.append((path, None))
+        else:
+            head = f"{path.schema}:{path.parts[0]}" if path.schema else path.parts[0]
+            found.append((Path(head), binding.sub_field_name))
+    return found
 
 
 _NO_ME = (
