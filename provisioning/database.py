@@ -398,14 +398,17 @@ class Database:
         began = snapshot and self.dialect == "sqlite"
         try:
             if began:
-                connection.exec_driver_sql("BEGIN DEFERRED")
+                # On the driver's connection: the statement needs none of SQLAlchemy's
+                # per-execution work, which cost more than it (see Prepared).
+                connection.connection.dbapi_connection.execute("BEGIN DEFERRED")
             yield connection
         finally:
             if connection.invalidated:
                 connection.close()
             else:
-                if began:
-                    connection.exec_driver_sql("ROLLBACK")
+                raw = connection.connection.dbapi_connection
+                if began and raw.in_transaction:  # SQLite may have ended it on an error
+                    raw.execute("ROLLBACK")
                 if len(idle) < self.HOT_IDLE:
                     idle.append(connection)
                 else:

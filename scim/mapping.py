@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -89,13 +91,40 @@ def user_fields(resource: Resource[Any]) -> UserFields:
     return UserFields(fields, extras or None)
 
 
-def user_resource(
-    model: type[Resource[Any]],
+@dataclass(frozen=True)
+class Document:
+    """A resource as the rows say it, before validation: its attributes and its meta.
+
+    What a client is sent for a resource depends only on this, the base URL and the
+    attributes asked for, so :attr:`key` can stand for the answer (see
+    :class:`scim.server.Answers`).
+    """
+
+    attributes: dict[str, Any]
+    meta: Meta
+
+    def resource(self, model: type[Resource[Any]]) -> Resource[Any]:
+        """The validated resource (a new object each time: callers may change it)."""
+        resource = model.model_validate(self.attributes)
+        resource.meta = self.meta.model_copy()
+        return resource
+
+    @functools.cached_property
+    def key(self) -> str:
+        """Equal for two documents exactly when their attributes and meta are equal."""
+        meta = self.meta
+        values = [meta.resource_type, meta.created, meta.last_modified, meta.version]
+        return json.dumps(
+            [self.attributes, values], sort_keys=True, default=str, separators=(",", ":")
+        )
+
+
+def user_document(
     user: User,
     groups: list[Group],
     grants: list[tuple[Grant, Connector]],
     managers: dict[str, str] | None = None,
-) -> Resource[Any]:
+) -> Document:
     # A shallow copy is enough: nested values are replaced, never changed in place.
     doc: dict[str, Any] = dict(user.scim_attributes or {})
     doc["id"] = str(user.id)
@@ -143,14 +172,15 @@ def user_resource(
         doc["entitlements"] = [
             {"value": c.slug, "display": c.name, "type": str(g.access_level)} for g, c in grants
         ]
-    resource = model.model_validate(doc)
-    resource.meta = Meta(
-        resource_type="User",
-        created=user.created_at,
-        last_modified=user.updated_at,
-        version=version_tag(user.version),
+    return Document(
+        doc,
+        Meta(
+            resource_type="User",
+            created=user.created_at,
+            last_modified=user.updated_at,
+            version=version_tag(user.version),
+        ),
     )
-    return resource
 
 
 @dataclass
@@ -189,9 +219,7 @@ def group_fields(resource: Resource[Any]) -> GroupFields:
     )
 
 
-def group_resource(
-    model: type[Resource[Any]], group: Group, members: list[uuid.UUID] | None
-) -> Resource[Any]:
+def group_document(group: Group, members: list[uuid.UUID] | None) -> Document:
     doc: dict[str, Any] = dict(group.scim_attributes or {})
     displays = doc.pop(MEMBER_DISPLAY, None) or {}
     doc["id"] = str(group.id)
@@ -208,11 +236,12 @@ def group_resource(
             }
             for uid in members
         ]
-    resource = model.model_validate(doc)
-    resource.meta = Meta(
-        resource_type="Group",
-        created=group.created_at,
-        last_modified=group.updated_at,
-        version=version_tag(group.version),
+    return Document(
+        doc,
+        Meta(
+            resource_type="Group",
+            created=group.created_at,
+            last_modified=group.updated_at,
+            version=version_tag(group.version),
+        ),
     )
-    return resource

@@ -14,6 +14,9 @@ import copy
 import functools
 import hashlib
 import json
+import threading
+from collections import OrderedDict
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, current_app, g, request
@@ -38,6 +41,7 @@ from scim2_server.conditions import Conditions
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 from scim2_server.utils import parametrize
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -325,8 +329,45 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+class Answers:
+    """The answers to the last reads of one resource, by what they were built from.
+
+    A read's answer depends only on the stored document (:class:`scim.mapping.Document`:
+    the rows of the resource and of its groups, grants or members), the base URL and the
+    ``attributes`` / ``excludedAttributes`` asked for. Keyed by all of them, an answer is
+    never stale: the rows are read on every request, and a change to any of them makes
+    another key. What it saves is scim2-server's validating, publishing and serialising
+    of an unchanged resource, which costs more than reading it. At most ``size`` answers
+    are kept, the least recently used dropped first; documents larger than
+    ``max_key`` characters (a group of thousands of members) are not kept.
+    """
+
+    def __init__(self, size: int = 4096, max_key: int = 16_384) -> None:
+        self.size = size
+        self.max_key = max_key
+        self._answers: OrderedDict[tuple[str, ...], ScimResponse] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> ScimResponse | None:
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+            return answer
+
+    def put(self, key: tuple[str, ...], answer: ScimResponse) -> None:
+        if len(key[-1]) > self.max_key:
+            return
+        with self._lock:
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+
 class ProvisioningHandler(ScimHandler):
-    """scim2-server's handler; a change lost to a concurrent one is applied again.
+    """scim2-server's handler; a change lost to a concurrent one is applied again, and
+    reads of unchanged resources are answered from :class:`Answers`.
 
     The handler reads the resource, applies the request to it and stores it only if the
     stored version is still the one read. Without ``If-Match`` the client asked for no
@@ -335,6 +376,50 @@ class ProvisioningHandler(ScimHandler):
     """
 
     ATTEMPTS = 5
+
+    def __init__(self, service: ScimService, storage: SqlStorage) -> None:
+        super().__init__(service, storage)
+        self.answers = Answers()
+
+    def query(self, request: ScimRequest) -> ScimResponse:
+        """Read a resource (RFC 7644 section 3.4.1) as scim2-server does, its answer built
+        once per stored document.
+
+        The document is read from the database on every request; only when an answer
+        was already built from an equal document (same base URL and attributes asked)
+        is that answer sent again. ``If-None-Match`` gets its 304 as before.
+        """
+        with self.service.provider:
+            target = self.service.route(request, Operation.query)
+            resource_type = self.service.resource_type_at(str(target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            parameters = self.service.read_response_parameters(resource_type, request.query)
+            with self.storage.operation():
+                document = self.storage.document(
+                    resource_type, str(target.resource_id), response_parameters=parameters
+                )
+            key = (
+                request.base_url,
+                str(resource_type.name),
+                request.query.get("attributes", ""),
+                request.query.get("excludedAttributes", ""),
+                document.key,
+            )
+            answer = self.answers.get(key)
+            if answer is None:
+                resource = document.resource(self.service.get_model(resource_type))
+                answer = self.service.query_response(
+                    request.base_url, resource, parameters, Conditions()
+                )
+                self.answers.put(key, answer)
+            version = answer.headers.get("ETag")
+            if not self.service.read_conditions(request).check(version, "GET"):
+                # RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have
+                headers = {"ETag": version} if version else {}
+                response = ScimResponse(HTTPStatus.NOT_MODIFIED, None, headers)
+            else:
+                response = ScimResponse(answer.status, answer.body, dict(answer.headers))
+            return self.service.me_response(request, target, response)
 
     def _again(self, conditions: Conditions, attempt: int, step):
         try:

@@ -246,6 +246,11 @@ class SqlStorage(ScimStorage):
     def _user_resources(
         self, session: Session, model: type[Resource[Any]], users: list[User], wants=None
     ) -> list[Resource[Any]]:
+        return [d.resource(model) for d in self._user_documents(session, users, wants)]
+
+    def _user_documents(
+        self, session: Session, users: list[User], wants=None
+    ) -> list[mapping.Document]:
         wants = wants or (lambda _name: True)
         groups, grants = self._user_relations(
             session,
@@ -253,10 +258,7 @@ class SqlStorage(ScimStorage):
             groups=wants("groups"),
             grants=wants("entitlements"),
         )
-        return [
-            mapping.user_resource(model, u, groups.get(u.id, []), grants.get(u.id, []))
-            for u in users
-        ]
+        return [mapping.user_document(u, groups.get(u.id, []), grants.get(u.id, [])) for u in users]
 
     @staticmethod
     def _members(session: Session, group_ids: list[uuid.UUID]):
@@ -271,8 +273,13 @@ class SqlStorage(ScimStorage):
     def _group_resources(
         self, session: Session, model: type[Resource[Any]], groups: list[Group], members=True
     ) -> list[Resource[Any]]:
+        return [d.resource(model) for d in self._group_documents(session, groups, members)]
+
+    def _group_documents(
+        self, session: Session, groups: list[Group], members=True
+    ) -> list[mapping.Document]:
         by_group = self._members(session, [g.id for g in groups]) if members else {}
-        return [mapping.group_resource(model, g, by_group.get(g.id)) for g in groups]
+        return [mapping.group_document(g, by_group.get(g.id)) for g in groups]
 
     # -- reads -------------------------------------------------------------
 
@@ -283,7 +290,22 @@ class SqlStorage(ScimStorage):
         *,
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
-        model = self._model(resource_type)
+        document = self.document(
+            resource_type, resource_id, response_parameters=response_parameters
+        )
+        return document.resource(self._model(resource_type))
+
+    def document(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> mapping.Document:
+        """What :meth:`get` returns, before validation.
+
+        :raises NotFoundException: no such resource (a deleted user included).
+        """
         wants = _wanted(response_parameters)
         # By primary key: point lookups (generic plans are the plans on PostgreSQL).
         with self._session(write=False, lookups=True) as session:
@@ -292,11 +314,11 @@ class SqlStorage(ScimStorage):
                 user = _USER_BY_ID.first(connection_of(session), {"id": ident}) if ident else None
                 if user is None:
                     raise NotFoundException(detail=f"User {resource_id!r} not found")
-                return self._user_resources(session, model, [user], wants)[0]
+                return self._user_documents(session, [user], wants)[0]
             group = _GROUP_BY_ID.first(connection_of(session), {"id": ident}) if ident else None
             if group is None:
                 raise NotFoundException(detail=f"Group {resource_id!r} not found")
-            return self._group_resources(session, model, [group], wants("members"))[0]
+            return self._group_documents(session, [group], wants("members"))[0]
 
     def search(
         self,
@@ -520,7 +542,7 @@ class SqlStorage(ScimStorage):
                 user.updated_at = user.created_at  # created: not yet modified
                 session.flush()
                 # A new user is in no group and holds no grant yet.
-                return mapping.user_resource(model, user, [], [])
+                return mapping.user_document(user, [], []).resource(model)
             values = mapping.group_fields(resource)
             self._check_group_unique(session, values.external_id, None)
             group = directory.create_group(
