@@ -119,6 +119,17 @@ class Document:
         )
 
 
+def _stored(resource_type: str, row: User | Group, attributes: dict[str, Any]) -> Document:
+    """The document of ``row``: its attributes, and the meta its columns give."""
+    meta = Meta(
+        resource_type=resource_type,
+        created=row.created_at,
+        last_modified=row.updated_at,
+        version=version_tag(row.version),
+    )
+    return Document(attributes, meta)
+
+
 def user_document(
     user: User,
     groups: list[Group],
@@ -172,15 +183,7 @@ def user_document(
         doc["entitlements"] = [
             {"value": c.slug, "display": c.name, "type": str(g.access_level)} for g, c in grants
         ]
-    return Document(
-        doc,
-        Meta(
-            resource_type="User",
-            created=user.created_at,
-            last_modified=user.updated_at,
-            version=version_tag(user.version),
-        ),
-    )
+    return _stored("User", user, doc)
 
 
 @dataclass
@@ -236,12 +239,4 @@ def group_document(group: Group, members: list[uuid.UUID] | None) -> Document:
             }
             for uid in members
         ]
-    return Document(
-        doc,
-        Meta(
-            resource_type="Group",
-            created=group.created_at,
-            last_modified=group.updated_at,
-            version=version_tag(group.version),
-        ),
-    )
+    return _stored("Group", group, doc)
