@@ -80,6 +80,30 @@ def test_a_user_read_shows_each_change_to_its_groups_grants_and_profile(scim):
     assert "groups" not in shown and "entitlements" not in shown
 
 
+def test_a_read_by_id_shows_groups_and_grants_as_a_search_page_does(scim):
+    """A read by id aggregates a user's groups and grants in its one statement; a
+    search page reads them apart. Both list them in the database's order: groups by
+    name (then id), grants by connector slug."""
+    user = scim.post("/Users", okta_user("order@example.com")).get_json()
+    names = ["beta", "Beta", "alpha", "Zed", "\u00e9t\u00e9", "beta"]
+    for n, name in enumerate(names):
+        group_id, _ = mapped_group(
+            scim, f"{name}-{n}" if name == "beta" and n else name, f"c{5 - n}"
+        )
+        added = scim.patch(
+            f"/Groups/{group_id}",
+            [{"op": "add", "path": "members", "value": [{"value": user["id"]}]}],
+        )
+        assert added.status_code == 200
+    by_id = same_as_fresh(scim, f"/Users/{user['id']}")
+    page = scim.get(f'/Users?filter=id eq "{user["id"]}"').get_json()
+    (found,) = page["Resources"]
+    assert by_id == found
+    assert len(by_id["groups"]) == len(names)
+    assert [e["value"] for e in by_id["entitlements"]] == [f"c{n}" for n in range(6)]
+    assert {e["type"] for e in by_id["entitlements"]} == {"read_write"}
+
+
 def test_a_deleted_resource_is_not_answered_from_an_earlier_read(scim):
     user = scim.post("/Users", okta_user("gone@example.com")).get_json()
     group = scim.post("/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "g"}).get_json()
