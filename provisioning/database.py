@@ -10,6 +10,7 @@ schema is created, on both databases.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import threading
 import weakref
@@ -294,6 +295,17 @@ class FairLock:
             self._condition.notify_all()
 
 
+# Connections a forked child inherited from its parent: referenced, so that garbage
+# collection never closes them under the parent (see Database.forget_inherited).
+_INHERITED: list[Connection] = []
+
+
+def _in_child(ref: weakref.ref[Database]) -> None:
+    database = ref()
+    if database is not None:
+        database.forget_inherited()
+
+
 class Database:
     """One database: its engine, its sessions and its migrations."""
 
@@ -333,6 +345,8 @@ class Database:
             on_disk = database not in (None, "", ":memory:") and not database.startswith("file:")
             self._writers = FairLock(f"{database}-writers" if on_disk else None)
             self._checkpoint_every = 100
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=functools.partial(_in_child, weakref.ref(self)))
         self._reader = self._sessions
         if self.engine.dialect.name == "sqlite":
             self._reader = sessionmaker(
@@ -477,6 +491,22 @@ class Database:
     def _explain(self, exc: SQLAlchemyError) -> str:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return f"cannot use the database at {redact(self.url)}: {reason}"
+
+    def forget_inherited(self) -> None:
+        """In a forked child: leave every open connection to the parent.
+
+        A connection open before the fork (the app's start-up read, with gunicorn's
+        ``--preload``) is one socket, or one SQLite handle, in both processes; used by
+        both, it corrupts the protocol (PostgreSQL: "unexpected result EMPTY_QUERY from
+        command 'BEGIN'") and the transactions riding on it. The child opens its own:
+        the pool forgets its connections without closing them (SQLAlchemy's advice for
+        a fork), and the idle hot connections are kept referenced but never used, as
+        closing them would end the parent's sessions too.
+        """
+        self.engine.dispose(close=False)
+        for idle in self._idle.values():
+            _INHERITED.extend(idle)
+            idle.clear()
 
     def dispose(self) -> None:
         self._drop_idle()

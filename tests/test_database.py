@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 import uuid
@@ -241,3 +242,43 @@ def test_fair_lock_with_a_path_excludes_other_processes(tmp_path):
     finally:
         holder.wait(30)
     assert holder.returncode == 0
+
+
+def _owner(connection) -> tuple[int, int | None]:
+    """The process that opened ``connection``, and its PostgreSQL backend (None on SQLite)."""
+    opened_by = connection.info.setdefault("opened_by", os.getpid())
+    backend = (
+        connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() if ON_POSTGRES else None
+    )
+    return opened_by, backend
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents(database):
+    """As gunicorn's --preload does: connections opened before the fork stay the parent's."""
+    with database.transaction() as session:
+        pooled = _owner(session.connection())
+    hot = database.hot_read(_owner)
+    assert pooled[0] == hot[0] == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave at once
+        try:
+            with database.transaction() as session:
+                child_pooled = _owner(session.connection())
+                session.execute(text("SELECT 1"))
+            child_hot = database.hot_read(_owner)
+            owners = {child_pooled[0], child_hot[0]}
+            answer = b"ok" if owners == {os.getpid()} else repr(owners).encode()
+        except BaseException as exc:  # anything goes back to the parent
+            answer = repr(exc).encode()[:1000]
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as reply:
+        assert reply.read() == b"ok"
+    # The parent's connections were neither used nor closed by the child.
+    with database.transaction() as session:
+        assert _owner(session.connection()) == pooled
+    assert database.hot_read(_owner) == hot
