@@ -717,20 +717,36 @@ _GROUPS_BY_IDS = select(Group.__table__).where(Group.id.in_(bindparam("ids", exp
 _RANKS = {"User": 0, "Group": 1}
 
 
+def _present_groups(users: ColumnElement[bool]) -> Select:
+    """The groups ``users`` are present members of; no columns chosen yet."""
+    return (
+        select()
+        .select_from(Membership.__table__.join(Group.__table__, Group.id == Membership.group_id))
+        .where(users, Membership.present.is_(True))
+    )
+
+
+def _live_grants(users: ColumnElement[bool]) -> Select:
+    """The live grants of ``users``, with their connectors; no columns chosen yet."""
+    return (
+        select()
+        .select_from(Grant.__table__.join(Connector.__table__, Connector.id == Grant.connector_id))
+        .where(users, Grant.revoked_at.is_(None))
+    )
+
+
 def _groups_of(users: ColumnElement[bool]) -> Select:
     return (
-        select(Membership.user_id, Group.id, Group.display_name)
-        .join(Group, Group.id == Membership.group_id)
-        .where(users, Membership.present.is_(True))
+        _present_groups(users)
+        .add_columns(Membership.user_id, Group.id, Group.display_name)
         .order_by(Group.display_name, Group.id)
     )
 
 
 def _grants_of(users: ColumnElement[bool]) -> Select:
     return (
-        select(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
-        .join(Connector, Connector.id == Grant.connector_id)
-        .where(users, Grant.revoked_at.is_(None))
+        _live_grants(users)
+        .add_columns(Grant.user_id, Grant.access_level, Connector.slug, Connector.name)
         .order_by(Connector.slug)
     )
 
@@ -777,15 +793,15 @@ def _user_with_relations(dialect: str) -> Prepared:
             return aggregate(value)
 
     groups = (
-        select(ordered(array(Group.id, Group.display_name), Group.display_name, Group.id))
-        .select_from(Membership.__table__.join(Group.__table__, Group.id == Membership.group_id))
-        .where(Membership.user_id == users.c.id, Membership.present.is_(True))
+        _present_groups(Membership.user_id == users.c.id)
+        .add_columns(ordered(array(Group.id, Group.display_name), Group.display_name, Group.id))
         .scalar_subquery()
     )
     grants = (
-        select(ordered(array(Grant.access_level, Connector.slug, Connector.name), Connector.slug))
-        .select_from(Grant.__table__.join(Connector.__table__, Connector.id == Grant.connector_id))
-        .where(Grant.user_id == users.c.id, Grant.revoked_at.is_(None))
+        _live_grants(Grant.user_id == users.c.id)
+        .add_columns(
+            ordered(array(Grant.access_level, Connector.slug, Connector.name), Connector.slug)
+        )
         .scalar_subquery()
     )
     return Prepared(
