@@ -295,6 +295,11 @@ class FairLock:
             self._condition.notify_all()
 
 
+# Engine options of the pool, which the hot readers' engines (no pool) refuse.
+_POOL_ONLY = frozenset(
+    {"pool_pre_ping", "pool_size", "max_overflow", "pool_timeout", "pool_use_lifo"}
+)
+
 # Connections a forked child inherited from its parent: referenced, so that garbage
 # collection never closes them under the parent (see Database.forget_inherited).
 _INHERITED: list[Connection] = []
@@ -321,7 +326,7 @@ class Database:
         self.engine = create_engine(url, **options)
         # Connections for :meth:`hot_reader`, kept idle by it rather than by a pool:
         # one kind for reads of any shape, one for point lookups (:meth:`hot_read`).
-        hot = {k: v for k, v in options.items() if k != "pool_pre_ping"}
+        hot = {k: v for k, v in options.items() if k not in _POOL_ONLY}
         self._hot: dict[bool, Engine] = {}
         self._idle: dict[bool, deque[Connection]] = {}
         for lookups in (False, True):

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
 from provisioning.connectors.catalogue import create_connector
 from provisioning.connectors.models import AccessLevel, Connector, ConnectorKind, Publisher
-from provisioning.database import FairLock, Prepared, utcnow
+from provisioning.database import Database, FairLock, Prepared, utcnow
 from provisioning.identity.models import User
 from tests.conftest import ON_POSTGRES
 from tests.org import Org
@@ -256,6 +256,8 @@ def _owner(connection) -> tuple[int, int | None]:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
 def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents(database):
     """As gunicorn's --preload does: connections opened before the fork stay the parent's."""
+    # One pooled connection, so that the parent's next checkout is the one it had.
+    database = Database(database.url, **({"pool_size": 1} if ON_POSTGRES else {}))
     with database.transaction() as session:
         pooled = _owner(session.connection())
     hot = database.hot_read(_owner)
@@ -279,6 +281,9 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents(databas
     with os.fdopen(read, "rb") as reply:
         assert reply.read() == b"ok"
     # The parent's connections were neither used nor closed by the child.
-    with database.transaction() as session:
-        assert _owner(session.connection()) == pooled
-    assert database.hot_read(_owner) == hot
+    try:
+        with database.transaction() as session:
+            assert _owner(session.connection()) == pooled
+        assert database.hot_read(_owner) == hot
+    finally:
+        database.dispose()
