@@ -425,9 +425,10 @@ class Database:
             if connection.invalidated:
                 connection.close()
             else:
-                raw = connection.connection.dbapi_connection
-                if began and raw.in_transaction:  # SQLite may have ended it on an error
-                    raw.execute("ROLLBACK")
+                if began:
+                    raw = connection.connection.dbapi_connection
+                    if raw.in_transaction:  # SQLite may have ended it on an error
+                        raw.execute("ROLLBACK")
                 if len(idle) < self.HOT_IDLE:
                     idle.append(connection)
                 else:
