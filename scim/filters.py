@@ -250,6 +250,27 @@ class Compiler:
             return self._value_path(node)
         raise InvalidFilterException(detail=f"unsupported filter expression {node}")
 
+    def unique(self, node: Any) -> tuple[str, str] | None:
+        """(column name, value) when ``node`` is an ``eq`` on an attribute whose column is
+        unique among live users (``userName``, case-insensitively, and ``externalId``),
+        the value as :func:`compare` would compare it; None for any other filter.
+
+        Such a filter finds one user or none, which an index answers without the general
+        path (counting, then paging): the lookup Okta makes before every create.
+        """
+        if self.table is not User or not isinstance(node, Comparison):
+            return None
+        if node.op != CompareOperator.eq or not isinstance(node.value, str):
+            return None
+        binding = self._resolve(node.attr_path, for_comparison=True)
+        if binding is None or binding.is_multivalued or self._relation(binding) is not None:
+            return None
+        scalar = self._column(binding)
+        for column in (User.user_name_key, User.external_id):
+            if scalar is not None and scalar.expr is column:
+                return column.key, node.value if scalar.case_exact else node.value.lower()
+        return None
+
     def _resolve(self, attr_path: AttrPath, *, for_comparison: bool) -> AttributeBinding | None:
         return _resolve_filter_path(
             self.model, attr_path, strict=False, for_comparison=for_comparison

@@ -34,6 +34,7 @@ from scim2_models import (
     Resource,
     ResourceType,
     ResponseParameters,
+    SearchRequest,
     UnauthorizedException,
 )
 from scim2_server.bulk import BulkPlan
@@ -43,12 +44,14 @@ from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
 from scim2_server.service import ScimService
+from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
+from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
 
@@ -140,6 +143,28 @@ class ProvisioningService(ScimService):
         if reference is None:
             return None
         return self.reference_location(base_url, reference)
+
+    def listing(
+        self,
+        resource_types: list[ResourceType],
+        page: SearchPage,
+        search_request: SearchRequest[Any],
+        entries: list[dict[str, Any]],
+    ) -> ScimResponse:
+        """:meth:`ScimService.search_response` for a page whose resources are already
+        published and dumped (``entries``, as scim2-server dumps each one).
+
+        scim2-server builds its ``ListResponse`` from the dumped resources, which validates
+        each of them once more and dumps it again; here the envelope (totals, cursors,
+        start index) is scim2-server's own, built for an empty page, and the entries are
+        then set in it as they are.
+        """
+        empty = SearchPage(page.total, [], page.next, page.previous)
+        response = self.search_response("", resource_types, empty, search_request)
+        assert isinstance(response.body, dict)
+        response.body["itemsPerPage"] = len(entries)
+        response.body["Resources"] = entries
+        return response
 
     def patch_response(
         self,
@@ -390,12 +415,7 @@ class ProvisioningHandler(ScimHandler):
 
     def query(self, request: ScimRequest) -> ScimResponse:
         """Read a resource (RFC 7644 section 3.4.1) as scim2-server does, its answer built
-        once per stored document.
-
-        The document is read from the database on every request; only when an answer
-        was already built from an equal document (same base URL and attributes asked)
-        is that answer sent again. ``If-None-Match`` gets its 304 as before.
-        """
+        once per stored document (:meth:`_answer`). ``If-None-Match`` gets its 304."""
         with self.service.provider:
             target = self.service.route(request, Operation.query)
             resource_type = self.service.resource_type_at(str(target.endpoint))
@@ -405,20 +425,7 @@ class ProvisioningHandler(ScimHandler):
                 document = self.storage.document(
                     resource_type, str(target.resource_id), response_parameters=parameters
                 )
-            key = (
-                request.base_url,
-                str(resource_type.name),
-                request.query.get("attributes", ""),
-                request.query.get("excludedAttributes", ""),
-                document.key,
-            )
-            answer = self.answers.get(key)
-            if answer is None:
-                resource = document.resource(self.service.get_model(resource_type))
-                answer = self.service.query_response(
-                    request.base_url, resource, parameters, Conditions()
-                )
-                self.answers.put(key, answer)
+            answer = self._answer(request.base_url, resource_type, document, parameters)
             version = answer.headers.get("ETag")
             if not self.service.read_conditions(request).check(version, "GET"):
                 # RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have
@@ -427,6 +434,68 @@ class ProvisioningHandler(ScimHandler):
             else:
                 response = ScimResponse(answer.status, answer.body, dict(answer.headers))
             return self.service.me_response(request, target, response)
+
+    def search(self, request: ScimRequest) -> ScimResponse:
+        """Search with GET (RFC 7644 section 3.4.2) as scim2-server does; see :meth:`_found`."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.search)
+            resource_types = self.service.searched_types(target.endpoint)
+            authorized = self.service.authorized_types(request, target, resource_types)
+            search_request, position = self.service.read_search_query(resource_types, request.query)
+            return self._found(request, resource_types, authorized, search_request, position)
+
+    def search_with_body(self, request: ScimRequest) -> ScimResponse:
+        """Search with POST on ``.search`` (RFC 7644 section 3.4.3); see :meth:`_found`."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.search_with_body)
+            resource_types = self.service.searched_types(target.endpoint)
+            authorized = self.service.authorized_types(request, target, resource_types)
+            search_request, position = self.service.read_search_body(
+                resource_types, request.body, request.header("Content-Type")
+            )
+            return self._found(request, resource_types, authorized, search_request, position)
+
+    def _found(
+        self,
+        request: ScimRequest,
+        resource_types: list[ResourceType],
+        authorized: list[ResourceType],
+        search_request: SearchRequest[Any],
+        position: Any,
+    ) -> ScimResponse:
+        """The page of a search, each resource in it answered as a read of it would be."""
+        with self.storage.operation():
+            page = self.storage.search_documents(authorized, search_request, position=position)
+        entries = [
+            self._answer(request.base_url, resource_type, document, search_request).body
+            for resource_type, document in page.resources
+        ]
+        return self.service.listing(resource_types, page, search_request, entries)
+
+    def _answer(
+        self,
+        base_url: str,
+        resource_type: ResourceType,
+        document: Document,
+        parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """The answer to a read of the resource ``document`` stores: the one already built
+        from an equal document, for the same base URL and attributes asked, if there is one
+        (:class:`Answers`). A search's entries are these answers' bodies: scim2-server dumps
+        a search's resources as it dumps a read's."""
+        key = (
+            base_url,
+            str(resource_type.name),
+            _names(parameters.attributes),
+            _names(parameters.excluded_attributes),
+            document.key,
+        )
+        answer = self.answers.get(key)
+        if answer is None:
+            resource = document.resource(self.service.get_model(resource_type))
+            answer = self.service.query_response(base_url, resource, parameters, Conditions())
+            self.answers.put(key, answer)
+        return answer
 
     def _again(self, conditions: Conditions, attempt: int, step):
         try:
@@ -479,6 +548,11 @@ class ProvisioningHandler(ScimHandler):
 
 
 _RETRY = object()
+
+
+def _names(paths: list[Any] | None) -> str:
+    """The attribute paths asked for, as a part of an :class:`Answers` key."""
+    return ",".join(str(p) for p in paths or ())
 
 
 class ProvisioningScimServer(ScimServer):
