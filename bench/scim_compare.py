@@ -3,8 +3,11 @@
 Loads 100,000 users and 5,000 groups (each user in one group) into our database
 and, with the same ids, into scim2-server's ``InMemoryStorage`` behind its
 ``BearerTokenApplication``. The three servers run under gunicorn with the same
-settings; wrk measures, one server at a time, GET /Users/{id}, a userName eq
-filter, a userName sw filter (matching 10 users) and POST /Users.
+settings, all three up at once; wrk measures GET /Users/{id}, a userName eq
+filter, a userName sw filter (matching 10 users) and POST /Users, one server at a
+time, in alternating rounds (ours, reference, ceiling; again; again), so that load
+from elsewhere on the host falls on the three alike. Each figure is the median of
+the rounds; each ratio is the median of the ratios within a round.
 
     .venv/bin/python bench/scim_compare.py                      # SQLite file
     .venv/bin/python bench/scim_compare.py --database-url postgresql://postgres@127.0.0.1:5432/test
@@ -352,8 +355,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=5_000)
-    parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per request")
     parser.add_argument("--database-url", help="PostgreSQL URL (a schema is made and dropped)")
     args = parser.parse_args()
 
@@ -398,26 +402,31 @@ def main() -> None:
             )
             scripts[name] = path
         env = {"BENCH_DATABASE_URL": url, "BENCH_IDS": str(ids_file), "BENCH_TOKEN": token}
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        for port, server in ((8711, "ours"), (8712, "reference"), (8713, "ceiling")):
-            started = time.monotonic()
-            process = start(server, port, env)
-            print(f"{server} up in {time.monotonic() - started:.1f} s")
-            try:
+        servers = (("ours", 8711), ("reference", 8712), ("ceiling", 8713))
+        processes = {}
+        rounds: dict[str, dict[str, list[dict[str, float]]]] = {}
+        try:
+            for server, port in servers:
+                started = time.monotonic()
+                processes[server] = start(server, port, env)
+                print(f"{server} up in {time.monotonic() - started:.1f} s")
                 if server != "ceiling":
                     check(port, token, user_ids)
-                for name, script in scripts.items():
-                    # A scan takes seconds on the reference: measure it longer, and last.
-                    duration = args.duration * (3 if name == "filter_sw" else 1)
-                    if name != "filter_sw":
-                        wrk(port, script, token, 1, args.connections)  # warm up
-                    results.setdefault(name, {})[server] = wrk(
-                        port, script, token, duration, args.connections
-                    )
-                    print(server, name, results[name][server])
-            finally:
+            for name, script in scripts.items():
+                # A scan takes seconds on the reference: measure it longer, and last.
+                duration = args.duration * (2 if name == "filter_sw" else 1)
+                for round_ in range(args.rounds):
+                    for server, port in servers:
+                        if name != "filter_sw":
+                            wrk(port, script, token, 1, args.connections)  # warm up
+                        measured = wrk(port, script, token, duration, args.connections)
+                        rounds.setdefault(name, {}).setdefault(server, []).append(measured)
+                        print(server, name, round_ + 1, measured)
+        finally:
+            for process in processes.values():
                 process.terminate()
                 process.wait(30)
+        results = {name: summary(by_server) for name, by_server in rounds.items()}
         print_table(results, label, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -432,15 +441,31 @@ def main() -> None:
             admin.dispose()
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:,.2f}x" if b else "n/a (none completed)"
+def summary(by_server: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Per server the round of median throughput; and the per-round ratios of ours."""
+    out: dict[str, Any] = {}
+    for server, measured in by_server.items():
+        out[server] = sorted(measured, key=lambda m: m["rps"])[len(measured) // 2]
+    for other in ("reference", "ceiling"):
+        out[f"ratios_{other}"] = [
+            o["rps"] / t["rps"] if t["rps"] else 0.0
+            for o, t in zip(by_server["ours"], by_server[other], strict=True)
+        ]
+    return out
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def print_table(results, label: str, args) -> None:
     print()
     print(
         f"{label}; {args.users:,} users, {args.groups:,} groups; wrk -t2 -c{args.connections} "
-        f"-d{args.duration}s; gunicorn {' '.join(GUNICORN)}; {os.cpu_count()} CPUs; "
+        f"-d{args.duration}s, median of {args.rounds} alternating rounds; "
+        f"gunicorn {' '.join(GUNICORN)}; {os.cpu_count()} CPUs; "
         f"Python {platform.python_version()}"
     )
     print()
@@ -457,9 +482,13 @@ def print_table(results, label: str, args) -> None:
             errors = f", {int(m['errors'])} non-2xx" if m["errors"] else ""
             return f"{m['rps']:,.2f} ({m['p50']:.1f} / {m['p99']:.1f}{errors})"
 
+        def ratios(values: list[float]) -> str:
+            each = ", ".join(f"{v:.2f}" for v in values)
+            return f"**{median(values):,.2f}x** ({each})"
+
         print(
             f"| {title} | {cell(o)} | {cell(r)} | {c['rps']:,.0f} "
-            f"| {ratio(o['rps'], r['rps'])} | {ratio(o['rps'], c['rps'])} | {target} |"
+            f"| {ratios(row['ratios_reference'])} | {ratios(row['ratios_ceiling'])} | {target} |"
         )
 
 
