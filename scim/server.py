@@ -19,7 +19,7 @@ from collections import OrderedDict
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from scim2_flask import ScimServer
 from scim2_models import (
     Context,
@@ -354,6 +354,15 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+class Kept(ScimResponse):
+    """An answer as :class:`Answers` keeps it: never changed once built, so its JSON text
+    is serialised once, when first sent (:meth:`ProvisioningScimServer._to_response`)."""
+
+    @functools.cached_property
+    def text(self) -> str:
+        return json.dumps(self.body)
+
+
 class Answers:
     """The answers to the last reads of one resource, by what they were built from.
 
@@ -371,14 +380,14 @@ class Answers:
     def __init__(self, size: int = 4096, max_key: int = 16_384) -> None:
         self.size = size
         self.max_key = max_key
-        self._answers: OrderedDict[bytes, ScimResponse] = OrderedDict()
+        self._answers: OrderedDict[bytes, Kept] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def _digest(key: tuple[str, ...]) -> bytes:
         return hashlib.sha256("\0".join(key).encode()).digest()
 
-    def get(self, key: tuple[str, ...]) -> ScimResponse | None:
+    def get(self, key: tuple[str, ...]) -> Kept | None:
         digest = self._digest(key)
         with self._lock:
             answer = self._answers.get(digest)
@@ -386,15 +395,18 @@ class Answers:
                 self._answers.move_to_end(digest)
             return answer
 
-    def put(self, key: tuple[str, ...], answer: ScimResponse) -> None:
+    def put(self, key: tuple[str, ...], answer: ScimResponse) -> Kept:
+        """Keep ``answer`` (unless its document is too large); returns it as kept."""
+        kept = Kept(answer.status, answer.body, answer.headers)
         if len(key[-1]) > self.max_key:
-            return
+            return kept
         digest = self._digest(key)
         with self._lock:
-            self._answers[digest] = answer
+            self._answers[digest] = kept
             self._answers.move_to_end(digest)
             while len(self._answers) > self.size:
                 self._answers.popitem(last=False)
+        return kept
 
 
 class ProvisioningHandler(ScimHandler):
@@ -431,8 +443,10 @@ class ProvisioningHandler(ScimHandler):
                 # RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have
                 headers = {"ETag": version} if version else {}
                 response = ScimResponse(HTTPStatus.NOT_MODIFIED, None, headers)
-            else:
+            elif target.me:  # me_response adds a header: not to the answer kept
                 response = ScimResponse(answer.status, answer.body, dict(answer.headers))
+            else:
+                response = answer
             return self.service.me_response(request, target, response)
 
     def search(self, request: ScimRequest) -> ScimResponse:
@@ -478,7 +492,7 @@ class ProvisioningHandler(ScimHandler):
         resource_type: ResourceType,
         document: Document,
         parameters: ResponseParameters[Any],
-    ) -> ScimResponse:
+    ) -> Kept:
         """The answer to a read of the resource ``document`` stores: the one already built
         from an equal document, for the same base URL and attributes asked, if there is one
         (:class:`Answers`). A search's entries are these answers' bodies: scim2-server dumps
@@ -493,8 +507,8 @@ class ProvisioningHandler(ScimHandler):
         answer = self.answers.get(key)
         if answer is None:
             resource = document.resource(self.service.get_model(resource_type))
-            answer = self.service.query_response(base_url, resource, parameters, Conditions())
-            self.answers.put(key, answer)
+            built = self.service.query_response(base_url, resource, parameters, Conditions())
+            answer = self.answers.put(key, built)
         return answer
 
     def _again(self, conditions: Conditions, attempt: int, step):
@@ -603,8 +617,12 @@ class ProvisioningScimServer(ScimServer):
     def read_body(self, scim_request: Any) -> bytes:
         """The body, up to the app's limit (PROVISIONING_MAX_REQUEST_BYTES): 413 beyond.
 
-        A bulk request is read up to maxPayloadSize, which is announced as that limit.
+        A bulk request is read up to maxPayloadSize, which is announced as that limit. A
+        request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+        section 6.3): it is not routed a second time to find its limit.
         """
+        if request.content_length is None and "Transfer-Encoding" not in request.headers:
+            return b""
         try:
             return super().read_body(scim_request)
         except RequestEntityTooLarge:
@@ -616,6 +634,15 @@ class ProvisioningScimServer(ScimServer):
 
     def get_subject(self) -> Any:
         return g.get("scim_principal")
+
+    @staticmethod
+    def _to_response(scim_response: ScimResponse) -> Response:
+        """scim2-flask's response; the JSON text of a kept answer is serialised once."""
+        if isinstance(scim_response, Kept):
+            return Response(
+                scim_response.text, status=scim_response.status, headers=scim_response.headers
+            )
+        return ScimServer._to_response(scim_response)
 
 
 def install(

@@ -8,6 +8,7 @@ the resource shows, whoever made it.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from hypothesis import HealthCheck, given, settings
@@ -175,12 +176,14 @@ def test_any_sequence_of_changes_reads_as_a_fresh_read_would(scim, operations):
 
 def test_answers_keep_the_most_recently_used_and_skip_large_documents():
     answers = Answers(size=2, max_key=10)
-    first, second, third = (ScimResponse(200, {"n": n}) for n in range(3))
-    answers.put(("a", "1"), first)
-    answers.put(("b", "2"), second)
-    assert answers.get(("a", "1")) is first  # now the most recently used
-    answers.put(("c", "3"), third)
-    assert answers.get(("b", "2")) is None
-    assert answers.get(("a", "1")) is first and answers.get(("c", "3")) is third
-    answers.put(("d", "x" * 11), first)
-    assert answers.get(("d", "x" * 11)) is None
+    first, second, third = (answers.put((k, "1"), ScimResponse(200, {"n": k})) for k in "abc")
+    assert answers.get(("a", "1")) is None  # the least recently used went
+    assert answers.get(("b", "1")) is second  # now the most recently used
+    answers.put(("d", "1"), ScimResponse(200, {"n": "d"}))
+    assert answers.get(("c", "1")) is None
+    assert answers.get(("b", "1")) is second and answers.get(("d", "1")).body == {"n": "d"}
+    large = answers.put(("e", "x" * 11), ScimResponse(200, {"n": "e"}))
+    assert answers.get(("e", "x" * 11)) is None
+    # Kept or not, what is sent is the body's JSON, serialised once.
+    assert json.loads(large.text) == {"n": "e"} and large.text is large.text
+    assert first.body == {"n": "a"} and third.body == {"n": "c"}

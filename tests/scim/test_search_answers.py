@@ -10,6 +10,8 @@ general filter path give.
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 
 import pytest
@@ -150,3 +152,23 @@ def test_a_unique_lookup_finds_what_the_general_path_finds(scim, names, deleted,
             ).get_json()
             assert unique == general
             assert unique["totalResults"] <= 1
+
+
+def test_a_body_sent_in_chunks_is_read_and_a_get_without_one_is_answered(scim):
+    """Requests without Content-Length are read as having no body only when they have no
+    Transfer-Encoding either (RFC 9112 section 6.3)."""
+    body = json.dumps(okta_user("chunked@example.com")).encode()
+    created = scim.client.post(
+        "/scim/v2/Users",
+        input_stream=io.BytesIO(body),
+        environ_overrides={"wsgi.input_terminated": True},  # as gunicorn sets it
+        headers={
+            "Authorization": f"Bearer {scim.secret}",
+            "Content-Type": "application/scim+json",
+            "Transfer-Encoding": "chunked",
+        },
+    )
+    assert created.status_code == 201, created.get_json()
+    read = scim.get(f"/Users/{created.get_json()['id']}")
+    assert read.status_code == 200 and read.get_json()["userName"] == "chunked@example.com"
+    assert json.loads(read.data) == read.get_json()
