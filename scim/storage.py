@@ -586,22 +586,26 @@ class SqlStorage(ScimStorage):
                     raise InvalidValueException(detail="a User needs a userName")
                 self._check_user_unique(session, fields.get("external_id"), None)
                 try:
-                    user = directory.create_user(session, origin, user_name=user_name, **fields)
+                    user = directory.create_user(
+                        session,
+                        origin,
+                        user_name=user_name,
+                        scim_attributes=values.extras,
+                        **fields,
+                    )
                 except directory.IdentityError as exc:
                     raise UniquenessException(detail=str(exc)) from None
-                user.scim_attributes = values.extras
-                user.updated_at = user.created_at  # created: not yet modified
-                session.flush()
                 # A new user is in no group and holds no grant yet.
                 return mapping.user_document(user, [], []).resource(model)
             values = mapping.group_fields(resource)
             self._check_group_unique(session, values.external_id, None)
             group = directory.create_group(
-                session, origin, display_name=values.display_name, external_id=values.external_id
+                session,
+                origin,
+                display_name=values.display_name,
+                external_id=values.external_id,
+                scim_attributes=values.extras,
             )
-            group.scim_attributes = values.extras
-            group.updated_at = group.created_at  # created: not yet modified
-            session.flush()
             self._set_members(session, origin, group, values.members)
             return self._group_resources(session, model, [group])[0]
 

@@ -56,15 +56,35 @@ _NAME_TAKEN = select(User.id).where(
 )
 
 
-def create_user(session: Session, origin: Origin, *, user_name: str, **fields: Any) -> User:
-    """Add a user; ``user_name`` is unique without regard to case."""
+def create_user(
+    session: Session,
+    origin: Origin,
+    *,
+    user_name: str,
+    scim_attributes: dict[str, Any] | None = None,
+    **fields: Any,
+) -> User:
+    """Add a user; ``user_name`` is unique without regard to case.
+
+    ``scim_attributes`` are the attributes a SCIM client sent that the service does
+    not model, kept to be returned unchanged. A new user is not yet modified: its
+    ``updated_at`` is its ``created_at``.
+    """
     key = user_name.lower()
     if session.execute(_NAME_TAKEN, {"key": key}).first() is not None:
         raise IdentityError(f"userName {user_name!r} is already taken")
     unknown = set(fields) - set(_USER_FIELDS)
     if unknown:
         raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-    user = User(user_name=user_name, user_name_key=key, **fields)
+    now = utcnow()
+    user = User(
+        user_name=user_name,
+        user_name_key=key,
+        scim_attributes=scim_attributes,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
     session.add(user)
     session.flush()
     record(
@@ -119,9 +139,23 @@ def set_active(
 
 
 def create_group(
-    session: Session, origin: Origin, *, display_name: str, external_id: str | None = None
+    session: Session,
+    origin: Origin,
+    *,
+    display_name: str,
+    external_id: str | None = None,
+    scim_attributes: dict[str, Any] | None = None,
 ) -> Group:
-    group = Group(display_name=display_name, external_id=external_id)
+    """Add a group; as for :func:`create_user`, ``scim_attributes`` are kept unchanged, and
+    the new group is not yet modified."""
+    now = utcnow()
+    group = Group(
+        display_name=display_name,
+        external_id=external_id,
+        scim_attributes=scim_attributes,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(group)
     session.flush()
     record(
