@@ -93,7 +93,8 @@ def user_fields(resource: Resource[Any]) -> UserFields:
 
 @dataclass(frozen=True)
 class Document:
-    """A resource as the rows say it, before validation: its attributes and its meta.
+    """A resource as the rows say it, before validation: its attributes and its meta's
+    values (resource type, created, last modified, version).
 
     What a client is sent for a resource depends only on this, the base URL and the
     attributes asked for, so :attr:`key` can stand for the answer (see
@@ -101,33 +102,37 @@ class Document:
     """
 
     attributes: dict[str, Any]
-    meta: Meta
+    stamps: tuple[str, Any, Any, str]
+
+    @property
+    def meta(self) -> Meta:
+        """A new ``Meta`` of the stamps (validated only when a resource is built)."""
+        resource_type, created, last_modified, version = self.stamps
+        return Meta(
+            resource_type=resource_type,
+            created=created,
+            last_modified=last_modified,
+            version=version,
+        )
 
     def resource(self, model: type[Resource[Any]]) -> Resource[Any]:
         """The validated resource (a new object each time: callers may change it)."""
         resource = model.model_validate(self.attributes)
-        resource.meta = self.meta.model_copy()
+        resource.meta = self.meta
         return resource
 
     @functools.cached_property
     def key(self) -> str:
         """Equal for two documents exactly when their attributes and meta are equal."""
-        meta = self.meta
-        values = [meta.resource_type, meta.created, meta.last_modified, meta.version]
         return json.dumps(
-            [self.attributes, values], sort_keys=True, default=str, separators=(",", ":")
+            [self.attributes, self.stamps], sort_keys=True, default=str, separators=(",", ":")
         )
 
 
 def _stored(resource_type: str, row: User | Group, attributes: dict[str, Any]) -> Document:
     """The document of ``row``: its attributes, and the meta its columns give."""
-    meta = Meta(
-        resource_type=resource_type,
-        created=row.created_at,
-        last_modified=row.updated_at,
-        version=version_tag(row.version),
-    )
-    return Document(attributes, meta)
+    stamps = (resource_type, row.created_at, row.updated_at, version_tag(row.version))
+    return Document(attributes, stamps)
 
 
 def user_document(

@@ -61,6 +61,10 @@ URL_PREFIX = "/scim/v2"
 class ProvisioningService(ScimService):
     """scim2-server's service, accepting the PATCH bodies Okta and Entra ID send."""
 
+    def __init__(self, provider: Any, *, secret: str | bytes | None = None) -> None:
+        super().__init__(provider, secret=secret)
+        self._parameters: dict[tuple[Any, ...], ResponseParameters[Any]] = {}
+
     def read_patch(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> PatchOp[Any]:
@@ -143,6 +147,22 @@ class ProvisioningService(ScimService):
         if reference is None:
             return None
         return self.reference_location(base_url, reference)
+
+    def read_response_parameters(
+        self, resource_type: ResourceType, query: Any
+    ) -> ResponseParameters[Any]:
+        """``attributes`` and ``excludedAttributes`` read as scim2-server reads them.
+
+        The parameters depend on the two strings alone and nothing changes them, so each
+        reading is kept and given again (at most 256: the strings are the client's).
+        """
+        key = (resource_type.id, query.get("attributes"), query.get("excludedAttributes"))
+        parameters = self._parameters.get(key)
+        if parameters is None:
+            parameters = super().read_response_parameters(resource_type, query)
+            if len(self._parameters) < 256:
+                self._parameters[key] = parameters
+        return parameters
 
     def listing(
         self,

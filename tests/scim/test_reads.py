@@ -187,3 +187,18 @@ def test_answers_keep_the_most_recently_used_and_skip_large_documents():
     # Kept or not, what is sent is the body's JSON, serialised once.
     assert json.loads(large.text) == {"n": "e"} and large.text is large.text
     assert first.body == {"n": "a"} and third.body == {"n": "c"}
+
+
+def test_each_reading_of_attributes_gives_its_own_projection(scim):
+    """The service keeps its readings of ``attributes`` / ``excludedAttributes``: each
+    pair of strings still gets its own projection, and a bad one its error every time."""
+    user = scim.post("/Users", okta_user("projection@example.com")).get_json()
+    path = f"/Users/{user['id']}"
+    for _ in range(2):
+        only = same_as_fresh(scim, path, query_string={"attributes": "userName"})
+        assert set(only) == {"schemas", "id", "userName"}
+        without = same_as_fresh(scim, path, query_string={"excludedAttributes": "name"})
+        assert "name" not in without and "userName" in without
+        assert "name" in same_as_fresh(scim, path)
+        bad = scim.get(path, query_string={"attributes": "userName", "excludedAttributes": "x"})
+        assert bad.status_code == 400, bad.get_json()
