@@ -639,9 +639,10 @@ class ProvisioningScimServer(ScimServer):
 
         A bulk request is read up to maxPayloadSize, which is announced as that limit. A
         request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
-        section 6.3): it is not routed a second time to find its limit.
+        section 6.3), nor has one of Content-Length 0: neither is routed a second time to
+        find its limit.
         """
-        if request.content_length is None and "Transfer-Encoding" not in request.headers:
+        if not request.content_length and "Transfer-Encoding" not in request.headers:
             return b""
         try:
             return super().read_body(scim_request)
