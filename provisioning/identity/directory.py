@@ -56,6 +56,13 @@ _NAME_TAKEN = select(User.id).where(
 )
 
 
+def _added(session: Session, row: User | Group) -> None:
+    """Insert ``row``, a new user or group: not yet modified, so updated when created."""
+    row.created_at = row.updated_at = utcnow()
+    session.add(row)
+    session.flush()
+
+
 def create_user(
     session: Session,
     origin: Origin,
@@ -76,17 +83,8 @@ def create_user(
     unknown = set(fields) - set(_USER_FIELDS)
     if unknown:
         raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-    now = utcnow()
-    user = User(
-        user_name=user_name,
-        user_name_key=key,
-        scim_attributes=scim_attributes,
-        created_at=now,
-        updated_at=now,
-        **fields,
-    )
-    session.add(user)
-    session.flush()
+    user = User(user_name=user_name, user_name_key=key, scim_attributes=scim_attributes, **fields)
+    _added(session, user)
     record(
         session,
         origin,
@@ -148,16 +146,9 @@ def create_group(
 ) -> Group:
     """Add a group; as for :func:`create_user`, ``scim_attributes`` are kept unchanged, and
     the new group is not yet modified."""
-    now = utcnow()
-    group = Group(
-        display_name=display_name,
-        external_id=external_id,
-        scim_attributes=scim_attributes,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(group)
-    session.flush()
+    group = Group(display_name=display_name, external_id=external_id)
+    group.scim_attributes = scim_attributes
+    _added(session, group)
     record(
         session,
         origin,
