@@ -64,6 +64,7 @@ class ProvisioningService(ScimService):
     def __init__(self, provider: Any, *, secret: str | bytes | None = None) -> None:
         super().__init__(provider, secret=secret)
         self._parameters: dict[tuple[Any, ...], ResponseParameters[Any]] = {}
+        self._envelopes: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def read_patch(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
@@ -177,14 +178,24 @@ class ProvisioningService(ScimService):
         scim2-server builds its ``ListResponse`` from the dumped resources, which validates
         each of them once more and dumps it again; here the envelope (totals, cursors,
         start index) is scim2-server's own, built for an empty page, and the entries are
-        then set in it as they are.
+        then set in it as they are. An index page's envelope depends on its total and
+        start index alone (no cursor is sealed in it), so those are built once each (at
+        most 256 kept).
         """
-        empty = SearchPage(page.total, [], page.next, page.previous)
-        response = self.search_response("", resource_types, empty, search_request)
-        assert isinstance(response.body, dict)
-        response.body["itemsPerPage"] = len(entries)
-        response.body["Resources"] = entries
-        return response
+        key = None
+        if search_request.cursor is None:
+            types = tuple(str(rt.id) for rt in resource_types)
+            key = (types, page.total, search_request.start_index)
+        envelope = self._envelopes.get(key) if key else None
+        if envelope is None:
+            empty = SearchPage(page.total, [], page.next, page.previous)
+            body = self.search_response("", resource_types, empty, search_request).body
+            assert isinstance(body, dict)
+            envelope = body
+            if key and len(self._envelopes) < 256:
+                self._envelopes[key] = envelope
+        body = {**envelope, "itemsPerPage": len(entries), "Resources": entries}
+        return ScimResponse(HTTPStatus.OK, body)
 
     def patch_response(
         self,
