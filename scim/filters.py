@@ -266,10 +266,11 @@ class Compiler:
         if binding is None or binding.is_multivalued or self._relation(binding) is not None:
             return None
         scalar = self._column(binding)
-        for column in (User.user_name_key, User.external_id):
-            if scalar is not None and scalar.expr is column:
-                return column.key, node.value if scalar.case_exact else node.value.lower()
-        return None
+        if scalar is None or not any(
+            scalar.expr is c for c in (User.user_name_key, User.external_id)
+        ):
+            return None
+        return scalar.expr.key, node.value if scalar.case_exact else node.value.lower()
 
     def _resolve(self, attr_path: AttrPath, *, for_comparison: bool) -> AttributeBinding | None:
         return _resolve_filter_path(

@@ -104,21 +104,16 @@ class Document:
     attributes: dict[str, Any]
     stamps: tuple[str, Any, Any, str]
 
-    @property
-    def meta(self) -> Meta:
-        """A new ``Meta`` of the stamps (validated only when a resource is built)."""
+    def resource(self, model: type[Resource[Any]]) -> Resource[Any]:
+        """The validated resource (a new object each time: callers may change it)."""
+        resource = model.model_validate(self.attributes)
         resource_type, created, last_modified, version = self.stamps
-        return Meta(
+        resource.meta = Meta(
             resource_type=resource_type,
             created=created,
             last_modified=last_modified,
             version=version,
         )
-
-    def resource(self, model: type[Resource[Any]]) -> Resource[Any]:
-        """The validated resource (a new object each time: callers may change it)."""
-        resource = model.model_validate(self.attributes)
-        resource.meta = self.meta
         return resource
 
     @functools.cached_property

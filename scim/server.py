@@ -16,6 +16,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -158,12 +159,8 @@ class ProvisioningService(ScimService):
         reading is kept and given again (at most 256: the strings are the client's).
         """
         key = (resource_type.id, query.get("attributes"), query.get("excludedAttributes"))
-        parameters = self._parameters.get(key)
-        if parameters is None:
-            parameters = super().read_response_parameters(resource_type, query)
-            if len(self._parameters) < 256:
-                self._parameters[key] = parameters
-        return parameters
+        read = super().read_response_parameters
+        return _kept(self._parameters, key, lambda: read(resource_type, query))
 
     def listing(
         self,
@@ -182,19 +179,20 @@ class ProvisioningService(ScimService):
         start index alone (no cursor is sealed in it), so those are built once each (at
         most 256 kept).
         """
-        key = None
-        if search_request.cursor is None:
-            types = tuple(str(rt.id) for rt in resource_types)
-            key = (types, page.total, search_request.start_index)
-        envelope = self._envelopes.get(key) if key else None
-        if envelope is None:
+
+        def envelope() -> dict[str, Any]:
             empty = SearchPage(page.total, [], page.next, page.previous)
             body = self.search_response("", resource_types, empty, search_request).body
             assert isinstance(body, dict)
-            envelope = body
-            if key and len(self._envelopes) < 256:
-                self._envelopes[key] = envelope
-        body = {**envelope, "itemsPerPage": len(entries), "Resources": entries}
+            return body
+
+        if search_request.cursor is None:
+            types = tuple(str(rt.id) for rt in resource_types)
+            key = (types, page.total, search_request.start_index)
+            kept = _kept(self._envelopes, key, envelope)
+        else:
+            kept = envelope()
+        body = {**kept, "itemsPerPage": len(entries), "Resources": entries}
         return ScimResponse(HTTPStatus.OK, body)
 
     def patch_response(
@@ -383,6 +381,17 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
             item = _manager(item)
         target[leaf] = item
     return nested
+
+
+def _kept(table: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
+    """``table[key]``, built and kept when missing; at most 256 kept, as keys come from
+    clients. For values that depend on their key alone and that nothing changes."""
+    value = table.get(key)
+    if value is None:
+        value = build()
+        if len(table) < 256:
+            table[key] = value
+    return value
 
 
 class Kept(ScimResponse):

@@ -100,7 +100,7 @@ def test_a_search_answers_as_scim2_servers_handler_would(populated, method, path
     assert ours["totalResults"] == theirs["totalResults"]
 
 
-def test_cursor_pages_follow_one_another_as_the_librarys_do(populated):
+def test_cursor_pages_follow_one_another(populated):
     app = make_app(populated.database)
     client = Scim(app.test_client(), populated.secret, populated.database)
     first = client.get("/Users", query_string={"cursor": "", "count": "2"}).get_json()
