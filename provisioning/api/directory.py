@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 from flask import Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.connectors import READ
-from provisioning.api.edge import database, json_response, listing, not_found, page, route
+from provisioning.api.edge import database, found, json_response, listing, page, route
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.entitlements import decisions
 from provisioning.entitlements.models import Grant, ManualException, Mapping
@@ -62,17 +60,10 @@ def list_users(query: schemas.UserQuery) -> Response:
         )
 
 
-def find_user(session: Session, user_id: uuid.UUID) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        not_found(f"user {user_id}")
-    return user  # type: ignore[return-value]
-
-
 @route("GET", "/users/<user_id>", READ, tag=TAG, ok={200: schemas.UserOut}, problems=[404])
 def get_user(path: schemas.UserPath) -> Response:
     with database().reader() as session:
-        return json_response(user_out(find_user(session, path.user_id)))
+        return json_response(user_out(found(session, User, path.user_id, "user")))
 
 
 def _sources(session: Session, entitlements: list) -> list[schemas.Source]:
@@ -110,7 +101,7 @@ def _sources(session: Session, entitlements: list) -> list[schemas.Source]:
 )
 def user_access(path: schemas.UserPath) -> Response:
     with database().reader() as session:
-        user = find_user(session, path.user_id)
+        user = found(session, User, path.user_id, "user")
         state = decisions.user_state(user)
         grants = session.execute(
             select(Grant, Connector)
@@ -203,8 +194,7 @@ def list_groups(query: schemas.GroupQuery) -> Response:
 def group_members(path: schemas.GroupPath, query: schemas.PageQuery) -> Response:
     """The group's present members, sorted by userName."""
     with database().reader() as session:
-        if session.get(Group, path.group_id) is None:
-            not_found(f"group {path.group_id}")
+        found(session, Group, path.group_id, "group")
         statement = (
             select(User)
             .join(Membership, Membership.user_id == User.id)

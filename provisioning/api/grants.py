@@ -13,8 +13,8 @@ from provisioning.api.edge import (
     changes,
     database,
     fail,
+    found,
     json_response,
-    not_found,
     origin,
     page,
     route,
@@ -143,9 +143,7 @@ def create_exception(body: schemas.ExceptionIn) -> Response:
 )
 def revoke_exception(path: schemas.ExceptionPath, body: schemas.RevokeIn) -> Response:
     with database().transaction() as session:
-        exception = session.get(ManualException, path.exception_id)
-        if exception is None:
-            not_found(f"exception {path.exception_id}")
+        exception = found(session, ManualException, path.exception_id, "exception")
         if exception.revoked_at is not None:
             fail(409, "Conflict", f"exception {exception.id} is already revoked", "conflict")
         diff = domain.revoke_exception(session, origin(), exception, reason=body.reason)

@@ -16,9 +16,9 @@ from provisioning.api.edge import (
     check_if_match,
     database,
     etag_of,
+    found,
     json_response,
     listing,
-    not_found,
     origin,
     route,
     unprocessable,
@@ -50,16 +50,6 @@ def mapping_out(session: Session, mapping: Mapping) -> schemas.MappingOut:
         created_at=mapping.created_at,
         updated_at=mapping.updated_at,
     )
-
-
-def find_mapping(session: Session, mapping_id: int, *, lock: bool = False) -> Mapping:
-    query = select(Mapping).where(Mapping.id == mapping_id)
-    if lock:
-        query = query.with_for_update()
-    mapping = session.scalar(query)
-    if mapping is None:
-        not_found(f"mapping {mapping_id}")
-    return mapping  # type: ignore[return-value]
 
 
 def _run(
@@ -161,7 +151,7 @@ def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
 )
 def get_mapping(path: schemas.MappingPath) -> Response:
     with database().reader() as session:
-        out = mapping_out(session, find_mapping(session, path.mapping_id))
+        out = mapping_out(session, found(session, Mapping, path.mapping_id, "mapping"))
     return json_response(out, etag=etag_of(out))
 
 
@@ -178,7 +168,7 @@ def update_mapping(
     path: schemas.MappingPath, query: schemas.DryRun, body: schemas.MappingPatch
 ) -> Response:
     def change(session: Session) -> tuple[Mapping, Diff]:
-        mapping = find_mapping(session, path.mapping_id, lock=True)
+        mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
         connector = session.get(Connector, mapping.connector_id)
         try:
@@ -204,7 +194,7 @@ def update_mapping(
 )
 def delete_mapping(path: schemas.MappingPath, query: schemas.DryRun) -> Response:
     def change(session: Session) -> tuple[None, Diff]:
-        mapping = find_mapping(session, path.mapping_id, lock=True)
+        mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
         return None, domain.delete_mapping(session, origin(), mapping)
 

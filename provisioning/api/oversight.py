@@ -6,7 +6,7 @@ from flask import Response
 from sqlalchemy import select
 
 from provisioning.api import schemas
-from provisioning.api.edge import database, fail, json_response, listing, not_found, origin, route
+from provisioning.api.edge import database, fail, found, json_response, listing, origin, route
 from provisioning.okta.models import SyncRun
 from provisioning.okta.runs import as_json as okta_run_json
 from provisioning.oversight.findings import decide
@@ -40,9 +40,7 @@ def list_findings(query: schemas.FindingQuery) -> Response:
 
 def _decide(path: schemas.FindingPath, body: schemas.FindingDecisionIn, state: FindingState):
     with database().transaction() as session:
-        finding = session.get(Finding, path.finding_id)
-        if finding is None:
-            not_found(f"finding {path.finding_id}")
+        finding = found(session, Finding, path.finding_id, "finding")
         if finding.state != FindingState.OPEN:
             fail(409, "Conflict", f"finding {finding.id} is {finding.state}", "conflict")
         decide(session, origin(), finding, state, body.reason)
