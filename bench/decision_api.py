@@ -34,17 +34,15 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, insert, select, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fixtures import insert_connector
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import (
     AccessLevel,
     Action,
     ActionKind,
-    Connector,
-    ConnectorKind,
-    DataClassification,
     Policy,
-    Publisher,
-    ReviewStatus,
 )
 from provisioning.database import Database, utcnow
 from provisioning.entitlements.models import Grant, Mapping
@@ -84,24 +82,7 @@ def seed(database: Database, users: int, connectors: int) -> str:
                 ],
             )
         for c in range(connectors):
-            connector_id = session.execute(
-                insert(Connector)
-                .values(
-                    slug=f"connector-{c}",
-                    name=f"Connector {c}",
-                    kind=ConnectorKind.REMOTE,
-                    capability=AccessLevel.READ_WRITE,
-                    publisher=Publisher.DIRECTORY,
-                    security_review=ReviewStatus.APPROVED,
-                    data_classification=DataClassification.INTERNAL,
-                    interfaces=["web", "desktop"],
-                    enabled=True,
-                    unknown_action_policy=Policy.NEEDS_APPROVAL,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(Connector.id)
-            ).scalar_one()
+            connector_id = insert_connector(session, f"connector-{c}", ("web", "desktop"))
             session.execute(
                 insert(Action),
                 [

@@ -20,18 +20,12 @@ from sqlalchemy import create_engine, delete, func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fixtures import DEFAULT_POSTGRES, postgres_database, sqlite_database
+from bench.fixtures import DEFAULT_POSTGRES, insert_connector, postgres_database, sqlite_database
 from provisioning.audit import log as audit
 from provisioning.audit.log import Origin, Source
 from provisioning.audit.models import AuditChainHead
 from provisioning.connectors.models import (
     AccessLevel,
-    Connector,
-    ConnectorKind,
-    DataClassification,
-    Policy,
-    Publisher,
-    ReviewStatus,
 )
 from provisioning.database import Database, utcnow
 from provisioning.entitlements import engine
@@ -116,28 +110,6 @@ def _group(session: Any, name: str, members: list[uuid.UUID]) -> uuid.UUID:
     return group_id
 
 
-def _connector(session: Any, slug: str) -> int:
-    now = utcnow()
-    return session.execute(
-        insert(Connector)
-        .values(
-            slug=slug,
-            name=slug.title(),
-            kind=ConnectorKind.REMOTE,
-            capability=AccessLevel.READ_WRITE,
-            publisher=Publisher.DIRECTORY,
-            security_review=ReviewStatus.APPROVED,
-            data_classification=DataClassification.INTERNAL,
-            interfaces=["web", "desktop"],
-            enabled=True,
-            unknown_action_policy=Policy.NEEDS_APPROVAL,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(Connector.id)
-    ).scalar_one()
-
-
 def _map(session: Any, group_id: uuid.UUID, connector_id: int) -> int:
     now = utcnow()
     return session.execute(
@@ -160,10 +132,10 @@ def seed(database: Database, users: int) -> Seeded:
     with database.transaction() as session:
         members = _users(session, "member", users)
         group_id = _group(session, "bench-target", members)
-        connector_id = _connector(session, "bench-target")
+        connector_id = insert_connector(session, "bench-target", ("web", "desktop"))
         noise_members = _users(session, "noise", noise)
         noise_group_id = _group(session, "bench-noise", noise_members)
-        noise_connector_id = _connector(session, "bench-noise")
+        noise_connector_id = insert_connector(session, "bench-noise", ("web", "desktop"))
         _map(session, noise_group_id, noise_connector_id)
     # The background grants go through the engine (untimed) so that grants and
     # audit_events both hold rows, consistently, before the measurement starts.

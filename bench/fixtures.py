@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
+from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -64,23 +65,31 @@ def bulk(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
         conn.execute(insert(table), rows[start : start + BATCH])
 
 
+def connector_row(slug: str, interfaces: tuple[str, ...] = ("web",)) -> dict[str, Any]:
+    """An enabled, approved, read-write remote connector."""
+    now = utcnow()
+    return {
+        "slug": slug,
+        "name": f"Connector {slug}",
+        "kind": "remote",
+        "capability": "read_write",
+        "publisher": "directory",
+        "security_review": "approved",
+        "data_classification": "internal",
+        "interfaces": list(interfaces),
+        "enabled": True,
+        "unknown_action_policy": "needs_approval",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def connector_rows(count: int, prefix: str = "c") -> list[dict[str, Any]]:
     """Enabled, approved, read-write remote connectors."""
-    now = utcnow()
-    return [
-        {
-            "slug": f"{prefix}{i}",
-            "name": f"Connector {prefix}{i}",
-            "kind": "remote",
-            "capability": "read_write",
-            "publisher": "directory",
-            "security_review": "approved",
-            "data_classification": "internal",
-            "interfaces": ["web"],
-            "enabled": True,
-            "unknown_action_policy": "needs_approval",
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i in range(count)
-    ]
+    return [connector_row(f"{prefix}{i}") for i in range(count)]
+
+
+def insert_connector(conn: Any, slug: str, interfaces: tuple[str, ...] = ("web",)) -> int:
+    """Insert :func:`connector_row` ``slug``; its id."""
+    row = connector_row(slug, interfaces)
+    return conn.execute(insert(Connector).values(**row).returning(Connector.id)).scalar_one()
