@@ -584,7 +584,8 @@ class SqlStorage(ScimStorage):
                 user_name = fields.pop("user_name")
                 if not user_name:
                     raise InvalidValueException(detail="a User needs a userName")
-                self._check_user_unique(session, fields.get("external_id"), None)
+                # userName and externalId are checked by the insert itself (the unique
+                # indexes): a clash is an IdentityError, and nothing is written.
                 try:
                     user = directory.create_user(
                         session,

@@ -8,10 +8,13 @@ already recorded for the same user status or membership changes nothing
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from provisioning.audit.log import Entry, Origin, lock, record
 from provisioning.database import utcnow
@@ -51,9 +54,19 @@ def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None) -> bo
 
 
 # Built once: a statement's construction costs more than its run on SQLite.
-_NAME_TAKEN = select(User.id).where(
-    User.user_name_key == bindparam("key"), User.deleted_at.is_(None)
+_EXTERNAL_ID_TAKEN = select(User.id).where(
+    User.external_id == bindparam("external_id"), User.deleted_at.is_(None)
 )
+_USERS = User.__table__
+# A new user's row in one statement, without the unit of work. A userName or externalId
+# a live user already has makes it insert nothing: the unique indexes decide, so two
+# concurrent creates of one name cannot both pass, and nothing fails half-way (an error
+# would abort a PostgreSQL transaction). The count of rows inserted says which it was
+# (SQLAlchemy keeps an INSERT's count only when asked to).
+_INSERT_USER = {
+    name: dialect.insert(_USERS).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 
 
 def _added(session: Session, row: User | Group) -> None:
@@ -61,6 +74,74 @@ def _added(session: Session, row: User | Group) -> None:
     row.created_at = row.updated_at = utcnow()
     session.add(row)
     session.flush()
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A user to be created (:func:`add_user`): its row's values, checked, built before
+    the transaction, which need not wait for them. Its times are set when it is added."""
+
+    values: dict[str, Any]
+
+    @property
+    def user_name(self) -> str:
+        return self.values["user_name"]
+
+
+def new_user(
+    *, user_name: str, scim_attributes: dict[str, Any] | None = None, **fields: Any
+) -> NewUser:
+    """A user to create; ``user_name`` is unique without regard to case.
+
+    ``scim_attributes`` are the attributes a SCIM client sent that the service does
+    not model, kept to be returned unchanged.
+    """
+    unknown = set(fields) - set(_USER_FIELDS)
+    if unknown:
+        raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
+    values = dict.fromkeys(_USERS.columns.keys())
+    values.update(fields)
+    values.update(
+        id=uuid.uuid4(),
+        user_name=user_name,
+        user_name_key=user_name.lower(),
+        active=fields.get("active", True),
+        scim_attributes=scim_attributes,
+        version=1,
+    )
+    return NewUser(values)
+
+
+def add_user(session: Session, origin: Origin, new: NewUser) -> User:
+    """Insert ``new``, audited; :class:`IdentityError` (and nothing written) when its
+    userName or externalId is taken. A new user is not yet modified: its ``updated_at``
+    is its ``created_at``."""
+    session.flush()  # what the session holds goes first, as autoflush would have it
+    values = {**new.values}
+    values["created_at"] = values["updated_at"] = utcnow()
+    connection = session.connection()
+    inserted = connection.execute(_INSERT_USER[connection.dialect.name], values).rowcount
+    if inserted != 1:
+        raise IdentityError(_taken(session, values))
+    user = User(**values)
+    make_transient_to_detached(user)  # as if read back: persistent once added, no INSERT
+    session.add(user)
+    after = {name: values[name] for name in _USER_FIELDS}
+    record(
+        session, origin, [Entry("user.created", "user", str(user.id), user_id=user.id, after=after)]
+    )
+    return user
+
+
+def _taken(session: Session, values: dict[str, Any]) -> str:
+    """Why a new user's row was not inserted: what a live user already has."""
+    external_id = values["external_id"]
+    if (
+        external_id is not None
+        and session.execute(_EXTERNAL_ID_TAKEN, {"external_id": external_id}).first()
+    ):
+        return f"externalId {external_id!r} is already taken"
+    return f"userName {values['user_name']!r} is already taken"
 
 
 def create_user(
@@ -71,26 +152,10 @@ def create_user(
     scim_attributes: dict[str, Any] | None = None,
     **fields: Any,
 ) -> User:
-    """Add a user; ``user_name`` is unique without regard to case.
-
-    ``scim_attributes`` are the attributes a SCIM client sent that the service does
-    not model, kept to be returned unchanged. A new user is not yet modified: its
-    ``updated_at`` is its ``created_at``.
-    """
-    key = user_name.lower()
-    if session.execute(_NAME_TAKEN, {"key": key}).first() is not None:
-        raise IdentityError(f"userName {user_name!r} is already taken")
-    unknown = set(fields) - set(_USER_FIELDS)
-    if unknown:
-        raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-    user = User(user_name=user_name, user_name_key=key, scim_attributes=scim_attributes, **fields)
-    _added(session, user)
-    record(
-        session,
-        origin,
-        [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
+    """Add a user (:func:`new_user`, then :func:`add_user`)."""
+    return add_user(
+        session, origin, new_user(user_name=user_name, scim_attributes=scim_attributes, **fields)
     )
-    return user
 
 
 def set_active(

@@ -18,7 +18,7 @@ from provisioning.identity.directory import (
     set_active,
     update_user,
 )
-from provisioning.identity.models import Membership
+from provisioning.identity.models import Membership, User
 from tests.org import Org
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -37,6 +37,41 @@ def test_user_name_is_unique_without_regard_to_case(database, origin):
         Org(session, origin).user("Ada.Lovelace@example.com")
     with pytest.raises(IdentityError, match="already taken"), database.transaction() as session:
         Org(session, origin).user("ada.lovelace@EXAMPLE.com")
+
+
+def test_a_taken_external_id_refuses_the_user_and_writes_nothing(database, origin):
+    with database.transaction() as session:
+        Org(session, origin).user("ada@example.com", external_id="00u1")
+        events = session.scalar(select(func.count(AuditEvent.id)))
+        with pytest.raises(IdentityError, match="externalId '00u1' is already taken"):
+            Org(session, origin).user("grace@example.com", external_id="00u1")
+        assert session.scalar(select(func.count(AuditEvent.id))) == events
+        assert session.scalar(select(func.count(User.id))) == 1
+        # The transaction is still usable: the clash wrote nothing and failed nothing.
+        Org(session, origin).user("grace@example.com", external_id="00u2")
+    with database.reader() as session:
+        assert session.scalars(select(User.user_name).order_by(User.user_name)).all() == [
+            "ada@example.com",
+            "grace@example.com",
+        ]
+
+
+def test_a_deleted_users_name_and_external_id_may_be_taken_again(database, origin):
+    with database.transaction() as session:
+        ada = Org(session, origin).user("ada@example.com", external_id="00u1")
+        delete_user(session, origin, ada)
+        again = Org(session, origin).user("ADA@example.com", external_id="00u1")
+        assert again.id != ada.id
+        # The new user is an ordinary row of the session: changed and flushed like any.
+        again.department = "Research"
+        session.flush()
+    with database.reader() as session:
+        row = session.get(User, again.id)
+        assert (row.user_name_key, row.department, row.version) == (
+            "ada@example.com",
+            "Research",
+            2,
+        )
 
 
 def test_an_older_membership_fact_never_overrides_a_newer_one(database, origin):

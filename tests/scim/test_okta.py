@@ -121,6 +121,20 @@ def test_username_taken_in_another_case_is_a_409_and_writes_nothing(scim):
     assert scim.audit_count() == events
 
 
+def test_external_id_taken_is_a_409_and_writes_nothing(scim):
+    assert scim.post("/Users", okta_user("ada@example.com", externalId="00uada")).status_code == 201
+    events = scim.audit_count()
+
+    clash = scim.post("/Users", okta_user("grace@example.com", externalId="00uada"))
+
+    assert clash.status_code == 409
+    assert clash.get_json()["scimType"] == "uniqueness"
+    assert "00uada" in clash.get_json()["detail"]
+    assert scim.audit_count() == events
+    found = scim.get('/Users?filter=userName eq "grace@example.com"').get_json()
+    assert found["totalResults"] == 0
+
+
 def test_full_put_replaces_the_profile_and_keeps_unmodelled_attributes(scim):
     user = scim.post("/Users", okta_user("grace@example.com", title="Engineer")).get_json()
     replacement = okta_user(
