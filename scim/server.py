@@ -465,6 +465,22 @@ class ProvisioningHandler(ScimHandler):
         super().__init__(service, storage)
         self.answers = Answers()
 
+    def create(self, request: ScimRequest) -> ScimResponse:
+        """Create a resource (RFC 7644 section 3.3) as scim2-server does, but with the
+        resource of the answer built from the stored document after the commit: the
+        writers' lock is held for the transaction only, not while the answer is built."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.create)
+            resource_type = self.service.resource_type_at(str(target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            resource = self.service.read_creation(
+                resource_type, request.body, request.header("Content-Type")
+            )
+            with self.storage.operation():
+                document = self.storage.create_document(resource_type, resource)
+            created = document.resource(self.service.get_model(resource_type))
+            return self.service.creation_response(request.base_url, created)
+
     def query(self, request: ScimRequest) -> ScimResponse:
         """Read a resource (RFC 7644 section 3.4.1) as scim2-server does, its answer built
         once per stored document (:meth:`_answer`). ``If-None-Match`` gets its 304."""

@@ -575,40 +575,48 @@ class SqlStorage(ScimStorage):
     # -- writes ------------------------------------------------------------
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
-        model = self._model(resource_type)
+        return self.create_document(resource_type, resource).resource(self._model(resource_type))
+
+    def create_document(
+        self, resource_type: ResourceType, resource: Resource[Any]
+    ) -> mapping.Document:
+        """Create the resource; the document it is stored as.
+
+        What needs no database (reading the resource's values, checking them, building
+        the new row's) is done before the transaction, and so before the writers' lock
+        (:meth:`provisioning.database.Database.transaction`) is waited for and held.
+        """
         origin = current_origin()
+        if self._is_user(resource_type):
+            values = mapping.user_fields(resource)
+            fields = dict(values.fields)
+            user_name = fields.pop("user_name")
+            if not user_name:
+                raise InvalidValueException(detail="a User needs a userName")
+            # userName and externalId are checked by the insert itself (the unique
+            # indexes): a clash is an IdentityError, and nothing is written.
+            try:
+                new = directory.new_user(
+                    user_name=user_name, scim_attributes=values.extras, **fields
+                )
+                with self._session(write=True) as session:
+                    user = directory.add_user(session, origin, new)
+            except directory.IdentityError as exc:
+                raise UniquenessException(detail=str(exc)) from None
+            # A new user is in no group and holds no grant yet.
+            return mapping.user_document(user, [], [])
+        group_values = mapping.group_fields(resource)
         with self._session(write=True) as session:
-            if self._is_user(resource_type):
-                values = mapping.user_fields(resource)
-                fields = dict(values.fields)
-                user_name = fields.pop("user_name")
-                if not user_name:
-                    raise InvalidValueException(detail="a User needs a userName")
-                # userName and externalId are checked by the insert itself (the unique
-                # indexes): a clash is an IdentityError, and nothing is written.
-                try:
-                    user = directory.create_user(
-                        session,
-                        origin,
-                        user_name=user_name,
-                        scim_attributes=values.extras,
-                        **fields,
-                    )
-                except directory.IdentityError as exc:
-                    raise UniquenessException(detail=str(exc)) from None
-                # A new user is in no group and holds no grant yet.
-                return mapping.user_document(user, [], []).resource(model)
-            values = mapping.group_fields(resource)
-            self._check_group_unique(session, values.external_id, None)
+            self._check_group_unique(session, group_values.external_id, None)
             group = directory.create_group(
                 session,
                 origin,
-                display_name=values.display_name,
-                external_id=values.external_id,
-                scim_attributes=values.extras,
+                display_name=group_values.display_name,
+                external_id=group_values.external_id,
+                scim_attributes=group_values.extras,
             )
-            self._set_members(session, origin, group, values.members)
-            return self._group_resources(session, model, [group])[0]
+            self._set_members(session, origin, group, group_values.members)
+            return self._group_documents(session, [group])[0]
 
     def update(
         self,
