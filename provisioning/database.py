@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeDecorator
 
 try:
@@ -124,11 +125,14 @@ class Prepared:
 class _Compiled:
     """A statement's SQL, constant parameters and type processors for one dialect."""
 
-    def __init__(self, statement: Select, dialect: Dialect) -> None:
+    def __init__(self, statement: Select | UpdateBase, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         unsupported = [n for n, b in compiled.binds.items() if b.expanding or b.callable]
         if unsupported:  # each would need SQLAlchemy's own work per execution
             raise ValueError(f"expanding or callable bind parameters: {sorted(unsupported)}")
+        defaulted = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+        if defaulted:  # SQLAlchemy computes these per execution: the statement must give them
+            raise ValueError(f"columns given their default by SQLAlchemy: {sorted(defaulted)}")
         self.sql = compiled.string
         self.order = compiled.positiontup  # None when the driver takes names
         self.required = frozenset(n for n, b in compiled.binds.items() if b.required)
@@ -142,24 +146,35 @@ class _Compiled:
         ]
         processors = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
+            for column in getattr(statement, "selected_columns", ())
         ]
         self.processors = processors if any(processors) else None
 
-    def run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+    def arguments(self, params: dict[str, Any]) -> Any:
+        """The driver's parameters for ``params`` by bind parameter name."""
         if missing := self.required.difference(params):
             raise InvalidRequestError(f"no value for bind parameter(s) {sorted(missing)}")
         values = {**self.constants, **params}
         for name, processor in self.binders:
             if name in values:
                 values[name] = processor(values[name])
-        arguments: Any = values if self.order is None else [values[n] for n in self.order]
+        return values if self.order is None else [values[n] for n in self.order]
+
+    def run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        return self.on_cursor(connection, self.arguments(params), lambda cursor: cursor.fetchall())
+
+    def on_cursor(self, connection: Connection, arguments: Any, then: Callable[[Any], T]) -> T:
+        """Execute with ``arguments`` (a list of them: once for each) on the driver's cursor,
+        and return what ``then`` makes of the cursor."""
         raw = connection.connection
         dialect = connection.dialect
         cursor = raw.cursor()
         try:
-            cursor.execute(self.sql, arguments)
-            return cursor.fetchall()
+            if isinstance(arguments, _Each):
+                cursor.executemany(self.sql, arguments)
+            else:
+                cursor.execute(self.sql, arguments)
+            return then(cursor)
         except dialect.loaded_dbapi.Error as exc:
             dropped = dialect.is_disconnect(exc, raw, cursor)
             if dropped:
@@ -174,6 +189,43 @@ class _Compiled:
             ) from exc
         finally:
             cursor.close()
+
+
+class _Each(list):
+    """The arguments of a statement executed once for each of them."""
+
+
+class PreparedWrite:
+    """An INSERT, UPDATE or DELETE compiled once per dialect and run on the driver's own
+    cursor, as :class:`Prepared` runs a SELECT: for the few writes every audited change
+    makes (the audit event and its chain head). Parameters go through each column type's
+    bind processor, as they would through SQLAlchemy. An INSERT names every column of the
+    table: each execution gives every value (None for NULL), none is defaulted.
+    """
+
+    def __init__(self, statement: UpdateBase) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        return compiled
+
+    def run(self, connection: Connection, params: dict[str, Any]) -> int:
+        """Execute once; the count of rows it changed."""
+        compiled = self._for(connection.dialect)
+        return compiled.on_cursor(connection, compiled.arguments(params), _rowcount)
+
+    def run_each(self, connection: Connection, params: list[dict[str, Any]]) -> None:
+        """Execute once for each of ``params`` (the driver's executemany)."""
+        compiled = self._for(connection.dialect)
+        compiled.on_cursor(connection, _Each(map(compiled.arguments, params)), _rowcount)
+
+
+def _rowcount(cursor: Any) -> int:
+    return cursor.rowcount
 
 
 class Base(DeclarativeBase):

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
 from provisioning.connectors.catalogue import create_connector
 from provisioning.connectors.models import AccessLevel, Connector, ConnectorKind, Publisher
-from provisioning.database import Database, FairLock, Prepared, utcnow
+from provisioning.database import Database, FairLock, Prepared, PreparedWrite, utcnow
 from provisioning.identity.models import User
 from tests.conftest import ON_POSTGRES
 from tests.org import Org
@@ -131,6 +131,74 @@ def _wait_gone(admin, pid: int) -> None:
         and time.monotonic() < deadline
     ):
         time.sleep(0.05)
+
+
+def test_a_prepared_write_stores_what_sqlalchemy_stores_and_counts_its_rows(database):
+    """Typed values (UUIDs, aware times, JSON, None as JSON null) go through the column
+    types as through SQLAlchemy; the count of rows changed is the driver's."""
+    table = User.__table__
+    now = utcnow()
+
+    def row(name: str) -> dict:
+        values = dict.fromkeys(table.columns.keys())
+        values.update(
+            id=uuid.uuid4(),
+            user_name=name,
+            user_name_key=name.lower(),
+            active=True,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            scim_attributes={"title": "Engineer", "emails": [{"value": name}]},
+        )
+        return values
+
+    theirs, ours = row("Theirs@example.com"), row("Ours@example.com")
+    ours["scim_attributes"] = theirs["scim_attributes"] = None
+    insert = PreparedWrite(table.insert())
+    change = table.update().where(table.c.user_name_key == bindparam("key"))
+    rename = PreparedWrite(change.values(department="R", updated_at=bindparam("now")))
+    with database.transaction() as session:
+        connection = session.connection()
+        connection.execute(table.insert(), theirs)
+        assert insert.run(connection, ours) == 1
+        insert.run_each(connection, [row("a@example.com"), row("b@example.com")])
+        assert rename.run(connection, {"key": "nobody", "now": now}) == 0
+        assert rename.run(connection, {"key": "ours@example.com", "now": now}) == 1
+        # A column SQLAlchemy would give its default (updated_at's onupdate) must be given.
+        with pytest.raises(ValueError, match="updated_at"):
+            PreparedWrite(change.values(department="S")).run(connection, {"key": "nobody"})
+        with pytest.raises(InvalidRequestError, match="version"):
+            insert.run(
+                connection, {k: v for k, v in row("c@example.com").items() if k != "version"}
+            )
+
+    def stored(ident: uuid.UUID) -> dict:
+        with database.engine.connect() as connection:
+            raw = connection.execute(
+                select(*table.c, table.c.scim_attributes.is_(None).label("sql_null")).where(
+                    table.c.id == ident
+                )
+            ).one()
+        return {
+            k: v
+            for k, v in raw._mapping.items()
+            if k not in ("id", "user_name", "user_name_key", "department")
+        }
+
+    assert stored(ours["id"]) == stored(theirs["id"])
+    with database.reader() as session:
+        users = {u.user_name: u for u in session.scalars(select(User))}
+    assert set(users) == {
+        "Theirs@example.com",
+        "Ours@example.com",
+        "a@example.com",
+        "b@example.com",
+    }
+    assert (
+        users["Ours@example.com"].department == "R" and users["Ours@example.com"].created_at == now
+    )
+    assert users["a@example.com"].scim_attributes["emails"] == [{"value": "a@example.com"}]
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="a server that drops connections: PostgreSQL only")

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from provisioning.database import utcnow
+from provisioning.database import Prepared, PreparedWrite, utcnow
 
 _BATCH = 1000
 
@@ -107,6 +107,11 @@ _ADVANCE = (
     .values(last_event_id=bindparam("last_id"), last_hash=bindparam("last"))
 )
 _APPEND = AuditEvent.__table__.insert()
+# ... and on the driver's cursor, where SQLAlchemy's work per execution costs more than
+# these statements (see provisioning.database.Prepared).
+_HEAD_ROW = Prepared(_HEAD)
+_APPEND_ROW = PreparedWrite(_APPEND)
+_ADVANCE_HEAD = PreparedWrite(_ADVANCE)
 
 
 def lock(session: Session) -> Any:
@@ -116,7 +121,7 @@ def lock(session: Session) -> Any:
     SQLite serialises writers already (``BEGIN IMMEDIATE``).
     """
     session.flush()  # what the session holds goes first, as autoflush would have it
-    head = session.connection().execute(_HEAD).first()
+    head = _HEAD_ROW.first(session.connection(), {})
     if head is None:
         raise RuntimeError("audit chain head missing: run `provisioning db upgrade`")
     return head
@@ -149,9 +154,12 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
         rows.append(row)
         next_id += 1
     connection = session.connection()
-    for start in range(0, len(rows), _BATCH):
-        connection.execute(_APPEND, rows[start : start + _BATCH])
-    connection.execute(_ADVANCE, {"last_id": next_id - 1, "last": prev_hash})
+    if len(rows) == 1:
+        _APPEND_ROW.run(connection, rows[0])
+    else:
+        for start in range(0, len(rows), _BATCH):
+            _APPEND_ROW.run_each(connection, rows[start : start + _BATCH])
+    _ADVANCE_HEAD.run(connection, {"last_id": next_id - 1, "last": prev_hash})
     return [row["id"] for row in rows]
 
 

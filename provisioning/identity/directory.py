@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from provisioning.audit.log import Entry, Origin, lock, record
-from provisioning.database import utcnow
+from provisioning.database import PreparedWrite, utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -61,10 +61,10 @@ _USERS = User.__table__
 # A new user's row in one statement, without the unit of work. A userName or externalId
 # a live user already has makes it insert nothing: the unique indexes decide, so two
 # concurrent creates of one name cannot both pass, and nothing fails half-way (an error
-# would abort a PostgreSQL transaction). The count of rows inserted says which it was
-# (SQLAlchemy keeps an INSERT's count only when asked to).
+# would abort a PostgreSQL transaction). The count of rows inserted says which it was.
+# Run on the driver's cursor (provisioning.database.PreparedWrite).
 _INSERT_USER = {
-    name: dialect.insert(_USERS).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    name: PreparedWrite(dialect.insert(_USERS).on_conflict_do_nothing())
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
@@ -120,7 +120,7 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
     values = {**new.values}
     values["created_at"] = values["updated_at"] = utcnow()
     connection = session.connection()
-    inserted = connection.execute(_INSERT_USER[connection.dialect.name], values).rowcount
+    inserted = _INSERT_USER[connection.dialect.name].run(connection, values)
     if inserted != 1:
         raise IdentityError(_taken(session, values))
     user = User(**values)
