@@ -359,6 +359,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per request")
     parser.add_argument("--database-url", help="PostgreSQL URL (a schema is made and dropped)")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(TARGETS), help="measure these requests only"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
@@ -391,6 +394,8 @@ def main() -> None:
         sample = list(range(0, args.users, max(1, args.users // SAMPLE)))[:SAMPLE]
         scripts = {}
         for name, template in LUA.items():
+            if args.only and name not in args.only:
+                continue
             path = workdir / f"{name}.lua"
             path.write_text(
                 template
