@@ -81,7 +81,21 @@ def session_of(reader: Reader) -> Session:
     return reader if isinstance(reader, Session) else Session(bind=reader)
 
 
-class Prepared:
+class _OnCursor:
+    """A statement compiled once for each dialect it runs on (:class:`_Compiled`)."""
+
+    def __init__(self, statement: Select | UpdateBase) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        return compiled
+
+
+class Prepared(_OnCursor):
     """A Core SELECT compiled once per dialect and run on the driver's own cursor.
 
     For the few statements every request runs (a token check, a decision), where
@@ -95,15 +109,8 @@ class Prepared:
     """
 
     def __init__(self, statement: Select) -> None:
-        self.statement = statement
+        super().__init__(statement)
         self._row = namedtuple("Row", [c.key for c in statement.selected_columns])  # type: ignore[misc]
-        self._compiled: dict[str, _Compiled] = {}
-
-    def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
-        return compiled
 
     def all(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
         """Every row, for ``params`` by bind parameter name."""
@@ -195,23 +202,13 @@ class _Each(list):
     """The arguments of a statement executed once for each of them."""
 
 
-class PreparedWrite:
+class PreparedWrite(_OnCursor):
     """An INSERT, UPDATE or DELETE compiled once per dialect and run on the driver's own
     cursor, as :class:`Prepared` runs a SELECT: for the few writes every audited change
     makes (the audit event and its chain head). Parameters go through each column type's
     bind processor, as they would through SQLAlchemy. An INSERT names every column of the
     table: each execution gives every value (None for NULL), none is defaulted.
     """
-
-    def __init__(self, statement: UpdateBase) -> None:
-        self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
-
-    def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
-        return compiled
 
     def run(self, connection: Connection, params: dict[str, Any]) -> int:
         """Execute once; the count of rows it changed."""
