@@ -55,19 +55,6 @@ def test_fair_lock_is_reentrant():
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's write-ahead log only")
-def test_sqlite_commits_reach_the_disk_before_they_return(database):
-    """Every connection, pooled or hot, syncs the log on commit (synchronous=FULL, 2):
-    a revocation committed is not undone by a crash of the machine."""
-    with database.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
-    for lookups in (False, True):
-        with database.hot_reader(lookups=lookups) as conn:
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
-    with database.transaction() as session:
-        assert session.execute(text("PRAGMA synchronous")).scalar() == 2
-
-
-@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's write-ahead log only")
 def test_sqlite_checkpoints_never_wait_for_writers(database):
     with database.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
