@@ -244,9 +244,9 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL: in WAL mode a commit survives a crash of the process, not of the machine
         # (the log is synced at checkpoints). FULL, a sync per commit, was measured and
-        # undone: at 200 Okta deliveries/s the acknowledgement p50 went from 8 ms to 2.8 s,
-        # each sync waiting behind the checkpoints' writes. Machine-crash durability is
-        # PostgreSQL's (docs/architecture.md, "Transactions and concurrency").
+        # undone: each sync waits in the writers' queue, SCIM creates fell from 448 to
+        # 217/s and Okta acknowledgements at 200/s from p50 0.95 s to 2.8 s (a slow day of
+        # the host). Machine-crash durability is PostgreSQL's (docs/architecture.md).
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Checkpoints run outside the writers' queue (Database.transaction), not inside
         # whichever commit happens to cross the threshold.
