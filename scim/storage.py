@@ -745,11 +745,7 @@ class SqlStorage(ScimStorage):
     @staticmethod
     def _check_user_unique(session: Session, external_id: str | None, own: uuid.UUID | None):
         """externalId is unique among users (the directory holds userName to it)."""
-        if external_id is None:
-            return
-        if session.execute(
-            _USER_BY_EXTERNAL_ID, {"external_id": external_id, "own": own or _NO_ID}
-        ).first():
+        if directory.external_id_taken(session, external_id, own):
             raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
 
     @staticmethod
@@ -763,12 +759,6 @@ class SqlStorage(ScimStorage):
 
 # Reads as prepared Core statements: no ORM identity map, and no statement built per request.
 _GROUP_BY_ID = Prepared(select(Group.__table__).where(Group.id == bindparam("id")))
-_NO_ID = uuid.UUID(int=0)
-_USER_BY_EXTERNAL_ID = select(User.id).where(
-    User.external_id == bindparam("external_id"),
-    User.deleted_at.is_(None),
-    User.id != bindparam("own"),
-)
 _USERS_BY_IDS = select(User.__table__).where(
     User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
 )

@@ -55,8 +55,11 @@ def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None) -> bo
 
 # Built once: a statement's construction costs more than its run on SQLite.
 _EXTERNAL_ID_TAKEN = select(User.id).where(
-    User.external_id == bindparam("external_id"), User.deleted_at.is_(None)
+    User.external_id == bindparam("external_id"),
+    User.deleted_at.is_(None),
+    User.id != bindparam("own"),
 )
+_NO_ID = uuid.UUID(int=0)
 _USERS = User.__table__
 # A new user's row in one statement, without the unit of work. A userName or externalId
 # a live user already has makes it insert nothing: the unique indexes decide, so two
@@ -82,10 +85,6 @@ class NewUser:
     the transaction, which need not wait for them. Its times are set when it is added."""
 
     values: dict[str, Any]
-
-    @property
-    def user_name(self) -> str:
-        return self.values["user_name"]
 
 
 def new_user(
@@ -126,21 +125,28 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
     user = User(**values)
     make_transient_to_detached(user)  # as if read back: persistent once added, no INSERT
     session.add(user)
-    after = {name: values[name] for name in _USER_FIELDS}
     record(
-        session, origin, [Entry("user.created", "user", str(user.id), user_id=user.id, after=after)]
+        session,
+        origin,
+        [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
     )
     return user
 
 
+def external_id_taken(
+    session: Session, external_id: str | None, own: uuid.UUID | None = None
+) -> bool:
+    """Whether a live user other than ``own`` has ``external_id``."""
+    if external_id is None:
+        return False
+    params = {"external_id": external_id, "own": own or _NO_ID}
+    return session.execute(_EXTERNAL_ID_TAKEN, params).first() is not None
+
+
 def _taken(session: Session, values: dict[str, Any]) -> str:
     """Why a new user's row was not inserted: what a live user already has."""
-    external_id = values["external_id"]
-    if (
-        external_id is not None
-        and session.execute(_EXTERNAL_ID_TAKEN, {"external_id": external_id}).first()
-    ):
-        return f"externalId {external_id!r} is already taken"
+    if external_id_taken(session, values["external_id"]):
+        return f"externalId {values['external_id']!r} is already taken"
     return f"userName {values['user_name']!r} is already taken"
 
 
