@@ -7,11 +7,18 @@ Okta's status is compared with ours (deactivated in Okta but active here, or
 the reverse), and a full run also names the users Okta no longer knows
 (orphaned: reported, left to the stale-access findings, never guessed at).
 
-Repairs go through the identity functions with source ``okta-sync``, one
-transaction per group (and per batch of users), so a failure part-way leaves
-every group either fully repaired or untouched, and the next run finishes
-the work. Each repair carries the time the data was fetched as its
-``published`` time: an event Okta published after the fetch still wins.
+A run first fetches everything it compares (every group's members, then the
+users' statuses) and plans the membership repairs of the whole run, then
+applies them person by person: each person's additions before their removals,
+in the same transaction, so that someone who moved between two groups mapping
+to the same connector keeps the same live grant (its id, ``granted_at`` and
+``last_used_at``) instead of losing it and being granted anew. Repairs go
+through the identity functions with source ``okta-sync``, one transaction per
+batch of whole people (and per batch of status changes), under one
+mass-revocation brake for the run. Any Okta failure while fetching stops the
+run before anything is applied (a partial plan could revoke half of a move);
+the next run does the work. Each repair carries the time its data was fetched
+as its ``published`` time: an event Okta published after the fetch still wins.
 An incremental run asks Okta only for groups whose membership changed
 (``lastMembershipUpdated gt``) and users who changed (``lastUpdated gt``)
 since the last successful run started.
@@ -20,7 +27,7 @@ since the last successful run started.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +48,13 @@ KIND = "reconcile"
 # Okta statuses in which a person may hold access (PROVISIONED: activated, password not set).
 ACTIVE_STATUSES = frozenset({"ACTIVE", "PROVISIONED", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
 USER_BATCH = 500
+# Membership repairs per transaction (whole people: one person's repairs are never split).
+MEMBERSHIP_BATCH = 500
 # Asked for changes since a little before the last run started: clocks and
 # Okta's indexes are not exact, and looking twice at a group is harmless.
 INCREMENTAL_OVERLAP = dt.timedelta(seconds=60)
+# The profile attributes a person created by reconciliation is given.
+PROFILE_FIELDS = ("login", "email", "firstName", "lastName", "employeeNumber", "department")
 ORIGIN = Origin(actor="okta-sync", source=Source.OKTA_SYNC)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -55,10 +66,20 @@ def okta_time(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-@dataclass(frozen=True)
-class Plan:
-    groups: list[tuple[str, Any]]  # (Okta group id, our group id), the groups to compare
-    since: dt.datetime | None  # None: full run
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """One membership to add or remove, as planned from one group's fetched members."""
+
+    okta_group: str
+    group_id: Any  # ours
+    present: bool
+    fetched_at: dt.datetime
+    member: dict[str, Any] | None = None  # Okta's record of the person, for an addition
+    user_id: Any = None  # ours, for a removal
+
+
+# Okta user id -> that person's repairs, for the whole run.
+Plan = dict[str, list[Repair]]
 
 
 def _mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
@@ -110,19 +131,25 @@ def reconcile(
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
                 }
                 mapped = [row for row in mapped if row[0] in changed]
-            # Membership removals of the whole run count against one mass-revocation
-            # brake; deactivations are leavers and are never held.
-            held = brake.Brake(f"okta reconciliation run {run.id} ({mode})")
+            # Everything is fetched before anything is applied.
+            plan: Plan = {}
             for done, (okta_group, group_id) in enumerate(mapped, 1):
-                _reconcile_group(
-                    database, client, okta_group, group_id, dry_run, counts, drift, held
-                )
+                _plan_group(database, client, okta_group, group_id, counts, drift, plan)
                 progress("groups", done, len(mapped))
                 run.requests = client.requests - requests_before
-            if held.held:
-                counts["revocations_held"] = held.held
-            _reconcile_users(database, client, since, dry_run, counts, drift, progress)
+            users_fetched_at = utcnow()
+            statuses = _okta_statuses(client, since)
             run.requests = client.requests - requests_before
+            if not dry_run:
+                # Membership removals of the whole run count against one mass-revocation
+                # brake; deactivations are leavers and are never held.
+                held = brake.Brake(f"okta reconciliation run {run.id} ({mode})")
+                _apply_memberships(database, plan, held, progress)
+                if held.held:
+                    counts["revocations_held"] = held.held
+            _reconcile_users(
+                database, statuses, users_fetched_at, since, dry_run, counts, drift, progress
+            )
             for name, entries in drift.items():
                 counts[name] = len(entries)
     except OktaError:
@@ -161,16 +188,16 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
     )
 
 
-def _reconcile_group(
+def _plan_group(
     database: Database,
     client: OktaClient,
     okta_group: str,
     group_id: Any,
-    dry_run: bool,
     counts: dict[str, int],
     drift: dict[str, list],
-    run_brake: brake.Brake,
+    plan: Plan,
 ) -> None:
+    """Fetch one group's members, compare them with ours, and add the repairs to the plan."""
     fetched_at = utcnow()
     try:
         members = {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
@@ -181,7 +208,7 @@ def _reconcile_group(
             return
         raise
     counts["groups"] += 1
-    with database.transaction() as session, brake.applied(session, run_brake):
+    with database.reader() as session:
         held = dict(
             session.execute(
                 select(User.external_id, User.id)
@@ -193,53 +220,101 @@ def _reconcile_group(
                 )
             ).all()
         )
-        missing = sorted(set(members) - set(held))
-        extra = sorted(set(held) - set(members))
-        drift["missing"] += [[okta_group, u] for u in missing]
-        drift["extra"] += [[okta_group, u] for u in extra]
-        if dry_run or not (missing or extra):
-            return
-        group = session.get(Group, group_id)
-        origin = Origin(ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {okta_group}")
-        for okta_user in missing:
-            user = _user_for(session, members[okta_user])
-            directory.set_membership(
-                session,
-                origin,
-                user,
-                group,
-                True,
-                source=MembershipSource.OKTA_SYNC,
-                published_at=fetched_at,
-            )
-        for okta_user in extra:
-            directory.set_membership(
-                session,
-                origin,
-                session.get(User, held[okta_user]),
-                group,
-                False,
-                source=MembershipSource.OKTA_SYNC,
-                published_at=fetched_at,
-            )
+    missing = sorted(set(members) - set(held))
+    extra = sorted(set(held) - set(members))
+    drift["missing"] += [[okta_group, u] for u in missing]
+    drift["extra"] += [[okta_group, u] for u in extra]
+    for okta_user in missing:
+        plan.setdefault(okta_user, []).append(
+            Repair(okta_group, group_id, True, fetched_at, member=_kept(members[okta_user]))
+        )
+    for okta_user in extra:
+        plan.setdefault(okta_user, []).append(
+            Repair(okta_group, group_id, False, fetched_at, user_id=held[okta_user])
+        )
+
+
+def _kept(member: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`_user_for` reads of Okta's record of a person (a plan holds many)."""
+    profile = member.get("profile") or {}
+    return {
+        "id": member["id"],
+        "status": member.get("status"),
+        "profile": {name: profile.get(name) for name in PROFILE_FIELDS},
+    }
+
+
+def _apply_memberships(
+    database: Database, plan: Plan, run_brake: brake.Brake, progress: Progress
+) -> None:
+    """Apply the run's membership repairs in batches of whole people, each person's
+    additions first: the engine never sees a mover without the group that keeps
+    their access, so a grant still justified is never revoked."""
+    total = sum(len(repairs) for repairs in plan.values())
+    done = 0
+    for batch in _batches(plan):
+        with database.transaction() as session, brake.applied(session, run_brake):
+            for repairs in batch:
+                _repair_person(session, repairs)
+        done += sum(len(repairs) for repairs in batch)
+        progress("memberships", done, total)
+
+
+def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
+    """People's repairs, additions first, in batches of about MEMBERSHIP_BATCH repairs."""
+    batch: list[list[Repair]] = []
+    size = 0
+    for okta_user in sorted(plan):
+        repairs = sorted(plan[okta_user], key=lambda r: (not r.present, r.okta_group))
+        if batch and size + len(repairs) > MEMBERSHIP_BATCH:
+            yield batch
+            batch, size = [], 0
+        batch.append(repairs)
+        size += len(repairs)
+    if batch:
+        yield batch
+
+
+def _repair_person(session: Session, repairs: list[Repair]) -> None:
+    for repair in repairs:
+        if repair.present:
+            user = _user_for(session, repair.member)
+        else:
+            user = session.get(User, repair.user_id)
+        origin = Origin(
+            ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {repair.okta_group}"
+        )
+        directory.set_membership(
+            session,
+            origin,
+            user,
+            session.get(Group, repair.group_id),
+            repair.present,
+            source=MembershipSource.OKTA_SYNC,
+            published_at=repair.fetched_at,
+        )
+
+
+def _okta_statuses(client: OktaClient, since: dt.datetime | None) -> dict[str, Any]:
+    """Okta id -> status of the users Okta lists (changed since ``since``; all when None)."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return {
+        u["id"]: u.get("status")
+        for u in client.users(f'lastUpdated gt "{okta_time(since or epoch)}"')
+        if u.get("id")
+    }
 
 
 def _reconcile_users(
     database: Database,
-    client: OktaClient,
+    okta_status: dict[str, Any],
+    fetched_at: dt.datetime,
     since: dt.datetime | None,
     dry_run: bool,
     counts: dict[str, int],
     drift: dict[str, list],
     progress: Progress,
 ) -> None:
-    fetched_at = utcnow()
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    okta_status = {
-        u["id"]: u.get("status")
-        for u in client.users(f'lastUpdated gt "{okta_time(since or epoch)}"')
-        if u.get("id")
-    }
     with database.reader() as session:
         ours = session.execute(
             select(User.id, User.external_id, User.active).where(

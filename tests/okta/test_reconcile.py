@@ -125,13 +125,30 @@ def test_a_500_mid_run_fails_cleanly_and_the_next_run_completes(database, origin
     mapped_okta_group(database, origin, first["id"], "first")
     mapped_okta_group(database, origin, second["id"], "second")
     okta.state.fail(f"/api/v1/groups/{second['id']}/users", 500)
+    before = audit_count(database)
     run = reconcile(database, client)
     assert run.status == "failed" and "HTTP 500" in run.error
-    # The first group was repaired in its own transaction; the second not at all.
-    assert holders(database) == {ada["id"]}
+    # The run plans from everything it fetched: with the plan incomplete, nothing is applied
+    # (the first group's repair could be half of a move whose other half is missing).
+    assert holders(database) == set()
+    assert audit_count(database) == before
+    assert run.drift["missing"] == [[first["id"], ada["id"]]]
     run = reconcile(database, client)
     assert run.status == "succeeded"
     assert holders(database) == {ada["id"], bob["id"]}
+
+
+def test_a_failure_listing_users_applies_no_membership_repair(database, origin, okta, client):
+    eng = okta.state.add_group("eng")
+    ada = okta.state.add_user("ada@example.com")
+    okta.state.add_member(eng["id"], ada["id"])
+    mapped_okta_group(database, origin, eng["id"])
+    okta.state.fail("/api/v1/users", 503, times=5)  # past the SDK's retries
+    run = reconcile(database, client)
+    assert run.status == "failed" and "HTTP 503" in run.error
+    assert holders(database) == set()
+    assert reconcile(database, client).status == "succeeded"
+    assert holders(database) == {ada["id"]}
 
 
 def test_vanished_group_is_skipped_with_a_message(database, origin, okta, client):
