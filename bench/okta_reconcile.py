@@ -30,7 +30,6 @@ from pathlib import Path
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("OKTA_TESTING_TESTINGDISABLEHTTPSCHECK", "true")
 
 from bench.fixtures import connector_rows
 from provisioning.connectors.models import Connector
@@ -163,7 +162,7 @@ def main() -> None:
             f"in {time.perf_counter() - started:.0f}s",
             flush=True,
         )
-        client = OktaClient(server.url, api_token=TOKEN)
+        client = OktaClient(server.url, api_token=TOKEN, allow_http=True)
 
         started = time.perf_counter()
         full = reconciliation.reconcile(database, client)

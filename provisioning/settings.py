@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./provisioning.db"
@@ -62,9 +62,24 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be a sqlite:/// or postgresql:// URL")
 
+    # Declared before the org URL, whose check reads it.
+    okta_allow_http: bool = Field(
+        default=False, description="Accept an http:// Okta org URL (a local test server)"
+    )
     okta_org_url: str | None = Field(
         default=None, pattern=r"^https?://\S+$", description="e.g. https://example.okta.com"
     )
+
+    @field_validator("okta_org_url")
+    @classmethod
+    def _okta_over_https(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and value.startswith("http://") and not info.data.get("okta_allow_http"):
+            raise ValueError(
+                "http:// is refused; set PROVISIONING_OKTA_ALLOW_HTTP=true to allow it "
+                "(a local test server only)"
+            )
+        return value
+
     okta_api_token: str | None = Field(default=None, repr=False, description="SSWS API token")
     okta_client_id: str | None = Field(default=None, description="OAuth 2.0 service app id")
     okta_private_key: str | None = Field(

@@ -10,17 +10,26 @@ validated leniently here. Pagination follows ``Link: rel="next"`` (the 3.x
 SDK does not), with Okta's documented page sizes, and the client sleeps
 until the window resets when ``X-Rate-Limit-Remaining`` runs out, rather
 than hammering.
+
+The SDK refuses a plain-http org URL unless its own environment variable is
+set; ``allow_http`` (``PROVISIONING_OKTA_ALLOW_HTTP``, which the settings
+require for an ``http://`` URL) is the only switch: the variable is set, or
+cleared, for the SDK's check while the client is built, then put back as it
+was, so nothing else in the process sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import html
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +43,9 @@ GROUP_MEMBERS_PAGE = 1000
 LOGS_PAGE = 1000
 SCOPES = ["okta.users.read", "okta.groups.read", "okta.logs.read"]
 WRITE_SCOPES = ["okta.groups.manage"]
+# Read by the SDK's configuration check only, when a client is built; any value disables it.
+_SDK_HTTPS_SWITCH = "OKTA_TESTING_TESTINGDISABLEHTTPSCHECK"
+_environment = threading.Lock()
 
 
 class OktaError(Exception):
@@ -56,6 +68,7 @@ class OktaClient:
         private_key: str | None = None,
         scopes: list[str] | None = None,
         max_retries: int = 2,
+        allow_http: bool = False,
     ) -> None:
         self.org_url = org_url.rstrip("/")
         self.requests = 0
@@ -78,7 +91,12 @@ class OktaClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="okta", daemon=True)
         self._thread.start()
-        self._client: Client = self._run(self._create(config))
+        try:
+            with _https_check(disabled=allow_http):
+                self._client: Client = self._run(self._create(config))
+        except ValueError as exc:  # the SDK's configuration check, several lines long
+            self.close()
+            raise OktaError(f"Okta client: {_one_line(exc)}") from None
 
     @staticmethod
     async def _create(config: dict[str, Any]) -> Client:
@@ -200,6 +218,34 @@ def _next_link(headers: dict[str, Any]) -> str | None:
     return None
 
 
+@contextmanager
+def _https_check(*, disabled: bool) -> Iterator[None]:
+    """The SDK's https check as ``disabled`` says, whatever the environment held, and the
+    environment as it was afterwards. Serialised: the environment is the process's."""
+    with _environment:
+        saved = os.environ.get(_SDK_HTTPS_SWITCH)
+        if disabled:
+            os.environ[_SDK_HTTPS_SWITCH] = "true"
+        else:
+            os.environ.pop(_SDK_HTTPS_SWITCH, None)
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(_SDK_HTTPS_SWITCH, None)
+            else:
+                os.environ[_SDK_HTTPS_SWITCH] = saved
+
+
+def _one_line(error: Exception) -> str:
+    """The SDK's configuration errors (an "Errors:" heading, one per line, a link to its
+    README; HTML-escaped) as one line."""
+    lines = (line.strip() for line in html.unescape(str(error)).splitlines())
+    return " ".join(
+        line for line in lines if line and line != "Errors:" and not line.startswith("See http")
+    )
+
+
 def _path(url: str) -> str:
     return "/" + url.split("/", 3)[-1] if "://" in url else url
 
@@ -227,4 +273,5 @@ def from_settings(settings: Any) -> OktaClient:
         client_id=settings.okta_client_id,
         private_key=key,
         scopes=scopes,
+        allow_http=settings.okta_allow_http,
     )

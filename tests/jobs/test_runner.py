@@ -37,7 +37,7 @@ def test_a_run_is_recorded_with_its_counts(database):
 
 
 def test_a_failing_job_is_recorded_failed(database):
-    settings = settings_for(database, okta_org_url="http://127.0.0.1:9")
+    settings = settings_for(database, okta_org_url="http://127.0.0.1:9", okta_allow_http=True)
     run = runner.run_job(database, settings, "okta-catch-up")
     assert run.outcome == JobOutcome.FAILED
     assert "Okta needs an API token" in run.error

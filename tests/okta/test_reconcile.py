@@ -208,6 +208,7 @@ def test_cli_dry_run_json_and_runs(database, origin, okta):
         "DATABASE_URL": database.url,
         "PROVISIONING_OKTA_ORG_URL": okta.url,
         "PROVISIONING_OKTA_API_TOKEN": TOKEN,
+        "PROVISIONING_OKTA_ALLOW_HTTP": "true",
     }
     result = CliRunner().invoke(main, ["reconcile", "--dry-run", "--json"], env=env)
     assert result.exit_code == 0, result.stderr

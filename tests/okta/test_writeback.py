@@ -69,6 +69,7 @@ def test_hr_offboarding_is_written_back_once_by_the_job(database, origin, okta):
     settings = load(
         database_url=database.url,
         okta_org_url=okta.url,
+        okta_allow_http=True,
         okta_api_token=TOKEN,
         okta_writeback=True,
     )
@@ -85,5 +86,5 @@ def test_hr_offboarding_is_written_back_once_by_the_job(database, origin, okta):
     from jobs.registry import JOBS
 
     assert not JOBS["okta-writeback"].enabled(
-        load(database_url=database.url, okta_org_url=okta.url)
+        load(database_url=database.url, okta_org_url=okta.url, okta_allow_http=True)
     )
