@@ -9,9 +9,12 @@ grants they justify. Then:
    against the minimum number of pages (one per 1,000 members per group, one
    per 200 users);
 2. 100 membership changes in Okta (50 adds, 50 removes), then an incremental
-   run: wall time, drift found and repaired.
+   run: wall time, drift found and repaired;
+3. 1,000 movers (each moved from one of their groups to another group mapped
+   to the same connector), then a full run: wall time, and the grants revoked
+   and created by it (none should be: a mover keeps their grant).
 
-    .venv/bin/python bench/okta_reconcile.py [--users 100000] [--groups 5000]
+    .venv/bin/python bench/okta_reconcile.py [--users 100000] [--groups 5000] [--moves 1000]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,6 +44,7 @@ from provisioning.okta.client import OktaClient
 from tests.okta.okta_server import TOKEN, OktaServer, OktaState
 
 BATCH = 10_000
+CONNECTORS = 200  # group g is mapped to connector g % CONNECTORS
 
 
 def build(state: OktaState, database: Database, users: int, groups: int, per_user: int) -> dict:
@@ -62,7 +66,7 @@ def build(state: OktaState, database: Database, users: int, groups: int, per_use
     now = utcnow()
     user_ids = [uuid.uuid4() for _ in range(users)]
     group_ids = [uuid.uuid4() for _ in range(groups)]
-    connectors = 200
+    connectors = CONNECTORS
     with database.engine.begin() as conn:
         conn.execute(insert(Connector), connector_rows(connectors))
         connector_ids = list(range(1, connectors + 1))
@@ -148,6 +152,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=5_000)
     parser.add_argument("--groups-per-user", type=int, default=2)
     parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--moves", type=int, default=1000)
     parser.add_argument("--database", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
 
@@ -164,11 +169,9 @@ def main() -> None:
         )
         client = OktaClient(server.url, api_token=TOKEN, allow_http=True)
 
-        started = time.perf_counter()
-        full = reconciliation.reconcile(database, client)
-        full_seconds = time.perf_counter() - started
+        full, full_seconds = timed(lambda: reconciliation.reconcile(database, client))
         assert full.status == "succeeded", full.error
-        print(f"full: {full_seconds:.1f}s, {full.requests:,} requests, {full.counts}", flush=True)
+        print(f"full: {full_seconds}, {full.requests:,} requests, {full.counts}", flush=True)
 
         rng = random.Random(9)
         state = server.state
@@ -181,13 +184,23 @@ def main() -> None:
             else:
                 state.add_member(group_id, org["okta_users"][rng.randrange(args.users)]["id"])
         reconciliation.INCREMENTAL_OVERLAP = reconciliation.dt.timedelta(0)
-        started = time.perf_counter()
-        incremental = reconciliation.reconcile(database, client, full=False)
-        incremental_seconds = time.perf_counter() - started
+        incremental, incremental_seconds = timed(
+            lambda: reconciliation.reconcile(database, client, full=False)
+        )
         assert incremental.status == "succeeded", incremental.error
         print(
-            f"incremental: {incremental_seconds:.1f}s, {incremental.requests} requests, "
+            f"incremental: {incremental_seconds}, {incremental.requests} requests, "
             f"{incremental.counts}",
+            flush=True,
+        )
+        moved = move(server.state, org, args.moves, args.groups, rng)
+        grants_before = grant_counts(database)
+        movers, movers_seconds = timed(lambda: reconciliation.reconcile(database, client))
+        assert movers.status == "succeeded", movers.error
+        churn = {k: v - grants_before[k] for k, v in grant_counts(database).items()}
+        print(
+            f"movers: {moved} moved, {movers_seconds}, {movers.requests} requests, "
+            f"grants created {churn['rows']}, revoked {churn['revoked']}, {movers.counts}",
             flush=True,
         )
         client.close()
@@ -199,19 +212,70 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {database.dialect}"
     )
     print()
-    print("| run | wall s | requests | minimum pages | ratio | drift repaired |")
+    print("| run | wall s (cpu s) | requests | minimum pages | ratio | drift repaired |")
     print("|---|---:|---:|---:|---:|---|")
     print(
-        f"| full ({args.users:,} users, {args.groups:,} groups) | {full_seconds:.1f} "
+        f"| full ({args.users:,} users, {args.groups:,} groups) | {full_seconds} "
         f"| {full.requests:,} | {org['minimum_pages']:,} | {ratio:.2f} | none (in sync) |"
     )
     repaired = ", ".join(
         f"{k} {incremental.counts[k]}" for k in ("missing", "extra") if incremental.counts.get(k)
     )
     print(
-        f"| incremental after {args.changes} membership changes | {incremental_seconds:.1f} "
+        f"| incremental after {args.changes} membership changes | {incremental_seconds} "
         f"| {incremental.requests:,} | | | {repaired} |"
     )
+    print(
+        f"| full after {moved} movers (same connector) | {movers_seconds} "
+        f"| {movers.requests:,} | | | missing {movers.counts['missing']}, extra "
+        f"{movers.counts['extra']}; grants revoked {churn['revoked']}, created {churn['rows']} |"
+    )
+
+
+def timed(run):
+    """A run's result, and its wall time with the CPU time of this process (client, server
+    and database: the part other processes on the machine cannot inflate) beside it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run()
+    return result, f"{time.perf_counter() - wall:.1f} ({time.process_time() - cpu:.1f})"
+
+
+def move(state: OktaState, org: dict, moves: int, groups: int, rng: random.Random) -> int:
+    """Move people, each from one of their groups to another mapped to the same connector."""
+    time.sleep(0.01)
+    moved = 0
+    groups_of: dict[int, list[int]] = {}
+    for g, members in org["membership"].items():
+        for u in members:
+            groups_of.setdefault(u, []).append(g)
+    people = rng.sample(sorted(groups_of), min(moves, len(groups_of)))
+    for u in people:
+        person = org["okta_users"][u]["id"]
+        joined = groups_of[u]
+        for g in joined:
+            target = (g + CONNECTORS) % groups
+            if target == g or target in joined:
+                continue
+            source_id, target_id = org["okta_groups"][g]["id"], org["okta_groups"][target]["id"]
+            if person not in state.members[source_id]:
+                continue  # removed by the incremental stage's changes
+            state.remove_member(source_id, person)
+            state.add_member(target_id, person)
+            org["membership"][g].remove(u)
+            org["membership"].setdefault(target, []).append(u)
+            moved += 1
+            break
+    return moved
+
+
+def grant_counts(database: Database) -> dict[str, int]:
+    with database.reader() as session:
+        return {
+            "rows": session.scalar(select(func.count(Grant.id))),
+            "revoked": session.scalar(
+                select(func.count(Grant.id)).where(Grant.revoked_at.is_not(None))
+            ),
+        }
 
 
 def logging_quiet() -> None:

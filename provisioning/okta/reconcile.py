@@ -277,6 +277,9 @@ def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
 
 def _repair_person(session: Session, repairs: list[Repair]) -> None:
     for repair in repairs:
+        group = session.get(Group, repair.group_id)
+        if group is None:
+            continue  # deleted here since it was fetched: nothing left to repair
         if repair.present:
             user = _user_for(session, repair.member)
         else:
@@ -288,7 +291,7 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
             session,
             origin,
             user,
-            session.get(Group, repair.group_id),
+            group,
             repair.present,
             source=MembershipSource.OKTA_SYNC,
             published_at=repair.fetched_at,

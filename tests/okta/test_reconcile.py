@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from provisioning.audit.models import AuditEvent
 from provisioning.cli import main
+from provisioning.connectors.models import Connector
 from provisioning.entitlements.models import Grant
 from provisioning.identity.directory import set_membership
 from provisioning.identity.models import MembershipSource, User
@@ -149,6 +150,36 @@ def test_a_failure_listing_users_applies_no_membership_repair(database, origin, 
     assert holders(database) == set()
     assert reconcile(database, client).status == "succeeded"
     assert holders(database) == {ada["id"]}
+
+
+def test_a_group_deleted_here_while_the_run_fetches_is_left_alone(database, origin, okta, client):
+    from provisioning.identity.directory import delete_group
+
+    first, second = okta.state.add_group("first"), okta.state.add_group("second")
+    ada = okta.state.add_user("ada@example.com")
+    okta.state.add_member(first["id"], ada["id"])
+    okta.state.add_member(second["id"], ada["id"])
+    doomed = mapped_okta_group(database, origin, first["id"], "first")
+    mapped_okta_group(database, origin, second["id"], "second")
+
+    def meanwhile(stage: str, done: int, total: int) -> None:
+        # SCIM deletes the first group after its members were fetched, before the repairs.
+        if stage == "groups" and done == total:
+            with database.transaction() as session:
+                delete_group(session, origin, session.get(type(doomed), doomed.id))
+
+    run = reconcile(database, client, progress=meanwhile)
+    assert run.status == "succeeded", run.error
+    assert len(run.drift["missing"]) == 2
+    with database.reader() as session:
+        slugs = set(
+            session.scalars(
+                select(Connector.slug)
+                .join(Grant, Grant.connector_id == Connector.id)
+                .where(Grant.revoked_at.is_(None))
+            )
+        )
+    assert slugs == {"second"}
 
 
 def test_vanished_group_is_skipped_with_a_message(database, origin, okta, client):
