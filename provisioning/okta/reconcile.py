@@ -225,9 +225,10 @@ def _plan_group(
     drift["missing"] += [[okta_group, u] for u in missing]
     drift["extra"] += [[okta_group, u] for u in extra]
     for okta_user in missing:
-        plan.setdefault(okta_user, []).append(
-            Repair(okta_group, group_id, True, fetched_at, member=_kept(members[okta_user]))
-        )
+        repairs = plan.setdefault(okta_user, [])
+        # One record per person, however many groups they are missing from.
+        member = next((r.member for r in repairs if r.member), None) or _kept(members[okta_user])
+        repairs.append(Repair(okta_group, group_id, True, fetched_at, member=member))
     for okta_user in extra:
         plan.setdefault(okta_user, []).append(
             Repair(okta_group, group_id, False, fetched_at, user_id=held[okta_user])
