@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from provisioning.audit.log import Origin
 from provisioning.audit.models import AuditEvent
+from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
@@ -45,8 +46,6 @@ def build_mappings(
 
 def live_grants(database: Database) -> dict[tuple[str, str], tuple[int, Any, Any]]:
     """(Okta user id, connector slug) -> (grant id, granted_at, last_used_at) of live grants."""
-    from provisioning.connectors.models import Connector
-
     with database.reader() as session:
         rows = session.execute(
             select(
