@@ -29,7 +29,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from jobs.registry import JOBS, Job
@@ -153,8 +153,19 @@ def _plain(counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_runs(database: Database) -> dict[str, JobRun]:
+    """Each job's latest run, read through the (job, started_at) index: not the history,
+    which grows by thousands of runs a day and is read whenever a leader starts."""
+    latest = (
+        select(JobRun.job, func.max(JobRun.started_at).label("started_at"))
+        .group_by(JobRun.job)
+        .subquery()
+    )
     with database.reader() as session:
-        runs = session.scalars(select(JobRun).order_by(JobRun.started_at)).all()
+        runs = session.scalars(
+            select(JobRun)
+            .join(latest, (JobRun.job == latest.c.job) & (JobRun.started_at == latest.c.started_at))
+            .order_by(JobRun.id)
+        ).all()
     return {run.job: run for run in runs}
 
 

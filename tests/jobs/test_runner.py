@@ -217,3 +217,23 @@ def test_a_worker_that_cannot_reach_its_database_keeps_trying(database):
     finally:
         worker.stop()
         unreachable.dispose()
+
+
+def test_last_runs_are_each_jobs_latest_start(database):
+    now = utcnow()
+    with database.transaction() as session:
+        for job, days_ago in [("expiry", 1), ("expiry", 3), ("stale-scan", 5), ("expiry", 2)]:
+            session.add(
+                JobRun(
+                    job=job,
+                    trigger="schedule",
+                    outcome=JobOutcome.SUCCEEDED,
+                    counts={"days_ago": days_ago},
+                    started_at=now - dt.timedelta(days=days_ago),
+                )
+            )
+    last = runner.last_runs(database)
+    assert {job: run.counts["days_ago"] for job, run in last.items()} == {
+        "expiry": 1,
+        "stale-scan": 5,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -235,3 +236,27 @@ def test_a_delivery_round_stuck_past_the_lease_is_stalled(database, background):
         assert fault["stall_after_seconds"] == 1.1
     finally:
         silent.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_a_forked_worker_judges_none_of_its_parents_loops():
+    """A gunicorn worker forked from a process that runs loops (--preload) runs none of them,
+    so none of them can make its /readyz fail."""
+    parents = liveness.Loop("parents-loop", stall_after=60).register()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave at once
+        try:
+            answer = repr([loop.name for loop in liveness.loops()]).encode()
+        except BaseException as exc:
+            answer = repr(exc).encode()[:1000]
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    try:
+        with os.fdopen(read, "rb") as reply:
+            assert reply.read() == b"[]"
+        assert parents in liveness.loops()
+    finally:
+        parents.close()
