@@ -63,6 +63,10 @@ def readyz(base: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def names(body: dict) -> set[str]:
+    return {loop["loop"] for loop in body.get("loops", [])}
+
+
 def first(base: str, predicate, within: float) -> tuple[float, dict]:
     """Poll /readyz until ``predicate(status, body)``; (the monotonic time, the body)."""
     deadline = time.monotonic() + within
@@ -97,7 +101,7 @@ def main() -> None:
     delays = []
     for _ in range(args.repeat):
         background = runner.start_in_background(database, settings)
-        first(base, lambda status, body: status == 200 and "outbox-delivery" in body["loops"], 60)
+        first(base, lambda status, body: status == 200 and "outbox-delivery" in names(body), 60)
         killed = time.monotonic()
         background.deliverer._stop.set()
         background.deliverer._wake.set()
@@ -129,7 +133,7 @@ def main() -> None:
         raise SystemExit("no leader")
     while background.worker.scheduler is None:
         time.sleep(0.01)
-    first(base, lambda status, body: status == 200 and "scheduler" in body["loops"], 60)
+    first(base, lambda status, body: status == 200 and "scheduler" in names(body), 60)
     killed = time.monotonic()
     background.worker.scheduler.add_job(print, DiesOnSecondLook(), id="broken")
     bound = 3 * args.leader_poll

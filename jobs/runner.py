@@ -211,6 +211,7 @@ class Worker:
         self.is_leader = threading.Event()
         self.loop = liveness.Loop("jobs", stall_after=3 * settings.leader_poll_seconds)
         self.scheduler: BackgroundScheduler | None = None  # while leading
+        self._silent: liveness.Loop | None = None  # a scheduler that fell silent
         self._thread: threading.Thread | None = None
 
     def start(self) -> Worker:
@@ -272,18 +273,23 @@ class Worker:
             while not self.stopping.wait(poll):
                 self.loop.beat()
                 if (fault := beats.fault()) is not None:
+                    # Judged at fault until this worker is stopped, beside its own loop.
+                    self._silent = beats
                     raise SchedulerStopped(f"{fault}; leadership given up")
                 if not self.leadership.alive():
                     log.error("scheduler leadership lost; standing by")
                     return
         finally:
-            beats.close()
             self.scheduler = None
             scheduler.shutdown(wait=True)
+            if beats is not self._silent:
+                beats.close()
             self.loop.beat()
 
     def stop(self, timeout: float = 30) -> None:
         self.loop.close()
+        if self._silent is not None:
+            self._silent.close()
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -296,7 +302,7 @@ class Background:
     worker: Worker
     deliverer: Deliverer
 
-    def watch(self, stopping: threading.Event, every: float = 1.0) -> list[liveness.Fault]:
+    def watch(self, stopping: threading.Event, every: float = 1.0) -> list[liveness.Status]:
         """Wait until ``stopping`` is set ([]) or a loop of this process has stopped (those).
 
         A stalled loop is logged when it starts stalling, but not returned: a

@@ -31,11 +31,11 @@ _lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Fault:
-    """A loop that stopped or stalled, as /readyz reports it."""
+class Status:
+    """How a loop is doing: ``alive``, ``stopped`` or ``stalled`` (the last two are faults)."""
 
     loop: str
-    state: str  # "stopped" or "stalled"
+    state: str
     silent_seconds: float
     stall_after_seconds: float
     error: str | None = None  # the kind of exception that ended it
@@ -44,10 +44,12 @@ class Fault:
         if self.state == "stopped":
             why = f" ({self.error})" if self.error else " (returned without being stopped)"
             return f"background loop {self.loop} has stopped{why}"
-        return (
-            f"background loop {self.loop} has not beaten for {self.silent_seconds:.1f} s "
-            f"(stalled after {self.stall_after_seconds:g} s)"
-        )
+        if self.state == "stalled":
+            return (
+                f"background loop {self.loop} has not beaten for {self.silent_seconds:.1f} s "
+                f"(stalled after {self.stall_after_seconds:g} s)"
+            )
+        return f"background loop {self.loop} goes round"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -107,14 +109,18 @@ class Loop:
         with _lock:
             _registered.pop(id(self), None)
 
-    def fault(self, now: float | None = None) -> Fault | None:
-        """What is wrong with the loop, or None while it goes round."""
+    def status(self, now: float | None = None) -> Status:
         silent = (time.monotonic() if now is None else now) - self.beaten
         if self.thread is not None and not self.thread.is_alive():
-            return Fault(self.name, "stopped", silent, self.stall_after, self.error)
+            return Status(self.name, "stopped", silent, self.stall_after, self.error)
         if silent > self.stall_after:
-            return Fault(self.name, "stalled", silent, self.stall_after)
-        return None
+            return Status(self.name, "stalled", silent, self.stall_after)
+        return Status(self.name, "alive", silent, self.stall_after)
+
+    def fault(self, now: float | None = None) -> Status | None:
+        """What is wrong with the loop, or None while it goes round."""
+        status = self.status(now)
+        return None if status.state == "alive" else status
 
 
 def loops() -> list[Loop]:
@@ -123,10 +129,15 @@ def loops() -> list[Loop]:
         return sorted(_registered.values(), key=lambda loop: loop.name)
 
 
-def faults() -> list[Fault]:
-    """Every registered loop that stopped or stalled, by name."""
+def statuses() -> list[Status]:
+    """How every registered loop is doing, by name."""
     now = time.monotonic()
-    return [fault for loop in loops() if (fault := loop.fault(now)) is not None]
+    return [loop.status(now) for loop in loops()]
+
+
+def faults() -> list[Status]:
+    """Every registered loop that stopped or stalled, by name."""
+    return [status for status in statuses() if status.state != "alive"]
 
 
 def _forget_after_fork() -> None:

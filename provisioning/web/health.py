@@ -26,16 +26,17 @@ def readyz() -> Response:
         database.check_ready()
     except DatabaseError as exc:
         return problem(503, "Service Unavailable", str(exc))
-    if faults := liveness.faults():
+    loops = liveness.statuses()
+    if faults := [status for status in loops if status.state != "alive"]:
         return problem(
             503,
             "Service Unavailable",
             "; ".join(str(fault) for fault in faults),
-            loops=[fault.as_json() for fault in faults],
+            loops=[status.as_json() for status in loops],
         )
     return jsonify(
         status="ready",
         schema=database.head(),
         database=database.dialect,
-        loops=sorted({loop.name for loop in liveness.loops()}),
+        loops=[status.as_json() for status in loops],
     )
