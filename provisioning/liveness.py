@@ -110,7 +110,7 @@ class Loop:
             _registered.pop(id(self), None)
 
     def status(self, now: float | None = None) -> Status:
-        silent = (time.monotonic() if now is None else now) - self.beaten
+        silent = max(0.0, (time.monotonic() if now is None else now) - self.beaten)
         if self.thread is not None and not self.thread.is_alive():
             return Status(self.name, "stopped", silent, self.stall_after, self.error)
         if silent > self.stall_after:
