@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 
 import click
 
 from jobs import runner
 from jobs.registry import JOBS
 from provisioning.cli import Context, _fail, _progress, pass_context
-from provisioning.delivery.worker import Deliverer
 
 
 @click.command()
@@ -19,12 +19,14 @@ def worker(ctx: Context) -> None:
     """Deliver the outbox, and run the schedule when this worker is the leader, until stopped.
 
     Every worker delivers (they share the outbox); one at a time runs the schedule.
+    When one of its loops has stopped (its thread died), the worker exits with
+    status 1 naming it, so that whatever supervises it starts it again.
     """
     database = ctx.migrated()
     settings = ctx.settings
-    process = runner.Worker(database, settings)
-    deliverer = Deliverer(database, settings).start()
-    signal.signal(signal.SIGTERM, lambda *_: process.stop())
+    background = runner.start_in_background(database, settings)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     click.echo(
         "worker up; schedules: "
         + ", ".join(
@@ -34,12 +36,15 @@ def worker(ctx: Context) -> None:
         ),
         err=True,
     )
+    faults = []
     try:
-        process.run()
+        faults = background.watch(stopping)
     except KeyboardInterrupt:
-        process.stop()
+        pass
     finally:
-        deliverer.stop()
+        background.stop()
+    if faults:
+        _fail("; ".join(str(fault) for fault in faults))
 
 
 @click.group()

@@ -22,14 +22,18 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from jobs.registry import JOBS, Job
+from provisioning import liveness
 from provisioning.database import Database, utcnow
 from provisioning.delivery.worker import Deliverer
 from provisioning.oversight.models import JobOutcome, JobRun
@@ -149,8 +153,19 @@ def _plain(counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def last_runs(database: Database) -> dict[str, JobRun]:
+    """Each job's latest run, read through the (job, started_at) index: not the history,
+    which grows by thousands of runs a day and is read whenever a leader starts."""
+    latest = (
+        select(JobRun.job, func.max(JobRun.started_at).label("started_at"))
+        .group_by(JobRun.job)
+        .subquery()
+    )
     with database.reader() as session:
-        runs = session.scalars(select(JobRun).order_by(JobRun.started_at)).all()
+        runs = session.scalars(
+            select(JobRun)
+            .join(latest, (JobRun.job == latest.c.job) & (JobRun.started_at == latest.c.started_at))
+            .order_by(JobRun.id)
+        ).all()
     return {run.job: run for run in runs}
 
 
@@ -172,30 +187,61 @@ def missed(database: Database, settings: Settings) -> list[str]:
     return late
 
 
+class SchedulerStopped(RuntimeError):
+    """The leader's scheduler stopped running its jobs (its heartbeat job fell silent)."""
+
+
 class Worker:
-    """Waits for leadership, then runs the schedule until stopped or leadership is lost."""
+    """Waits for leadership, then runs the schedule until stopped or leadership is lost.
+
+    Two loops beat (:mod:`provisioning.liveness`): ``jobs``, this worker's own
+    loop, on every pass as a standby or a leader; and, while it leads,
+    ``scheduler``, from a heartbeat job that the scheduler runs every
+    ``leader_poll_seconds`` on an executor of its own (so long jobs cannot
+    starve it). Each is stalled after three of those intervals without a beat.
+    A leader whose scheduler fell silent (its thread died) gives up leadership
+    and its loop ends with :class:`SchedulerStopped`: the process must be
+    restarted, and meanwhile a standby takes over.
+    """
 
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database, self.settings = database, settings
         self.leadership = Lock(database, "scheduler-leader")
         self.stopping = threading.Event()
         self.is_leader = threading.Event()
+        self.loop = liveness.Loop("jobs", stall_after=3 * settings.leader_poll_seconds)
+        self.scheduler: BackgroundScheduler | None = None  # while leading
+        self._silent: liveness.Loop | None = None  # a scheduler that fell silent
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Worker:
+        """Run in a daemon thread of this process (see :meth:`stop`)."""
+        self._thread = self.loop.start(self.run)
+        return self
 
     def run(self) -> None:
+        """Until stopped. A pass that could not reach the database is tried again at the
+        next poll; any other exception ends the loop (it would fail the same way again)."""
         while not self.stopping.is_set():
-            if self.leadership.acquire():
-                log.warning("worker %s is the scheduler leader", os.getpid())
-                self.is_leader.set()
-                try:
-                    self._lead()
-                finally:
-                    self.is_leader.clear()
-                    self.leadership.release()
+            self.loop.beat()
+            try:
+                if self.leadership.acquire():
+                    log.warning("worker %s is the scheduler leader", os.getpid())
+                    self.is_leader.set()
+                    try:
+                        self._lead()
+                    finally:
+                        self.is_leader.clear()
+                        self.leadership.release()
+            except OperationalError as exc:
+                log.error("scheduler: the database cannot be used (%s); trying again", exc.orig)
             self.stopping.wait(self.settings.leader_poll_seconds)
 
     def _lead(self) -> None:
+        poll = self.settings.leader_poll_seconds
         scheduler = BackgroundScheduler(
             timezone="UTC",
+            executors={"default": ThreadPoolExecutor(), "heartbeat": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         for name, spec in JOBS.items():
@@ -208,7 +254,13 @@ class Worker:
                     id=name,
                     replace_existing=True,
                 )
+        beats = liveness.Loop("scheduler", stall_after=3 * poll)
+        scheduler.add_job(
+            beats.beat, "interval", seconds=poll, id="heartbeat", executor="heartbeat"
+        )
         scheduler.start()
+        beats.register()
+        self.scheduler = scheduler
         try:
             for name in missed(self.database, self.settings):
                 log.warning("job %s missed its schedule; running it once now", name)
@@ -218,27 +270,61 @@ class Worker:
                     kwargs={"trigger": "catch-up"},
                     id=f"{name}-catch-up",
                 )
-            while not self.stopping.wait(self.settings.leader_poll_seconds):
+            while not self.stopping.wait(poll):
+                self.loop.beat()
+                if (fault := beats.fault()) is not None:
+                    # Judged at fault until this worker is stopped, beside its own loop.
+                    self._silent = beats
+                    raise SchedulerStopped(f"{fault}; leadership given up")
                 if not self.leadership.alive():
                     log.error("scheduler leadership lost; standing by")
                     return
         finally:
+            self.scheduler = None
             scheduler.shutdown(wait=True)
+            if beats is not self._silent:
+                beats.close()
+            self.loop.beat()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.loop.close()
+        if self._silent is not None:
+            self._silent.close()
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+@dataclass
+class Background:
+    """The job worker and an outbox deliverer, running in daemon threads of this process."""
+
+    worker: Worker
+    deliverer: Deliverer
+
+    def watch(self, stopping: threading.Event, every: float = 1.0) -> list[liveness.Status]:
+        """Wait until ``stopping`` is set ([]) or a loop of this process has stopped (those).
+
+        A stalled loop is logged when it starts stalling, but not returned: a
+        stall can end by itself (a slow target, a lock wait), a stopped loop
+        cannot.
+        """
+        stalled: set[str] = set()
+        while not stopping.wait(every):
+            faults = liveness.faults()
+            if stopped := [fault for fault in faults if fault.state == "stopped"]:
+                return stopped
+            for fault in faults:
+                if fault.loop not in stalled:
+                    log.error("%s", fault)
+            stalled = {fault.loop for fault in faults}
+        return []
 
     def stop(self) -> None:
-        self.stopping.set()
+        self.worker.stop()
+        self.deliverer.stop()
 
 
-def start_in_background(database: Database, settings: Settings) -> Callable[[], None]:
-    """Run a worker and an outbox deliverer in daemon threads of this process; return a stopper."""
-    worker = Worker(database, settings)
-    thread = threading.Thread(target=worker.run, name="jobs-worker", daemon=True)
-    thread.start()
-    deliverer = Deliverer(database, settings).start()
-
-    def stop() -> None:
-        worker.stop()
-        deliverer.stop()
-        thread.join(30)
-
-    return stop
+def start_in_background(database: Database, settings: Settings) -> Background:
+    """Run a worker and an outbox deliverer in daemon threads of this process."""
+    return Background(Worker(database, settings).start(), Deliverer(database, settings).start())

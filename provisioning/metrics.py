@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import time
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from provisioning import liveness
 
 HOOK_DELIVERIES = Counter(
     "okta_hook_deliveries",
@@ -35,3 +41,32 @@ OFFBOARDING_COMMIT_SECONDS = Histogram(
     "Time from receiving an offboarding request to its revocations being committed",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+class BackgroundLoops(Collector):
+    """Each background loop of this process: its last heartbeat, and whether it goes round."""
+
+    def collect(self):
+        beats = GaugeMetricFamily(
+            "background_heartbeat_timestamp_seconds",
+            "When each background loop of this process last beat (Unix time)",
+            labels=["loop"],
+        )
+        alive = GaugeMetricFamily(
+            "background_alive",
+            "1 while a background loop goes round; 0 once it stopped or stalled",
+            labels=["loop"],
+        )
+        now = time.monotonic()
+        worst: dict[str, tuple[float, int]] = {}
+        for loop in liveness.loops():
+            beat, up = worst.get(loop.name, (loop.beaten_at, 1))
+            worst[loop.name] = (min(beat, loop.beaten_at), up and int(loop.fault(now) is None))
+        for name, (beat, up) in worst.items():
+            beats.add_metric([name], beat)
+            alive.add_metric([name], up)
+        yield beats
+        yield alive
+
+
+REGISTRY.register(BackgroundLoops())

@@ -6,6 +6,7 @@ A bad value fails at start with one line naming the setting (:func:`load`).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -134,26 +135,20 @@ class Settings(BaseSettings):
     def okta_hook_secret_list(self) -> list[str]:
         return [s.strip() for s in self.okta_hook_secrets.split(",") if s.strip()]
 
-    @field_validator(
-        "schedule_offboardings",
-        "schedule_okta_inbox",
-        "schedule_okta_writeback",
-        "schedule_okta_catch_up",
-        "schedule_okta_reconcile_incremental",
-        "schedule_okta_reconcile",
-        "schedule_expiry",
-        "schedule_stale_scan",
-        "schedule_reviews",
-        "schedule_reviews_close",
-    )
+    @field_validator("*")
     @classmethod
-    def _crontab(cls, value: str) -> str:
+    def _crontab(cls, value: object, info: ValidationInfo) -> object:
+        """Every ``schedule_*`` setting, by its name: a crontab that falls due some day."""
+        if not (info.field_name or "").startswith("schedule_"):
+            return value
         from apscheduler.triggers.cron import CronTrigger
 
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            trigger = CronTrigger.from_crontab(value, timezone="UTC")
         except ValueError as exc:
             raise ValueError(f"not a crontab expression ({exc})") from None
+        if trigger.get_next_fire_time(None, dt.datetime.now(dt.UTC)) is None:
+            raise ValueError("a crontab expression that never falls due")
         return value
 
     @field_validator("log_level", mode="before")

@@ -34,6 +34,7 @@ from typing import Protocol
 from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
 
+from provisioning import liveness
 from provisioning.database import Database, utcnow
 from provisioning.delivery import outbox
 from provisioning.delivery.message import DeliveryFailed, Message
@@ -110,6 +111,11 @@ class Deliverer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop = liveness.Loop(
+            "outbox-delivery",
+            # A round longer than the lease has lost its claims to other workers anyway.
+            stall_after=settings.delivery_lease_seconds + settings.delivery_poll_seconds,
+        )
         self._unsubscribe = outbox.on_enqueued(self._wake.set)
 
     # -- one round ---------------------------------------------------------
@@ -296,8 +302,7 @@ class Deliverer:
     # -- in the background -------------------------------------------------
 
     def start(self) -> Deliverer:
-        self._thread = threading.Thread(target=self._run, name="outbox-delivery", daemon=True)
-        self._thread.start()
+        self._thread = self._loop.start(self._run)
         return self
 
     def notify(self) -> None:
@@ -305,6 +310,7 @@ class Deliverer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._loop.beat()
             try:
                 done = self.deliver_once()
             except Exception:
@@ -316,6 +322,7 @@ class Deliverer:
             self._wake.clear()
 
     def stop(self, timeout: float = 30) -> None:
+        self._loop.close()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

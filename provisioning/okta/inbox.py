@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from provisioning import liveness
 from provisioning.audit.log import Source
 from provisioning.database import Database, utcnow
 from provisioning.metrics import OKTA_EVENTS
@@ -199,32 +200,43 @@ class Processor:
     """Applies deliveries in a background thread: at once when told, and on a timer.
 
     The timer pass picks up retries and anything left by a crash (every
-    pending row is applied again on start).
+    pending row is applied again on start). A pass applies at most
+    ``PASS_LIMIT`` deliveries and the loop beats before each
+    (:mod:`provisioning.liveness`); it is stalled after ``STALL_AFTER_SECONDS``.
     """
+
+    PASS_LIMIT = 100
+    STALL_AFTER_SECONDS = 120.0
 
     def __init__(self, database: Database, interval: float = 5.0) -> None:
         self.database = database
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="okta-inbox", daemon=True)
+        self._loop = liveness.Loop("okta-inbox", stall_after=self.STALL_AFTER_SECONDS)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> Processor:
-        self._thread.start()
+        self._thread = self._loop.start(self._run)
         return self
 
     def notify(self) -> None:
         self._wake.set()
 
     def stop(self, timeout: float = 10) -> None:
+        self._loop.close()
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._loop.beat()
             try:
-                process_pending(self.database)
+                done = process_pending(self.database, limit=self.PASS_LIMIT)
+                if done.deliveries + done.failed >= self.PASS_LIMIT:
+                    continue  # more are due: beat, then go on at once
             except Exception:
                 log.exception("okta inbox pass failed")
             self._wake.wait(self.interval)

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from jobs import runner
-from provisioning.database import utcnow
+from provisioning.database import Database, utcnow
 from provisioning.oversight.models import JobOutcome, JobRun
 from provisioning.settings import load
+from tests.conftest import ON_POSTGRES
 
 
 def settings_for(database, **overrides):
@@ -123,12 +124,18 @@ class _Worker:
             text=True,
         )
         self.leading = threading.Event()
+        self.up = threading.Event()
+        self.errors: list[str] = []
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
         for line in self.process.stderr:
             if "is the scheduler leader" in line:
                 self.leading.set()
+            if line.startswith("worker up"):
+                self.up.set()
+            if line.startswith("error: "):
+                self.errors.append(line.strip())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -155,3 +162,78 @@ def test_a_standby_worker_takes_over_when_the_leader_is_killed(databases):
         if second is not None:
             second.stop()
         database.dispose()
+
+
+def test_watching_the_background_returns_the_loops_that_stopped(database):
+    settings = settings_for(database, delivery_poll_seconds=0.1)
+    background = runner.start_in_background(database, settings)
+    try:
+        assert background.worker.is_leader.wait(30)
+        background.deliverer._stop.set()  # its loop ends, though nobody stopped it
+        background.deliverer._wake.set()
+        (fault,) = background.watch(threading.Event(), every=0.05)
+        assert (fault.loop, fault.state) == ("outbox-delivery", "stopped")
+    finally:
+        background.stop()
+    assert background.watch(_set(threading.Event())) == []
+
+
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the leader lock is a file on SQLite only")
+def test_the_worker_exits_with_status_1_naming_a_loop_that_died(databases):
+    """A standby whose leadership lock cannot even be opened: its loop dies of it, and the
+    process exits so that its supervisor starts it again."""
+    database = databases.empty()
+    database.upgrade()
+    leader = runner.Lock(database, "scheduler-leader")
+    assert leader.acquire()  # this test leads: the worker stands by, trying every 0.3 s
+    worker = _Worker(database)
+    try:
+        assert worker.up.wait(60), "worker never came up"
+        lock_file = f"{database.engine.url.database}.scheduler-leader.lock"
+        os.unlink(lock_file)
+        os.mkdir(lock_file)  # opening it now fails: IsADirectoryError
+        assert worker.process.wait(60) == 1
+        assert worker.errors == ["error: background loop jobs has stopped (IsADirectoryError)"]
+    finally:
+        worker.stop()
+        leader.release()
+        database.dispose()
+
+
+def test_a_worker_that_cannot_reach_its_database_keeps_trying(database):
+    """A database outage is not a reason for the scheduler to die: its loop goes on beating
+    and trying to take the lead."""
+    unreachable = Database("postgresql://postgres@127.0.0.1:9/nowhere")
+    worker = runner.Worker(unreachable, settings_for(database)).start()
+    try:
+        time.sleep(4 * 0.2)  # several passes, each failing to connect
+        assert worker.loop.fault() is None
+        assert not worker.is_leader.is_set()
+    finally:
+        worker.stop()
+        unreachable.dispose()
+
+
+def test_last_runs_are_each_jobs_latest_start(database):
+    now = utcnow()
+    with database.transaction() as session:
+        for job, days_ago in [("expiry", 1), ("expiry", 3), ("stale-scan", 5), ("expiry", 2)]:
+            session.add(
+                JobRun(
+                    job=job,
+                    trigger="schedule",
+                    outcome=JobOutcome.SUCCEEDED,
+                    counts={"days_ago": days_ago},
+                    started_at=now - dt.timedelta(days=days_ago),
+                )
+            )
+    last = runner.last_runs(database)
+    assert {job: run.counts["days_ago"] for job, run in last.items()} == {
+        "expiry": 1,
+        "stale-scan": 5,
+    }
