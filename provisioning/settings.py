@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # ... and more than this many revocations (small organisations are not braked).
     mass_revocation_minimum: int = Field(default=100, ge=0)
     leader_poll_seconds: float = Field(default=15, gt=0, le=60)
+    # Signs audit checkpoints (Ed25519, PEM or JWK, or a file holding it); kept as the
+    # key's text. Unset: no checkpoints, and the audit-checkpoint job does not run.
+    audit_signing_key: str | None = Field(default=None, repr=False)
+    schedule_audit_checkpoint: str = "0 * * * *"
 
     @property
     def okta_hook_secret_list(self) -> list[str]:
@@ -130,6 +134,7 @@ class Settings(BaseSettings):
         "schedule_stale_scan",
         "schedule_reviews",
         "schedule_reviews_close",
+        "schedule_audit_checkpoint",
     )
     @classmethod
     def _crontab(cls, value: str) -> str:
@@ -140,6 +145,17 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"not a crontab expression ({exc})") from None
         return value
+
+    @field_validator("audit_signing_key")
+    @classmethod
+    def _signing_key(cls, value: str | None) -> str | None:
+        from provisioning.audit.checkpoints import key_text, private_key
+
+        if value is None or not value.strip():
+            return None
+        text = key_text(value)
+        private_key(text)
+        return text
 
     @field_validator("log_level", mode="before")
     @classmethod
