@@ -7,6 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, text
 
+from provisioning.audit.log import chain_hash
+from provisioning.audit.models import GENESIS_HASH, AuditEvent
+
 AUDIT_TABLES = ("audit_events", "audit_chain_head")
 
 
@@ -41,8 +44,29 @@ def cut(conn: Connection, *, after: int) -> None:
     last = conn.execute(
         text("SELECT id, hash FROM audit_events WHERE id = :after"), {"after": after}
     ).first()
-    last_id, last_hash = (0, "0" * 64) if last is None else tuple(last)
+    last_id, last_hash = (0, GENESIS_HASH) if last is None else tuple(last)
     conn.execute(
         text("UPDATE audit_chain_head SET last_event_id = :id, last_hash = :hash"),
         {"id": last_id, "hash": last_hash},
+    )
+
+
+def events(conn: Connection) -> list[dict]:
+    """Every event as a row of values, in id order."""
+    table = AuditEvent.__table__
+    return [dict(row) for row in conn.execute(table.select().order_by(table.c.id)).mappings()]
+
+
+def rechain(conn: Connection, rows: list[dict]) -> None:
+    """Replace the log by ``rows``, numbered from 1 and hashed afresh, and point the head
+    at the last: a rewritten history that is consistent in itself."""
+    conn.execute(text("DELETE FROM audit_events"))
+    prev = GENESIS_HASH
+    for n, row in enumerate(rows, 1):
+        row = {**row, "id": n, "prev_hash": prev}
+        row["hash"] = prev = chain_hash(prev, row)
+        conn.execute(AuditEvent.__table__.insert(), row)
+    conn.execute(
+        text("UPDATE audit_chain_head SET last_event_id = :id, last_hash = :hash"),
+        {"id": len(rows), "hash": prev},
     )

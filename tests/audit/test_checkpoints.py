@@ -16,7 +16,7 @@ from provisioning.audit import checkpoints
 from provisioning.audit import log as audit
 from provisioning.audit.models import GENESIS_HASH
 from provisioning.settings import SettingsError, load
-from tests.audit.dba import bypassing_triggers, cut
+from tests.audit.dba import bypassing_triggers, cut, events, rechain
 from tests.audit.test_log import write_events
 from tests.delivery.conftest import add_target
 
@@ -115,39 +115,60 @@ def test_rewriting_an_event_and_rehashing_the_chain_is_caught(database, origin, 
     write_events(database, origin, 5)
     token = checkpoint_now(database, key)
     with bypassing_triggers(database) as conn:
-        rewrite(conn, event_id=2, actor="mallory")
+        rows = events(conn)
+        rows[1]["actor"] = "mallory"
+        rechain(conn, rows)
     assert verdict(database, keys=[key]).intact  # consistent again: every hash recomputed
     result = verdict(database, token, keys=[key])
     assert result.broken_at == 5
     assert "not the event checkpoint 1 signed" in result.problem
 
 
-def rewrite(conn, *, event_id: int, actor: str) -> None:
-    """Change one event's actor and recompute every hash from it on, and the head."""
-    conn.execute(
-        text("UPDATE audit_events SET actor = :actor WHERE id = :id"),
-        {"actor": actor, "id": event_id},
-    )
-    from provisioning.audit.models import AuditEvent
+def rewritten(rows: list[dict], how: str, at: int) -> list[dict]:
+    """``rows`` with one change at position ``at`` (1-based)."""
+    rows, i = [dict(r) for r in rows], at - 1
+    if how == "alter":
+        rows[i]["after"] = {**rows[i]["after"], "n": -1}
+    elif how == "delete":
+        del rows[i]
+    elif how == "insert":
+        rows.insert(i, {**rows[i], "subject_id": "inserted"})
+    else:  # swap with the next one (or the one before, at the end)
+        j = i + 1 if i + 1 < len(rows) else i - 1
+        rows[i], rows[j] = rows[j], rows[i]
+        i = min(i, j)
+    return rows
 
-    rows = conn.execute(
-        AuditEvent.__table__.select().where(AuditEvent.id >= event_id).order_by(AuditEvent.id)
-    ).mappings()
-    prev = conn.execute(
-        text("SELECT hash FROM audit_events WHERE id = :id"), {"id": event_id - 1}
-    ).scalar()
-    prev = prev or GENESIS_HASH
-    for row in list(rows):
-        new = audit.chain_hash(prev, dict(row))
-        conn.execute(
-            text("UPDATE audit_events SET prev_hash = :p, hash = :h WHERE id = :id"),
-            {"p": prev, "h": new, "id": row["id"]},
-        )
-        prev, last = new, row["id"]
-    conn.execute(
-        text("UPDATE audit_chain_head SET last_event_id = :id, last_hash = :h"),
-        {"id": last, "h": prev},
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    size=st.integers(2, 8),
+    at=st.integers(0, 8),
+    how=st.sampled_from(["alter", "delete", "insert", "swap"]),
+    where=st.integers(1, 8),
+)
+def test_a_rewritten_history_is_caught_exactly_when_it_reaches_into_a_checkpoint(
+    fresh_database, origin, key, size, at, how, where
+):
+    """Any event changed, removed, inserted or moved, and every hash after it
+    recomputed with the head: caught when at or before the checkpoint's event."""
+    at, where = min(at, size), min(where, size)
+    database = fresh_database()
+    write_events(database, origin, at)
+    token = checkpoint_now(database, key)
+    write_events(database, origin, size - at)
+    with bypassing_triggers(database) as conn:
+        original = events(conn)
+        rows = rewritten(original, how, where)
+        rechain(conn, rows)
+    first_change = next(
+        (n for n, (a, b) in enumerate(zip(original, rows, strict=False), 1) if a != b),
+        min(len(original), len(rows)) + 1,
     )
+    assert verdict(database, keys=[key]).intact
+    assert verdict(database, token, keys=[key]).intact == (first_change > at)
 
 
 @settings(
