@@ -28,7 +28,8 @@ from joserfc.jwk import OKPKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from provisioning.audit.log import lock
+from provisioning.audit.models import GENESIS_HASH, AuditEvent
 from provisioning.database import utcnow
 
 ALGORITHM = "Ed25519"
@@ -123,10 +124,12 @@ def public_pem(key: OKPKey) -> str:
 
 
 def take(session: Session) -> Checkpoint:
-    """The chain head now, once it is seen to name the last event (id and hash)."""
-    head = session.get(AuditChainHead, 1)
-    if head is None:
-        raise CheckpointError("audit chain head missing: run `provisioning db upgrade`")
+    """The chain head now, once it is seen to name the last event (id and hash).
+
+    The head is locked as a writer locks it, so that no writer advances it between
+    reading it and looking at the last event.
+    """
+    head = lock(session)
     if head.last_event_id == 0:
         named = GENESIS_HASH
     else:

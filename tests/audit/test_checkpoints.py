@@ -343,3 +343,28 @@ def test_the_checkpoint_job_tells_the_targets_a_signed_checkpoint(database, orig
     with bypassing_triggers(database) as conn:
         cut(conn, after=3)
     assert not verdict(database, held["jws"], keys=[public]).intact
+
+
+def test_checkpoints_taken_while_writers_append_each_name_a_real_head(database, origin, key):
+    """The head is read under the writers' lock: a writer advancing it between the
+    reads never makes a checkpoint fail or sign a head the chain did not have."""
+    import threading
+
+    stop = threading.Event()
+
+    def append() -> None:
+        while not stop.is_set():
+            write_events(database, origin, 1)
+
+    writers = [threading.Thread(target=append) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        tokens = [checkpoint_now(database, key) for _ in range(100)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(10)
+    result = verdict(database, *tokens, keys=[key])
+    assert result.intact, result.problem
+    assert result.anchored == 100
