@@ -323,7 +323,12 @@ def test_the_checkpoint_job_tells_the_targets_a_signed_checkpoint(database, orig
 
     add_target(database, "webhook", receiver.url, receiver.secret)
     write_events(database, origin, 4)
-    settings = load(database_url=database.url, audit_signing_key=pem(key))
+    # The receiver listens on 127.0.0.1, which targets may reach only when allowed.
+    settings = load(
+        database_url=database.url,
+        audit_signing_key=pem(key),
+        delivery_allowed_networks="127.0.0.1/32",
+    )
     counts = JOBS["audit-checkpoint"].run(database, settings, lambda *_: None)
     assert counts["event_id"] == 5 and counts["messages"] == 1  # 4 + the target's creation
     deliverer = Deliverer(database, settings)
