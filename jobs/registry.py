@@ -9,6 +9,7 @@ from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
+from provisioning.audit import checkpoints
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
 from provisioning.delivery import outbox
@@ -37,12 +38,15 @@ class Job:
     description: str
     needs_okta: bool = False
     needs_writeback: bool = False
+    needs_signing_key: bool = False
 
     def schedule(self, settings: Settings) -> str:
         return getattr(settings, self.setting)
 
     def enabled(self, settings: Settings) -> bool:
         if self.needs_writeback and not settings.okta_writeback:
+            return False
+        if self.needs_signing_key and not settings.audit_signing_key:
             return False
         return not self.needs_okta or bool(settings.okta_org_url)
 
@@ -114,6 +118,20 @@ def _close_reviews(database: Database, settings: Settings, progress: Progress) -
                 continue  # closed by hand meanwhile
         closed.append(campaign_id)
     return {"closed": closed, "reminded": reminded}
+
+
+def _audit_checkpoint(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
+    """Sign the audit chain's head and tell every target, so that systems the database's
+    administrators cannot write to hold it (an event about no one user)."""
+    if not settings.audit_signing_key:
+        raise JobFailed("PROVISIONING_AUDIT_SIGNING_KEY is not set")
+    key = checkpoints.private_key(settings.audit_signing_key)
+    with database.transaction() as session:
+        checkpoint = checkpoints.take(session)
+        token = checkpoints.sign(checkpoint, key)
+        data = {"checkpoint": {**checkpoint.claims(), "kid": key.thumbprint(), "jws": token}}
+        messages = outbox.enqueue(session, [outbox.Event("audit.checkpoint", outbox.SERVICE, data)])
+    return {"event_id": checkpoint.event_id, "hash": checkpoint.hash, "messages": len(messages)}
 
 
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -219,6 +237,13 @@ JOBS: dict[str, Job] = {
             "schedule_reviews_close",
             _close_reviews,
             "close access review campaigns past their deadline and apply their outcome",
+        ),
+        Job(
+            "audit-checkpoint",
+            "schedule_audit_checkpoint",
+            _audit_checkpoint,
+            "sign the audit chain's head and send it to the targets (with a signing key)",
+            needs_signing_key=True,
         ),
     )
 }

@@ -1,4 +1,4 @@
-"""The `provisioning` command: serve, migrate, tokens, audit verify and export, demo seed."""
+"""The `provisioning` command: serve, migrate, tokens, audit log and checkpoints, demo seed."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import click
 
+from provisioning.audit import checkpoints
 from provisioning.audit import log as audit
 from provisioning.database import Database, DatabaseError
 from provisioning.entitlements import brake
@@ -203,14 +205,111 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    "held",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A signed checkpoint file, or a directory of them (repeatable).",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    help="Verifies the checkpoints: PEM, JWK or a file (repeatable; default: the signing key's).",
+)
 @pass_context
-def audit_verify(ctx: Context) -> None:
-    """Check every event's hash and link; exit 1 naming the first broken event."""
+def audit_verify(ctx: Context, held: tuple[Path, ...], public_keys: tuple[str, ...]) -> None:
+    """Check every event's hash and link; exit 1 naming the first broken event.
+
+    With checkpoints, also that the event each one signed is still in the chain with
+    the hash it signed: nothing up to it was cut or rewritten.
+    """
+    anchors = _anchors(ctx, held, public_keys) if held else []
     with ctx.migrated().reader() as session:
-        result = audit.verify(session)
+        result = audit.verify(session, anchors)
     if not result.intact:
         _fail(f"audit chain broken at event {result.broken_at}: {result.problem}")
     click.echo(f"audit chain intact: {result.checked} events, head {result.head_hash}")
+    if not anchors:
+        click.echo(
+            "consistent; complete only up to a checkpoint held elsewhere (--checkpoint)", err=True
+        )
+        return
+    latest = max(a.event_id for a in anchors)
+    count = f"{len(anchors)} checkpoint{'s' if len(anchors) > 1 else ''}"
+    click.echo(f"holds {count}; the latest at event {latest}")
+
+
+def _anchors(
+    ctx: Context, held: tuple[Path, ...], public_keys: tuple[str, ...]
+) -> list[audit.Anchor]:
+    """The (event id, hash) each checkpoint signed, once its signature is verified."""
+    try:
+        keys = [checkpoints.public_key(k) for k in public_keys]
+    except checkpoints.InvalidKey as exc:
+        _fail(f"--public-key: {exc}", 2)
+    if not keys and ctx.settings.audit_signing_key:
+        keys = [checkpoints.public_key(ctx.settings.audit_signing_key)]
+    if not keys:
+        _fail(
+            "no key to verify checkpoints: give --public-key or set PROVISIONING_AUDIT_SIGNING_KEY",
+            2,
+        )
+    anchors = []
+    for path in held:
+        files = [path]
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        found = 0
+        for file in files:
+            for number, line in enumerate(file.read_text(errors="replace").splitlines(), 1):
+                if not line.strip():
+                    continue
+                name = f"checkpoint {file}:{number}"
+                try:
+                    signed = checkpoints.read(line, keys)
+                except checkpoints.CheckpointError as exc:
+                    _fail(f"{name} refused: {exc}")
+                anchors.append(audit.Anchor(signed.event_id, signed.hash, name))
+                found += 1
+        if not found:
+            _fail(f"no checkpoint in {path}", 2)
+    return anchors
+
+
+@audit_group.command("checkpoint")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="Default: stdout.")
+@pass_context
+def audit_checkpoint(ctx: Context, output: Any) -> None:
+    """Sign the chain head (event id, hash, time) with PROVISIONING_AUDIT_SIGNING_KEY.
+
+    Writes a compact JWS; keep it where the database's administrators cannot write,
+    and give it to `audit verify --checkpoint` later.
+    """
+    if not ctx.settings.audit_signing_key:
+        _fail("PROVISIONING_AUDIT_SIGNING_KEY is not set", 2)
+    key = checkpoints.private_key(ctx.settings.audit_signing_key)
+    with ctx.migrated().reader() as session:
+        try:
+            checkpoint = checkpoints.take(session)
+        except checkpoints.CheckpointError as exc:
+            _fail(str(exc))
+    output.write(checkpoints.sign(checkpoint, key) + "\n")
+    click.echo(f"checkpoint at event {checkpoint.event_id}, hash {checkpoint.hash}", err=True)
+
+
+@audit_group.command("public-key")
+@click.option("--pem", "as_pem", is_flag=True, help="PEM (SubjectPublicKeyInfo), not a JWK.")
+@pass_context
+def audit_public_key(ctx: Context, as_pem: bool) -> None:
+    """Print the public half of PROVISIONING_AUDIT_SIGNING_KEY, to verify checkpoints with."""
+    if not ctx.settings.audit_signing_key:
+        _fail("PROVISIONING_AUDIT_SIGNING_KEY is not set", 2)
+    key = checkpoints.public_key(ctx.settings.audit_signing_key)
+    click.echo(
+        checkpoints.public_pem(key).strip() if as_pem else json.dumps(checkpoints.public_jwk(key))
+    )
 
 
 @audit_group.command("export")

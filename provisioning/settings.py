@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # ... and more than this many revocations (small organisations are not braked).
     mass_revocation_minimum: int = Field(default=100, ge=0)
     leader_poll_seconds: float = Field(default=15, gt=0, le=60)
+    # Signs audit checkpoints (Ed25519, PEM or JWK, or a file holding it); kept as the
+    # key's text. Unset: no checkpoints, and the audit-checkpoint job does not run.
+    audit_signing_key: str | None = Field(default=None, repr=False)
+    schedule_audit_checkpoint: str = "0 * * * *"
 
     @property
     def okta_hook_secret_list(self) -> list[str]:
@@ -150,6 +154,17 @@ class Settings(BaseSettings):
         if trigger.get_next_fire_time(None, dt.datetime.now(dt.UTC)) is None:
             raise ValueError("a crontab expression that never falls due")
         return value
+
+    @field_validator("audit_signing_key")
+    @classmethod
+    def _signing_key(cls, value: str | None) -> str | None:
+        from provisioning.audit.checkpoints import key_text, private_key
+
+        if value is None or not value.strip():
+            return None
+        text = key_text(value)
+        private_key(text)
+        return text
 
     @field_validator("log_level", mode="before")
     @classmethod

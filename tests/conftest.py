@@ -81,9 +81,23 @@ class Databases:
 
     @staticmethod
     def _truncate(database: Database) -> None:
-        tables = ", ".join(t.name for t in metadata.sorted_tables if t.name != "audit_chain_head")
+        """Empty every table and restart its ids; the chain head goes back to the genesis.
+
+        No trigger fires in this transaction (``session_replication_role = replica``; the
+        test role is a superuser): the audit tables refuse exactly this, and with foreign
+        keys unchecked the tables need no order. DELETE rather than TRUNCATE: on tables
+        this small it takes 0.04 s, TRUNCATE of them 1 s.
+        """
         with database.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            for table in metadata.sorted_tables:
+                if table.name != "audit_chain_head":
+                    conn.execute(table.delete())
+            sequences = conn.execute(
+                text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+            ).scalars()
+            for sequence in sequences.all():
+                conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
             conn.execute(
                 text("UPDATE audit_chain_head SET last_event_id = 0, last_hash = :genesis"),
                 {"genesis": GENESIS_HASH},

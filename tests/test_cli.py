@@ -174,3 +174,119 @@ def test_serve_migrates_then_answers_health_and_readiness(served):
     assert status == 200
     assert body["status"] == "ready" and body["schema"] == database.head()
     assert database.current() == database.head()
+
+
+# -- audit checkpoints -------------------------------------------------------
+
+
+@pytest.fixture
+def signing_key(tmp_path):
+    """An Ed25519 key in a file, as PROVISIONING_AUDIT_SIGNING_KEY would name it."""
+    from joserfc.jwk import OKPKey
+
+    key = OKPKey.generate_key("Ed25519")
+    path = tmp_path / "audit-signing.pem"
+    path.write_bytes(key.as_pem(private=True))
+    return key, str(path)
+
+
+def test_checkpoint_then_verify_it_with_the_public_key_alone(database, signing_key, tmp_path):
+    key, path = signing_key
+    assert run(database, "demo").exit_code == 0
+    out = tmp_path / "held" / "first.jws"
+    out.parent.mkdir()
+    made = run(database, "audit", "checkpoint", "-o", str(out), PROVISIONING_AUDIT_SIGNING_KEY=path)
+    assert made.exit_code == 0, made.stderr
+    with database.reader() as session:
+        events = session.scalar(select(func.count(AuditEvent.id)))
+    assert f"checkpoint at event {events}" in made.stderr
+    public = run(database, "audit", "public-key", PROVISIONING_AUDIT_SIGNING_KEY=path)
+    assert json.loads(public.stdout)["kid"] == key.thumbprint()
+    pem = run(database, "audit", "public-key", "--pem", PROVISIONING_AUDIT_SIGNING_KEY=path)
+    assert pem.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    assert "PRIVATE" not in public.stdout + pem.stdout
+    # A second checkpoint on stdout, into the same directory; then more events.
+    second = run(database, "audit", "checkpoint", PROVISIONING_AUDIT_SIGNING_KEY=path)
+    (out.parent / "second.jws").write_text(second.stdout)
+    assert run(database, "token", "create", "--name", "n", "--scope", "admin:read").exit_code == 0
+    for public_key in (public.stdout.strip(), pem.stdout):
+        verified = run(
+            database, "audit", "verify", "--checkpoint", str(out.parent), "--public-key", public_key
+        )
+        assert verified.exit_code == 0, verified.stderr
+        assert f"holds 2 checkpoints; the latest at event {events}" in verified.stdout
+
+
+def test_verify_names_a_tail_cut_behind_the_triggers_back(database, signing_key, tmp_path):
+    from tests.audit.dba import bypassing_triggers, cut
+
+    _, path = signing_key
+    assert run(database, "demo").exit_code == 0
+    held = tmp_path / "checkpoint.jws"
+    run(database, "audit", "checkpoint", "-o", str(held), PROVISIONING_AUDIT_SIGNING_KEY=path)
+    with database.reader() as session:
+        events = session.scalar(select(func.count(AuditEvent.id)))
+    with bypassing_triggers(database) as conn:
+        cut(conn, after=events - 2)
+    assert run(database, "audit", "verify").exit_code == 0  # consistent, on its own
+    result = run(
+        database,
+        "audit",
+        "verify",
+        "--checkpoint",
+        str(held),
+        **{"PROVISIONING_AUDIT_SIGNING_KEY": path},
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: audit chain broken at event {events - 1}: ")
+    assert f"checkpoint {held}:1 names event {events}" in result.stderr
+
+
+def test_verify_refuses_a_checkpoint_signed_with_another_key(database, signing_key, tmp_path):
+    from joserfc.jwk import OKPKey
+
+    _, path = signing_key
+    other = tmp_path / "other.pem"
+    other.write_bytes(OKPKey.generate_key("Ed25519").as_pem(private=True))
+    held = tmp_path / "forged.jws"
+    made = run(
+        database, "audit", "checkpoint", "-o", str(held), PROVISIONING_AUDIT_SIGNING_KEY=str(other)
+    )
+    assert made.exit_code == 0
+    result = run(
+        database, "audit", "verify", "--checkpoint", str(held), PROVISIONING_AUDIT_SIGNING_KEY=path
+    )
+    assert result.exit_code == 1
+    assert f"checkpoint {held}:1 refused" in result.stderr and "signature" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "checkpoint"], "PROVISIONING_AUDIT_SIGNING_KEY is not set"),
+        (["audit", "public-key"], "PROVISIONING_AUDIT_SIGNING_KEY is not set"),
+        (["audit", "verify", "--checkpoint", "HELD"], "no key to verify checkpoints"),
+        (["audit", "verify", "--checkpoint", "EMPTY", "--public-key", "KEY"], "no checkpoint in"),
+        (["audit", "verify", "--checkpoint", "HELD", "--public-key", "nope"], "--public-key: "),
+    ],
+)
+def test_checkpoint_commands_without_what_they_need_exit_2(
+    database, tmp_path, signing_key, args, message
+):
+    held, empty = tmp_path / "held.jws", tmp_path / "empty"
+    held.write_text("x.y.z\n")
+    empty.mkdir()
+    names = {"HELD": str(held), "EMPTY": str(empty), "KEY": signing_key[1]}
+    result = run(database, *[names.get(a, a) for a in args])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_garbled_checkpoint_file_is_refused_naming_its_line(database, signing_key, tmp_path):
+    held = tmp_path / "held.jws"
+    held.write_bytes(b"\n\xff\xfe not a checkpoint\n")
+    result = run(
+        database, "audit", "verify", "--checkpoint", str(held), "--public-key", signing_key[1]
+    )
+    assert result.exit_code == 1
+    assert f"checkpoint {held}:2 refused: malformed" in result.stderr

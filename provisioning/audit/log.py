@@ -168,6 +168,16 @@ def _join(*parts: str | None) -> str | None:
     return "; ".join(kept) if kept else None
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """An event's id and hash as known outside the database (a signed checkpoint held
+    elsewhere); ``name`` says which, in a report."""
+
+    event_id: int
+    hash: str
+    name: str
+
+
 @dataclass
 class Verification:
     """The outcome of walking the chain."""
@@ -176,21 +186,32 @@ class Verification:
     broken_at: int | None = None
     problem: str | None = None
     head_hash: str = GENESIS_HASH
+    anchored: int = 0  # anchors the chain was found to hold
 
     @property
     def intact(self) -> bool:
         return self.broken_at is None and self.problem is None
 
 
-def verify(session: Session) -> Verification:
+def verify(session: Session, anchors: Sequence[Anchor] = ()) -> Verification:
     """Walk every event in order and report the first one that breaks the chain.
 
     Detects an event altered (its hash no longer matches), removed or
     reordered (ids skip, or ``prev_hash`` no longer names the event before),
     and events cut off the end (the head names a later event).
+
+    That is consistency only: whoever can bypass the database's triggers can
+    cut the tail or recompute every hash, and rewrite the head to match. Each
+    of ``anchors`` (an event id and hash known from elsewhere) must also be in
+    the chain, so nothing up to an anchor can be cut or rewritten unseen.
     """
     result = Verification()
     prev_hash, prev_id = GENESIS_HASH, 0
+    expected: dict[int, list[Anchor]] = {}
+    for anchor in anchors:
+        expected.setdefault(anchor.event_id, []).append(anchor)
+    if not _holds(result, expected.pop(0, []), 0, GENESIS_HASH):
+        return result
     events = session.execute(
         select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=5000)
     )
@@ -209,6 +230,8 @@ def verify(session: Session) -> Verification:
             result.broken_at = event.id
             result.problem = f"event {event.id} was altered: its content does not match its hash"
             return result
+        if expected and not _holds(result, expected.pop(event.id, []), event.id, event.hash):
+            return result
         prev_hash, prev_id = event.hash, event.id
         result.checked += 1
     result.head_hash = prev_hash
@@ -221,7 +244,28 @@ def verify(session: Session) -> Verification:
             f"chain head names event {head.last_event_id} but the log ends at event {prev_id}: "
             "events were cut off the end"
         )
+    elif expected:
+        beyond = min(expected)
+        result.broken_at = prev_id + 1
+        result.problem = (
+            f"{expected[beyond][0].name} names event {beyond} but the log ends at event "
+            f"{prev_id}: events were cut off the end and the head rewritten"
+        )
     return result
+
+
+def _holds(result: Verification, anchors: list[Anchor], event_id: int, hash_: str) -> bool:
+    """Whether the event ``event_id`` with ``hash_`` is the one every anchor on it names."""
+    for anchor in anchors:
+        if anchor.hash != hash_:
+            result.broken_at = event_id
+            result.problem = (
+                f"event {event_id} is not the event {anchor.name} signed: "
+                f"the log up to it was rewritten"
+            )
+            return False
+        result.anchored += 1
+    return True
 
 
 def as_json(event: AuditEvent) -> dict[str, Any]:
