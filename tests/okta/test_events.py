@@ -9,7 +9,7 @@ from provisioning.audit.log import Source
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.models import Group, Membership, User
+from provisioning.identity.models import Group, Membership, PendingFact, User
 from provisioning.okta import events
 from provisioning.okta.models import EventOutcome, SeenEvent
 from tests.okta import payloads as p
@@ -211,10 +211,16 @@ def test_null_actor_and_debug_context_are_tolerated(database, mapped):
         assert created.actor == "okta:system"
 
 
-def test_removing_an_unknown_user_is_a_no_op(database):
-    assert apply(database, p.left()) == [EventOutcome.APPLIED]
+def test_removing_an_unknown_user_is_kept_until_they_appear(database):
+    assert apply(database, p.left()) == [EventOutcome.PENDING]
     with database.reader() as session:
         assert session.scalar(select(func.count(User.id))) == 0
+        (kept,) = session.scalars(select(PendingFact))
+        assert (kept.kind, kept.user_external_id, kept.group_external_id) == (
+            "removal",
+            "00u1ada",
+            "00g1eng",
+        )
 
 
 def test_same_uuid_from_the_system_log_is_applied_once(database, mapped):
