@@ -12,14 +12,20 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import utcnow
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import Membership, User
 from provisioning.okta import inbox
-from provisioning.okta.models import DeliveryState, EventOutcome, InboxDelivery, SeenEvent
+from provisioning.okta.models import (
+    DeliveryState,
+    EventOutcome,
+    InboxDelivery,
+    ParkedEvent,
+    SeenEvent,
+)
 from provisioning.oversight.models import Finding
 from provisioning.tokens import credentials
 from tests.hooks.test_okta import make_app, post
@@ -344,3 +350,55 @@ def test_the_console_preview_is_answered_200_recorded_and_changes_nothing(client
         for sample in body["data"]["events"]:
             assert session.get(SeenEvent, sample["uuid"]).outcome == EventOutcome.PREVIEW
         assert session.scalar(select(func.count(Finding.id))) == 0
+
+
+def _refuse_user(database, user_name: str) -> None:
+    """The database itself refuses one user's row, as a broken column or constraint would."""
+    with database.engine.begin() as conn:
+        if database.dialect == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN IF NEW.user_name = '{user_name}' THEN "
+                    "RAISE EXCEPTION 'row refused'; END IF; RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_user()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
+                    f"WHEN NEW.user_name = '{user_name}' "
+                    "BEGIN SELECT RAISE(ABORT, 'row refused'); END"
+                )
+            )
+
+
+def test_an_event_the_database_keeps_refusing_is_parked_once_the_retries_are_spent(
+    client, database, mapped
+):
+    _refuse_user(database, "bob@example.com")
+    deliver(client, database, p.joined(0))
+    bob = p.event(
+        "group.user_membership.add", [p.user("00u2bob", "bob@example.com"), p.group()], minute=1
+    )
+    post(client, p.body(bob, p.event("user.lifecycle.deactivate", [ADA], minute=2)))
+    # The database may be failing as a whole: the delivery is retried, nothing half-applied.
+    for attempt in range(inbox.DATABASE_RETRIES):
+        assert inbox.process_pending(database).failed == 1
+        assert ada(database).active is True
+        with database.transaction() as session:
+            delivery = session.scalar(select(InboxDelivery).where(InboxDelivery.id == 2))
+            assert delivery.attempts == attempt + 1 and "row refused" in delivery.last_error
+            delivery.next_attempt_at = None
+    # Retries spent: the event it keeps refusing is parked, the rest applied.
+    assert inbox.process_pending(database).outcomes == {"parked": 1, "applied": 1}
+    assert ada(database).active is False and live_grants(database) == 0
+    with database.reader() as session:
+        (parked,) = session.scalars(select(ParkedEvent))
+        assert parked.uuid == bob["uuid"] and "row refused" in parked.reason

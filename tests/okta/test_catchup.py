@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from provisioning.audit.log import Source
+from provisioning.database import utcnow
 from provisioning.entitlements.models import Grant
 from provisioning.okta import events
 from provisioning.okta.catchup import CURSOR, catch_up
-from provisioning.okta.models import ParkedEvent, SyncCursor
+from provisioning.okta.models import ParkedEvent, SeenEvent, SyncCursor
 from tests.org import holders, mapped_okta_group
 
 
@@ -82,3 +83,23 @@ def test_invalid_log_records_are_parked_and_the_page_applied(database, origin, o
         (parked,) = session.scalars(select(ParkedEvent))
         assert (parked.source, parked.delivery_id, parked.event) == ("okta-sync", None, broken)
         assert parked.reason.startswith("uuid:")
+
+
+def test_a_log_event_dated_ahead_of_its_fetch_is_ordered_at_the_fetch(
+    database, origin, okta, client
+):
+    eng = okta.state.add_group("eng")
+    mapped_okta_group(database, origin, eng["id"])
+    ada = okta.state.add_user("ada@example.com")
+    okta.state.add_member(eng["id"], ada["id"], log=True)
+    okta.state.logs[-1]["published"] = "2999-01-01T00:00:00.000Z"
+    before = utcnow()
+    run = catch_up(database, client)
+    assert run.counts["applied"] == 1 and run.counts["clamped"] == 1
+    with database.reader() as session:
+        (seen,) = session.scalars(select(SeenEvent))
+        assert seen.clamped and before <= seen.ordered_at <= utcnow()
+    # A removal published now (after that fetch) still applies.
+    okta.state.remove_member(eng["id"], ada["id"], log=True)
+    assert catch_up(database, client).counts["applied"] == 1
+    assert holders(database) == set()
