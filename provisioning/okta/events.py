@@ -116,6 +116,7 @@ def ordering_time(published: dt.datetime, received_at: dt.datetime) -> dt.dateti
 
 
 def without_nul(value: str) -> str:
+    """``value``, refused if it holds NUL (which no text column of PostgreSQL takes)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL")
     return value
