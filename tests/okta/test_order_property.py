@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +43,7 @@ from provisioning.okta.models import ParkedEvent
 from provisioning.settings import load
 from provisioning.tokens import credentials
 from provisioning.web.app import create_app
-from tests.okta.okta_server import TOKEN, OktaServer, iso
+from tests.okta.okta_server import OktaServer, iso
 from tests.org import Org
 
 SECRET = "hook-secret-for-stories"
@@ -441,26 +440,14 @@ def in_any_order(service: Service, steps: list[tuple[str, Any]], draw: st.DrawFn
     return service.state()
 
 
-@pytest.fixture(scope="module")
-def okta() -> Iterator[OktaServer]:
-    with OktaServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def okta_client(okta) -> Iterator[OktaClient]:
-    client = OktaClient(okta.url, api_token=TOKEN)
-    yield client
-    client.close()
-
-
 PERMUTATIONS = 2
 
 
 @pytest.fixture
-def world(database, okta, okta_client) -> World:
-    """One for all the examples of a test (hypothesis shares function-scoped fixtures)."""
-    return World(database, okta, okta_client)
+def world(database, okta, client) -> World:
+    """One for all the examples of a test (hypothesis shares function-scoped fixtures), with
+    the Okta-compatible server and the okta SDK client of tests/okta/conftest.py."""
+    return World(database, okta, client)
 
 
 @settings(
