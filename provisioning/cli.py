@@ -18,6 +18,7 @@ from provisioning.audit import checkpoints
 from provisioning.audit import log as audit
 from provisioning.database import Database, DatabaseError
 from provisioning.entitlements import brake
+from provisioning.okta import events
 from provisioning.settings import Settings, SettingsError, load
 from provisioning.tokens import credentials
 
@@ -48,6 +49,7 @@ class Context:
         if self._database is None:
             self._database = Database(self.settings.database_url)
             brake.configure(self.settings)
+            events.configure(self.settings)
         return self._database
 
     def migrated(self) -> Database:

@@ -22,8 +22,15 @@ HOOK_ACK_SECONDS = Histogram(
 )
 OKTA_EVENTS = Counter(
     "okta_events",
-    "Okta events processed, by outcome: applied, duplicate, stale, ignored",
+    "Okta events processed, by outcome: applied, duplicate, stale, ignored, pending, parked, "
+    "preview",
     ["outcome"],
+)
+OKTA_EVENTS_CLAMPED = Counter(
+    "okta_events_clamped",
+    "Okta events published further in the future of their receipt than the allowed skew, "
+    "ordered at their receipt instead, by source (okta-hook, okta-sync)",
+    ["source"],
 )
 DELIVERY_ACK_SECONDS = Histogram(
     "delivery_ack_seconds",

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         default=None, repr=False, description="The service app's private key: PEM, JWK or a path"
     )
     okta_writeback: bool = False
+    # An Okta event published more than this after we received it is ordered at its
+    # receipt: a time in the future of its receipt is not trusted.
+    okta_event_skew_seconds: int = Field(default=300, ge=0, le=86_400)
 
     # Job schedules: crontab expressions (minute hour day month weekday), in UTC.
     schedule_offboardings: str = "* * * * *"

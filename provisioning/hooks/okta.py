@@ -3,7 +3,10 @@
 Okta authenticates a hook with a static header (``authScheme HEADER``),
 gives an endpoint 3 seconds, retries once on a 5xx and never on a 4xx. So a
 delivery is committed to the inbox before the 200, a 5xx is answered only
-when it could not be stored, and a bad secret or a malformed body gets a 4xx.
+when it could not be stored, and a bad secret or a body that is not an event
+hook envelope gets a 4xx. What is wrong with one event of a delivery (the
+console Preview's sample included) is settled when it is applied: that event
+alone is parked, or recorded as a preview (:mod:`provisioning.okta.events`).
 """
 
 from __future__ import annotations

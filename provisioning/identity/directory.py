@@ -2,7 +2,11 @@
 
 Facts from Okta carry the time Okta published them. A fact older than the one
 already recorded for the same user status or membership changes nothing
-(DESIGN invariant 5), and repeating a fact changes nothing either.
+(DESIGN invariant 5), and repeating a fact changes nothing either. At the
+same time, a denial (inactive, not a member) wins. A denial about a user or
+group not known yet is kept (:func:`keep_pending`) and applied when they
+appear, by whatever path creates them or gives them their Okta id
+(DESIGN invariant 8).
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from provisioning.audit.log import Entry, Origin, lock, record
-from provisioning.database import PreparedWrite, utcnow
+from provisioning.audit.log import Entry, Origin, Source, lock, record
+from provisioning.database import Prepared, PreparedWrite, utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
-from provisioning.identity.models import Group, Membership, MembershipSource, User
+from provisioning.identity.models import (
+    Group,
+    Membership,
+    MembershipSource,
+    PendingFact,
+    PendingKind,
+    User,
+)
 from provisioning.reviews import campaigns
 
 # A change of these is a change of role: it starts an access review of the user's grants.
@@ -48,9 +59,14 @@ def user_state(user: User) -> dict[str, Any]:
     return {name: getattr(user, name) for name in _USER_FIELDS}
 
 
-def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None) -> bool:
-    """A fact may apply unless both times are known and it is older than the recorded one."""
-    return published_at is None or recorded is None or published_at >= recorded
+def _newer(published_at: dt.datetime | None, recorded: dt.datetime | None, *, deny: bool) -> bool:
+    """A fact may apply unless both times are known and it is older than the recorded one.
+
+    At the same time only a denial applies: deny wins a tie, whichever arrives first.
+    """
+    if published_at is None or recorded is None:
+        return True
+    return published_at > recorded or (deny and published_at == recorded)
 
 
 # Built once: a statement's construction costs more than its run on SQLite.
@@ -130,6 +146,8 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
         origin,
         [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
     )
+    if user.external_id is not None:
+        _apply_pending(session, user=user)
     return user
 
 
@@ -176,7 +194,7 @@ def set_active(
 
     Returns None when the fact is older than the one recorded (nothing changed).
     """
-    if not _newer(published_at, user.status_published_at):
+    if not _newer(published_at, user.status_published_at, deny=not active):
         return None
     if published_at is not None:
         user.status_published_at = published_at
@@ -232,6 +250,8 @@ def create_group(
             )
         ],
     )
+    if external_id is not None:
+        _apply_pending(session, group=group)
     return group
 
 
@@ -271,10 +291,24 @@ def set_membership(
     Returns None when the fact is older than the one recorded (nothing changed).
     """
     membership = session.get(Membership, (user.id, group.id))
-    if membership is not None and not _newer(published_at, membership.published_at):
+    if membership is not None and not _newer(
+        published_at, membership.published_at, deny=not present
+    ):
         return None
     if membership is None:
         if not present:
+            if published_at is not None:
+                # Not a member, and since when: an older add that arrives later loses.
+                session.add(
+                    Membership(
+                        user_id=user.id,
+                        group_id=group.id,
+                        present=False,
+                        source=source,
+                        published_at=published_at,
+                    )
+                )
+                session.flush()
             return engine.Diff()
         membership = Membership(user_id=user.id, group_id=group.id, present=True, source=source)
         session.add(membership)
@@ -332,6 +366,7 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
         setattr(user, name, value)
     if new_name is not None:
         user.user_name_key = new_name.lower()
+    linked = user.external_id is not None and user.external_id != before["external_id"]
     after = user_state(user)
     if after != before:
         session.flush()
@@ -354,9 +389,11 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
         if moved:
             # A new department or manager: someone reviews the access the old role gave.
             campaigns.on_role_change(session, origin, user, moved)
-    if active is None:
-        return None
-    return set_active(session, origin, user, bool(active))
+    diff = None if active is None else set_active(session, origin, user, bool(active))
+    if linked:
+        # After ``active``: a denial kept for this Okta id wins over an untimed activation.
+        _apply_pending(session, user=user)
+    return diff
 
 
 def delete_user(session: Session, origin: Origin, user: User) -> engine.Diff:
@@ -450,3 +487,86 @@ def set_group_external_id(
             )
         ],
     )
+    if external_id is not None:
+        _apply_pending(session, group=group)
+
+
+# -- denials about users and groups not known yet ------------------------------
+
+
+def keep_pending(
+    session: Session,
+    origin: Origin,
+    kind: PendingKind,
+    *,
+    user_external_id: str,
+    group_external_id: str | None = None,
+    published_at: dt.datetime,
+) -> None:
+    """Keep a denial about a user (or a membership) whose user or group is not known yet.
+
+    It is applied with its published time when they appear: created by any path
+    (:func:`add_user`, :func:`create_group`) or given the Okta id
+    (:func:`update_user`, :func:`set_group_external_id`).
+    """
+    session.add(
+        PendingFact(
+            kind=kind,
+            user_external_id=user_external_id,
+            group_external_id=group_external_id,
+            published_at=published_at,
+            actor=origin.actor,
+            source=str(origin.source),
+            reason=origin.reason,
+        )
+    )
+    session.flush()
+
+
+_KEPT_FOR_USER, _KEPT_FOR_GROUP = (
+    Prepared(select(PendingFact.id).where(column == bindparam("okta_id")).limit(1))
+    for column in (PendingFact.user_external_id, PendingFact.group_external_id)
+)
+
+
+def _apply_pending(session: Session, *, user: User | None = None, group: Group | None = None):
+    """Apply the kept denials naming ``user`` or ``group`` whose subjects are all known now.
+
+    Oldest first, each with its published time and its own origin, through
+    :func:`set_active` and :func:`set_membership`: an event published after it
+    still wins, and a fact without a time (a SCIM create) does not outrank it.
+    """
+    if user is not None:
+        okta_id, kept, mine = user.external_id, _KEPT_FOR_USER, PendingFact.user_external_id
+    else:
+        assert group is not None
+        okta_id, kept, mine = group.external_id, _KEPT_FOR_GROUP, PendingFact.group_external_id
+    # Nearly always none: asked on the driver's cursor, as cheaply as a create allows.
+    if kept.first(session.connection(), {"okta_id": okta_id}) is None:
+        return
+    facts = session.scalars(
+        select(PendingFact)
+        .where(mine == okta_id)
+        .order_by(PendingFact.published_at, PendingFact.id)
+    ).all()
+    for fact in facts:
+        origin = Origin(fact.actor, Source(fact.source), fact.reason)
+        who = user or session.scalar(
+            select(User).where(User.external_id == fact.user_external_id, User.deleted_at.is_(None))
+        )
+        if who is None:
+            continue
+        if fact.kind == PendingKind.DEACTIVATION:
+            set_active(session, origin, who, False, published_at=fact.published_at)
+        else:
+            where = group or session.scalar(
+                select(Group).where(Group.external_id == fact.group_external_id)
+            )
+            if where is None:
+                continue
+            source = MembershipSource(fact.source)
+            set_membership(
+                session, origin, who, where, False, source=source, published_at=fact.published_at
+            )
+        session.delete(fact)
+    session.flush()

@@ -6,12 +6,12 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid, and_, func
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid, and_, func
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.database import Base, utcnow
-from provisioning.types import JSONDocument, UTCDateTime, enum_type
+from provisioning.types import JSONDocument, SerialId, UTCDateTime, enum_type
 
 
 class MembershipSource(enum.StrEnum):
@@ -134,3 +134,37 @@ class Membership(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_memberships_group_present", "group_id", "present"),)
+
+
+class PendingKind(enum.StrEnum):
+    """A denial about someone (or a group) not known yet."""
+
+    DEACTIVATION = "deactivation"  # the user, by Okta id, is not active
+    REMOVAL = "removal"  # the user is not in the group (both by Okta id)
+
+
+class PendingFact(Base):
+    """A denial from the IdP about a user or group we do not know yet, kept by Okta id.
+
+    Applied, with its published time, through the same order-safe functions
+    when the user (and group) appear by any path, then deleted; so an earlier
+    create, activation or add that arrives later cannot override it.
+    """
+
+    __tablename__ = "pending_facts"
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    kind: Mapped[PendingKind] = mapped_column(enum_type(PendingKind))
+    user_external_id: Mapped[str] = mapped_column(String(255))
+    group_external_id: Mapped[str | None] = mapped_column(String(255))
+    published_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The origin of the fact, for the audit events of its application.
+    actor: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_pending_facts_user", "user_external_id"),
+        Index("ix_pending_facts_group", "group_external_id"),
+    )

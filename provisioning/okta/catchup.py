@@ -5,17 +5,18 @@ Okta's ``next`` link rather than re-querying by time (Okta's guidance for
 polling). Each page is applied in one transaction together with the new
 cursor, so a crash either applies a page and moves past it, or does
 neither. Events carry the same ``uuid`` as hook deliveries: one seen by both
-is applied once. A first poll starts 24 hours back.
+is applied once. Each event is taken as a hook's is (:func:`events.take`),
+bounded by the time its page was fetched: one that cannot be applied is
+parked and the page goes on. A first poll starts 24 hours back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import ValidationError
-
 from provisioning.audit.log import Source
 from provisioning.database import Database, utcnow
+from provisioning.metrics import OKTA_EVENTS, OKTA_EVENTS_CLAMPED
 from provisioning.okta import events, runs
 from provisioning.okta.client import OktaClient, OktaError, logs_url
 from provisioning.okta.models import SyncCursor, SyncRun
@@ -31,7 +32,7 @@ def catch_up(database: Database, client: OktaClient, *, max_pages: int = 1000) -
     requests_before = client.requests
     try:
         with runs.recorded(database, KIND) as run:
-            counts = {"pages": 0, "events": 0, "invalid": 0}
+            counts = {"pages": 0, "events": 0}
             run.counts = counts
             with database.reader() as session:
                 cursor = session.get(SyncCursor, CURSOR)
@@ -41,20 +42,22 @@ def catch_up(database: Database, client: OktaClient, *, max_pages: int = 1000) -
             )
             for _ in range(max_pages):
                 page, next_url = client.log_page(url)
+                fetched_at = utcnow()
                 run.requests = client.requests - requests_before
                 with database.transaction() as session:
-                    for raw in page:
-                        try:
-                            event = events.OktaEvent.model_validate(raw)
-                        except ValidationError:
-                            counts["invalid"] += 1
-                            continue
-                        outcome = events.apply(session, event, Source.OKTA_SYNC)
-                        name = "duplicate" if outcome is None else str(outcome)
-                        counts[name] = counts.get(name, 0) + 1
-                        counts["events"] += 1
+                    taken = [
+                        events.take(session, raw, Source.OKTA_SYNC, received_at=fetched_at)
+                        for raw in page
+                    ]
                     if next_url:
                         session.merge(SyncCursor(name=CURSOR, next_url=next_url))
+                for one in taken:
+                    counts[one.name] = counts.get(one.name, 0) + 1
+                    OKTA_EVENTS.labels(outcome=one.name).inc()
+                counts["events"] += len(taken)
+                if clamped := sum(one.clamped for one in taken):
+                    counts["clamped"] = counts.get("clamped", 0) + clamped
+                    OKTA_EVENTS_CLAMPED.labels(source=str(Source.OKTA_SYNC)).inc(clamped)
                 counts["pages"] += 1
                 if not page or not next_url:
                     break

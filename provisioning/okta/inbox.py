@@ -1,11 +1,17 @@
 """The event hook inbox: deliveries committed before they are acknowledged, applied after.
 
 A delivery is parsed and stored in one transaction (:func:`receive`); only
-then does Okta get its answer. Applying happens afterwards
-(:func:`process_pending`), one delivery per transaction: a crash at any
-point leaves the delivery pending, and it is applied on the next pass. A
-delivery whose processing fails stays pending with its error and is retried
-with capped exponential backoff; none is ever dropped.
+then does Okta get its answer. Only the envelope is checked then: what is
+wrong with one event is that event's business, never its neighbours'.
+Applying happens afterwards (:func:`process_pending`), one delivery per
+transaction and each event in its own savepoint
+(:func:`provisioning.okta.events.take`): an event that cannot be applied is
+parked with its reason and the rest of the delivery is applied. A crash at
+any point leaves the delivery pending, and it is applied on the next pass.
+A delivery the database itself fails on stays pending with its error and is
+retried with capped exponential backoff; once its retries are spent, the
+events the database still refuses are parked, so no delivery is stuck and
+none is ever dropped.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,13 +32,15 @@ from sqlalchemy.orm import Session
 from provisioning import liveness
 from provisioning.audit.log import Source
 from provisioning.database import Database, utcnow
-from provisioning.metrics import OKTA_EVENTS
+from provisioning.metrics import OKTA_EVENTS, OKTA_EVENTS_CLAMPED
 from provisioning.okta import events
 from provisioning.okta.models import DeliveryState, EventOutcome, InboxDelivery
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300
+# Failed passes after which events the database still refuses are parked (about 20 min).
+DATABASE_RETRIES = 10
 
 
 class EnvelopeError(ValueError):
@@ -39,14 +49,15 @@ class EnvelopeError(ValueError):
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    events: list[events.OktaEvent]
+    # Each event is taken on its own when applied (events.take), whatever it holds.
+    events: list[Any]
 
 
 class Envelope(BaseModel):
     """An event hook delivery (Okta's ``com.okta.event_hook`` envelope)."""
 
     model_config = ConfigDict(extra="ignore")
-    eventId: str | None = Field(default=None, max_length=128)
+    eventId: Annotated[str, Field(max_length=128), AfterValidator(events.without_nul)] | None = None
     data: _Data
 
 
@@ -66,9 +77,6 @@ def parse(body: bytes) -> Envelope:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise EnvelopeError(f"{where}: {first['msg']}") from None
-    for event in envelope.data.events:
-        if event.eventType in events.HANDLED and (problem := event.problem()):
-            raise EnvelopeError(problem)
     return envelope
 
 
@@ -91,7 +99,7 @@ def receive(database: Database, body: bytes) -> Receipt:
         with database.transaction() as session:
             session.add(
                 InboxDelivery(
-                    body=body.decode("utf-8", "replace"),
+                    body=body.decode("utf-8", "replace").replace("\x00", "\ufffd"),
                     state=DeliveryState.REJECTED,
                     last_error=str(exc),
                 )
@@ -150,8 +158,22 @@ def process_next(database: Database, progress: Progress, delivery_id: int | None
             if delivery is None:
                 return False
             claimed = delivery.id
-            envelope = Envelope.model_validate_json(delivery.body)
-            outcomes = [events.apply(session, e, Source.OKTA_HOOK) for e in envelope.data.events]
+            taken = [
+                events.take(
+                    session,
+                    raw,
+                    Source.OKTA_HOOK,
+                    received_at=delivery.received_at,
+                    delivery_id=delivery.id,
+                    park_database_errors=delivery.attempts >= DATABASE_RETRIES,
+                )
+                for raw in json.loads(delivery.body)["data"]["events"]
+            ]
+            outcomes = Counter(t.name for t in taken)
+            clamped = sum(t.clamped for t in taken)
+            if clamped:
+                outcomes["clamped"] = clamped
+            delivery.outcomes = dict(outcomes)
             delivery.state = DeliveryState.PROCESSED
             delivery.processed_at = utcnow()
             delivery.attempts += 1
@@ -164,10 +186,11 @@ def process_next(database: Database, progress: Progress, delivery_id: int | None
         progress.failed += 1
         return True
     progress.deliveries += 1
-    for outcome in outcomes:
-        name = "duplicate" if outcome is None else str(outcome)
-        progress.count(name)
-        OKTA_EVENTS.labels(outcome=name).inc()
+    for one in taken:
+        progress.count(one.name)
+        OKTA_EVENTS.labels(outcome=one.name).inc()
+    if clamped:
+        OKTA_EVENTS_CLAMPED.labels(source=str(Source.OKTA_HOOK)).inc(clamped)
     return True
 
 

@@ -1,9 +1,11 @@
-"""Tables for the Okta delivery inbox and the events already seen (dedupe and tombstones)."""
+"""Tables for the Okta delivery inbox, the events already seen (dedupe and tombstones) and
+the events parked because they could not be applied."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +24,9 @@ class EventOutcome(enum.StrEnum):
     APPLIED = "applied"
     STALE = "stale"  # older than a fact already recorded
     IGNORED = "ignored"  # unknown type, or Okta's outcome was not SUCCESS
+    PENDING = "pending"  # a denial about a user or group not known yet, kept until they appear
+    PARKED = "parked"  # could not be applied: kept with its reason (ParkedEvent), a finding
+    PREVIEW = "preview"  # a sample from Okta's console Preview (no target, no actor)
 
 
 class InboxDelivery(Base):
@@ -40,12 +45,14 @@ class InboxDelivery(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # What applying it did: events by outcome, and how many were ordered at their receipt.
+    outcomes: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
 
     __table_args__ = (Index("ix_okta_inbox_state", "state", "id"),)
 
 
 class SeenEvent(Base):
-    """An Okta System Log event already applied (by uuid), from a hook or the System Log.
+    """An Okta System Log event already taken (by uuid), from a hook or the System Log.
 
     Doubles as a tombstone: a group deletion seen here outranks older facts
     about that group that arrive late.
@@ -55,7 +62,11 @@ class SeenEvent(Base):
 
     uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(128))
-    published: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # ``published`` as Okta sent it (None when it could not be read: a parked event) ...
+    published: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # ... and the time it was ordered at: ``published``, or its receipt when that was
+    # more than the allowed skew in the future (PROVISIONING_OKTA_EVENT_SKEW_SECONDS).
+    ordered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The Okta id of the thing the event is about (user, or group for group events).
     subject: Mapped[str | None] = mapped_column(String(128))
     source: Mapped[str] = mapped_column(String(32))
@@ -63,6 +74,38 @@ class SeenEvent(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_okta_events_subject_type", "subject", "event_type"),)
+
+    @property
+    def clamped(self) -> bool:
+        """Ordered at its receipt, not at the future time Okta gave it."""
+        return (
+            self.published is not None
+            and self.ordered_at is not None
+            and self.ordered_at < self.published
+        )
+
+
+class ParkedEvent(Base):
+    """An Okta event that could not be applied, kept as sent with the reason.
+
+    Parking one event never holds back the rest of its delivery or page; an
+    open finding (``parked_okta_event``) names each one.
+    """
+
+    __tablename__ = "okta_parked_events"
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    # Okta's uuid and type, when the event carried usable ones.
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    event_type: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(32))
+    # The inbox delivery it came in (None: the System Log catch-up).
+    delivery_id: Mapped[int | None] = mapped_column(SerialId)
+    reason: Mapped[str] = mapped_column(Text)
+    event: Mapped[Any] = mapped_column(JSON, nullable=False)
+    parked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_okta_parked_events_uuid", "uuid"),)
 
 
 class RunStatus(enum.StrEnum):

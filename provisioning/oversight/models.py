@@ -22,6 +22,7 @@ class FindingKind(enum.StrEnum):
     UNREVIEWED_THIRD_PARTY = "unreviewed_third_party"
     UNASSESSED_REGULATED = "unassessed_regulated"
     DEAD_LETTERS = "dead_letters"  # messages a downstream target never acknowledged
+    PARKED_OKTA_EVENT = "parked_okta_event"  # an Okta event that could not be applied
 
 
 class Severity(enum.StrEnum):

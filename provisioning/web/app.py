@@ -11,6 +11,7 @@ from provisioning import api
 from provisioning.database import Database
 from provisioning.entitlements import brake
 from provisioning.hooks.okta import okta_hooks, secret_digests
+from provisioning.okta import events
 from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
 from provisioning.web import problems
@@ -34,6 +35,7 @@ def create_app(
     settings = settings or load()
     database = database or Database(settings.database_url)
     brake.configure(settings)
+    events.configure(settings)
     app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False

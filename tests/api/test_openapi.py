@@ -29,6 +29,7 @@ def concrete(path: str) -> str:
         "offboarding_id": "1",
         "target_id": "1",
         "hold_id": "1",
+        "parked_id": "1",
         "review_id": "1",
         "item_id": "1",
     }

@@ -13,7 +13,7 @@ from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.identity.directory import create_group
 from provisioning.okta import inbox
-from provisioning.okta.models import DeliveryState, InboxDelivery, SeenEvent
+from provisioning.okta.models import DeliveryState, InboxDelivery, ParkedEvent, SeenEvent
 from provisioning.settings import load
 from provisioning.web.app import create_app
 from tests.okta import payloads as p
@@ -246,9 +246,7 @@ def test_503_when_the_delivery_cannot_be_stored(tmp_path):
         (b"[1, 2]", "not a JSON object"),
         (json.dumps({"eventType": "com.okta.event_hook"}).encode(), "missing data.events"),
         (json.dumps({"data": {"events": "nope"}}).encode(), "data.events"),
-        (json.dumps({"data": {"events": [{"uuid": "x"}]}}).encode(), "published"),
-        (p.body(p.event("group.user_membership.add", [p.group()])), "no User target"),
-        (p.body(p.event("user.lifecycle.deactivate", [])), "no User target"),
+        (json.dumps({"eventId": "a\u0000b", "data": {"events": []}}).encode(), "eventId"),
     ],
 )
 def test_malformed_deliveries_are_400_kept_for_inspection_and_not_applied(
@@ -262,6 +260,30 @@ def test_malformed_deliveries_are_400_kept_for_inspection_and_not_applied(
     assert kept.body == body.decode()
     assert inbox.process_pending(database).deliveries == 0
     assert live_grants(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"uuid": "x"}, "published"),
+        ("not an event", "event"),
+        (p.event("group.user_membership.add", [p.group()]), "no User target"),
+        (p.event("user.lifecycle.deactivate", []), "no User target"),
+        (p.event("user.lifecycle.deactivate", [p.user("00u" + "x" * 200)]), "target.0.id"),
+        (p.event("user.lifecycle.deactivate", [p.user(login="a\x00b")]), "NUL"),
+    ],
+)
+def test_a_malformed_event_is_parked_and_its_delivery_applied(
+    client, database, mapped, event, reason
+):
+    """What is wrong with one event is that event's business: the delivery is 200."""
+    body = p.body(event, p.joined())
+    assert post(client, body).status_code == 200
+    assert inbox.process_pending(database).outcomes == {"parked": 1, "applied": 1}
+    assert live_grants(database) == 1
+    with database.reader() as session:
+        (parked,) = session.scalars(select(ParkedEvent))
+        assert reason in parked.reason and parked.event == event
 
 
 def test_ten_megabyte_body_is_413_and_stores_nothing(client, database):

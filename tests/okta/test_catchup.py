@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from provisioning.audit.log import Source
+from provisioning.database import utcnow
 from provisioning.entitlements.models import Grant
 from provisioning.okta import events
 from provisioning.okta.catchup import CURSOR, catch_up
-from provisioning.okta.models import SyncCursor
+from provisioning.okta.models import ParkedEvent, SeenEvent, SyncCursor
 from tests.org import holders, mapped_okta_group
 
 
@@ -44,7 +45,7 @@ def test_an_event_seen_by_the_hook_and_the_log_is_applied_once(database, origin,
     with database.transaction() as session:
         events.apply(session, events.OktaEvent.model_validate(hooked), Source.OKTA_HOOK)
     run = catch_up(database, client)
-    assert run.counts == {"pages": 2, "events": 1, "invalid": 0, "duplicate": 1}
+    assert run.counts == {"pages": 2, "events": 1, "duplicate": 1}
     with database.reader() as session:
         grants = session.scalars(select(Grant)).all()
     assert len(grants) == 1
@@ -64,7 +65,7 @@ def test_a_failure_keeps_the_cursor_and_the_next_run_completes(database, origin,
     assert holders(database) == {ada["id"]}
 
 
-def test_invalid_log_records_are_counted_and_skipped(database, origin, okta, client):
+def test_invalid_log_records_are_parked_and_the_page_applied(database, origin, okta, client):
     eng = okta.state.add_group("eng")
     mapped_okta_group(database, origin, eng["id"])
     ada = okta.state.add_user("ada@example.com")
@@ -76,4 +77,29 @@ def test_invalid_log_records_are_counted_and_skipped(database, origin, okta, cli
     }
     okta.state.logs.insert(0, broken)
     run = catch_up(database, client)
-    assert run.counts["invalid"] == 1 and run.counts["applied"] == 1
+    assert run.counts["parked"] == 1 and run.counts["applied"] == 1
+    assert holders(database) == {ada["id"]}
+    with database.reader() as session:
+        (parked,) = session.scalars(select(ParkedEvent))
+        assert (parked.source, parked.delivery_id, parked.event) == ("okta-sync", None, broken)
+        assert parked.reason.startswith("uuid:")
+
+
+def test_a_log_event_dated_ahead_of_its_fetch_is_ordered_at_the_fetch(
+    database, origin, okta, client
+):
+    eng = okta.state.add_group("eng")
+    mapped_okta_group(database, origin, eng["id"])
+    ada = okta.state.add_user("ada@example.com")
+    okta.state.add_member(eng["id"], ada["id"], log=True)
+    okta.state.logs[-1]["published"] = "2999-01-01T00:00:00.000Z"
+    before = utcnow()
+    run = catch_up(database, client)
+    assert run.counts["applied"] == 1 and run.counts["clamped"] == 1
+    with database.reader() as session:
+        (seen,) = session.scalars(select(SeenEvent))
+        assert seen.clamped and before <= seen.ordered_at <= utcnow()
+    # A removal published now (after that fetch) still applies.
+    okta.state.remove_member(eng["id"], ada["id"], log=True)
+    assert catch_up(database, client).counts["applied"] == 1
+    assert holders(database) == set()

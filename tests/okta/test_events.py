@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import func, select
 
@@ -9,7 +11,7 @@ from provisioning.audit.log import Source
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.models import Group, Membership, User
+from provisioning.identity.models import Group, Membership, PendingFact, User
 from provisioning.okta import events
 from provisioning.okta.models import EventOutcome, SeenEvent
 from tests.okta import payloads as p
@@ -211,10 +213,16 @@ def test_null_actor_and_debug_context_are_tolerated(database, mapped):
         assert created.actor == "okta:system"
 
 
-def test_removing_an_unknown_user_is_a_no_op(database):
-    assert apply(database, p.left()) == [EventOutcome.APPLIED]
+def test_removing_an_unknown_user_is_kept_until_they_appear(database):
+    assert apply(database, p.left()) == [EventOutcome.PENDING]
     with database.reader() as session:
         assert session.scalar(select(func.count(User.id))) == 0
+        (kept,) = session.scalars(select(PendingFact))
+        assert (kept.kind, kept.user_external_id, kept.group_external_id) == (
+            "removal",
+            "00u1ada",
+            "00g1eng",
+        )
 
 
 def test_same_uuid_from_the_system_log_is_applied_once(database, mapped):
@@ -239,3 +247,85 @@ def test_membership_changes_from_hooks_give_the_group_a_new_version(database, ma
     assert group() == joined
     apply(database, p.left(1))
     assert group()[0] > joined[0]
+
+
+@pytest.mark.parametrize("deny_first", [True, False])
+def test_at_the_same_time_a_denial_wins_whichever_arrives_first(database, mapped, deny_first):
+    apply(database, p.event("user.lifecycle.create", [p.user()], minute=0))
+    off = p.event("user.lifecycle.deactivate", [p.user()], minute=5)
+    on = p.event("user.lifecycle.activate", [p.user()], minute=5)
+    add, remove = p.joined(5), p.left(5)
+    for one in [off, on, remove, add] if deny_first else [on, off, add, remove]:
+        apply(database, one)
+    with database.reader() as session:
+        user = session.scalar(select(User))
+        assert user.active is False
+        assert session.scalar(select(Membership.present)) is False
+
+
+def test_a_time_ahead_of_its_receipt_is_ordered_at_the_receipt(database, mapped):
+    """With the skew allowed, ahead is believed; beyond it, the receipt is the time."""
+    received = p.T0 + dt.timedelta(minutes=10)
+    near = p.joined(14)  # 4 minutes ahead: within the 300 s allowed
+    far = p.left(16)
+    with database.transaction() as session:
+        for raw in (near, far):
+            events.apply(
+                session,
+                events.OktaEvent.model_validate(raw),
+                Source.OKTA_HOOK,
+                received_at=received,
+            )
+    with database.reader() as session:
+        assert session.get(SeenEvent, near["uuid"]).ordered_at == p.T0 + dt.timedelta(minutes=14)
+        ordered = session.get(SeenEvent, far["uuid"])
+        # Ordered at its receipt, so the membership added at minute 14 stays.
+        assert ordered.ordered_at == received and ordered.clamped
+        assert ordered.outcome == EventOutcome.STALE
+    assert live(database) == [("00u1ada", "read_write")]
+
+
+def test_the_allowed_skew_is_a_setting(database, mapped):
+    from provisioning.settings import SettingsError, load
+
+    with pytest.raises(SettingsError, match="PROVISIONING_OKTA_EVENT_SKEW_SECONDS"):
+        load(okta_event_skew_seconds=-1)
+    received = p.T0
+    try:
+        events.configure(load(okta_event_skew_seconds=3600))
+        with database.transaction() as session:
+            raw = p.joined(30)
+            events.apply(
+                session,
+                events.OktaEvent.model_validate(raw),
+                Source.OKTA_HOOK,
+                received_at=received,
+            )
+            assert session.get(SeenEvent, raw["uuid"]).clamped is False
+    finally:
+        events.configure(load())
+
+
+def test_a_removal_kept_for_someone_unknown_applies_when_reconciliation_creates_them(
+    database, origin, okta, client
+):
+    """Reconciliation creates the person through the identity functions: the kept removal
+    from another group applies then, so the older add delivered later loses."""
+    from provisioning.okta.reconcile import reconcile
+    from tests.org import mapped_okta_group
+
+    eng = okta.state.add_group("eng")
+    ada = okta.state.add_user("ada@example.com")
+    okta.state.add_member(eng["id"], ada["id"])
+    mapped_okta_group(database, origin, eng["id"])
+    sales = mapped_okta_group(database, origin, "00gsales", slug="crm")
+    target = [p.user(ada["id"], "ada@example.com"), p.group("00gsales", "sales")]
+    removed = p.event("group.user_membership.remove", target, minute=10)
+    assert apply(database, removed) == [EventOutcome.PENDING]
+    assert reconcile(database, client).status == "succeeded"
+    added = p.event("group.user_membership.add", target, minute=5)
+    assert apply(database, added) == [EventOutcome.STALE]
+    with database.reader() as session:
+        assert session.scalar(select(func.count(PendingFact.id))) == 0
+        membership = session.scalar(select(Membership).where(Membership.group_id == sales.id))
+        assert membership.present is False
