@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import func, select
 
 from provisioning.audit.log import Origin, Source
 from provisioning.delivery import targets
-from provisioning.delivery.models import TargetKind
+from provisioning.delivery.models import OutboxMessage, TargetKind
 from provisioning.delivery.worker import Deliverer
 from provisioning.settings import load
 
@@ -28,6 +30,24 @@ def add_target(database, kind: str, url: str, secret: str, **fields):
             secret=secret,
             **fields,
         )
+
+
+def keep_delivering(deliverer, done, timeout: float = 15) -> None:
+    """Rounds of delivery until ``done()`` holds (retries are due within milliseconds)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "delivery did not finish in time"
+        if not deliverer.deliver_once().claimed:
+            time.sleep(0.02)
+
+
+def states(database) -> dict[str, int]:
+    """How many outbox messages are in each state."""
+    with database.reader() as session:
+        rows = session.execute(
+            select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+        )
+        return {str(state): n for state, n in rows}
 
 
 @pytest.fixture

@@ -42,15 +42,17 @@ class _Served:
 class WebhookReceiver(_Served):
     """Accepts signed events, like a careful receiver: verifies, dedupes by event id.
 
-    ``answer`` makes it refuse (an HTTP status) or answer garbage (a 200 with a
-    body that is not JSON still acknowledges: only the status counts).
+    ``answer`` makes it refuse (an HTTP status, or a status line with a phrase of
+    its own) with ``refusal`` as the body, or answer garbage (a 200 with a body
+    that is not JSON still acknowledges: only the status counts).
     """
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
         self.received: list[dict[str, Any]] = []  # every accepted request, repeats included
         self.rejected_signatures = 0
-        self.answer: int | None = None
+        self.answer: int | str | None = None
+        self.refusal: bytes = b"down for maintenance"
         self.lock = threading.Lock()
         super().__init__(self._app)
 
@@ -62,7 +64,7 @@ class WebhookReceiver(_Served):
         request = Request(environ)
         body = request.get_data()
         if self.answer is not None and self.answer != 200:
-            return Response("down for maintenance", status=self.answer)(environ, start_response)
+            return Response(self.refusal, status=self.answer)(environ, start_response)
         signature = request.headers.get(webhook.SIGNATURE_HEADER, "")
         if not webhook.verify(self.secret, signature, body):
             with self.lock:
