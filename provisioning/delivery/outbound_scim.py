@@ -32,6 +32,7 @@ from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_models import PatchOp, PatchOperation, SCIMException, SearchRequest
 
 from provisioning.delivery import transport
+from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure, Message
 
 # A scimType is a keyword (RFC 7644 §3.12); anything else the peer sent is not kept.
@@ -45,10 +46,11 @@ def _quoted(value: str) -> str:
 class ScimSender:
     """Sends one target's events to its SCIM server; safe to share between threads."""
 
-    def __init__(self, url: str, token: str, *, timeout: float) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float, egress: Egress) -> None:
         self.url = url
+        # scim2-client sends through this client: the egress policy holds for SCIM too.
         self._http = transport.client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            egress, base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
         self._client: SyncSCIMClient | None = None
         self._users: dict[str, str] = {}

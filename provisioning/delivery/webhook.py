@@ -23,6 +23,7 @@ import time
 import httpx2
 
 from provisioning.delivery import transport
+from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import Message
 
 SIGNATURE_HEADER = "X-Provisioning-Signature"
@@ -54,10 +55,10 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: float = 300) -> 
 class WebhookSender:
     """Sends one target's events over a kept-alive connection pool (safe across threads)."""
 
-    def __init__(self, url: str, secret: str, *, timeout: float) -> None:
+    def __init__(self, url: str, secret: str, *, timeout: float, egress: Egress) -> None:
         self.url = httpx2.URL(url)  # a URL the client cannot use fails here, when built
         self._secret = secret
-        self._http = transport.client(timeout=timeout)
+        self._http = transport.client(egress, timeout=timeout)
 
     def send(self, message: Message) -> None:
         body = json.dumps(message.document(), separators=(",", ":")).encode()

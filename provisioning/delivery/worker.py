@@ -40,6 +40,7 @@ from sqlalchemy.orm import aliased
 
 from provisioning.database import Database, utcnow
 from provisioning.delivery import outbox
+from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure, Message
 from provisioning.delivery.models import MessageState, OutboxMessage, Target, TargetKind
 from provisioning.metrics import DELIVERY_ACK_SECONDS, DELIVERY_ATTEMPTS, DELIVERY_ERRORS
@@ -54,16 +55,16 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def sender_for(target: Target, *, timeout: float) -> Sender:
+def sender_for(target: Target, *, timeout: float, egress: Egress) -> Sender:
     """The target's sender; imported here, so that a sender that cannot even be imported
     fails its target's attempts instead of the worker."""
     if target.kind == TargetKind.WEBHOOK:
         from provisioning.delivery.webhook import WebhookSender
 
-        return WebhookSender(target.url, target.secret, timeout=timeout)
+        return WebhookSender(target.url, target.secret, timeout=timeout, egress=egress)
     from provisioning.delivery.outbound_scim import ScimSender
 
-    return ScimSender(target.url, target.secret, timeout=timeout)
+    return ScimSender(target.url, target.secret, timeout=timeout, egress=egress)
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Deliverer:
     ) -> None:
         self.database, self.settings = database, settings
         self.batch, self.per_chain = batch or settings.delivery_batch, per_chain
+        self.egress = Egress(settings.delivery_allowed_network_list)
         self._senders: dict[int, tuple[int, Sender]] = {}  # id -> (target version, sender)
         self._unbuilt: dict[int, BaseException] = {}  # id -> why its sender cannot be built
         self._targets: dict[int, tuple[str, int]] = {}  # id -> (name, max_attempts)
@@ -238,7 +240,9 @@ class Deliverer:
                 del self._senders[target.id]
                 held[1].close()
             try:
-                sender = sender_for(target, timeout=self.settings.delivery_timeout_seconds)
+                sender = sender_for(
+                    target, timeout=self.settings.delivery_timeout_seconds, egress=self.egress
+                )
             except Exception as exc:  # tried again next round; each message's attempt fails
                 self._unbuilt[target.id] = exc
             else:

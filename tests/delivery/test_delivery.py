@@ -18,7 +18,7 @@ from provisioning.identity.directory import set_active
 from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests
 from provisioning.oversight.models import Finding, FindingKind
-from tests.delivery.conftest import ADMIN, add_target, keep_delivering, states
+from tests.delivery.conftest import ADMIN, LOCAL, add_target, keep_delivering, states
 from tests.org import Org
 
 
@@ -329,7 +329,7 @@ def test_a_scim_target_answering_garbage_fails_clearly_and_keeps_the_message(
 )
 def test_malformed_target_urls_are_refused(url):
     with pytest.raises(TargetError) as refused:
-        check_url(url)
+        check_url(url, LOCAL)
     assert refused.value.field == "url"
 
 

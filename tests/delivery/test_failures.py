@@ -31,7 +31,7 @@ from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.oversight.models import Finding, FindingKind
 from provisioning.settings import load
-from tests.delivery.conftest import ADMIN, add_target, states
+from tests.delivery.conftest import ADMIN, RECEIVERS, add_target, states
 from tests.org import Org
 
 
@@ -96,6 +96,7 @@ def patient(database):
             delivery_backoff_seconds=60,
             delivery_max_backoff_seconds=60,
             delivery_timeout_seconds=5,
+            delivery_allowed_networks=RECEIVERS,
         ),
     )
     yield worker
@@ -202,7 +203,11 @@ def test_failures_are_counted_by_target_and_kind(database, receiver, case, kind,
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/events"
     target = add_target(database, "webhook", url, receiver.secret, name=case, max_attempts=10)
     message_id = owe(database, target)
-    settings = load(database_url=database.url, delivery_timeout_seconds=0.3)
+    settings = load(
+        database_url=database.url,
+        delivery_timeout_seconds=0.3,
+        delivery_allowed_networks=RECEIVERS,
+    )
     worker = Deliverer(database, settings)
     before = errors_counted(case, kind)
     try:
@@ -236,6 +241,7 @@ def test_a_worker_without_its_http_library_counts_attempts_and_dead_letters(
         "PROVISIONING_DELIVERY_BACKOFF_SECONDS": "0.01",
         "PROVISIONING_DELIVERY_POLL_SECONDS": "0.1",
         "PROVISIONING_LEADER_POLL_SECONDS": "30",
+        "PROVISIONING_DELIVERY_ALLOWED_NETWORKS": RECEIVERS,
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "provisioning.cli", "worker"],
