@@ -37,6 +37,7 @@ import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_network
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,7 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from provisioning.audit.log import Origin, Source  # noqa: E402
 from provisioning.database import Database  # noqa: E402
 from provisioning.delivery import targets  # noqa: E402
+from provisioning.delivery.egress import Egress  # noqa: E402
 from provisioning.delivery.models import MessageState, OutboxMessage, Target, TargetKind  # noqa: E402
 from provisioning.identity.models import User  # noqa: E402
 from provisioning.offboarding import requests  # noqa: E402
@@ -57,6 +59,7 @@ from provisioning.tokens import credentials  # noqa: E402
 
 SECRET = "whsec-bench-0123456789"
 SCIM_TOKEN = "scim-bench-0123456789"
+LOCAL = "127.0.0.1/32"  # where the downstream servers listen, allowed by the egress policy
 ADMIN = Origin("bench", Source.CLI)
 
 
@@ -148,6 +151,7 @@ def worker(url: str) -> subprocess.Popen:
             **os.environ,
             "DATABASE_URL": url,
             "PROVISIONING_DELIVERY_POLL_SECONDS": "0.05",
+            "PROVISIONING_DELIVERY_ALLOWED_NETWORKS": LOCAL,  # the downstream servers
             # No scheduled jobs in the way: the next run of each is far off.
             **{
                 f"PROVISIONING_SCHEDULE_{job}": "0 0 1 1 *"
@@ -285,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 ADMIN,
                 name="webhook",
                 kind=TargetKind.WEBHOOK,
-                url=f"http://127.0.0.1:{webhook_port}/events",
+                url=targets.check_url(
+                    f"http://127.0.0.1:{webhook_port}/events", Egress((ip_network(LOCAL),))
+                ),
                 secret=SECRET,
                 connectors=None,
                 max_attempts=15,
@@ -295,13 +301,21 @@ def main(argv: list[str] | None = None) -> int:
                 ADMIN,
                 name="scim",
                 kind=TargetKind.SCIM,
-                url=f"http://127.0.0.1:{scim_port}/v2",
+                url=targets.check_url(
+                    f"http://127.0.0.1:{scim_port}/v2", Egress((ip_network(LOCAL),))
+                ),
                 secret=SCIM_TOKEN,
                 connectors=None,
                 max_attempts=15,
             )
             hook_id, scim_id = hook.id, scim.id
-        processes.append(serve(None, {"DATABASE_URL": url}, web_port))
+        processes.append(
+            serve(
+                None,
+                {"DATABASE_URL": url, "PROVISIONING_DELIVERY_ALLOWED_NETWORKS": LOCAL},
+                web_port,
+            )
+        )
         delivering = [worker(url)]
 
         # 1. offboarding: call, commit, acknowledgement per target

@@ -43,6 +43,12 @@ DELIVERY_ATTEMPTS = Counter(
     "Attempts to deliver outbox messages, by target and outcome (delivered, failed)",
     ["target", "outcome"],
 )
+DELIVERY_ERRORS = Counter(
+    "delivery_errors",
+    "Failed delivery attempts, by target and kind: http_status, bad_answer, timeout, connect,"
+    " tls, network, egress_refused, sender_error",
+    ["target", "kind"],
+)
 OFFBOARDING_COMMIT_SECONDS = Histogram(
     "offboarding_commit_seconds",
     "Time from receiving an offboarding request to its revocations being committed",

@@ -7,6 +7,7 @@ A bad value fails at start with one line naming the setting (:func:`load`).
 from __future__ import annotations
 
 import datetime as dt
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -127,6 +128,9 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(default=10, gt=0, le=120)
     # Delivered messages are deleted this long after their acknowledgement.
     delivery_retention_days: int = Field(default=30, ge=1)
+    # Comma-separated CIDRs that targets may resolve to besides public addresses
+    # (provisioning/delivery/egress.py), e.g. 10.20.0.0/16 for an internal receiver.
+    delivery_allowed_networks: str = ""
     # A reconciliation, mapping change or group deletion revoking more than this
     # share of all live grants is held until an admin confirms it.
     mass_revocation_share: float = Field(default=0.10, gt=0, le=1)
@@ -137,6 +141,20 @@ class Settings(BaseSettings):
     # key's text. Unset: no checkpoints, and the audit-checkpoint job does not run.
     audit_signing_key: str | None = Field(default=None, repr=False)
     schedule_audit_checkpoint: str = "0 * * * *"
+
+    @property
+    def delivery_allowed_network_list(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(n, strict=False) for n in _items(self.delivery_allowed_networks))
+
+    @field_validator("delivery_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in _items(value):
+            try:
+                ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR, e.g. 10.0.0.0/8)") from None
+        return value
 
     @property
     def okta_hook_secret_list(self) -> list[str]:
@@ -173,6 +191,10 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+def _items(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def env_name(field: str) -> str:

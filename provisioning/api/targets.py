@@ -20,6 +20,7 @@ from provisioning.api.edge import (
     unprocessable,
 )
 from provisioning.delivery import outbox, targets
+from provisioning.delivery.egress import Egress
 from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.settings import Settings
 from provisioning.tokens.credentials import Scope
@@ -70,6 +71,16 @@ def _refused(exc: targets.TargetError) -> None:
     unprocessable(str(exc), exc.field)
 
 
+def _checked_url(url: str) -> targets.CheckedUrl:
+    """The URL, checked against the egress policy before any transaction (it resolves)."""
+    settings: Settings = current_app.extensions["provisioning.settings"]
+    try:
+        return targets.check_url(url, Egress(settings.delivery_allowed_network_list))
+    except targets.TargetError as exc:
+        _refused(exc)
+        raise
+
+
 @route("GET", "/targets", READ, tag=TAG, ok={200: schemas.TargetPage})
 def list_targets(query: schemas.PageQuery) -> Response:
     """Every target, with how many messages it still owes and its dead letters."""
@@ -95,6 +106,7 @@ def list_targets(query: schemas.PageQuery) -> Response:
 )
 def create_target(body: schemas.TargetIn) -> Response:
     settings: Settings = current_app.extensions["provisioning.settings"]
+    url = _checked_url(body.url)
     with database().transaction() as session:
         try:
             target = targets.create(
@@ -102,7 +114,7 @@ def create_target(body: schemas.TargetIn) -> Response:
                 origin(),
                 name=body.name,
                 kind=body.kind,
-                url=body.url,
+                url=url,
                 secret=body.secret,
                 connectors=body.connectors,
                 enabled=body.enabled,
@@ -131,11 +143,14 @@ def get_target(path: schemas.TargetPath) -> Response:
     summary="Change a target (disable to pause its delivery); If-Match guards lost updates",
 )
 def update_target(path: schemas.TargetPath, body: schemas.TargetPatch) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    if "url" in changes:
+        changes["url"] = _checked_url(changes["url"])
     with database().transaction() as session:
         target = found(session, Target, path.target_id, "target", lock=True)
         check_if_match(etag_of(_out(session, target)))
         try:
-            targets.update(session, origin(), target, body.model_dump(exclude_unset=True))
+            targets.update(session, origin(), target, changes)
         except targets.TargetError as exc:
             _refused(exc)
         return _answer(session, target)

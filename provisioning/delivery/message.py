@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -28,5 +29,26 @@ class Message:
         }
 
 
+class Failure(enum.StrEnum):
+    """Why an attempt failed; the ``kind`` label of ``delivery_errors_total``."""
+
+    HTTP_STATUS = "http_status"  # the target answered, with no 2xx (a redirect included)
+    BAD_ANSWER = "bad_answer"  # a SCIM answer the client could not read
+    TIMEOUT = "timeout"
+    CONNECT = "connect"  # no connection: refused, unreachable, name not found
+    TLS = "tls"  # the TLS handshake failed (certificate, protocol)
+    NETWORK = "network"  # the connection broke, or the peer did not speak HTTP
+    EGRESS_REFUSED = "egress_refused"  # the address is not one delivery may connect to
+    SENDER_ERROR = "sender_error"  # anything else: the sender could not be built, or raised
+
+
 class DeliveryFailed(Exception):
-    """The target did not acknowledge the message; the text says why (no secrets)."""
+    """The target did not acknowledge the message: why, in a few words of our own.
+
+    The text is kept as the message's ``last_error`` and shown by the API: no
+    secret, and nothing of what the peer sent beyond a status.
+    """
+
+    def __init__(self, kind: Failure, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind

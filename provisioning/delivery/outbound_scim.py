@@ -17,15 +17,26 @@ Downstream ids are remembered per process; a 404 on a remembered id forgets it.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
 import httpx2
-from scim2_client import SCIMClientException
+from pydantic import ValidationError
+from scim2_client import (
+    RequestNetworkException,
+    SCIMClientException,
+    UnexpectedStatusCodeException,
+)
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_models import PatchOp, PatchOperation, SCIMException, SearchRequest
 
-from provisioning.delivery.message import DeliveryFailed, Message
+from provisioning.delivery import transport
+from provisioning.delivery.egress import Egress
+from provisioning.delivery.message import DeliveryFailed, Failure, Message
+
+# A scimType is a keyword (RFC 7644 §3.12); anything else the peer sent is not kept.
+_SCIM_TYPE = re.compile(r"^[A-Za-z]{1,40}$")
 
 
 def _quoted(value: str) -> str:
@@ -35,10 +46,11 @@ def _quoted(value: str) -> str:
 class ScimSender:
     """Sends one target's events to its SCIM server; safe to share between threads."""
 
-    def __init__(self, url: str, token: str, *, timeout: float) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float, egress: Egress) -> None:
         self.url = url
-        self._http = httpx2.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        # scim2-client sends through this client: the egress policy holds for SCIM too.
+        self._http = transport.client(
+            egress, base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
         self._client: SyncSCIMClient | None = None
         self._users: dict[str, str] = {}
@@ -112,13 +124,25 @@ class ScimSender:
     # -- events ------------------------------------------------------------
 
     def send(self, message: Message) -> None:
+        """Apply the event downstream; a failure says its status or kind, never the peer's text."""
         try:
             self._send(message)
         except SCIMException as exc:
             self._forget(message)
-            raise DeliveryFailed(f"SCIM {exc.status} {exc.scim_type or ''}: {exc}") from None
-        except SCIMClientException as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+            scim_type = exc.scim_type if _SCIM_TYPE.match(exc.scim_type or "") else ""
+            text = f"SCIM {exc.status} {scim_type}".rstrip()
+            raise DeliveryFailed(Failure.HTTP_STATUS, text) from None
+        except RequestNetworkException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx2.HTTPError):
+                raise transport.failure(cause) from None
+            raise DeliveryFailed(Failure.NETWORK, type(exc).__name__) from None
+        except UnexpectedStatusCodeException as exc:
+            raise DeliveryFailed(Failure.HTTP_STATUS, str(exc)) from None
+        except (SCIMClientException, ValidationError) as exc:
+            raise DeliveryFailed(Failure.BAD_ANSWER, type(exc).__name__) from None
+        except httpx2.HTTPError as exc:
+            raise transport.failure(exc) from None
 
     def _send(self, message: Message) -> None:
         kind = message.event_type

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.delivery.egress import Egress, EgressRefused
 from provisioning.delivery.models import MessageState, OutboxMessage, Target, TargetKind
 
 
@@ -22,8 +23,23 @@ class TargetError(ValueError):
         self.field = field
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host, no credentials in it and no fragment."""
+class CheckedUrl(str):
+    """A target URL that passed :func:`check_url`: what creating or changing a target takes.
+
+    Checking resolves the URL's host, which may take seconds: it is done before
+    the transaction, so that no DNS lookup ever holds the writers' lock.
+    """
+
+
+def _checked(url: str) -> str:
+    if not isinstance(url, CheckedUrl):
+        raise TypeError("a target's URL goes through check_url before the transaction")
+    return str(url)
+
+
+def check_url(url: str, egress: Egress) -> CheckedUrl:
+    """An absolute http(s) URL with a host, no credentials in it and no fragment, whose
+    host the egress policy lets delivery connect to."""
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a malformed port
@@ -38,7 +54,15 @@ def check_url(url: str) -> str:
     if parts.fragment:
         raise TargetError("url", "must not have a #fragment")
     _ = port
-    return url
+    try:
+        egress.check_url(url)
+    except EgressRefused as exc:
+        raise TargetError(
+            "url",
+            f"refused by the egress policy: {exc.reason}"
+            " (internal networks are allowed by PROVISIONING_DELIVERY_ALLOWED_NETWORKS)",
+        ) from None
+    return CheckedUrl(url)
 
 
 def connector_ids(session: Session, slugs: list[str] | None) -> list[int] | None:
@@ -77,7 +101,7 @@ def create(
     *,
     name: str,
     kind: TargetKind,
-    url: str,
+    url: CheckedUrl,
     secret: str,
     connectors: list[str] | None,
     max_attempts: int,
@@ -88,7 +112,7 @@ def create(
     target = Target(
         name=name,
         kind=kind,
-        url=check_url(url),
+        url=_checked(url),
         secret=secret,
         connector_ids=connector_ids(session, connectors),
         enabled=enabled,
@@ -105,14 +129,15 @@ def create(
 
 
 def update(session: Session, origin: Origin, target: Target, changes: dict[str, Any]) -> Target:
-    """Apply ``changes`` (any of url, secret, connectors, enabled, max_attempts, name)."""
+    """Apply ``changes`` (any of url - a :class:`CheckedUrl` -, secret, connectors, enabled,
+    max_attempts, name)."""
     before = describe(session, target)
     if "name" in changes and changes["name"] != target.name:
         if session.scalar(select(Target.id).where(Target.name == changes["name"])) is not None:
             raise TargetError("name", f"a target named {changes['name']!r} exists")
         target.name = changes["name"]
     if "url" in changes:
-        target.url = check_url(changes["url"])
+        target.url = _checked(changes["url"])
     if "connectors" in changes:
         target.connector_ids = connector_ids(session, changes["connectors"])
     for key in ("secret", "enabled", "max_attempts"):

@@ -9,7 +9,8 @@ The request carries::
 A receiver recomputes the HMAC over the timestamp, a dot and the raw body,
 compares in constant time, and rejects a timestamp too far from its clock
 (:func:`verify` does all three). Any 2xx acknowledges; anything else, a
-redirect included, is a failed attempt to retry.
+redirect included (never followed), is a failed attempt to retry. The answer's
+body is never kept: a failed attempt records the status alone.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import time
 
 import httpx2
 
-from provisioning.delivery.message import DeliveryFailed, Message
+from provisioning.delivery import transport
+from provisioning.delivery.egress import Egress
+from provisioning.delivery.message import Message
 
 SIGNATURE_HEADER = "X-Provisioning-Signature"
 EVENT_ID_HEADER = "X-Provisioning-Event-Id"
 EVENT_TYPE_HEADER = "X-Provisioning-Event-Type"
+ANSWER_READ_LIMIT = 64 * 1024
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -51,9 +55,10 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: float = 300) -> 
 class WebhookSender:
     """Sends one target's events over a kept-alive connection pool (safe across threads)."""
 
-    def __init__(self, url: str, secret: str, *, timeout: float) -> None:
-        self.url, self._secret = url, secret
-        self._http = httpx2.Client(timeout=timeout, follow_redirects=False)
+    def __init__(self, url: str, secret: str, *, timeout: float, egress: Egress) -> None:
+        self.url = httpx2.URL(url)  # a URL the client cannot use fails here, when built
+        self._secret = secret
+        self._http = transport.client(egress, timeout=timeout)
 
     def send(self, message: Message) -> None:
         body = json.dumps(message.document(), separators=(",", ":")).encode()
@@ -64,12 +69,19 @@ class WebhookSender:
             SIGNATURE_HEADER: sign(self._secret, int(time.time()), body),
         }
         try:
-            response = self._http.post(self.url, content=body, headers=headers)
+            with self._http.stream("POST", self.url, content=body, headers=headers) as response:
+                status = response.status_code
+                # Only the status counts. A short answer is read to its end, so that the
+                # connection can be used again; a longer one is dropped with the connection.
+                read = 0
+                for chunk in response.iter_raw():
+                    read += len(chunk)
+                    if read > ANSWER_READ_LIMIT:
+                        break
         except httpx2.HTTPError as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
-        if not 200 <= response.status_code < 300:
-            snippet = response.text[:200].replace("\n", " ")
-            raise DeliveryFailed(f"HTTP {response.status_code}: {snippet}")
+            raise transport.failure(exc) from None
+        if not 200 <= status < 300:
+            raise transport.status_failure(status)
 
     def close(self) -> None:
         self._http.close()

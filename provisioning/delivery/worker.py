@@ -11,6 +11,10 @@ A round (:meth:`Deliverer.deliver_once`):
    claim a leased chain, since only a chain's head is ever claimable.
 2. **Send**, outside any transaction: chains in parallel, each chain in
    ``id`` order, stopping at its first failure so that nothing overtakes it.
+   Whatever fails is a failed attempt: an answer without a 2xx, a network
+   error, a sender that could not be built (its module missing, a URL its
+   client refuses) or that raised. Each is logged once as a warning and
+   counted in ``delivery_errors_total`` by target and kind.
 3. **Settle**, in one transaction: acknowledged messages are marked
    delivered; a failed one waits ``backoff x 2^(attempt-1)`` (capped, with
    jitter) or, after the target's ``max_attempts``, is dead-lettered and a
@@ -37,9 +41,10 @@ from sqlalchemy.orm import aliased
 from provisioning import liveness
 from provisioning.database import Database, utcnow
 from provisioning.delivery import outbox
-from provisioning.delivery.message import DeliveryFailed, Message
+from provisioning.delivery.egress import Egress
+from provisioning.delivery.message import DeliveryFailed, Failure, Message
 from provisioning.delivery.models import MessageState, OutboxMessage, Target, TargetKind
-from provisioning.metrics import DELIVERY_ACK_SECONDS, DELIVERY_ATTEMPTS
+from provisioning.metrics import DELIVERY_ACK_SECONDS, DELIVERY_ATTEMPTS, DELIVERY_ERRORS
 from provisioning.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,14 +56,16 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def sender_for(target: Target, *, timeout: float) -> Sender:
+def sender_for(target: Target, *, timeout: float, egress: Egress) -> Sender:
+    """The target's sender; imported here, so that a sender that cannot even be imported
+    fails its target's attempts instead of the worker."""
     if target.kind == TargetKind.WEBHOOK:
         from provisioning.delivery.webhook import WebhookSender
 
-        return WebhookSender(target.url, target.secret, timeout=timeout)
+        return WebhookSender(target.url, target.secret, timeout=timeout, egress=egress)
     from provisioning.delivery.outbound_scim import ScimSender
 
-    return ScimSender(target.url, target.secret, timeout=timeout)
+    return ScimSender(target.url, target.secret, timeout=timeout, egress=egress)
 
 
 @dataclass
@@ -86,6 +93,13 @@ class _Outcome:
     released: list[Claimed] = field(default_factory=list)
 
 
+def summary(exc: BaseException) -> str:
+    """An unexpected error in a line: its type and the first line of its message."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text.splitlines()[0][:300]}" if text else name
+
+
 def backoff(attempts: int, *, base: float, cap: float) -> float:
     """Seconds before the next attempt: exponential, capped, half of it jittered."""
     delay = min(cap, base * 2 ** max(attempts - 1, 0))
@@ -105,8 +119,11 @@ class Deliverer:
     ) -> None:
         self.database, self.settings = database, settings
         self.batch, self.per_chain = batch or settings.delivery_batch, per_chain
-        self._senders: dict[int, tuple[int, Sender]] = {}
+        self.egress = Egress(settings.delivery_allowed_network_list)
+        self._senders: dict[int, tuple[int, Sender]] = {}  # id -> (target version, sender)
+        self._unbuilt: dict[int, BaseException] = {}  # id -> why its sender cannot be built
         self._targets: dict[int, tuple[str, int]] = {}  # id -> (name, max_attempts)
+        self._traced: set[tuple[int, str]] = set()  # (target, error type) logged with a traceback
         self._pool = ThreadPoolExecutor(settings.delivery_concurrency, "delivery")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -121,10 +138,11 @@ class Deliverer:
     # -- one round ---------------------------------------------------------
 
     def deliver_once(self) -> Round:
-        chains = self._claim()
+        chains, targets = self._claim()
         result = Round(claimed=sum(len(c) for c in chains))
         if not chains:
             return result
+        self._refresh_senders(targets)
         outcome = _Outcome()
         for part in self._pool.map(self._send_chain, chains):
             outcome.delivered += part.delivered
@@ -144,7 +162,7 @@ class Deliverer:
                 break
         return total
 
-    def _claim(self) -> list[list[Claimed]]:
+    def _claim(self) -> tuple[list[list[Claimed]], list[Target]]:
         now = utcnow()
         lease = now + dt.timedelta(seconds=self.settings.delivery_lease_seconds)
         m, earlier = OutboxMessage, aliased(OutboxMessage)
@@ -160,7 +178,7 @@ class Deliverer:
                 .limit(1)
             )
         if due is None:
-            return []
+            return [], []
         with self.database.transaction() as session:
             heads = session.execute(
                 select(m.target_id, m.user_id)
@@ -182,7 +200,7 @@ class Deliverer:
                 .with_for_update(skip_locked=True, of=m)
             ).all()
             if not heads:
-                return []
+                return [], []
             rows = session.execute(
                 select(
                     m.id,
@@ -213,40 +231,83 @@ class Deliverer:
                     .where(m.id.in_(claimed[start : start + 1000]))
                     .values(leased_until=lease, attempts=m.attempts + 1)
                 )
-            self._refresh_senders(session, {target for target, _ in chains})
-        return list(chains.values())
+            ids = {target for target, _ in chains}
+            targets = list(session.scalars(select(Target).where(Target.id.in_(ids))))
+        return list(chains.values()), targets
 
-    def _refresh_senders(self, session, target_ids: set[int]) -> None:
-        for target in session.scalars(select(Target).where(Target.id.in_(target_ids))):
-            held = self._senders.get(target.id)
-            if held is None or held[0] != target.version:
-                if held is not None:
-                    held[1].close()
-                sender = sender_for(target, timeout=self.settings.delivery_timeout_seconds)
-                self._senders[target.id] = (target.version, sender)
+    def _refresh_senders(self, targets: list[Target]) -> None:
+        """A sender per target, built again when the target changed (outside any transaction)."""
+        for target in targets:
             self._targets[target.id] = (target.name, target.max_attempts)
+            held = self._senders.get(target.id)
+            if held is not None and held[0] == target.version:
+                continue
+            if held is not None:
+                del self._senders[target.id]
+                held[1].close()
+            try:
+                sender = sender_for(
+                    target, timeout=self.settings.delivery_timeout_seconds, egress=self.egress
+                )
+            except Exception as exc:  # tried again next round; each message's attempt fails
+                self._unbuilt[target.id] = exc
+            else:
+                self._unbuilt.pop(target.id, None)
+                self._senders[target.id] = (target.version, sender)
 
     def _send_chain(self, chain: list[Claimed]) -> _Outcome:
+        """Send one chain in order, up to its first failure; never raises."""
         outcome = _Outcome()
-        sender = self._senders[chain[0].target_id][1]
-        name = self._targets[chain[0].target_id][0]
+        target_id = chain[0].target_id
+        name = self._targets[target_id][0]
+        held = self._senders.get(target_id)
         for n, claimed in enumerate(chain):
-            try:
-                sender.send(claimed.message)
-            except DeliveryFailed as exc:
-                error = str(exc)
-            except Exception as exc:  # a sender bug must not lose the message either
-                log.exception("delivery of message %s failed unexpectedly", claimed.message.id)
-                error = f"{type(exc).__name__}: {exc}"
+            if held is None:  # its sender could not be built: the head's attempt fails
+                unexpected = self._unbuilt[target_id]
+                kind, error = Failure.SENDER_ERROR, summary(unexpected)
             else:
-                outcome.delivered.append(claimed)
-                DELIVERY_ATTEMPTS.labels(target=name, outcome="delivered").inc()
-                continue
-            DELIVERY_ATTEMPTS.labels(target=name, outcome="failed").inc()
+                try:
+                    held[1].send(claimed.message)
+                except DeliveryFailed as exc:
+                    kind, error, unexpected = exc.kind, str(exc), None
+                except Exception as exc:  # the sender's own failure loses nothing either
+                    kind, error, unexpected = Failure.SENDER_ERROR, summary(exc), exc
+                else:
+                    outcome.delivered.append(claimed)
+                    DELIVERY_ATTEMPTS.labels(target=name, outcome="delivered").inc()
+                    continue
+            self._failed(target_id, claimed, kind, error, unexpected)
             outcome.failed.append((claimed, error[:2000]))
             outcome.released += chain[n + 1 :]
             break
         return outcome
+
+    def _failed(
+        self,
+        target_id: int,
+        claimed: Claimed,
+        kind: Failure,
+        error: str,
+        unexpected: BaseException | None,
+    ) -> None:
+        """One warning per failed attempt; an unexpected error's traceback once per target."""
+        name, max_attempts = self._targets[target_id]
+        DELIVERY_ATTEMPTS.labels(target=name, outcome="failed").inc()
+        DELIVERY_ERRORS.labels(target=name, kind=str(kind)).inc()
+        trace = None
+        if unexpected is not None and (target_id, type(unexpected).__name__) not in self._traced:
+            self._traced.add((target_id, type(unexpected).__name__))
+            trace = unexpected
+        log.warning(
+            "delivery to target %r failed (%s), message %s, attempt %d of %d: %s",
+            name,
+            kind,
+            claimed.message.id,
+            claimed.attempts,
+            max_attempts,
+            error,
+            exc_info=trace,
+        )
 
     def _settle(self, outcome: _Outcome, result: Round) -> None:
         now = utcnow()

@@ -9,6 +9,8 @@ from provisioning.delivery.models import OutboxMessage, Target
 from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.settings import load
+from tests.api.conftest import Api, make_app
+from tests.delivery.conftest import RECEIVERS
 from tests.org import Org
 
 WRITE = ["admin:write"]
@@ -28,11 +30,18 @@ def seeded(database, origin):
 
 
 @pytest.fixture
+def local_api(database, issuer) -> Api:
+    """The API of a service allowed to deliver to this test's receivers on 127.0.0.1."""
+    return Api(make_app(database, issuer, delivery_allowed_networks=RECEIVERS), database, issuer)
+
+
+@pytest.fixture
 def deliverer(database):
     settings = load(
         database_url=database.engine.url.render_as_string(hide_password=False),
         delivery_backoff_seconds=0.01,
         delivery_max_backoff_seconds=0.02,
+        delivery_allowed_networks=RECEIVERS,
     )
     worker = Deliverer(database, settings)
     yield worker
@@ -108,6 +117,36 @@ def test_bad_targets_are_refused_naming_the_field_and_nothing_is_written(
     assert count(database, Target) == 0
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost:8080/hook", "localhost resolves to 127.0.0.1, a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata address"),
+        ("http://metadata.google.internal/", "metadata.google.internal is a cloud metadata name"),
+        ("https://[::ffff:10.0.0.1]/hook", "::ffff:10.0.0.1 is a private address inside IPv6"),
+    ],
+)
+def test_a_target_at_an_internal_address_is_422_naming_why(api, database, seeded, url, reason):
+    body = {"name": "inside", "kind": "scim", "url": url, "secret": SECRET}
+    answer = api.post("/api/v1/targets", json=body, scopes=WRITE)
+    assert answer.status_code == 422 and answer.mimetype == "application/problem+json"
+    assert answer.json["errors"][0]["field"] == "url"
+    assert reason in answer.json["detail"]
+    assert "PROVISIONING_DELIVERY_ALLOWED_NETWORKS" in answer.json["detail"]
+    assert count(database, Target) == 0
+
+    body["url"] = "https://8.8.8.8/hook"
+    made = api.post("/api/v1/targets", json=body, scopes=WRITE)
+    moved = api.patch(
+        made.headers["Location"],
+        json={"url": url},
+        scopes=WRITE,
+        headers={"If-Match": made.headers["ETag"]},
+    )
+    assert moved.status_code == 422 and reason in moved.json["detail"]
+    assert api.get(made.headers["Location"], scopes=READ).json["url"] == "https://8.8.8.8/hook"
+
+
 def test_a_second_target_of_the_same_name_conflicts(api, database, seeded):
     body = {"name": "siem", "kind": "webhook", "url": "https://x.example/h", "secret": SECRET}
     assert api.post("/api/v1/targets", json=body, scopes=WRITE).status_code == 201
@@ -116,13 +155,14 @@ def test_a_second_target_of_the_same_name_conflicts(api, database, seeded):
 
 
 def test_dead_letters_are_listed_retried_and_a_target_owed_messages_is_kept(
-    api,
+    local_api,
     database,
     origin,
     seeded,
     receiver,
     deliverer,
 ):
+    api = local_api
     lee, group = seeded
     target = api.post(
         "/api/v1/targets",
@@ -145,6 +185,7 @@ def test_dead_letters_are_listed_retried_and_a_target_owed_messages_is_kept(
     dead = api.get(f"/api/v1/targets/{target['id']}/messages?state=dead", scopes=READ).json
     assert [m["event_type"] for m in dead["items"]] == ["grant.created"] * 2
     assert all(m["attempts"] == 2 and "503" in m["last_error"] for m in dead["items"])
+    assert all("maintenance" not in m["last_error"] for m in dead["items"])  # the answer's body
     findings = api.get("/api/v1/findings?kind=dead_letters&state=open", scopes=READ).json
     assert [f["subject_id"] for f in findings["items"]] == [str(target["id"])]
 
@@ -191,13 +232,14 @@ def test_deleting_with_discard_drops_what_is_owed_and_says_so_in_the_audit(
 
 
 def test_an_offboarding_shows_each_target_acknowledging(
-    api,
+    local_api,
     database,
     origin,
     seeded,
     receiver,
     deliverer,
 ):
+    api = local_api
     lee, group = seeded
     api.post(
         "/api/v1/targets",

@@ -19,12 +19,15 @@ from provisioning.delivery import webhook
 class _Served:
     """A WSGI application served by Werkzeug in a thread; ``stop`` frees the port."""
 
-    def __init__(self, application: Any, port: int = 0) -> None:
+    def __init__(self, application: Any, port: int = 0, ssl_context: Any = None) -> None:
         self._application = application
+        self._ssl_context = ssl_context
         self._start(port)
 
     def _start(self, port: int) -> None:
-        self.server = make_server("127.0.0.1", port, self._application, threaded=True)
+        self.server = make_server(
+            "127.0.0.1", port, self._application, threaded=True, ssl_context=self._ssl_context
+        )
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -42,27 +45,35 @@ class _Served:
 class WebhookReceiver(_Served):
     """Accepts signed events, like a careful receiver: verifies, dedupes by event id.
 
-    ``answer`` makes it refuse (an HTTP status) or answer garbage (a 200 with a
-    body that is not JSON still acknowledges: only the status counts).
+    ``answer`` makes it refuse (an HTTP status, or a status line with a phrase of
+    its own) with ``refusal`` as the body, or answer garbage (a 200 with a body
+    that is not JSON still acknowledges: only the status counts).
     """
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, ssl_context: Any = None) -> None:
         self.secret = secret
         self.received: list[dict[str, Any]] = []  # every accepted request, repeats included
+        self.hosts: list[str] = []  # the Host header of each accepted request
+        self.location: str | None = None  # sent with ``answer``, for a redirect
         self.rejected_signatures = 0
-        self.answer: int | None = None
+        self.answer: int | str | None = None
+        self.refusal: bytes = b"down for maintenance"
         self.lock = threading.Lock()
-        super().__init__(self._app)
+        super().__init__(self._app, ssl_context=ssl_context)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/events"
 
     def _app(self, environ, start_response):
         request = Request(environ)
         body = request.get_data()
         if self.answer is not None and self.answer != 200:
-            return Response("down for maintenance", status=self.answer)(environ, start_response)
+            refusal = Response(self.refusal, status=self.answer)
+            if self.location is not None:
+                refusal.headers["Location"] = self.location
+            return refusal(environ, start_response)
         signature = request.headers.get(webhook.SIGNATURE_HEADER, "")
         if not webhook.verify(self.secret, signature, body):
             with self.lock:
@@ -72,6 +83,7 @@ class WebhookReceiver(_Served):
         assert request.headers[webhook.EVENT_ID_HEADER] == event["id"]
         with self.lock:
             self.received.append(event)
+            self.hosts.append(request.host)
         return Response("<html>ok</html>", status=200)(environ, start_response)
 
     def unique(self) -> dict[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from provisioning.delivery.models import MessageState, OutboxMessage
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.offboarding import requests
-from tests.delivery.conftest import ADMIN, add_target
+from tests.delivery.conftest import ADMIN, RECEIVERS, add_target
 from tests.org import Org
 
 USERS, CONNECTORS = 100, 10  # 1,000 grants
@@ -38,6 +38,7 @@ def worker(database) -> subprocess.Popen:
         "PROVISIONING_DELIVERY_POLL_SECONDS": "0.1",
         "PROVISIONING_LEADER_POLL_SECONDS": "30",
         "PROVISIONING_DELIVERY_BATCH": "10",
+        "PROVISIONING_DELIVERY_ALLOWED_NETWORKS": RECEIVERS,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "provisioning.cli", "worker"],

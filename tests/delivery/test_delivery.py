@@ -18,25 +18,8 @@ from provisioning.identity.directory import set_active
 from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests
 from provisioning.oversight.models import Finding, FindingKind
-from tests.delivery.conftest import ADMIN, add_target
+from tests.delivery.conftest import ADMIN, LOCAL, add_target, keep_delivering, states
 from tests.org import Org
-
-
-def keep_delivering(deliverer, done, timeout: float = 15) -> None:
-    """Rounds of delivery until ``done()`` holds (retries are due within milliseconds)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "delivery did not finish in time"
-        if not deliverer.deliver_once().claimed:
-            time.sleep(0.02)
-
-
-def states(database) -> dict[str, int]:
-    with database.reader() as session:
-        rows = session.execute(
-            select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
-        )
-        return {str(state): n for state, n in rows}
 
 
 @pytest.fixture
@@ -346,7 +329,7 @@ def test_a_scim_target_answering_garbage_fails_clearly_and_keeps_the_message(
 )
 def test_malformed_target_urls_are_refused(url):
     with pytest.raises(TargetError) as refused:
-        check_url(url)
+        check_url(url, LOCAL)
     assert refused.value.field == "url"
 
 

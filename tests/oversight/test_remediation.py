@@ -19,12 +19,16 @@ from provisioning.oversight.models import Finding, FindingKind
 from provisioning.reviews.campaigns import create_campaign
 from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewRevocation
 from provisioning.settings import load
+from tests.delivery.conftest import LOCAL, RECEIVERS
 from tests.org import Org, later
 
 
 @pytest.fixture
 def settings(database):
-    return load(database_url=database.engine.url.render_as_string(hide_password=False))
+    return load(
+        database_url=database.engine.url.render_as_string(hide_password=False),
+        delivery_allowed_networks=RECEIVERS,
+    )
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def deliverer(database, settings, receiver, origin):
             origin,
             name="siem",
             kind=TargetKind.WEBHOOK,
-            url=receiver.url,
+            url=targets.check_url(receiver.url, LOCAL),
             secret=receiver.secret,
             connectors=None,
             max_attempts=5,

@@ -1,0 +1,127 @@
+"""The HTTP client the senders share (httpx2), and what its errors mean as failed attempts.
+
+Every connection it makes goes through the egress policy
+(:mod:`provisioning.delivery.egress`): httpcore2, under httpx2, asks its
+network backend to connect to a host and port; :class:`CheckedBackend`
+resolves the host itself, checks every address, and connects to the checked
+address. TLS is then negotiated by httpcore2 with the URL's host name (SNI and
+certificate check unchanged), and the Host header is the URL's. A kept-alive
+connection was checked when it was made. Redirects are never followed, and no
+proxy is taken from the environment (through a proxy, the address connected
+to would not be the target's).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+import httpcore2
+import httpx2
+
+from provisioning.delivery.egress import Egress
+from provisioning.delivery.message import DeliveryFailed, Failure
+
+
+class CheckedBackend(httpcore2.SyncBackend):
+    """httpcore2's own network backend, connecting only to addresses the policy allows."""
+
+    def __init__(self, egress: Egress) -> None:
+        super().__init__()
+        self.egress = egress
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        try:
+            addresses = self.egress.addresses(host, port)  # EgressRefused passes through
+        except OSError as exc:  # the name does not resolve
+            raise httpcore2.ConnectError(str(exc)) from exc
+        failed: Exception | None = None
+        for address in addresses:  # each as the connection's own address: no lookup again
+            try:
+                return super().connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                failed = exc
+        assert failed is not None
+        raise failed
+
+
+class CheckedTransport(httpx2.HTTPTransport):
+    """httpx2's transport on a connection pool whose connections go through the policy.
+
+    ``HTTPTransport`` takes no network backend, so its pool is built here with
+    one; its request handling and closing use that pool and nothing else.
+    """
+
+    def __init__(self, egress: Egress) -> None:
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=CheckedBackend(egress),
+        )
+
+
+def client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.Client:
+    """A client under the egress policy that never follows a redirect or uses a proxy."""
+    return httpx2.Client(
+        transport=CheckedTransport(egress),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        **options,
+    )
+
+
+def status_failure(status: int) -> DeliveryFailed:
+    """An answer without a 2xx: its status and the standard phrase (never the peer's own)."""
+    try:
+        text = f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        text = f"HTTP {status}"
+    if 300 <= status < 400:
+        text += " (redirects are not followed)"
+    return DeliveryFailed(Failure.HTTP_STATUS, text)
+
+
+def _tls(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def failure(exc: httpx2.HTTPError) -> DeliveryFailed:
+    """The failed attempt an httpx2 error means.
+
+    The library's message says what went wrong on our side (refused, timed out,
+    certificate); a protocol error's message may quote the peer's bytes, so only
+    its name is kept.
+    """
+    if isinstance(exc, httpx2.TimeoutException):
+        kind = Failure.TIMEOUT
+    elif isinstance(exc, httpx2.ConnectError):
+        kind = Failure.TLS if _tls(exc) else Failure.CONNECT
+    elif isinstance(exc, httpx2.TransportError):
+        kind = Failure.NETWORK
+    else:
+        kind = Failure.SENDER_ERROR
+    text = type(exc).__name__
+    if not isinstance(exc, httpx2.ProtocolError) and str(exc):
+        text += ": " + str(exc).splitlines()[0][:200]
+    return DeliveryFailed(kind, text)
