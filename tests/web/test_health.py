@@ -242,7 +242,9 @@ def test_a_delivery_round_stuck_past_the_lease_is_stalled(database, background):
             group = org.group()
             create_mapping(session, ADMIN, group, org.connector(), "read")
             org.join(org.user(), group)
-        settings = fast(database, delivery_timeout_seconds=5)
+        settings = fast(
+            database, delivery_timeout_seconds=5, delivery_allowed_networks="127.0.0.1/32"
+        )
         client = create_app(settings, database, background=False).test_client()
         background(settings)
 
