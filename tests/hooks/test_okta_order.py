@@ -352,37 +352,54 @@ def test_the_console_preview_is_answered_200_recorded_and_changes_nothing(client
         assert session.scalar(select(func.count(Finding.id))) == 0
 
 
-def _refuse_user(database, user_name: str) -> None:
-    """The database itself refuses one user's row, as a broken column or constraint would."""
+@pytest.fixture
+def refuse_user(database):
+    """The database itself refuses one user's row, as a broken column or constraint would.
+
+    The trigger is dropped afterwards: on PostgreSQL the tests share one schema.
+    """
+
+    def refuse(user_name: str) -> None:
+        with database.engine.begin() as conn:
+            if database.dialect == "postgresql":
+                conn.execute(
+                    text(
+                        "CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS "
+                        f"$$ BEGIN IF NEW.user_name = '{user_name}' THEN "
+                        "RAISE EXCEPTION 'row refused'; END IF; RETURN NEW; END $$"
+                    )
+                )
+                conn.execute(
+                    text(
+                        "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
+                        "FOR EACH ROW EXECUTE FUNCTION refuse_user()"
+                    )
+                )
+            else:
+                conn.execute(
+                    text(
+                        "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
+                        f"WHEN NEW.user_name = '{user_name}' "
+                        "BEGIN SELECT RAISE(ABORT, 'row refused'); END"
+                    )
+                )
+
+    yield refuse
     with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "DROP TRIGGER IF EXISTS refuse_user"
+                + (" ON users" if database.dialect == "postgresql" else "")
+            )
+        )
         if database.dialect == "postgresql":
-            conn.execute(
-                text(
-                    "CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS "
-                    f"$$ BEGIN IF NEW.user_name = '{user_name}' THEN "
-                    "RAISE EXCEPTION 'row refused'; END IF; RETURN NEW; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse_user()"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_user BEFORE INSERT ON users "
-                    f"WHEN NEW.user_name = '{user_name}' "
-                    "BEGIN SELECT RAISE(ABORT, 'row refused'); END"
-                )
-            )
+            conn.execute(text("DROP FUNCTION IF EXISTS refuse_user()"))
 
 
 def test_an_event_the_database_keeps_refusing_is_parked_once_the_retries_are_spent(
-    client, database, mapped
+    client, database, mapped, refuse_user
 ):
-    _refuse_user(database, "bob@example.com")
+    refuse_user("bob@example.com")
     deliver(client, database, p.joined(0))
     bob = p.event(
         "group.user_membership.add", [p.user("00u2bob", "bob@example.com"), p.group()], minute=1
