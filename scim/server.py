@@ -25,9 +25,9 @@ from scim2_flask import ScimServer
 from scim2_models import (
     Context,
     ForbiddenException,
+    InvalidSyntaxException,
     InvalidValueException,
     NotImplementedException,
-    PatchOp,
     Path,
     PayloadTooLargeException,
     PreconditionFailedException,
@@ -40,6 +40,7 @@ from scim2_models import (
 )
 from scim2_server.bulk import BulkPlan
 from scim2_server.conditions import Conditions
+from scim2_server.errors import UnsupportedMediaTypeException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -47,11 +48,12 @@ from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
+from provisioning.web import bodies
 from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
@@ -60,27 +62,13 @@ URL_PREFIX = "/scim/v2"
 
 
 class ProvisioningService(ScimService):
-    """scim2-server's service, accepting the PATCH bodies Okta and Entra ID send."""
+    """scim2-server's service: bodies read under the service's rule, and the PATCH bodies
+    Okta and Entra ID send accepted."""
 
     def __init__(self, provider: Any, *, secret: str | bytes | None = None) -> None:
         super().__init__(provider, secret=secret)
         self._parameters: dict[tuple[Any, ...], ResponseParameters[Any]] = {}
         self._envelopes: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def read_patch(
-        self, resource_type: ResourceType, body: bytes, content_type: str | None
-    ) -> PatchOp[Any]:
-        return super().read_patch(resource_type, normalise_patch(body), content_type)
-
-    def read_creation(
-        self, resource_type: ResourceType, body: bytes, content_type: str | None
-    ) -> Resource[Any]:
-        return super().read_creation(resource_type, normalise_resource(body), content_type)
-
-    def read_replacement(
-        self, resource_type: ResourceType, body: bytes, content_type: str | None
-    ) -> Resource[Any]:
-        return super().read_replacement(resource_type, normalise_resource(body), content_type)
 
     def me_target(self, request: ScimRequest) -> tuple[ResourceType, str]:
         """``/Me`` is not supported: 501, as RFC 7644 section 3.11 asks of such a provider.
@@ -104,13 +92,20 @@ class ProvisioningService(ScimService):
         return plan
 
     def read_body(self, model: Any, body: bytes, content_type: str | None, scim_ctx: Context):
-        """A bulk request's operations accept what the single requests accept.
+        """Every body scim2-server validates (creations, replacements, PATCH, bulk), read
+        under the service's rule for bodies first (:func:`_document`), with the client
+        shapes :func:`normalise` accepts rewritten (in bulk operations too).
 
-        scim2-server checks maxPayloadSize on the body as sent, before this rewrite.
+        scim2-server checks a bulk request's maxPayloadSize on the body as sent, before.
         """
-        if scim_ctx == Context.BULK_REQUEST:
-            body = normalise_bulk(body)
+        document = _document(body, content_type)
+        if normalise(document, scim_ctx):
+            body = json.dumps(document, separators=(",", ":")).encode()
         return super().read_body(model, body, content_type, scim_ctx)
+
+    def decode_body(self, body: bytes, content_type: str | None) -> Any:
+        """A search request's body (``.search``), read under the rule for bodies."""
+        return _document(body, content_type)
 
     def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
         """The resource in the form sent to the client: scim2-server's publishing, in place.
@@ -236,23 +231,53 @@ _NO_ME = (
 )
 
 
-def normalise_resource(body: bytes) -> bytes:
-    """A User's enterprise ``manager`` given by id only (as Okta sends it) gets its ``$ref``.
+def _document(body: bytes, content_type: str | None) -> Any:
+    """The JSON document of a SCIM request body, under the service's rule for bodies
+    (:mod:`provisioning.web.bodies`: JSON media type, UTF-8, JSON within the depth limit);
+    a body without Content-Type is JSON (RFC 7644 section 3.8). Refusals are SCIM errors."""
+    try:
+        bodies.check_media_type(content_type, untyped_is_json=True)
+        return bodies.parse(body)
+    except bodies.Refused as refused:
+        raise scim_error(refused) from None
+
+
+def scim_error(refused: bodies.Refused) -> Exception:
+    """The SCIM error of a body the rule refused."""
+    if refused.code == 413:
+        return PayloadTooLargeException(detail=refused.description)
+    if refused.code == 415:
+        return UnsupportedMediaTypeException(detail=refused.description)
+    return InvalidSyntaxException(detail=refused.description)
+
+
+def normalise(document: Any, scim_ctx: Context) -> bool:
+    """The request shapes real clients send that RFC 7644 does not, rewritten in place in
+    a decoded body (anything else is left for the validator); True when it may have changed.
+
+    - a User's enterprise ``manager`` given by id only gets its ``$ref``
+      (:func:`_resource`);
+    - Entra ID's PATCH shapes in RFC 7644 form (:func:`_patch`);
+    - the same in each operation of a bulk request (:func:`_bulk`).
+    """
+    if not isinstance(document, dict):
+        return False
+    if scim_ctx in (Context.RESOURCE_CREATION_REQUEST, Context.RESOURCE_REPLACEMENT_REQUEST):
+        return _resource(document)
+    if scim_ctx == Context.RESOURCE_PATCH_REQUEST:
+        return _patch(document)
+    if scim_ctx == Context.BULK_REQUEST:
+        return _bulk(document)
+    return False
+
+
+def _resource(document: dict[str, Any]) -> bool:
+    """A User's enterprise ``manager`` given by id only (as Okta sends it) gets its ``$ref``,
+    in place; True when it changed.
 
     RFC 7643 section 4.3 makes ``$ref`` required and scim2-models enforces it, but clients
     send ``{"value": id}`` (or the bare id); the reference is the manager's User resource.
     """
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(document, dict) or not _resource(document):
-        return body
-    return json.dumps(document).encode()
-
-
-def _resource(document: dict[str, Any]) -> bool:
-    """:func:`normalise_resource` on a decoded resource, in place; True when it changed."""
     enterprise = next((v for k, v in document.items() if k.lower() == ENTERPRISE.lower()), None)
     if not isinstance(enterprise, dict) or "manager" not in enterprise:
         return False
@@ -268,8 +293,8 @@ def _manager(value: Any) -> Any:
     return value
 
 
-def normalise_patch(body: bytes) -> bytes:
-    """Entra ID's PATCH shapes in RFC 7644 form; anything unreadable is left for the validator.
+def _patch(document: dict[str, Any]) -> bool:
+    """Entra ID's PATCH shapes in RFC 7644 form, in place; True when it is a PatchOp.
 
     - ``"op": "Replace"`` (any case) becomes ``"replace"``;
     - ``"active": "False"`` (a boolean sent as a string) becomes ``false``;
@@ -279,17 +304,6 @@ def normalise_patch(body: bytes) -> bytes:
     - ``remove`` of ``members`` with a value list becomes one ``members[value eq "id"]``
       removal per listed member (RFC 7644 would remove every member).
     """
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(document, dict) or not _patch(document):
-        return body
-    return json.dumps(document).encode()
-
-
-def _patch(document: dict[str, Any]) -> bool:
-    """:func:`normalise_patch` on a decoded PatchOp, in place; True when it is a PatchOp."""
     if not isinstance(document.get("Operations"), list):
         return False
     operations = []
@@ -325,15 +339,11 @@ def _patch(document: dict[str, Any]) -> bool:
     return True
 
 
-def normalise_bulk(body: bytes) -> bytes:
-    """The shapes :func:`normalise_resource` and :func:`normalise_patch` accept, in each
-    operation of a bulk request: a client sends the same data alone or in a bulk."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(document, dict) or not isinstance(document.get("Operations"), list):
-        return body
+def _bulk(document: dict[str, Any]) -> bool:
+    """:func:`_resource` and :func:`_patch` in each operation of a bulk request, in place: a
+    client sends the same data alone or in a bulk. True when an operation changed."""
+    if not isinstance(document.get("Operations"), list):
+        return False
     changed = False
     for operation in document["Operations"]:
         if not isinstance(operation, dict) or not isinstance(operation.get("data"), dict):
@@ -344,9 +354,7 @@ def normalise_bulk(body: bytes) -> bytes:
             changed = _resource(operation["data"]) or changed
         elif method == "PATCH":
             changed = _patch(operation["data"]) or changed
-    if not changed:
-        return body
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return changed
 
 
 _URN_PREFIX = "urn:ietf:params:scim:schemas:"
@@ -646,6 +654,8 @@ class ProvisioningScimServer(ScimServer):
         blueprint = super().create_blueprint()
         blueprint.before_request(self._authenticate)
         blueprint.teardown_request(self._forget)
+        blueprint.register_error_handler(bodies.Refused, self._refused)
+        blueprint.register_error_handler(Exception, self._unexpected)
         return blueprint
 
     def _authenticate(self) -> None:
@@ -671,23 +681,22 @@ class ProvisioningScimServer(ScimServer):
             reset_origin(token)
 
     def read_body(self, scim_request: Any) -> bytes:
-        """The body, up to the app's limit (PROVISIONING_MAX_REQUEST_BYTES): 413 beyond.
+        """The body, whose size was checked before any handler (PROVISIONING_MAX_REQUEST_BYTES,
+        which /Bulk announces as maxPayloadSize: :mod:`provisioning.web.bodies`); the service
+        reads it as JSON when the operation takes one (:meth:`ProvisioningService.read_body`),
+        so that the errors that come first (404, 405, 501) still do."""
+        return bodies.raw()
 
-        A bulk request is read up to maxPayloadSize, which is announced as that limit. A
-        request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
-        section 6.3), nor has one of Content-Length 0: neither is routed a second time to
-        find its limit.
-        """
-        if not request.content_length and "Transfer-Encoding" not in request.headers:
-            return b""
-        try:
-            return super().read_body(scim_request)
-        except RequestEntityTooLarge:
-            limit = current_app.config.get("MAX_CONTENT_LENGTH")
-            raise PayloadTooLargeException(
-                detail=f"the request body is larger than the {limit} bytes this service accepts "
-                "(PROVISIONING_MAX_REQUEST_BYTES, and the maxPayloadSize of /Bulk)"
-            ) from None
+    def _refused(self, refused: bodies.Refused) -> Response:
+        """A body the rule refused before any handler (413), as a SCIM error."""
+        return self._to_response(self.service.error_response(scim_error(refused)))
+
+    def _unexpected(self, exception: Exception) -> Response:
+        """Anything unforeseen: logged, and a SCIM error 500 that says nothing more."""
+        if isinstance(exception, HTTPException):  # scim2-flask's own handler answers these
+            return self._handle_http_exception(exception)
+        current_app.logger.exception("unhandled error")
+        return self._to_response(self.service.error_response(exception))
 
     def get_subject(self) -> Any:
         return g.get("scim_principal")

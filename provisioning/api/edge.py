@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -24,14 +25,17 @@ from provisioning.database import Database
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
 from provisioning.tokens import credentials
-from provisioning.web.problems import problem
+from provisioning.web import bodies
+from provisioning.web.problems import TYPE_PREFIX, problem
 
 PREFIX = "/api/v1"
-PROBLEM_TYPE = "urn:provisioning:problem:"
+PROBLEM_TYPE = TYPE_PREFIX
 
 api = APIBlueprint("api", __name__, url_prefix=PREFIX)
 # endpoint -> scope it needs; filled by :func:`route`.
 SCOPES: dict[str, str] = {}
+# endpoints whose operation takes a JSON body; filled by :func:`route`.
+BODIES: set[str] = set()
 
 
 def _problem_response(description: str) -> dict[str, Any]:
@@ -46,13 +50,14 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 PROBLEMS = {
-    400: "bad request",
+    400: "bad request: a body that is not JSON (or nested too deep), a forged cursor",
     401: "no credential, or a bad one",
     403: "the credential lacks the scope",
     404: "not found",
     409: "conflicts with the current state",
     412: "If-Match does not match the current ETag",
     413: "request body too large",
+    415: "the body is not sent as JSON",
     422: "invalid request: each invalid field is named",
 }
 
@@ -69,11 +74,15 @@ def route(
 ) -> Callable:
     """Register an operation needing ``scope``, documenting its answers and problems."""
     responses: dict[int, Any] = dict(ok)
-    for status in (401, 403, 413, 422, *problems):
+    for status in (400, 401, 403, 413, 422, *problems):
         responses[status] = _problem_response(PROBLEMS[status])
 
     def decorator(func: Callable) -> Callable:
-        SCOPES[f"{api.name}.{func.__name__}"] = scope
+        endpoint = f"{api.name}.{func.__name__}"
+        SCOPES[endpoint] = scope
+        if "body" in inspect.signature(func).parameters:
+            BODIES.add(endpoint)
+            responses[415] = _problem_response(PROBLEMS[415])
         register = getattr(api, method.lower())
         return register(
             rule,
@@ -89,13 +98,16 @@ def route(
 
 @api.before_request
 def _authenticate() -> Response | None:
-    scope = SCOPES.get(request.endpoint or "")
+    """Authenticate with the route's scope; then read the body, if the route takes one.
+
+    The body's size was checked before (:mod:`provisioning.web.bodies`); its JSON is read
+    only for an authenticated caller, so a request without a credential is 401 whatever
+    it carries.
+    """
+    endpoint = request.endpoint or ""
+    scope = SCOPES.get(endpoint)
     if scope is None:
         return None
-    if request.content_length is not None and request.content_length > (
-        current_app.config.get("MAX_CONTENT_LENGTH") or float("inf")
-    ):
-        return problem(413, "Content Too Large", "the request body is too large")
     protect = current_app.extensions["provisioning.api.protector"]
     scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
     credential = credential.strip()
@@ -120,6 +132,8 @@ def _authenticate() -> Response | None:
         response.headers["WWW-Authenticate"] = www_authenticate(error, scope)
         return response
     g.caller = caller_of(token)
+    if endpoint in BODIES:
+        bodies.document()
     return None
 
 

@@ -21,7 +21,8 @@ from provisioning import metrics
 from provisioning.database import Database
 from provisioning.okta import inbox
 from provisioning.settings import Settings
-from provisioning.web.problems import problem
+from provisioning.web import bodies
+from provisioning.web.problems import TYPE_PREFIX, problem
 
 okta_hooks = Blueprint("okta_hooks", __name__, url_prefix="/hooks/okta")
 
@@ -76,7 +77,15 @@ def deliver() -> Response:
     if not authenticated():
         return _unauthorised()
     database: Database = current_app.extensions["provisioning.database"]
-    body = request.get_data(cache=False)
+    body = bodies.raw()  # within the body limit: a larger one was refused (413) unread
+    try:
+        bodies.document(untyped_is_json=True)
+    except bodies.Refused as refused:
+        metrics.HOOK_DELIVERIES.labels(result="rejected").inc()
+        if refused.code == 400:  # JSON no delivery can be: kept, rejected, for inspection
+            inbox.reject(database, body, str(refused.description))
+        detail = f"not an Okta event hook delivery: {refused.description}"
+        return problem(refused.code, refused.name, detail, type=TYPE_PREFIX + refused.kind)
     try:
         receipt = inbox.receive(database, body)
     except inbox.EnvelopeError as exc:

@@ -80,6 +80,18 @@ def parse(body: bytes) -> Envelope:
     return envelope
 
 
+def reject(database: Database, body: bytes, reason: str) -> None:
+    """Keep a malformed delivery, rejected, for inspection; it is never applied."""
+    with database.transaction() as session:
+        session.add(
+            InboxDelivery(
+                body=body.decode("utf-8", "replace").replace("\x00", "\ufffd"),
+                state=DeliveryState.REJECTED,
+                last_error=reason,
+            )
+        )
+
+
 @dataclass
 class Receipt:
     delivery_id: int | None
@@ -96,14 +108,7 @@ def receive(database: Database, body: bytes) -> Receipt:
     try:
         envelope = parse(body)
     except EnvelopeError as exc:
-        with database.transaction() as session:
-            session.add(
-                InboxDelivery(
-                    body=body.decode("utf-8", "replace").replace("\x00", "\ufffd"),
-                    state=DeliveryState.REJECTED,
-                    last_error=str(exc),
-                )
-            )
+        reject(database, body, str(exc))
         raise
     try:
         with database.transaction() as session:

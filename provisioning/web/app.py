@@ -14,7 +14,7 @@ from provisioning.hooks.okta import okta_hooks, secret_digests
 from provisioning.okta import events
 from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
-from provisioning.web import problems
+from provisioning.web import bodies, problems
 from provisioning.web.health import health
 from provisioning.web.metrics import metrics, registry_for
 
@@ -38,6 +38,7 @@ def create_app(
     events.configure(settings)
     app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    bodies.install(app)
     app.json.sort_keys = False
     app.extensions["provisioning.settings"] = settings
     app.extensions["provisioning.database"] = database

@@ -8,6 +8,7 @@ from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:provisioning:problem:"
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
@@ -24,7 +25,9 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        response = problem(exc.code or 500, exc.name, exc.description)
+        kind = getattr(exc, "kind", None)  # the body rule's refusals name their problem
+        extra = {"type": TYPE_PREFIX + kind} if kind else {}
+        response = problem(exc.code or 500, exc.name, exc.description, **extra)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
