@@ -32,6 +32,7 @@ from provisioning.tokens import credentials
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 REALM = "provisioning"
+UNKNOWN = "unknown or revoked token"
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,15 @@ class AccessTokenValidator(JWTBearerTokenValidator):
             lambda connection: credentials.authenticate(connection, token_string)
         )
         if principal is None:
-            raise self._invalid("unknown or revoked API token")
+            raise self._invalid(UNKNOWN)
         self.validate_token(principal, scopes, None)
         return principal
 
     def authenticate_token(self, token_string: str) -> Any:
         if token_string.startswith(credentials.PREFIX):
             return self.static_token(token_string, [])
+        if token_string.count(".") != 2:  # not a JWT (a compact JWS): no token of ours
+            raise self._invalid(UNKNOWN)
         if self.jwks is None or not self.issuer or not self.resource_server:
             raise self._invalid("JWT access tokens are not configured")
         try:

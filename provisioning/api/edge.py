@@ -118,11 +118,10 @@ def _authenticate() -> Response | None:
             token = protect.acquire_token([scope])
     except OAuth2Error as error:
         status = 403 if error.error == "insufficient_scope" else 401
-        detail = error.description or (
-            f"this operation needs scope {scope}"
-            if status == 403
-            else "send a bearer token in the Authorization header"
-        )
+        if status == 403:
+            detail = f"this operation needs the scope {scope}, which the token does not carry"
+        else:
+            detail = error.description or "send a bearer token in the Authorization header"
         response = problem(
             status,
             "Forbidden" if status == 403 else "Unauthorized",

@@ -166,3 +166,26 @@ def test_jwts_are_refused_when_no_issuer_is_configured(database, issuer):
     response = client.get(LIST, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert "not configured" in response.json["detail"]
+
+
+def test_an_unknown_token_is_answered_as_unknown_whether_or_not_jwts_are_configured(api, database):
+    from provisioning.settings import load
+    from provisioning.web.app import create_app
+
+    without_jwts = create_app(load(database_url=database.url), database).test_client()
+    for client in (api.client, without_jwts):
+        for token in ("s3cr3t-from-another-system", credentials.PREFIX + "x" * 43):
+            response = client.get(LIST, headers={"Authorization": f"Bearer {token}"})
+            assert_refused(response, 401, "invalid_token")
+            assert response.json["detail"] == "unknown or revoked token"
+
+
+def test_a_403_names_the_scope_the_token_lacks(api, issuer):
+    secret = api.static_token("reader", ["admin:read"])
+    refused = api.client.post(
+        LIST, json={"slug": "x"}, headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert_refused(refused, 403, "insufficient_scope")
+    assert "admin:write" in refused.json["detail"]
+    refused = call(api, issuer.token(["decisions:check"]))
+    assert "admin:read" in refused.json["detail"]
