@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import inspect
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Response, abort, current_app, g, request
 from flask_openapi3 import APIBlueprint, OpenAPI, Tag
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import BigInteger, Integer, Select, Uuid, select, tuple_
 from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
@@ -225,14 +226,49 @@ def encode_cursor(values: Iterable[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
+def _forged(why: str) -> None:
+    fail(400, "Bad Request", f"cursor is not one this API gave out: {why}", "invalid-cursor")
+
+
+def _key_value(key: Any, value: Any) -> Any:
+    """``value`` read back as a value of the sort key ``key``; 400 unless it could be one:
+    an integer within the column's range, an id, or text the column can hold."""
+    column_type = key.type
+    if isinstance(column_type, Integer):  # BigInteger too
+        bound = schemas.INT64 if isinstance(column_type, BigInteger) else schemas.INT32
+        if type(value) is not int or not -bound - 1 <= value <= bound:
+            _forged(f"{key.key} is an integer between {-bound - 1} and {bound}")
+        return value
+    if not isinstance(value, str):
+        _forged(f"{key.key} is text")
+    if isinstance(column_type, Uuid):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            _forged(f"{key.key} is an id")
+    length = getattr(column_type, "length", None)
+    if "\x00" in value or (length is not None and len(value) > length) or not _utf8(value):
+        _forged(f"{key.key} is text of at most {length} characters, without NUL")
+    return value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def decode_cursor(cursor: str, keys: Sequence[Any]) -> list[Any]:
+    """The sort key values a cursor holds, each checked against its column (400 if not)."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         values = None
-    if not isinstance(values, list) or len(values) != arity:
-        unprocessable("cursor is not one this API gave out", "cursor")
-    return values  # type: ignore[return-value]
+    if not isinstance(values, list) or len(values) != len(keys):
+        _forged(f"it holds {len(keys)} value(s) in a JSON list, in base64")
+    return [_key_value(key, value) for key, value in zip(keys, values, strict=True)]
 
 
 def page(
@@ -245,15 +281,12 @@ def page(
 ) -> tuple[list[Any], str | None]:
     """One page of ``query`` sorted by ``keys`` (columns, unique together), after ``cursor``.
 
-    The cursor holds the last row's key values, read back with each column's
-    Python type; rows are those of a query whose first entity owns the keys.
+    The cursor holds the last row's key values, read back strictly as values of each
+    key's column (:func:`decode_cursor`); rows are those of a query whose first entity
+    owns the keys.
     """
     if cursor:
-        values = decode_cursor(cursor, len(keys))
-        try:
-            values = [key.type.python_type(v) for key, v in zip(keys, values, strict=True)]
-        except (TypeError, ValueError):
-            unprocessable("cursor is not one this API gave out", "cursor")
+        values = decode_cursor(cursor, keys)
         if len(keys) == 1:
             query = query.where(keys[0] > values[0])
         else:
