@@ -59,6 +59,9 @@ from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
 
 URL_PREFIX = "/scim/v2"
+# The largest startIndex a search accepts: an offset any database pages to (PostgreSQL's
+# OFFSET is a bigint, SQLite's an int64). Past it, 400; a page of so many is past the end.
+MAX_START_INDEX = 2**31 - 1
 
 
 class ProvisioningService(ScimService):
@@ -81,6 +84,20 @@ class ProvisioningService(ScimService):
     def me_creation_type(self, request: ScimRequest) -> ResourceType:
         """``POST /Me`` is not supported either: a token does not register itself."""
         raise NotImplementedException(detail=_NO_ME)
+
+    def read_search(
+        self, resource_types: list[ResourceType], payload: Any
+    ) -> tuple[SearchRequest[Any], Any]:
+        """scim2-server's reading of a search (query or ``.search`` body), with startIndex
+        bounded: at most :data:`MAX_START_INDEX`. scim2-models reads a startIndex below 1
+        as 1 and a negative count as 0, and scim2-server bounds count by maxPageSize."""
+        search_request, position = super().read_search(resource_types, payload)
+        start_index = search_request.start_index
+        if start_index is not None and start_index > MAX_START_INDEX:
+            raise InvalidValueException(
+                detail=f"startIndex is at most {MAX_START_INDEX}, not {start_index}"
+            )
+        return search_request, position
 
     def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
         """scim2-server's plan of a bulk request; a negative failOnErrors is refused."""

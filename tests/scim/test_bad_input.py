@@ -198,6 +198,47 @@ def test_unknown_resources_are_404(scim):
         )
 
 
+SEARCHES = ["/Users", "/Groups", "/"]
+BODY_SEARCHES = ["/Users/.search", "/Groups/.search", "/.search"]
+SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+@pytest.mark.parametrize("value", [2**31, 10**20, 2**63])
+def test_a_start_index_past_what_the_database_can_page_to_is_400(scim, group, value):
+    before = rows(scim)
+    for path in SEARCHES:
+        response = scim.get(path, query_string={"startIndex": str(value)})
+        assert_error(response, 400, "invalidValue", "startIndex", str(2**31 - 1))
+    for path in BODY_SEARCHES:
+        response = scim.post(path, {"schemas": [SEARCH_REQUEST], "startIndex": value})
+        assert_error(response, 400, "invalidValue", "startIndex", str(2**31 - 1))
+    assert rows(scim) == before
+
+
+def test_paging_within_bounds_is_answered(scim, alice, group):
+    """The largest startIndex pages past the end; below 1 is 1; a negative count is 0; a
+    count past maxPageSize is maxPageSize (RFC 7644 section 3.4.2.4, RFC 9865)."""
+    for path in SEARCHES:
+        last = scim.get(path, query_string={"startIndex": str(2**31 - 1)}).get_json()
+        assert last["Resources"] == [] and last["startIndex"] == 2**31 - 1
+        first = scim.get(path, query_string={"startIndex": "-5"}).get_json()
+        assert first["startIndex"] == 1 and first["Resources"]
+        none = scim.get(path, query_string={"count": "-5"}).get_json()
+        assert none["Resources"] == [] and none["totalResults"] > 0
+        for query in ({"count": str(10**20)}, {"count": str(10**20), "cursor": ""}):
+            page = scim.get(path, query_string=query).get_json()
+            assert page["itemsPerPage"] == page["totalResults"] > 0
+    for path in BODY_SEARCHES:
+        page = scim.post(path, {"schemas": [SEARCH_REQUEST], "count": 10**20}).get_json()
+        assert page["itemsPerPage"] == page["totalResults"] > 0
+
+
+def test_the_largest_page_is_announced(scim):
+    config = scim.get("/ServiceProviderConfig").get_json()
+    assert config["pagination"]["maxPageSize"] == 1000
+    assert config["filter"]["maxResults"] == 1000
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda children: (
