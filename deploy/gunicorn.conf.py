@@ -32,6 +32,9 @@ max_requests = 100_000
 max_requests_jitter = 10_000
 accesslog = "-"
 errorlog = "-"
+# The access log's request lines without credentials (query values of access_token,
+# token, key, secret, password, code: provisioning/web/logs.py).
+logger_class = "provisioning.web.logs.AccessLogger"
 # Request lines and headers: refuse what no legitimate client sends.
 limit_request_line = 8190
 limit_request_fields = 100

@@ -134,6 +134,7 @@ def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> No
             self.cfg.set("workers", 1)
             self.cfg.set("threads", threads)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "provisioning.web.logs.AccessLogger")
 
         def load(self):
             app = create_app(settings)

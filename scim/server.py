@@ -53,7 +53,7 @@ from werkzeug.exceptions import HTTPException
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
-from provisioning.web import bodies
+from provisioning.web import bodies, logs
 from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
@@ -712,7 +712,7 @@ class ProvisioningScimServer(ScimServer):
         """Anything unforeseen: logged, and a SCIM error 500 that says nothing more."""
         if isinstance(exception, HTTPException):  # scim2-flask's own handler answers these
             return self._handle_http_exception(exception)
-        current_app.logger.exception("unhandled error")
+        current_app.logger.exception("unhandled error in %s", logs.request_line())
         return self._to_response(self.service.error_response(exception))
 
     def get_subject(self) -> Any:

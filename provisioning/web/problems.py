@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
+from provisioning.web import logs
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:provisioning:problem:"
 
@@ -35,5 +37,5 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        app.logger.exception("unhandled error")
+        app.logger.exception("unhandled error in %s", logs.request_line())
         return problem(500, "Internal Server Error", "the error was logged")
