@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 
-from provisioning.api.edge import BODIES
+from provisioning.api.edge import BODIES, SCOPES
+from provisioning.connectors.models import Action, Connector
+from provisioning.demo import seed
+from provisioning.identity.models import Group, User
+from provisioning.tokens import credentials
+from tests import hostile
 from tests.org import Org
 from tests.rows import rows
 
@@ -167,3 +179,179 @@ def test_a_caller_without_credentials_is_401_whatever_the_body(api):
         "/api/v1/connectors", data=b"[" * 5000, headers={"Content-Type": "text/plain"}
     )
     assert_problem(response, 401)
+
+
+# -- every route, generated requests ------------------------------------------------------
+
+FORMATS = {
+    "date": ["2027-01-01", "9999-12-31", "0001-01-01", "2027-02-30"],
+    "date-time": [
+        "2027-01-01T00:00:00Z",
+        "9999-12-31T23:59:59+14:00",
+        "0001-01-01T00:00:00-12:00",
+        "2027-01-01T00:00:00",
+        "2027-01-01T00:00:00+25:00",
+    ],
+    "uuid": ["00000000-0000-0000-0000-000000000000", "not-a-uuid"],
+}
+
+
+@dataclass
+class Operation:
+    """One admin operation: its method, path template, and values worth trying for its path
+    parameters, query parameters and body fields (from the OpenAPI document)."""
+
+    method: str
+    rule: str
+    arguments: dict[str, list[Any]]
+    query: dict[str, list[Any]]
+    fields: dict[str, list[Any]]
+    has_body: bool
+
+
+def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _samples(schema: dict[str, Any], components: dict[str, Any], known: dict) -> list[Any]:
+    """Values at and around what ``schema`` allows: enums, formats, bounds, lengths."""
+    schema = _resolve(schema, components)
+    found: list[Any] = list(schema.get("enum", []))
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key, []):
+            found += _samples(sub, components, known)
+    found += FORMATS.get(schema.get("format", ""), [])
+    if schema.get("format") == "uuid":
+        found += known["uuids"]
+    if schema.get("type") == "integer":
+        for bound in ("minimum", "maximum"):
+            if bound in schema:
+                edge = int(schema[bound])
+                found += [edge, edge - 1, edge + 1]
+    if schema.get("type") == "string" and "maxLength" in schema:
+        found += ["x" * schema["maxLength"], "x" * (schema["maxLength"] + 1)]
+    if "pattern" in schema and "a-z0-9" in schema["pattern"]:
+        found += known["slugs"]
+    if schema.get("type") == "array" and "items" in schema:
+        items = _samples(schema["items"], components, known)
+        found += [items[:1], items, items * 50]
+    if schema.get("type") == "object" and "properties" in schema:
+        found.append(
+            {
+                k: (_samples(v, components, known) or [None])[0]
+                for k, v in schema["properties"].items()
+            }
+        )
+    return found
+
+
+def operations(app, document: dict[str, Any], known: dict[str, list[Any]]) -> list[Operation]:
+    components = document["components"]["schemas"]
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint not in SCOPES:
+            continue
+        template = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            spec = document["paths"][template][method.lower()]
+            parameters = spec.get("parameters", [])
+            query = {
+                p["name"]: _samples(p["schema"], components, known)
+                for p in parameters
+                if p["in"] == "query"
+            }
+            arguments = {
+                p["name"]: _samples(p["schema"], components, known) + known.get(p["name"], [])
+                for p in parameters
+                if p["in"] == "path"
+            }
+            fields: dict[str, list[Any]] = {}
+            if "requestBody" in spec:
+                body = _resolve(
+                    spec["requestBody"]["content"]["application/json"]["schema"], components
+                )
+                fields = {
+                    name: _samples(prop, components, known)
+                    for name, prop in body.get("properties", {}).items()
+                }
+            found.append(
+                Operation(method, template, arguments, query, fields, rule.endpoint in BODIES)
+            )
+    return found
+
+
+# Cursors as a client could forge them: one or two values of any kind, or anything.
+CURSORS = st.lists(hostile.json_values(), min_size=1, max_size=2).map(cursor) | (
+    st.binary(max_size=40).map(raw_cursor) | hostile.strings()
+)
+
+
+@st.composite
+def requests(draw, operations: list[Operation]) -> tuple[str, str, dict, bytes | None, dict]:
+    operation = draw(st.sampled_from(operations))
+    path = operation.rule
+    for name, values in operation.arguments.items():
+        value = draw(st.sampled_from(values) | hostile.strings() | hostile.number_texts())
+        path = path.replace("{" + name + "}", quote(str(value), safe=""))
+    names = [*sorted(operation.query), "limit", "access_token", "x"]
+    query_values = (
+        st.sampled_from([v for vs in operation.query.values() for v in vs] or [""])
+        | hostile.strings()
+        | hostile.number_texts()
+    )
+    query = draw(st.dictionaries(st.sampled_from(names), query_values.map(str), max_size=4))
+    if "cursor" in operation.query and draw(st.booleans()):
+        query["cursor"] = draw(CURSORS)
+    field_values = st.sampled_from([v for vs in operation.fields.values() for v in vs] or [None])
+    document = st.dictionaries(
+        st.sampled_from(sorted(operation.fields) or ["x"]),
+        field_values | hostile.json_values(sorted(operation.fields)),
+        max_size=len(operation.fields) + 1,
+    ) | hostile.json_values(sorted(operation.fields))
+    body, content_type = draw(hostile.bodies(document))
+    headers = {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if draw(st.booleans()):
+        headers["If-Match"] = draw(st.sampled_from(['"x"', "*", 'W/"1"', ""]))
+    return operation.method, path, query, body, headers
+
+
+def test_no_admin_request_is_a_server_error_and_a_refused_one_writes_nothing(api, database, origin):
+    """Budget: 500 examples in CI (about 20 s on SQLite); EDGE_FUZZ_EXAMPLES for more."""
+    with database.transaction() as session:
+        seed(session, origin)
+        known = {
+            "slugs": list(session.scalars(select(Connector.slug))),
+            "uuids": [str(i) for i in session.scalars(select(User.id).limit(3))]
+            + [str(i) for i in session.scalars(select(Group.id).limit(3))],
+            "name": list(session.scalars(select(Action.name).limit(5))),
+        }
+    token = api.static_token("fuzzer", [s.value for s in credentials.Scope])
+    document = api.client.get("/api/v1/openapi.json").json
+    found = operations(api.app, document, known)
+    assert len(found) == 54  # every admin operation
+    tally: Counter = Counter()
+
+    @settings(max_examples=hostile.budget(500), deadline=None)
+    @given(request=requests(found))
+    def check(request):
+        method, path, query, body, headers = request
+        before = rows(database)
+        response = api.client.open(
+            path,
+            method=method,
+            query_string=query,
+            data=body,
+            headers={"Authorization": f"Bearer {token}", **headers},
+        )
+        tally[response.status_code // 100] += 1
+        assert response.status_code < 500, (method, path, response.get_data(as_text=True))
+        if response.status_code >= 400:
+            assert response.mimetype == "application/problem+json"
+            assert rows(database) == before, (method, path, response.json)
+
+    check()
+    print(hostile.report("admin", tally))

@@ -32,7 +32,7 @@ SENSITIVE_NAMES = [
 ]
 PLAIN_NAMES = ["limit", "cursor", "q", "state", "monkey", "tokens", "keyboard", "x"]
 VALUES = st.text(
-    alphabet=st.characters(blacklist_characters="&;#", blacklist_categories=("Cs",)),
+    alphabet=st.characters(exclude_characters="&;#", exclude_categories=("Cs",)),
     max_size=12,
 ).map(quote)
 
