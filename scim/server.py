@@ -53,7 +53,7 @@ from werkzeug.exceptions import HTTPException
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens.credentials import Scope, authenticate
-from provisioning.web import bodies, logs
+from provisioning.web import bodies, logs, problems
 from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
@@ -708,6 +708,13 @@ class ProvisioningScimServer(ScimServer):
         """A body the rule refused before any handler (413), as a SCIM error."""
         return self._to_response(self.service.error_response(scim_error(refused)))
 
+    def answer_error(self, exception: Exception) -> Response:
+        """Any error of a request under /scim/v2, as a SCIM error (for those raised before
+        the request reached the blueprint: :func:`provisioning.web.problems.edge_errors`)."""
+        if isinstance(exception, bodies.Refused):
+            return self._refused(exception)
+        return self._unexpected(exception)
+
     def _unexpected(self, exception: Exception) -> Response:
         """Anything unforeseen: logged, and a SCIM error 500 that says nothing more."""
         if isinstance(exception, HTTPException):  # scim2-flask's own handler answers these
@@ -744,6 +751,7 @@ def install(
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
     server = ProvisioningScimServer(database, cursor_secret, limit)
     server.init_app(app)
+    problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
     return server
 

@@ -9,10 +9,12 @@ class) there.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
 from typing import Any
+from urllib.parse import quote
 
 from hypothesis import strategies as st
 
@@ -24,12 +26,17 @@ def budget(default: int) -> int:
     return int(os.environ.get("EDGE_FUZZ_EXAMPLES", default))
 
 
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
 def report(edge: str, tally: Counter) -> str:
-    """One line saying how many cases ``edge`` answered in each status class."""
+    """One line saying how many cases ``edge`` answered with each kind of status (from
+    :func:`status_class`); appended to EDGE_FUZZ_REPORT's file if it is set."""
     database = "postgresql" if ON_POSTGRES else "sqlite"
-    total = sum(tally.values())
-    classes = ", ".join(f"{k}xx {tally[k]}" for k in sorted(tally))
-    line = f"{edge} on {database}: {total} cases ({classes}); server errors {tally[5]}"
+    kinds = ", ".join(f"{kind} {tally[kind]}" for kind in sorted(tally))
+    line = f"{edge} on {database}: {sum(tally.values())} cases ({kinds}); "
+    line += f"server errors {tally['5xx']}"
     path = os.environ.get("EDGE_FUZZ_REPORT")
     if path:
         with open(path, "a") as out:
@@ -67,6 +74,17 @@ ODD_STRINGS = [
 ]
 
 
+def quoted(text: str) -> str:
+    """``text`` percent-encoded as a client puts it in a URL: its UTF-8 bytes (a lone
+    surrogate as the three bytes that would encode it, which are not UTF-8)."""
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def query_string(parameters: dict[str, str]) -> str:
+    return "&".join(f"{quoted(name)}={quoted(value)}" for name, value in parameters.items())
+
+
+@functools.cache
 def strings(*, nul: bool = True) -> st.SearchStrategy[str]:
     """Text of every kind: odd fixed cases and generated Unicode (lone surrogates included;
     NUL unless ``nul`` is False)."""
@@ -85,10 +103,26 @@ FLOATS = st.sampled_from([1e300, -1e300, 5e-324, 0.5, -0.0, 1.7976931348623157e3
 )
 
 
+# Integers at the edges of what databases and JSON hold, as text.
+EDGE_INTEGERS = [
+    "2147483647",
+    "2147483648",
+    "-2147483649",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "18446744073709551616",
+    "100000000000000000000",
+    "1" + "0" * 40,
+]
+
+
+@functools.cache
 def number_texts() -> st.SearchStrategy[str]:
     """Numbers as they come in query strings and paths."""
     return (
-        INTEGERS.map(str)
+        st.sampled_from(EDGE_INTEGERS)
+        | INTEGERS.map(str)
         | FLOATS.map(repr)
         | st.sampled_from(
             [
@@ -109,13 +143,10 @@ def number_texts() -> st.SearchStrategy[str]:
 # -- JSON -----------------------------------------------------------------------------------
 
 
-def json_values(
-    keys: list[str] | None = None, *, nul: bool = True, leaves: st.SearchStrategy | None = None
-) -> st.SearchStrategy[Any]:
+@functools.cache
+def json_values(keys: tuple[str, ...] = (), *, nul: bool = True) -> st.SearchStrategy[Any]:
     """Any JSON value, objects keyed mostly by ``keys`` (the fields an edge reads)."""
     scalars = st.none() | st.booleans() | INTEGERS | FLOATS | strings(nul=nul)
-    if leaves is not None:
-        scalars = leaves | scalars
     key_names = st.sampled_from(keys) | strings(nul=nul) if keys else strings(nul=nul)
     return st.recursive(
         scalars,
@@ -173,6 +204,7 @@ def encodings(document: Any) -> st.SearchStrategy[bytes]:
     )
 
 
+@functools.cache
 def raw_json_texts() -> st.SearchStrategy[bytes]:
     """JSON texts that a serialiser would not write: huge numbers, constants, duplicates."""
     return st.sampled_from(
@@ -193,6 +225,7 @@ def raw_json_texts() -> st.SearchStrategy[bytes]:
     )
 
 
+@functools.cache
 def bodies(
     documents: st.SearchStrategy[Any], *, json_type: str = "application/json"
 ) -> st.SearchStrategy[tuple[bytes | None, str | None]]:
