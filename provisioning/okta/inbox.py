@@ -81,7 +81,11 @@ def parse(body: bytes) -> Envelope:
 
 
 def reject(database: Database, body: bytes, reason: str) -> None:
-    """Keep a malformed delivery, rejected, for inspection; it is never applied."""
+    """Keep a malformed delivery, rejected, for inspection; it is never applied.
+
+    Its text is the body as UTF-8, what is not UTF-8 and NUL (which PostgreSQL's text
+    cannot hold) replaced by U+FFFD.
+    """
     with database.transaction() as session:
         session.add(
             InboxDelivery(
