@@ -2,9 +2,10 @@
 schema, no operation that answers without a credential, 405 for unsupported methods.
 
 Bounded for CI: a fixed seed and 10 examples per operation, through every phase
-(coverage, fuzzing, stateful), positive and negative data.
-EDGE_FUZZ_SCHEMATHESIS_EXAMPLES sets the examples per operation for a longer run. Not checked: that schema-violating data is refused (negative_data_rejection), since
-pydantic's lax mode reads 0 and 1 as booleans and numbers as timestamps.
+(coverage, fuzzing, stateful), positive and negative data; EDGE_FUZZ_SCHEMATHESIS_EXAMPLES
+sets the examples per operation for a longer run. Not checked: that schema-violating
+data is refused (negative_data_rejection), since pydantic's lax mode reads 0 and 1 as
+booleans and numbers as timestamps.
 """
 
 from __future__ import annotations

@@ -310,6 +310,7 @@ JSON_SCALARS = (
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
+    | st.text(alphabet='[]{}"\\ a', max_size=12)  # what the depth count must see past
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
@@ -328,12 +329,18 @@ def depth(value: Any) -> int:
     return 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(value=JSON_VALUES, wrappers=st.lists(st.sampled_from(["list", "dict"]), max_size=80))
-def test_any_json_document_is_read_as_json_reads_it_up_to_the_depth_limit(value, wrappers):
+@settings(max_examples=300, deadline=None)
+@given(
+    value=JSON_VALUES,
+    wrappers=st.lists(st.sampled_from(["list", "dict"]), max_size=80),
+    ascii_only=st.booleans(),
+)
+def test_any_json_document_is_read_as_json_reads_it_up_to_the_depth_limit(
+    value, wrappers, ascii_only
+):
     for wrapper in wrappers:
         value = [value] if wrapper == "list" else {"k": value}
-    raw = json.dumps(value).encode()
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode()
     if depth(value) <= bodies.MAX_DEPTH:
         assert bodies.parse(raw) == value
     else:
