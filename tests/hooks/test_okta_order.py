@@ -288,7 +288,7 @@ def test_parked_events_need_admin_read_and_page_like_other_lists(client, databas
     missing = client.get("/api/v1/okta/parked-events/999", headers=headers)
     assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
     bad = client.get("/api/v1/okta/parked-events?cursor=%%%", headers=headers)
-    assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
+    assert bad.status_code == 400 and bad.mimetype == "application/problem+json"
 
 
 # -- 4. the console's Preview -------------------------------------------------
