@@ -172,7 +172,9 @@ def test_actions_crud_and_guards(api, origin):
     assert api.get(f"{BASE}/github/actions").json["items"] == []
     with api.database.reader() as session:
         actions = session.scalars(
-            select(AuditEvent.action).where(AuditEvent.subject_type == "action")
+            select(AuditEvent.action)
+            .where(AuditEvent.subject_type == "action")
+            .order_by(AuditEvent.id)
         ).all()
     assert actions == ["action.created", "action.updated", "action.deleted"]
 
