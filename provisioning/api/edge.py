@@ -246,9 +246,9 @@ def _key_value(key: Any, value: Any) -> Any:
             return uuid.UUID(value)
         except ValueError:
             _forged(f"{key.key} is an id")
-    length = getattr(column_type, "length", None)
-    if "\x00" in value or (length is not None and len(value) > length) or not _utf8(value):
-        _forged(f"{key.key} is text of at most {length} characters, without NUL")
+    length = getattr(column_type, "length", None) or float("inf")
+    if "\x00" in value or len(value) > length or not _utf8(value):
+        _forged(f"{key.key} is text the column holds (its length, no NUL, UTF-8)")
     return value
 
 
