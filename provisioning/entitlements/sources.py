@@ -10,9 +10,9 @@ remediation) withdrew it: a :class:`~provisioning.entitlements.models.ReviewRevo
 of that user and connector at or after the source's creation (:func:`withdrawn`).
 
 The engine (:func:`provisioning.entitlements.engine.justifications`), the
-decision path, the access matrix, the stale-access scan and access reviews all
-read :data:`SOURCES`, so a new source of access (an approved access request)
-is one more :class:`Source` here and nothing else.
+decision path, the access matrix, the stale-access scan, access reviews and the
+expiry job all read :data:`SOURCES`, so a new source of access (an approved
+access request) is one more :class:`Source` here and nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ class Source:
     justification: Any
     rows: Callable[[Select], Select]
     alive: Callable[[Any], Iterable[ColumnElement[bool]]]
+    # The rows whose time ran out by ``now`` (and nothing else ended): the expiry job's.
+    ended: Callable[[Any], Iterable[ColumnElement[bool]]]
 
     @property
     def label(self) -> ColumnElement[str]:
@@ -117,6 +119,7 @@ MAPPINGS = Source(
         Membership.present.is_(True),
         or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
     ),
+    ended=lambda now: (Mapping.expires_at <= now,),
 )
 
 EXCEPTIONS = Source(
@@ -133,6 +136,7 @@ EXCEPTIONS = Source(
     justification=ManualException.justification,
     rows=lambda s: s.select_from(ManualException),
     alive=lambda now: (ManualException.revoked_at.is_(None), ManualException.expires_at > now),
+    ended=lambda now: (ManualException.expires_at <= now, ManualException.revoked_at.is_(None)),
 )
 
 # Every kind of source of access. A new one (access requests) is added here.
