@@ -38,10 +38,10 @@ from provisioning.entitlements import access, engine
 from provisioning.entitlements.decisions import Question, decide
 from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.identity.models import Group, Membership, User
+from tests.entitlements.test_engine_reference import LEVELS, RANK, grantable
+from tests.entitlements.test_engine_reference import FakeConnector as Governed
 
 ORIGIN = Origin(actor="agreement-test", source=Source.ADMIN)
-LEVELS = ["read", "read_write", "interactive"]
-RANK = {"read": 1, "read_write": 2, "interactive": 3}
 # The level an action kind needs, and the most powerful kind a capability offers.
 NEEDS = {"read": "read", "write": "read_write", "interactive": "interactive"}
 TOP_KIND = {"read": "read", "read_write": "write", "interactive": "interactive"}
@@ -55,13 +55,9 @@ HOURS = st.integers(1, 4)
 
 
 @dataclass
-class FakeConnector:
-    enabled: bool
-    publisher: str
-    review: str
-    classification: str
-    assessed: bool
-    capability: str
+class FakeConnector(Governed):
+    """The engine reference test's connector, with what decisions read besides."""
+
     desktop: bool
     interfaces: list[str]
     unknown_policy: str
@@ -133,14 +129,6 @@ def organisations(draw):
     )
     withdrawals = draw(st.lists(st.tuples(users, cons, HOURS), max_size=3))
     return states, n_groups, connectors, memberships, mappings, exceptions, withdrawals
-
-
-def grantable(c: FakeConnector) -> bool:
-    return (
-        c.enabled
-        and (c.publisher != "third_party" or c.review == "approved")
-        and (c.classification != "regulated" or c.assessed)
-    )
 
 
 def live_sources(org, u: int, c: int) -> list[tuple[str, frozenset[str] | None, dict[str, str]]]:
