@@ -38,7 +38,7 @@ from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import brake
 from provisioning.entitlements.models import Grant
-from provisioning.entitlements.sources import SOURCES, union, withdrawn
+from provisioning.entitlements.sources import SOURCES, Source, union, withdrawn
 from provisioning.identity.models import Membership, User, UserState
 
 _CHUNK = 1000
@@ -109,10 +109,9 @@ def justifications(affected: Affected, *, connector_id: int | None = None) -> An
     eligible user's access to a grantable connector: ``via`` is the kind of
     source (``mapping``, ``exception``) and ``ref`` its id.
     """
-
     now = utcnow()
 
-    def build(source: Any) -> Select:
+    def build(source: Source) -> Select:
         statement = (
             source.select(
                 source.user_id.label("user_id"),
