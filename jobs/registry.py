@@ -135,7 +135,7 @@ def _audit_checkpoint(database: Database, settings: Settings, progress: Progress
 
 
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
-    done = inbox.process_pending(database)
+    done = inbox.process_pending(database, settings=settings)
     return {"deliveries": done.deliveries, "failed": done.failed, **done.outcomes}
 
 
@@ -163,9 +163,11 @@ def _okta(full: bool | None) -> Callable[[Database, Settings, Progress], dict[st
             raise JobFailed(str(exc)) from None
         try:
             if full is None:
-                record = catch_up(database, client)
+                record = catch_up(database, client, settings=settings)
             else:
-                record = reconcile(database, client, full=full, progress=progress)
+                record = reconcile(
+                    database, client, full=full, progress=progress, settings=settings
+                )
         finally:
             client.close()
         if record.status != "succeeded":

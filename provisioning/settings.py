@@ -193,6 +193,11 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
 
+# The documented defaults, read from no environment: what a domain function uses when
+# its caller hands it no settings (tests, the demo). Edges hand in the loaded settings.
+DEFAULTS = Settings.model_construct()
+
+
 def _items(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
