@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from provisioning.audit.checkpoints import key_text, private_key
+
 DEFAULT_DATABASE_URL = "sqlite:///./provisioning.db"
 
 
@@ -179,8 +181,6 @@ class Settings(BaseSettings):
     @field_validator("audit_signing_key")
     @classmethod
     def _signing_key(cls, value: str | None) -> str | None:
-        from provisioning.audit.checkpoints import key_text, private_key
-
         if value is None or not value.strip():
             return None
         text = key_text(value)

@@ -60,6 +60,7 @@ from provisioning.people import lifecycle
 from provisioning.settings import DEFAULTS, Settings
 from scim import mapping
 from scim.filters import Compiler, keyset
+from scim.resources import provider
 
 DEFAULT_ORIGIN = Origin(actor="scim", source=Source.SCIM)
 
@@ -194,8 +195,6 @@ class SqlStorage(ScimStorage):
         raise NotFoundException(detail=f"no resource type {resource_type.name!r}")
 
     def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
-        from scim.resources import provider
-
         if not hasattr(self, "_provider"):
             self._provider = provider()
         return self._provider.model_for(resource_type)  # type: ignore[return-value]
