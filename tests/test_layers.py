@@ -217,3 +217,23 @@ def test_the_checks_see_a_lazy_call_up_and_a_cycle(tmp_path):
     ]
     brake, engine = "provisioning.entitlements.brake", "provisioning.entitlements.engine"
     assert cycles({brake: {engine: 1}, engine: {brake: 1}}) == [f"{brake} -> {engine} -> {brake}"]
+
+
+def test_every_invariant_cited_is_one_of_the_record():
+    """Code, tests and documents cite the invariants of docs/architecture.md, by number,
+    and no document outside the repository."""
+    record = (ROOT / "docs" / "architecture.md").read_text()
+    section = record.split("## Invariants", 1)[1].split("\n## ", 1)[0]
+    numbered = {int(n) for n in re.findall(r"^(\d+)\. \*\*", section, re.MULTILINE)}
+    assert numbered == set(range(1, len(numbered) + 1)) and numbered
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    for top in (*PACKAGES, "tests", "bench"):
+        files += (ROOT / top).rglob("*.py")
+    cited, outside = set(), []
+    for path in files:
+        text = path.read_text()
+        for words in re.findall(r"[Ii]nvariants? (\d+(?:(?:, | and )\d+)*)", text):
+            cited |= {int(n) for n in re.findall(r"\d+", words)}
+        if re.search(r"DESIGN(\.md)?'?s? invariant", text):
+            outside.append(str(path.relative_to(ROOT)))
+    assert outside == [] and cited - numbered == set()

@@ -1,6 +1,6 @@
 """The transactional outbox: messages owed to targets, written in the transaction of their change.
 
-DESIGN invariant 3: a change, its audit event and the messages that tell
+Invariant 3 (docs/architecture.md): a change, its audit event and the messages that tell
 downstream targets about it commit together or not at all. The engine calls
 :func:`enqueue` with the grants it changed; offboarding and reinstatement add
 their user events. Nothing is sent here: the delivery worker
