@@ -187,20 +187,6 @@ def _taken(session: Session, values: dict[str, Any]) -> str:
     return f"userName {values['user_name']!r} is already taken"
 
 
-def create_user(
-    session: Session,
-    origin: Origin,
-    *,
-    user_name: str,
-    scim_attributes: dict[str, Any] | None = None,
-    **fields: Any,
-) -> User:
-    """Add a user (:func:`new_user`, then :func:`add_user`)."""
-    return add_user(
-        session, origin, new_user(user_name=user_name, scim_attributes=scim_attributes, **fields)
-    )
-
-
 def set_active(
     session: Session,
     origin: Origin,
@@ -247,7 +233,7 @@ def create_group(
     external_id: str | None = None,
     scim_attributes: dict[str, Any] | None = None,
 ) -> Group:
-    """Add a group; as for :func:`create_user`, ``scim_attributes`` are kept unchanged, and
+    """Add a group; as for :func:`new_user`, ``scim_attributes`` are kept unchanged, and
     the new group is not yet modified."""
     group = Group(display_name=display_name, external_id=external_id)
     group.scim_attributes = scim_attributes
