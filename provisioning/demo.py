@@ -13,8 +13,8 @@ from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.entitlements.mappings import create_exception, create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group, create_user, set_active, set_membership
 from provisioning.identity.models import MembershipSource, User
+from provisioning.people.lifecycle import create_group, create_user, set_active, set_membership
 
 CONNECTORS = [
     {

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from provisioning.audit.checkpoints import key_text, private_key
+
 DEFAULT_DATABASE_URL = "sqlite:///./provisioning.db"
 
 
@@ -179,8 +181,6 @@ class Settings(BaseSettings):
     @field_validator("audit_signing_key")
     @classmethod
     def _signing_key(cls, value: str | None) -> str | None:
-        from provisioning.audit.checkpoints import key_text, private_key
-
         if value is None or not value.strip():
             return None
         text = key_text(value)
@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+# The documented defaults, read from no environment: what a domain function uses when
+# its caller hands it no settings (tests, the demo). Edges hand in the loaded settings.
+DEFAULTS = Settings.model_construct()
 
 
 def _items(value: str) -> list[str]:

@@ -25,6 +25,7 @@ from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
+from provisioning.settings import Settings
 from provisioning.tokens import credentials
 from provisioning.web import bodies
 from provisioning.web.problems import TYPE_PREFIX, problem
@@ -147,6 +148,11 @@ def origin(source: Source = Source.ADMIN) -> Origin:
 
 def database() -> Database:
     return current_app.extensions["provisioning.database"]
+
+
+def settings() -> Settings:
+    """The service's settings, handed to the domain functions that take them."""
+    return current_app.extensions["provisioning.settings"]
 
 
 def fail(status: int, title: str, detail: str, kind: str, **extra: Any) -> None:

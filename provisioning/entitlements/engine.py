@@ -123,7 +123,7 @@ class Affected:
 
 
 def connector_grantable() -> ColumnElement[bool]:
-    """SQL condition: the connector may be granted (DESIGN invariant 7).
+    """SQL condition: the connector may be granted (invariant 7).
 
     Enabled; a third-party connector only with an approved security review;
     a connector holding regulated data only with a recorded compliance assessment.
@@ -466,7 +466,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
 
 
 def _events(diff: Diff, slugs: dict[int, str]) -> Iterator[outbox.Event]:
-    """The outbox events of a diff (DESIGN invariant 3: same transaction as the change)."""
+    """The outbox events of a diff (invariant 3: same transaction as the change)."""
     for kind, changes in (
         ("grant.created", diff.created),
         ("grant.updated", diff.updated),
