@@ -79,11 +79,12 @@ def serve(database: Any, issuer: Any, **settings: Any) -> Iterator[Live]:
 
 
 def person(live: Live, user_name: str) -> str:
+    email = user_name if "@" in user_name else f"{user_name}@example.com"
     body = {
         "schemas": [USER],
         "userName": user_name,
-        "externalId": f"00u{user_name}",
-        "emails": [{"primary": True, "value": f"{user_name}@example.com", "type": "work"}],
+        "externalId": f"00u{user_name.partition('@')[0]}",
+        "emails": [{"primary": True, "value": email, "type": "work"}],
         "active": True,
     }
     return live.scim_post("/Users", body)["id"]
