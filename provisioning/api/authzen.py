@@ -81,13 +81,14 @@ def _decider(connection: Any) -> authzen.Decider:
 
 
 def _recorded(outcomes: list[authzen.Outcome]) -> list[authzen.Outcome]:
-    """Note each used grant's last use, and log each evaluation with the agent acting."""
+    """Note each used grant's last use, and log each evaluation with the agent acting (at
+    DEBUG: a line per evaluation costs more than the evaluation)."""
     recorder: LastUseRecorder = current_app.extensions["provisioning.api.last_use"]
     pep = caller().name
     for outcome in outcomes:
         if outcome.grant_id is not None:
             recorder.used(outcome.grant_id, recorded=outcome.last_used_at)
-        log.info(
+        log.debug(
             "authzen evaluation %s: %s on %s/%s for %s by %s via %s",
             outcome.evaluation_id,
             outcome.decision,
