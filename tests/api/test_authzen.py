@@ -306,3 +306,43 @@ def test_an_allowed_evaluation_records_the_grants_last_use(fixture):
             for g in session.scalars(select(Grant).where(Grant.revoked_at.is_(None)))
         }
     assert sum(1 for at in used.values() if at is not None) == 1
+
+
+# -- the demo, as a gateway that has never seen this project ----------------------------------
+
+
+def test_the_demo_answers_a_coaz_mcp_gateway(live, origin):
+    from provisioning.demo import seed
+
+    with live.database.transaction() as session:
+        seed(session, origin)
+    github = "https://mcp.example.com/github"
+
+    def coaz(who, method, resource):
+        body = {
+            "subject": {"type": "identity", "id": who},
+            "context": {"agent": "claude-code"},
+            "action": {"name": method},
+            "resource": resource,
+        }
+        return live.post(EVALUATION, body).json()
+
+    tool = {"type": "tool", "id": "search_code", "properties": {"mcp_server": github}}
+    assert coaz("ada.lovelace@example.com", "tools/call", tool)["decision"] is True
+    server = {"type": "mcp_server", "id": github}
+    assert coaz("ada.lovelace@example.com", "tools/list", server)["decision"] is True
+    leaver = coaz("leaver.lee@example.com", "tools/list", server)
+    assert leaver["decision"] is False and leaver["context"]["reason"] == "user_inactive"
+    listing = live.post(
+        "/access/v1/search/resource",
+        {
+            "subject": {"type": "identity", "id": "ada.lovelace@example.com"},
+            "action": {"name": "tools/call"},
+            "resource": {"type": "tool", "properties": {"mcp_server": github}},
+        },
+    ).json()
+    assert {
+        "type": "tool",
+        "id": "search_code",
+        "properties": {"connector": "github", "mcp_server": github},
+    } in listing["results"]
