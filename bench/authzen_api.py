@@ -17,25 +17,30 @@ Needs ``wrk``. Run by hand:
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.decision_api import LUA, POSTGRES, free_port, measure, seed, serve
+from bench.decision_api import (
+    LUA,
+    arguments,
+    bench_database,
+    free_port,
+    run_rounds,
+    seed,
+    serve,
+    stop,
+)
 from bench.fixtures import insert_connector
 from provisioning.connectors.models import AccessLevel, Action, ActionKind, Policy
 from provisioning.database import Database, utcnow
@@ -168,96 +173,61 @@ def seed_wide(database: Database) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--connectors", type=int, default=10, help="grants = users x this")
-    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians reported)")
-    args = parser.parse_args(argv)
-
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-authzen-"))
-    schema = None
-    if args.postgres:
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(POSTGRES)
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    database = Database(url)
     processes: list[subprocess.Popen] = []
     try:
-        database.upgrade()
-        started = time.monotonic()
-        token = seed(database, args.users, args.connectors)
-        seed_wide(database)
-        print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        values = {
-            "token": token,
-            "users": args.users,
-            "connectors": args.connectors,
-            "searcher": SEARCHER,
-            "wide": WIDE_CONNECTORS,
-        }
-        decisions = LUA % {
-            "auth": f'wrk.headers["Authorization"] = "Bearer {token}"',
-            "users": args.users,
-            "connectors": args.connectors,
-        }
-        bare = LUA % {"auth": "", "users": args.users, "connectors": args.connectors}
-        bare_port, port = free_port(), free_port()
-        processes.append(serve("bare_flask:app", {"DATABASE_URL": url}, bare_port))
-        processes.append(serve(None, {"DATABASE_URL": url}, port))
-        targets: dict[str, tuple[str, Path]] = {}
-        for name, base, path, script in [
-            ("bare Flask JSON endpoint", bare_port, "/decide", bare),
-            ("POST /api/v1/decisions", port, "/api/v1/decisions", decisions),
-            ("POST /access/v1/evaluation", port, "/access/v1/evaluation", EVALUATION % values),
-            (
-                "POST /access/v1/evaluations (100)",
-                port,
-                "/access/v1/evaluations",
-                EVALUATIONS % values,
-            ),
-            (
-                "POST /access/v1/search/resource",
-                port,
-                "/access/v1/search/resource",
-                SEARCH % values,
-            ),
-        ]:
-            lua = workdir / f"{len(targets)}.lua"
-            lua.write_text(script)
-            targets[name] = (f"http://127.0.0.1:{base}{path}", lua)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        for _ in range(args.repeat):
-            for name, (target, lua) in targets.items():
-                runs[name].append(measure(name, target, lua, args))
-        results = {
-            name: {
-                mode: {
-                    key: statistics.median(r[mode][key] for r in rounds)
-                    for key in ("rps", "p50", "p99")
-                }
-                for mode in ("loaded", "single")
+        with bench_database(args.postgres, workdir) as (database, url):
+            started = time.monotonic()
+            token = seed(database, args.users, args.connectors)
+            seed_wide(database)
+            print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            values = {
+                "token": token,
+                "users": args.users,
+                "connectors": args.connectors,
+                "searcher": SEARCHER,
+                "wide": WIDE_CONNECTORS,
             }
-            for name, rounds in runs.items()
-        }
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+            auth = f'wrk.headers["Authorization"] = "Bearer {token}"'
+            sizes = {"users": args.users, "connectors": args.connectors}
+            bare_port, port = free_port(), free_port()
+            processes.append(serve("bare_flask:app", {"DATABASE_URL": url}, bare_port))
+            processes.append(serve(None, {"DATABASE_URL": url}, port))
+            targets: dict[str, tuple[str, Path]] = {}
+            access = "/access/v1"
+            for name, base, path, script in [
+                ("bare Flask JSON endpoint", bare_port, "/decide", LUA % {"auth": "", **sizes}),
+                (
+                    "POST /api/v1/decisions",
+                    port,
+                    "/api/v1/decisions",
+                    LUA % {"auth": auth, **sizes},
+                ),
+                (f"POST {access}/evaluation", port, f"{access}/evaluation", EVALUATION % values),
+                (
+                    f"POST {access}/evaluations (100)",
+                    port,
+                    f"{access}/evaluations",
+                    EVALUATIONS % values,
+                ),
+                (
+                    f"POST {access}/search/resource",
+                    port,
+                    f"{access}/search/resource",
+                    SEARCH % values,
+                ),
+            ]:
+                lua = workdir / f"{len(targets)}.lua"
+                lua.write_text(script)
+                targets[name] = (f"http://127.0.0.1:{base}{path}", lua)
+            results = run_rounds(targets, args)
+            stop(processes)
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-        database.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
-        if schema:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
     ceiling = results["bare Flask JSON endpoint"]["loaded"]["rps"]
     decisions_p50 = results["POST /api/v1/decisions"]["single"]["p50"]
