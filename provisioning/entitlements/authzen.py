@@ -381,7 +381,8 @@ class Decider:
         return None
 
     def target(self, request: Request) -> Target:
-        """The connector and action the request's resource and action name."""
+        """The connector and action the request's resource and action name; :class:`Invalid`
+        for a resource type no connector has."""
         resource, action = request.resource, request.action.name
         if resource.type == CONNECTOR:
             return Target(resource.id, action)
@@ -427,6 +428,8 @@ class Decider:
             Connector.slug == resource.id, Connector.resource_type == resource.type
         )
         if not found:
+            if not self.known_type(resource.type):
+                raise Invalid(f"resource.type {resource.type} is not one this PDP knows")
             return Target(
                 None, None, ("unknown_resource", f"no resource {resource.id} of {resource.type}")
             )
@@ -440,8 +443,6 @@ class Decider:
         agent = agent_of(request)
         if request.subject.type not in SUBJECT_TYPES:
             raise Invalid(f"subject.type must be one of {', '.join(sorted(SUBJECT_TYPES))}")
-        if not self.known_type(request.resource.type):
-            raise Invalid(f"resource.type {request.resource.type} is not one this PDP knows")
         interface = self.interface(request)
         target = self.target(request)
         if target.why is not None:
@@ -669,8 +670,6 @@ class Searcher:
             query.context,
         )
         try:
-            if not self.decider.known_type(query.resource.type):
-                return
             target = self.decider.target(probe)
         except Invalid:
             return
