@@ -361,3 +361,24 @@ def test_no_authzen_request_is_a_server_error_and_a_refused_one_writes_nothing(a
 
     check_one()
     print(hostile.report("authzen", tally))
+
+
+def test_subject_search_says_who_can_call_a_tool(api, org):
+    body = {
+        "subject": {"type": "identity"},
+        "action": {"name": "tools/call"},
+        "resource": {
+            "type": "tool",
+            "id": "chat",
+            "properties": {"mcp_server": "https://mcp.github.example/mcp"},
+        },
+        "context": {"interface": "code"},
+    }
+    response = api.post("/access/v1/search/subject", json=body, scopes=CHECK)
+    assert response.json == {"results": [{"type": "identity", "id": "cy"}]}
+    merge = {**body, "resource": {**body["resource"], "id": "merge"}}
+    response = api.post("/access/v1/search/subject", json=merge, scopes=CHECK)
+    assert response.json == {"results": []}  # needs approval for everyone: no permit
+    actions = {"subject": {"type": "user", "id": "cy"}, "resource": body["resource"]}
+    response = api.post("/access/v1/search/action", json=actions, scopes=CHECK)
+    assert response.json == {"results": [{"name": "tools/call"}]}
