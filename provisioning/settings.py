@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwks_url: str | None = None
     # Allowed clock skew when checking exp/nbf/iat, in seconds.
+    # Where clients reach this service (https://host[:port], no path): the AuthZEN Policy
+    # Decision Point identifier its metadata names; unset, the URL of each request.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
+    # The interface an AuthZEN evaluation is asked for when its context names none.
+    authzen_interface: Literal["web", "mobile", "desktop", "code"] = "web"
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # Seals SCIM paging cursors (RFC 9865); every replica must share it. Derived from the
     # database URL when unset, which every replica shares too.

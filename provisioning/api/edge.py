@@ -110,6 +110,17 @@ def _authenticate() -> Response | None:
     scope = SCOPES.get(endpoint)
     if scope is None:
         return None
+    refused = authenticate(scope)
+    if refused is not None:
+        return refused
+    if endpoint in BODIES:
+        bodies.document()
+    return None
+
+
+def authenticate(scope: str) -> Response | None:
+    """Authenticate the request's bearer token for ``scope`` (the caller is then
+    :func:`caller`); the 401 or 403 problem answering it if it fails."""
     protect = current_app.extensions["provisioning.api.protector"]
     scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
     credential = credential.strip()
@@ -133,8 +144,6 @@ def _authenticate() -> Response | None:
         response.headers["WWW-Authenticate"] = www_authenticate(error, scope)
         return response
     g.caller = caller_of(token)
-    if endpoint in BODIES:
-        bodies.document()
     return None
 
 
