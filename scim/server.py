@@ -52,6 +52,7 @@ from werkzeug.exceptions import HTTPException
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
+from provisioning.settings import DEFAULTS, Settings
 from provisioning.tokens.credentials import Scope, authenticate
 from provisioning.web import bodies, logs, problems
 from scim.mapping import Document
@@ -654,11 +655,15 @@ class ProvisioningScimServer(ScimServer):
     """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
 
     def __init__(
-        self, database: Database, cursor_secret: str, max_payload_size: int = BULK_MAX_PAYLOAD_SIZE
+        self,
+        database: Database,
+        cursor_secret: str,
+        max_payload_size: int = BULK_MAX_PAYLOAD_SIZE,
+        settings: Settings = DEFAULTS,
     ) -> None:
         scim_provider = provider(max_payload_size)
         super().__init__(
-            SqlStorage(database),
+            SqlStorage(database, settings),
             scim_provider,
             service=ProvisioningService(scim_provider, secret=cursor_secret),
             url_prefix=URL_PREFIX,
@@ -736,26 +741,30 @@ class ProvisioningScimServer(ScimServer):
 
 
 def install(
-    app: Flask, database: Database, cursor_secret: str | None = None
+    app: Flask,
+    database: Database,
+    cursor_secret: str | None = None,
+    settings: Settings = DEFAULTS,
 ) -> ProvisioningScimServer:
     """Serve SCIM 2.0 at /scim/v2 on ``app``.
 
     ``cursor_secret`` seals the paging cursors; without it one is derived from the
     database URL, so that every replica of the service accepts the others' cursors.
     The bulk maxPayloadSize announced is the app's body limit (``MAX_CONTENT_LENGTH``,
-    from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts.
+    from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts. The domain
+    functions the storage calls are handed ``settings``.
     """
     if cursor_secret is None:
         digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
         cursor_secret = digest
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
-    server = ProvisioningScimServer(database, cursor_secret, limit)
+    server = ProvisioningScimServer(database, cursor_secret, limit, settings)
     server.init_app(app)
     problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
     return server
 
 
-def mount(app: Flask, settings: Any, database: Database) -> ProvisioningScimServer:
+def mount(app: Flask, settings: Settings, database: Database) -> ProvisioningScimServer:
     """Entry point ``provisioning.web``: how the application factory mounts SCIM."""
-    return install(app, database, settings.scim_cursor_secret)
+    return install(app, database, settings.scim_cursor_secret, settings)

@@ -21,6 +21,7 @@ from provisioning.api.edge import (
     listing,
     origin,
     route,
+    settings,
     unprocessable,
 )
 from provisioning.connectors.models import Connector
@@ -167,7 +168,7 @@ def update_mapping(
         mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
         diff = domain.update_mapping(
-            session, origin(), mapping, **body.model_dump(exclude_unset=True)
+            session, origin(), mapping, settings=settings(), **body.model_dump(exclude_unset=True)
         )
         return mapping, diff
 
@@ -187,6 +188,6 @@ def delete_mapping(path: schemas.MappingPath, query: schemas.DryRun) -> Response
     def change(session: Session) -> tuple[None, Diff]:
         mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
-        return None, domain.delete_mapping(session, origin(), mapping)
+        return None, domain.delete_mapping(session, origin(), mapping, settings=settings())
 
     return _run(query.dry_run, change, 200)

@@ -1,4 +1,4 @@
-"""Governance guards on connectors (DESIGN invariant 7), stated once for every caller.
+"""Governance guards on connectors (invariant 7), stated once for every caller.
 
 - a third-party connector cannot be enabled before its security review is approved;
 - a connector holding regulated data cannot be enabled without a recorded

@@ -388,7 +388,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
 
 
 def _events(diff: Diff, slugs: dict[int, str]) -> Iterator[outbox.Event]:
-    """The outbox events of a diff (DESIGN invariant 3: same transaction as the change)."""
+    """The outbox events of a diff (invariant 3: same transaction as the change)."""
     for kind, changes in (
         ("grant.created", diff.created),
         ("grant.updated", diff.updated),

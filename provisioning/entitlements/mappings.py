@@ -14,6 +14,7 @@ from provisioning.database import utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import ManualException, Mapping
 from provisioning.identity.models import Group, User
+from provisioning.settings import DEFAULTS, Settings
 
 
 class MappingError(ValueError):
@@ -109,14 +110,17 @@ def create_mapping(
     return mapping, engine.apply(session, engine.Affected.group(group.id), origin)
 
 
-def delete_mapping(session: Session, origin: Origin, mapping: Mapping) -> engine.Diff:
-    """Remove a mapping and revoke what only it justified, in this transaction."""
+def delete_mapping(
+    session: Session, origin: Origin, mapping: Mapping, *, settings: Settings = DEFAULTS
+) -> engine.Diff:
+    """Remove a mapping and revoke what only it justified, in this transaction, under the
+    brake (``settings``' mass-revocation limits)."""
     group_id = mapping.group_id
     before = mapping_state(mapping)
     session.delete(mapping)
     session.flush()
     record(session, origin, [Entry("mapping.deleted", "mapping", str(mapping.id), before=before)])
-    with brake.applied(session, f"mapping {mapping.id} deleted"):
+    with brake.applied(session, f"mapping {mapping.id} deleted", settings):
         return engine.apply(session, engine.Affected.group(group_id), origin)
 
 
@@ -175,10 +179,15 @@ _MAPPING_FIELDS = ("access_level", "actions", "policies", "expires_at", "descrip
 
 
 def update_mapping(
-    session: Session, origin: Origin, mapping: Mapping, **changes: Any
+    session: Session,
+    origin: Origin,
+    mapping: Mapping,
+    *,
+    settings: Settings = DEFAULTS,
+    **changes: Any,
 ) -> engine.Diff:
     """Change a mapping's level, actions, policies, expiry or description; re-derive its
-    group's grants in this transaction."""
+    group's grants in this transaction, under the brake (``settings``' limits)."""
     unknown = set(changes) - set(_MAPPING_FIELDS)
     if unknown:
         raise MappingError(f"unknown mapping field(s): {', '.join(sorted(unknown))}")
@@ -209,7 +218,7 @@ def update_mapping(
             origin,
             [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
         )
-    with brake.applied(session, f"mapping {mapping.id} changed"):
+    with brake.applied(session, f"mapping {mapping.id} changed", settings):
         return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
 
 

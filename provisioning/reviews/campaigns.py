@@ -86,8 +86,8 @@ from provisioning.reviews.models import (
     ReviewerRole,
     ReviewItem,
 )
+from provisioning.settings import DEFAULTS, Settings
 
-DEFAULT_DEADLINE_DAYS = 14
 _UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Users per engine run when a campaign closes (as the engine batches "everyone").
 _ENGINE_BATCH = 5000
@@ -584,12 +584,17 @@ def last_created(session: Session, trigger: CampaignTrigger) -> dt.datetime | No
 
 
 def on_role_change(
-    session: Session, origin: Origin, user: User, changed: dict[str, tuple[Any, Any]]
+    session: Session,
+    origin: Origin,
+    user: User,
+    changed: dict[str, tuple[Any, Any]],
+    settings: Settings = DEFAULTS,
 ) -> ReviewCampaign | None:
     """A campaign over the grants of someone whose department or manager changed.
 
     Nothing when they hold no live grant (a new hire, a leaver). Deadline and
-    no-response outcome are the service's review settings.
+    no-response outcome are ``settings``' (PROVISIONING_REVIEW_DEADLINE_DAYS,
+    PROVISIONING_REVIEW_NO_RESPONSE).
     """
     if not user.eligible:
         return None
@@ -598,7 +603,7 @@ def on_role_change(
     )
     if holds is None:
         return None
-    days, no_response = _defaults()
+    days, no_response = settings.review_deadline_days, NoResponse(settings.review_no_response)
     now = utcnow()
     what = ", ".join(name.removesuffix("_id") for name in sorted(changed))
     return create_campaign(
@@ -612,19 +617,3 @@ def on_role_change(
         context={name: list(values) for name, values in sorted(changed.items())},
         now=now,
     )
-
-
-def _defaults() -> tuple[int, NoResponse]:
-    """The review settings (PROVISIONING_REVIEW_DEADLINE_DAYS, PROVISIONING_REVIEW_NO_RESPONSE).
-
-    Read from the environment here: a role change arrives through SCIM or
-    Okta, whose domain paths carry no settings; the service refused to start
-    if these were invalid, so the fallback only serves code run without them.
-    """
-    from provisioning.settings import SettingsError, load
-
-    try:
-        settings = load()
-    except SettingsError:
-        return DEFAULT_DEADLINE_DAYS, NoResponse.KEEP
-    return settings.review_deadline_days, NoResponse(settings.review_no_response)
