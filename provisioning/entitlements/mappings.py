@@ -18,7 +18,14 @@ from provisioning.settings import DEFAULTS, Settings
 
 
 class MappingError(ValueError):
-    """A mapping or exception that cannot be made; nothing was changed."""
+    """A mapping or exception that cannot be made; nothing was changed.
+
+    ``field`` names the input at fault, where one is.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _check_grant(
@@ -28,6 +35,12 @@ def _check_grant(
     actions: list[str] | None,
     policies: dict[str, str] | None,
 ) -> tuple[list[str] | None, dict[str, str] | None]:
+    """Refuse a grant a connector cannot take: disabled, beyond its capability, naming
+    actions it does not have, or with a policy that is not one."""
+    if not connector.enabled:
+        raise MappingError(
+            f"connector {connector.slug} is disabled: enable it before mapping it", "connector"
+        )
     if not connector.capability.allows_level(level):
         raise MappingError(
             f"access_level {level} exceeds connector {connector.slug}'s capability "
@@ -163,12 +176,6 @@ def create_exception(
 
 
 _MAPPING_FIELDS = ("access_level", "actions", "policies", "expires_at", "description")
-
-
-def check_mappable(connector: Connector) -> None:
-    """Refuse a new or changed mapping to a connector that is disabled."""
-    if not connector.enabled:
-        raise MappingError(f"connector {connector.slug} is disabled: enable it before mapping it")
 
 
 def update_mapping(

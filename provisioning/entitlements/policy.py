@@ -24,13 +24,7 @@ from provisioning.connectors.models import (
     Interface,
     Policy,
 )
-
-
-class UserState(enum.StrEnum):
-    ACTIVE = "active"
-    DEACTIVATED = "deactivated"
-    OFFBOARDED = "offboarded"
-    DELETED = "deleted"
+from provisioning.identity.models import UserState as UserState  # stated with the person
 
 
 class Decision(enum.StrEnum):

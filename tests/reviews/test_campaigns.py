@@ -17,7 +17,7 @@ from provisioning.database import utcnow
 from provisioning.entitlements import decisions, engine
 from provisioning.entitlements.expiry import expire
 from provisioning.entitlements.mappings import create_exception, create_mapping, delete_mapping
-from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.entitlements.policy import Decision
 from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding
@@ -30,7 +30,6 @@ from provisioning.reviews.models import (
     ReviewCampaign,
     ReviewDecision,
     ReviewItem,
-    ReviewRevocation,
 )
 from provisioning.settings import load
 from tests.org import Org, later
