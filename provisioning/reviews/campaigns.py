@@ -89,8 +89,6 @@ from provisioning.reviews.models import (
 from provisioning.settings import DEFAULTS, Settings
 
 _UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# Users per engine run when a campaign closes (as the engine batches "everyone").
-_ENGINE_BATCH = 5000
 
 
 class ReviewError(ValueError):
@@ -503,11 +501,8 @@ def close_campaign(session: Session, origin: Origin, campaign_id: int) -> Review
     users.sort()
     applied = Origin(origin.actor, origin.source, f"access review {campaign.id}")
     revoked = 0
-    for start in range(0, len(users), _ENGINE_BATCH):
-        diff = engine.apply(
-            session, engine.Affected.users(*users[start : start + _ENGINE_BATCH]), applied
-        )
-        revoked += len(diff.revoked)
+    for batch in engine.in_batches(users):
+        revoked += len(engine.apply(session, batch, applied).revoked)
     left = session.scalar(
         select(func.count(ReviewItem.id))
         .join(Grant, Grant.id == ReviewItem.grant_id)
