@@ -16,14 +16,12 @@ is run once when a leader starts (coalesced), judged from ``job_runs``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from jobs.registry import JOBS, Job
 from provisioning import liveness
-from provisioning.database import Database, utcnow
+from provisioning.database import Database, FileLock, utcnow
 from provisioning.delivery.worker import Deliverer
 from provisioning.schedule.models import JobOutcome, JobRun
 from provisioning.settings import Settings
@@ -53,7 +51,8 @@ def _key(name: str) -> int:
 
 
 class Lock:
-    """A lock across processes: PostgreSQL session advisory lock, or a file lock for SQLite."""
+    """A lock across processes that never waits: a PostgreSQL session advisory lock, or a
+    :class:`~provisioning.database.FileLock` beside the SQLite database."""
 
     def __init__(self, database: Database, name: str) -> None:
         self.database, self.name = database, name
@@ -69,12 +68,9 @@ class Lock:
                 return True
             connection.close()
             return False
-        path = Path(self.database.engine.url.database or "provisioning.db")
-        handle = open(f"{path}.{self.name}.lock", "a+")  # noqa: SIM115 - held open while locked
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        path = self.database.engine.url.database or "provisioning.db"
+        handle = FileLock(f"{path}.{self.name}.lock")
+        if not handle.acquire(blocking=False):
             return False
         self._held = handle
         return True
@@ -103,8 +99,7 @@ class Lock:
             finally:
                 held.close()
         else:
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
+            held.release()
 
 
 def job(name: str) -> Job:

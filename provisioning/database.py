@@ -4,7 +4,14 @@ Every write runs in one transaction (:meth:`Database.transaction`). On SQLite
 that transaction starts with ``BEGIN IMMEDIATE`` so writers queue instead of
 failing half-way; on PostgreSQL writers serialise on the audit chain head
 (see :mod:`provisioning.audit`). Alembic migrations are the only way the
-schema is created, on both databases.
+schema is created, on both databases. Long lists go to the database in chunks of
+:data:`CHUNK` (:func:`chunked`).
+
+Two locks hold a file with ``flock`` (:class:`FileLock`, the one primitive): the
+writers' :class:`FairLock` here, which blocks, is reentrant and serves threads in
+arrival order; and the job lock of :mod:`jobs.runner`, which never waits (a job or
+the scheduler's leadership is skipped when held elsewhere) and is a PostgreSQL
+advisory lock on that database. They differ in those semantics, so both remain.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import os
 import threading
 import weakref
 from collections import deque, namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +47,20 @@ except ImportError:  # not POSIX: the writers of one process still queue
 MIGRATIONS = Path(__file__).parent / "migrations"
 MMAP_BYTES = 1 << 31
 T = TypeVar("T")
+
+# Items per statement when a long list is sent in chunks (the values of an IN list, the
+# rows of one executemany). Far under either database's bound-parameter limit (32,766
+# on SQLite since 3.32, 65,535 on PostgreSQL), so one size serves both; it bounds the
+# size of a single statement, not a dialect's limit.
+CHUNK = 1000
+
+
+def chunked(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``, none empty, in order."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, not {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class DatabaseError(Exception):
@@ -282,6 +303,45 @@ def _postgresql_setup(engine: Engine, *, custom_plans: bool = True) -> None:
             dbapi_connection.commit()
 
 
+class FileLock:
+    """An exclusive ``flock`` on a file, across processes (POSIX only).
+
+    Not reentrant. The file is opened on each acquisition and closed on release, so
+    two instances (in one process or several) exclude each other, and a descriptor
+    inherited through fork never carries a lock into the child's own acquisitions.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take the lock, waiting for it unless not ``blocking`` (then: False if held)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
 class FairLock:
     """A reentrant lock granted in arrival order, optionally across processes.
 
@@ -290,7 +350,7 @@ class FairLock:
     threads already waiting (acknowledgements): first come, first served
     bounds every writer's wait by the writers ahead of it.
 
-    With ``path``, the owner also holds an exclusive ``flock`` on that file, so
+    With ``path``, the owner also holds a :class:`FileLock` on that file, so
     the writers of every process on one SQLite database queue on it: the kernel
     hands it over as soon as it is released, where SQLite's busy handler has a
     waiting process sleep up to 100 ms between tries (two gunicorn workers
@@ -302,18 +362,7 @@ class FairLock:
         self._queue: deque[int] = deque()
         self._owner: int | None = None
         self._depth = 0
-        self._path = path if fcntl is not None else None
-        self._fd: int | None = None
-        self._pid: int | None = None
-
-    def _file(self) -> int:
-        # Opened in each process: a descriptor inherited through fork shares its lock.
-        if self._fd is None or self._pid != os.getpid():
-            assert self._path is not None
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-            weakref.finalize(self, os.close, self._fd)
-        return self._fd
+        self._file = FileLock(path) if path is not None and fcntl is not None else None
 
     def __enter__(self) -> FairLock:
         me = threading.get_ident()
@@ -326,9 +375,9 @@ class FairLock:
                 self._condition.wait()
             self._queue.popleft()
             self._owner, self._depth = me, 1
-        if self._path is not None:
+        if self._file is not None:
             try:
-                fcntl.flock(self._file(), fcntl.LOCK_EX)
+                self._file.acquire()
             except BaseException:
                 self._release()
                 raise
@@ -339,8 +388,8 @@ class FairLock:
             self._depth -= 1
             if self._depth:
                 return
-        if self._path is not None:
-            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        if self._file is not None:
+            self._file.release()
         self._release()
 
     def _release(self) -> None:

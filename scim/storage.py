@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -47,7 +46,6 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -58,6 +56,7 @@ from provisioning.entitlements.models import Grant
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from provisioning.people import lifecycle
 from provisioning.settings import DEFAULTS, Settings
+from provisioning.types import json_aggregate, json_array, json_rows
 from scim import mapping
 from scim.filters import Compiler, keyset
 from scim.resources import provider
@@ -834,26 +833,26 @@ def _user_with_relations(dialect: str, column: str) -> Prepared:
     by :func:`_user_read` (SQLite compares strings by code point, as Python does).
     """
     users = User.__table__
-    if dialect == "postgresql":
-        aggregate, array = func.json_agg, func.json_build_array
-
-        def ordered(value: Any, *keys: Any) -> Any:
-            return aggregate(aggregate_order_by(value, *keys))
-    else:
-        aggregate, array = func.json_group_array, func.json_array
-
-        def ordered(value: Any, *keys: Any) -> Any:
-            return aggregate(value)
-
     groups = (
         _present_groups(Membership.user_id == users.c.id)
-        .add_columns(ordered(array(Group.id, Group.display_name), Group.display_name, Group.id))
+        .add_columns(
+            json_aggregate(
+                dialect,
+                json_array(dialect, Group.id, Group.display_name),
+                Group.display_name,
+                Group.id,
+            )
+        )
         .scalar_subquery()
     )
     grants = (
         _live_grants(Grant.user_id == users.c.id)
         .add_columns(
-            ordered(array(Grant.access_level, Connector.slug, Connector.name), Connector.slug)
+            json_aggregate(
+                dialect,
+                json_array(dialect, Grant.access_level, Connector.slug, Connector.name),
+                Connector.slug,
+            )
         )
         .scalar_subquery()
     )
@@ -899,15 +898,11 @@ def _user_read(connection: Any, column: str, key: Any) -> _UserRead | None:
     row = _USER_WITH_RELATIONS[connection.dialect.name, column].first(connection, {"key": key})
     if row is None:
         return None
-
-    def rows(value: Any) -> list[Any]:  # JSON text on SQLite, decoded (or NULL) on PostgreSQL
-        return json.loads(value) if isinstance(value, str) else value or []
-
     groups = sorted(
-        (_GroupOf(uuid.UUID(str(i)), name) for i, name in rows(row.groups_json)),
+        (_GroupOf(uuid.UUID(str(i)), name) for i, name in json_rows(row.groups_json)),
         key=lambda g: (g.display_name, g.id.hex),
     )
-    grants = sorted((_GrantOf(*g) for g in rows(row.grants_json)), key=lambda g: g.slug)
+    grants = sorted((_GrantOf(*g) for g in json_rows(row.grants_json)), key=lambda g: g.slug)
     return _UserRead(row, groups, grants)
 
 

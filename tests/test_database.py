@@ -9,16 +9,55 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import bindparam, func, literal, select, text, true
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
 
 from provisioning.audit import log as audit
 from provisioning.connectors.catalogue import create_connector
 from provisioning.connectors.models import AccessLevel, Connector, ConnectorKind, Publisher
-from provisioning.database import Database, FairLock, Prepared, PreparedWrite, utcnow
+from provisioning.database import (
+    Database,
+    FairLock,
+    FileLock,
+    Prepared,
+    PreparedWrite,
+    chunked,
+    utcnow,
+)
 from provisioning.identity.models import User
 from tests.conftest import ON_POSTGRES
 from tests.org import Org
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers()) | st.text().map(list), st.integers(1, 50))
+def test_chunks_concatenate_to_the_list_none_empty_none_over_the_size(items, size):
+    chunks = list(chunked(items, size))
+    assert [item for chunk in chunks for item in chunk] == items
+    assert all(0 < len(chunk) <= size for chunk in chunks)
+    assert all(len(chunk) == size for chunk in chunks[:-1])
+
+
+def test_a_chunk_size_under_one_is_refused():
+    with pytest.raises(ValueError):
+        list(chunked([1, 2], 0))
+
+
+def test_a_file_lock_excludes_another_holder_until_released(tmp_path):
+    path = str(tmp_path / "lock")
+    first, second = FileLock(path), FileLock(path)
+    assert first.acquire(blocking=False)
+    assert not second.acquire(blocking=False)
+    assert first.held and not second.held
+    first.release()
+    assert second.acquire(blocking=False)
+    assert not first.acquire(blocking=False)
+    second.release()
+    second.release()  # releasing a lock not held changes nothing
+    assert first.acquire()
+    first.release()
 
 
 def test_fair_lock_serves_waiters_in_arrival_order():

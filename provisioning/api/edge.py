@@ -22,7 +22,7 @@ from provisioning.api import schemas
 from provisioning.api.auth import Caller, caller_of, www_authenticate
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
-from provisioning.database import Database
+from provisioning.database import Database, chunked
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
 from provisioning.settings import Settings
@@ -338,8 +338,7 @@ def changes(session: Session, diff: engine.Diff, *, dry_run: bool) -> dict[str, 
     user_ids = {c.user_id for c in all_changes}
     names: dict[Any, str] = {}
     ids = list(user_ids)
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
+    for chunk in chunked(ids):
         rows = session.execute(select(User.id, User.user_name).where(User.id.in_(chunk)))
         names.update((id_, name) for id_, name in rows)
     slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())

@@ -21,9 +21,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from provisioning.database import Prepared, PreparedWrite, utcnow
-
-_BATCH = 1000
+from provisioning.database import Prepared, PreparedWrite, chunked, utcnow
 
 
 class Source(enum.StrEnum):
@@ -157,8 +155,8 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
     if len(rows) == 1:
         _APPEND_ROW.run(connection, rows[0])
     else:
-        for start in range(0, len(rows), _BATCH):
-            _APPEND_ROW.run_each(connection, rows[start : start + _BATCH])
+        for chunk in chunked(rows):
+            _APPEND_ROW.run_each(connection, chunk)
     _ADVANCE_HEAD.run(connection, {"last_id": next_id - 1, "last": prev_hash})
     return [row["id"] for row in rows]
 

@@ -27,14 +27,11 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import utcnow
+from provisioning.database import chunked, utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.identity.models import User
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import FindingKind, Severity
-
-_CHUNK = 1000
-
 
 # The chain of events about no one user (a campaign's reminder, a mapping's expiry).
 SERVICE = uuid.UUID(int=0)
@@ -99,7 +96,7 @@ def _targets(session: Session) -> list[tuple[int, frozenset[int] | None]]:
 def _people(session: Session, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
     people: dict[uuid.UUID, dict[str, Any]] = {}
     ids = list(user_ids)
-    for start in range(0, len(ids), _CHUNK):
+    for chunk in chunked(ids):
         rows = session.execute(
             select(
                 User.id,
@@ -108,7 +105,7 @@ def _people(session: Session, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[
                 User.display_name,
                 User.email,
                 User.active,
-            ).where(User.id.in_(ids[start : start + _CHUNK]))
+            ).where(User.id.in_(chunk))
         )
         for row in rows:
             people[row.id] = {
@@ -158,10 +155,10 @@ def enqueue(session: Session, events: Iterable[Event]) -> list[int]:
                 }
             )
     ids: list[int] = []
-    for start in range(0, len(rows), _CHUNK):
+    for chunk in chunked(rows):
         ids += session.scalars(
             insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True),
-            rows[start : start + _CHUNK],
+            chunk,
         ).all()
     if ids:
         _wake_after_commit(session)

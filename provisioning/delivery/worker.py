@@ -39,7 +39,7 @@ from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
 
 from provisioning import liveness
-from provisioning.database import Database, utcnow
+from provisioning.database import Database, chunked, utcnow
 from provisioning.delivery import outbox
 from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure, Message
@@ -225,10 +225,10 @@ class Deliverer:
                     message = Message(*row[:6])
                     chain.append(Claimed(message, row.target_id, row.attempts + 1))
             claimed = [c.message.id for chain in chains.values() for c in chain]
-            for start in range(0, len(claimed), 1000):
+            for chunk in chunked(claimed):
                 session.execute(
                     update(m)
-                    .where(m.id.in_(claimed[start : start + 1000]))
+                    .where(m.id.in_(chunk))
                     .values(leased_until=lease, attempts=m.attempts + 1)
                 )
             ids = {target for target, _ in chains}
@@ -315,10 +315,10 @@ class Deliverer:
         dead = 0
         with self.database.transaction() as session:
             ids = [c.message.id for c in outcome.delivered]
-            for start in range(0, len(ids), 1000):
+            for chunk in chunked(ids):
                 session.execute(
                     update(m)
-                    .where(m.id.in_(ids[start : start + 1000]))
+                    .where(m.id.in_(chunk))
                     .values(
                         state=MessageState.DELIVERED,
                         delivered_at=now,
@@ -327,10 +327,10 @@ class Deliverer:
                     )
                 )
             ids = [c.message.id for c in outcome.released]
-            for start in range(0, len(ids), 1000):
+            for chunk in chunked(ids):
                 session.execute(
                     update(m)
-                    .where(m.id.in_(ids[start : start + 1000]))
+                    .where(m.id.in_(chunk))
                     .values(leased_until=None, attempts=m.attempts - 1)
                 )
             for claimed, error in outcome.failed:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,14 +34,14 @@ from sqlalchemy.orm import Session
 from provisioning.audit import log as audit
 from provisioning.connectors.governance import grantable
 from provisioning.connectors.models import AccessLevel, Connector
-from provisioning.database import utcnow
+from provisioning.database import chunked, utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import brake
 from provisioning.entitlements.models import Grant
 from provisioning.entitlements.sources import SOURCES, Source, union, withdrawn
 from provisioning.identity.models import Membership, User, UserState
 
-_CHUNK = 1000
+# Users per engine run when many are affected: memory stays bounded at a million grants.
 _ALL_USERS_BATCH = 5000
 
 
@@ -274,11 +274,11 @@ def _name_withdrawals(session: Session, diff: Diff) -> None:
     grant is older than a review revocation of its user and connector."""
     unjustified = [c.grant_id for c in diff.revoked if c.revoke_reason == UNJUSTIFIED]
     reviewed: set[int] = set()
-    for start in range(0, len(unjustified), _CHUNK):
+    for chunk in chunked(unjustified):
         reviewed.update(
             session.scalars(
                 select(Grant.id).where(
-                    Grant.id.in_(unjustified[start : start + _CHUNK]),
+                    Grant.id.in_(chunk),
                     withdrawn(Grant.user_id, Grant.connector_id, Grant.granted_at),
                 )
             )
@@ -299,9 +299,13 @@ def _batches(session: Session, affected: Affected) -> Iterator[Affected]:
     if affected.kind != "all":
         yield affected
         return
-    ids = session.scalars(select(User.id).order_by(User.id)).all()
-    for start in range(0, len(ids), _ALL_USERS_BATCH):
-        yield Affected.users(*ids[start : start + _ALL_USERS_BATCH])
+    yield from in_batches(session.scalars(select(User.id).order_by(User.id)).all())
+
+
+def in_batches(user_ids: Sequence[uuid.UUID]) -> Iterator[Affected]:
+    """Many users as the engine runs them, a bounded batch at a time."""
+    for chunk in chunked(user_ids, _ALL_USERS_BATCH):
+        yield Affected.users(*chunk)
 
 
 def plan(session: Session, affected: Affected) -> Diff:
@@ -335,7 +339,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     entries: list[audit.Entry] = []
 
     grant_ids: dict[tuple[uuid.UUID, int], int] = {}
-    for chunk in _chunked(diff.created):
+    for chunk in chunked(diff.created):
         # Matched back by (user, connector) rather than by row order, so that
         # SQLite can batch the insert too.
         inserted = session.execute(
@@ -359,7 +363,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     for c in diff.revoked:
         by_reason[c.revoke_reason or ""].append(c)
     for reason, changes in by_reason.items():
-        for chunk in _chunked(changes):
+        for chunk in chunked(changes):
             session.execute(
                 update(Grant)
                 .where(Grant.id.in_([c.grant_id for c in chunk]), Grant.revoked_at.is_(None))
@@ -372,7 +376,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     for c in diff.updated:
         by_level[c.access_level].append(c)
     for level, changes in by_level.items():
-        for chunk in _chunked(changes):
+        for chunk in chunked(changes):
             session.execute(
                 update(Grant)
                 .where(Grant.id.in_([c.grant_id for c in chunk]))
@@ -416,11 +420,6 @@ def _with_id(change: GrantChange, grant_id: int) -> GrantChange:
         grant_id=grant_id,
         reasons=change.reasons,
     )
-
-
-def _chunked(changes: list[GrantChange]) -> Iterable[list[GrantChange]]:
-    for start in range(0, len(changes), _CHUNK):
-        yield changes[start : start + _CHUNK]
 
 
 def _state(change: GrantChange, slugs: dict[int, str]) -> dict[str, Any]:

@@ -19,10 +19,8 @@ def confirm(session: Session, origin: Origin, hold: RevocationHold, reason: str)
     hold.state, hold.decided_by, hold.decided_at = HoldState.CONFIRMED, origin.actor, utcnow()
     users = [uuid.UUID(u) for u in hold.user_ids]
     diff = engine.Diff()
-    for start in range(0, len(users), 5000):
-        diff.extend(
-            engine.apply(session, engine.Affected.users(*users[start : start + 5000]), origin)
-        )
+    for batch in engine.in_batches(users):
+        diff.extend(engine.apply(session, batch, origin))
     hold.revoked = len(diff.revoked)
     record(
         session,

@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
-from provisioning.database import Database, utcnow
+from provisioning.database import Database, chunked, utcnow
 from provisioning.entitlements import brake
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
@@ -344,9 +344,11 @@ def _reconcile_users(
             changes.append((user_id, should))
     if dry_run:
         return
-    for start in range(0, len(changes), USER_BATCH):
+    done = 0
+    for chunk in chunked(changes, USER_BATCH):
         with database.transaction() as session:
-            for user_id, should in changes[start : start + USER_BATCH]:
+            for user_id, should in chunk:
                 user = session.get(User, user_id)
                 lifecycle.set_active(session, ORIGIN, user, should, published_at=fetched_at)
-        progress("users", min(start + USER_BATCH, len(changes)), len(changes))
+        done += len(chunk)
+        progress("users", done, len(changes))

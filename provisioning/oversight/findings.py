@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import UTCDateTime, utcnow
+from provisioning.database import UTCDateTime, chunked, utcnow
 from provisioning.oversight.models import (
     Finding,
     FindingKind,
@@ -85,7 +84,7 @@ def observe(
     scratch = _scratch(session)
     try:
         if isinstance(subjects, list):
-            for rows in _chunks([{"subject_id": s, "evidence": e} for s, e in subjects]):
+            for rows in chunked([{"subject_id": s, "evidence": e} for s, e in subjects]):
                 session.execute(insert(scratch), rows)
             seen = len(subjects)
         else:
@@ -177,11 +176,6 @@ def _scanned(session: Session, kind: FindingKind, subject_type: str, at: dt.date
             index_elements=["kind", "subject_type"], set_={"scanned_at": at}
         )
     )
-
-
-def _chunks(items: list, size: int = 1000) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def decide(

@@ -25,13 +25,11 @@ from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin
 from provisioning.connectors.models import Connector
-from provisioning.database import utcnow
+from provisioning.database import chunked, utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant, ReviewRevocation
 from provisioning.oversight.models import Finding, FindingKind, FindingState
-
-_BATCH = 5000
 
 
 def _open_dormant(grace: dict[int, int]):
@@ -88,7 +86,7 @@ def remediate(session: Session, origin: Origin, *, opened_since: dt.datetime) ->
             announced.append(outbox.Event("grant.dormant", row.user_id, data, row.connector_id))
     outbox.enqueue(session, announced)
     revoked = 0
-    for start in range(0, len(due), 1000):
+    for chunk in chunked(due):
         session.execute(
             insert(ReviewRevocation),
             [
@@ -99,18 +97,17 @@ def remediate(session: Session, origin: Origin, *, opened_since: dt.datetime) ->
                     "revoked_at": now,
                     "revoked_by": origin.actor,
                 }
-                for row in due[start : start + 1000]
+                for row in chunk
             ],
         )
     because = Origin(origin.actor, origin.source, reason="dormant past the connector's grace")
     users = sorted({row.user_id for row in due})
-    for start in range(0, len(users), _BATCH):
-        diff = engine.apply(session, engine.Affected.users(*users[start : start + _BATCH]), because)
-        revoked += len(diff.revoked)
-    for start in range(0, len(due), 1000):
+    for batch in engine.in_batches(users):
+        revoked += len(engine.apply(session, batch, because).revoked)
+    for chunk in chunked(due):
         session.execute(
             update(Finding)
-            .where(Finding.id.in_([row.id for row in due[start : start + 1000]]))
+            .where(Finding.id.in_([row.id for row in chunk]))
             .values(
                 state=FindingState.RESOLVED,
                 resolved_at=now,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, union_all, update
+from sqlalchemy import Select, String, and_, cast, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
@@ -36,16 +36,10 @@ from provisioning.identity.models import User
 from provisioning.okta.models import RunStatus, SyncRun
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
+from provisioning.types import json_object
 
 DEFAULT_DORMANT_DAYS = 90
 ORIGIN = Origin(actor="job:stale-scan", source=Source.JOB)
-
-
-def _json(session: Session, **pairs: Any):
-    """A JSON object built by the database itself (json_object / json_build_object)."""
-    name = "json_build_object" if session.bind.dialect.name == "postgresql" else "json_object"
-    arguments = [part for key, value in pairs.items() for part in (literal(key), value)]
-    return getattr(func, name)(*arguments)
 
 
 def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[str, Any]:
@@ -136,8 +130,8 @@ def _dormant(session: Session, now: dt.datetime, default_days: int) -> Select:
     return (
         select(
             cast(Grant.id, String).label("subject_id"),
-            _json(
-                session,
+            json_object(
+                session.bind.dialect.name,
                 user=User.user_name,
                 connector=Connector.slug,
                 last_used_at=Grant.last_used_at,
@@ -192,7 +186,9 @@ def _unjustified(session: Session) -> Select:
     live = (
         select(
             cast(Grant.id, String).label("subject_id"),
-            _json(session, user=User.user_name, connector=Connector.slug).label("evidence"),
+            json_object(
+                session.bind.dialect.name, user=User.user_name, connector=Connector.slug
+            ).label("evidence"),
         )
         .join(Connector, Connector.id == Grant.connector_id)
         .join(User, User.id == Grant.user_id)

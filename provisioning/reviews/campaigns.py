@@ -65,7 +65,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
 from provisioning.audit import log as audit
@@ -87,10 +86,9 @@ from provisioning.reviews.models import (
     ReviewItem,
 )
 from provisioning.settings import DEFAULTS, Settings
+from provisioning.types import json_aggregate, json_object
 
 _UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# Users per engine run when a campaign closes (as the engine batches "everyone").
-_ENGINE_BATCH = 5000
 
 
 class ReviewError(ValueError):
@@ -192,7 +190,8 @@ def campaign_state(campaign: ReviewCampaign) -> dict[str, Any]:
 
 def _items(session: Session, campaign: ReviewCampaign) -> Select:
     """One row per live grant in the campaign's scope, ready for ``review_items``."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    postgres = dialect == "postgresql"
     subject = campaign.subject_user_id
     scope = campaign.connector_ids
 
@@ -202,11 +201,7 @@ def _items(session: Session, campaign: ReviewCampaign) -> Select:
     why = select(
         sources.c.user_id,
         sources.c.connector_id,
-        (
-            func.json_agg(aggregate_order_by(reason, reason))
-            if postgres
-            else func.json_group_array(reason)
-        ).label("why"),
+        json_aggregate(dialect, reason, reason).label("why"),
     ).group_by(sources.c.user_id, sources.c.connector_id)
     if scope is not None:
         why = why.where(sources.c.connector_id.in_(scope))
@@ -217,8 +212,8 @@ def _items(session: Session, campaign: ReviewCampaign) -> Select:
         why_json = func.coalesce(why.c.why, func.json_build_array())
     else:
         why_json = func.json(func.coalesce(why.c.why, "[]"))
-    snapshot = _json(
-        postgres,
+    snapshot = json_object(
+        dialect,
         user_name=User.user_name,
         connector=Connector.slug,
         access_level=Grant.access_level,
@@ -299,12 +294,6 @@ def _managers(postgres: bool, subject: uuid.UUID | None):
     if subject is not None:
         statement = statement.where(person.id == subject)
     return statement.subquery("managers")
-
-
-def _json(postgres: bool, **pairs: Any) -> ColumnElement[Any]:
-    """A JSON object built by the database (json_build_object / json_object)."""
-    arguments = [part for key, value in pairs.items() for part in (literal(key), value)]
-    return (func.json_build_object if postgres else func.json_object)(*arguments)
 
 
 def _iso(postgres: bool, column: Any) -> ColumnElement[Any]:
@@ -503,11 +492,8 @@ def close_campaign(session: Session, origin: Origin, campaign_id: int) -> Review
     users.sort()
     applied = Origin(origin.actor, origin.source, f"access review {campaign.id}")
     revoked = 0
-    for start in range(0, len(users), _ENGINE_BATCH):
-        diff = engine.apply(
-            session, engine.Affected.users(*users[start : start + _ENGINE_BATCH]), applied
-        )
-        revoked += len(diff.revoked)
+    for batch in engine.in_batches(users):
+        revoked += len(engine.apply(session, batch, applied).revoked)
     left = session.scalar(
         select(func.count(ReviewItem.id))
         .join(Grant, Grant.id == ReviewItem.grant_id)
