@@ -52,6 +52,7 @@ from werkzeug.exceptions import HTTPException
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
+from provisioning.tokens import secrets
 from provisioning.tokens.credentials import Scope, authenticate
 from provisioning.web import bodies, logs, problems
 from scim.mapping import Document
@@ -68,8 +69,16 @@ class ProvisioningService(ScimService):
     """scim2-server's service: bodies read under the service's rule, and the PATCH bodies
     Okta and Entra ID send accepted."""
 
-    def __init__(self, provider: Any, *, secret: str | bytes | None = None) -> None:
-        super().__init__(provider, secret=secret)
+    def __init__(
+        self, provider: Any, *, secret: str | bytes | Callable[[], str] | None = None
+    ) -> None:
+        """``secret`` may be a function, called when the first cursor is sealed or opened
+        (the database's secret: the app may be built before its tables)."""
+        if callable(secret):
+            super().__init__(provider, secret="read-on-first-use")
+            self._cursors = _Deferred(lambda: self._build_cursors(secret()))
+        else:
+            super().__init__(provider, secret=secret)
         self._parameters: dict[tuple[Any, ...], ResponseParameters[Any]] = {}
         self._envelopes: dict[tuple[Any, ...], dict[str, Any]] = {}
 
@@ -240,6 +249,22 @@ def _reference_paths(model: type[Resource[Any]]) -> list[tuple[Path[Any], str | 
             head = f"{path.schema}:{path.parts[0]}" if path.schema else path.parts[0]
             found.append((Path(head), binding.sub_field_name))
     return found
+
+
+class _Deferred:
+    """An object built on first use of any of its attributes, once, whichever thread asks."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return getattr(self._built, name)
 
 
 _NO_ME = (
@@ -654,7 +679,10 @@ class ProvisioningScimServer(ScimServer):
     """scim2-flask's extension, behind bearer tokens carrying ``scim:provision``."""
 
     def __init__(
-        self, database: Database, cursor_secret: str, max_payload_size: int = BULK_MAX_PAYLOAD_SIZE
+        self,
+        database: Database,
+        cursor_secret: str | Callable[[], str],
+        max_payload_size: int = BULK_MAX_PAYLOAD_SIZE,
     ) -> None:
         scim_provider = provider(max_payload_size)
         super().__init__(
@@ -740,16 +768,18 @@ def install(
 ) -> ProvisioningScimServer:
     """Serve SCIM 2.0 at /scim/v2 on ``app``.
 
-    ``cursor_secret`` seals the paging cursors; without it one is derived from the
-    database URL, so that every replica of the service accepts the others' cursors.
+    ``cursor_secret`` seals the paging cursors; without it a random one is generated on
+    first start and kept in the database (:func:`provisioning.tokens.secrets.shared`),
+    so that every replica of the service accepts the others' cursors.
     The bulk maxPayloadSize announced is the app's body limit (``MAX_CONTENT_LENGTH``,
     from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts.
     """
-    if cursor_secret is None:
-        digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
-        cursor_secret = digest
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
-    server = ProvisioningScimServer(database, cursor_secret, limit)
+    server = ProvisioningScimServer(
+        database,
+        cursor_secret or (lambda: secrets.shared(database, secrets.SCIM_CURSORS)),
+        limit,
+    )
     server.init_app(app)
     problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
