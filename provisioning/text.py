@@ -93,8 +93,7 @@ def key(value: str, name: str = "text", limit: int = KEY_LENGTH) -> str:
     folded = fold(check(value, name))
     if len(folded) > limit:
         raise TextError(
-            f"{name} is too long: {len(folded)} characters once case-folded, "
-            f"at most {limit}"
+            f"{name} is too long: {len(folded)} characters once case-folded, at most {limit}"
         )
     return folded
 

@@ -25,6 +25,7 @@ from scim2_flask import ScimServer
 from scim2_models import (
     Context,
     ForbiddenException,
+    InvalidFilterException,
     InvalidSyntaxException,
     InvalidValueException,
     NotImplementedException,
@@ -50,11 +51,13 @@ from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
 from werkzeug.exceptions import HTTPException
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.tokens import secrets
 from provisioning.tokens.credentials import Scope, authenticate
 from provisioning.web import bodies, logs, problems
+from scim import filters
 from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
@@ -100,7 +103,14 @@ class ProvisioningService(ScimService):
         """scim2-server's reading of a search (query or ``.search`` body), with startIndex
         bounded: at most :data:`MAX_START_INDEX`. scim2-models reads a startIndex below 1
         as 1 and a negative count as 0, and scim2-server bounds count by maxPageSize."""
+        for where, value in text.strings(payload):
+            why = text.problem(value)
+            if why is not None:
+                refusal = InvalidFilterException if where == "filter" else InvalidValueException
+                raise refusal(detail=f"{where} {why}")
         search_request, position = super().read_search(resource_types, payload)
+        if search_request.filter is not None:
+            filters.check_size(search_request.filter.ast)
         start_index = search_request.start_index
         if start_index is not None and start_index > MAX_START_INDEX:
             raise InvalidValueException(
@@ -275,13 +285,20 @@ _NO_ME = (
 
 def _document(body: bytes, content_type: str | None) -> Any:
     """The JSON document of a SCIM request body, under the service's rule for bodies
-    (:mod:`provisioning.web.bodies`: JSON media type, UTF-8, JSON within the depth limit);
-    a body without Content-Type is JSON (RFC 7644 section 3.8). Refusals are SCIM errors."""
+    (:mod:`provisioning.web.bodies`: JSON media type, UTF-8, JSON within the depth limit)
+    whose every string keeps the character rule (:mod:`provisioning.text`: no NUL, no
+    control character but TAB, LF, CR); a body without Content-Type is JSON (RFC 7644
+    section 3.8). Refusals are SCIM errors (``invalidValue`` for a character)."""
     try:
         bodies.check_media_type(content_type, untyped_is_json=True)
-        return bodies.parse(body)
+        document = bodies.parse(body)
     except bodies.Refused as refused:
         raise scim_error(refused) from None
+    try:
+        text.check_document(document)
+    except text.TextError as exc:
+        raise InvalidValueException(detail=str(exc)) from None
+    return document
 
 
 def scim_error(refused: bodies.Refused) -> Exception:

@@ -47,11 +47,15 @@ class User(Base):
     display_name: Mapped[str | None] = mapped_column(String(255))
     display_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     given_name: Mapped[str | None] = mapped_column(String(255))
+    given_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     family_name: Mapped[str | None] = mapped_column(String(255))
+    family_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     email_key: Mapped[str | None] = mapped_column(String(EMAIL_LENGTH))
     employee_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    employee_number_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     department: Mapped[str | None] = mapped_column(String(255))
+    department_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     manager_id: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Okta ``published`` time of the fact that last set ``active``; older facts lose.
@@ -90,7 +94,15 @@ class User(Base):
         ),
     )
 
-    KEYED = ("user_name", "display_name", "email")
+    KEYED = (
+        "user_name",
+        "display_name",
+        "email",
+        "given_name",
+        "family_name",
+        "employee_number",
+        "department",
+    )
     """The columns whose folded key is kept in ``<column>_key``."""
 
     @staticmethod

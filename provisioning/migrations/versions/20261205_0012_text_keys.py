@@ -7,8 +7,9 @@ Create Date: 2026-12-05
 ``users.user_name_key`` was ``lower(user_name)``; it becomes the folded key of
 :func:`provisioning.text.fold` (NFKC, case-folded), and ``users.display_name_key``,
 ``users.email_key`` and ``groups.display_name_key`` are added beside their values,
-indexed, in place of the ``lower(...)`` expression indexes. Existing rows are
-backfilled here. Two live users whose userNames fold alike (``Straße`` and
+indexed, in place of the ``lower(...)`` expression indexes; and, unindexed (SCIM
+filters compare them), the keys of givenName, familyName, employeeNumber and department.
+Existing rows are backfilled here. Two live users whose userNames fold alike (``Straße`` and
 ``STRASSE``) cannot both hold the folded key: the older keeps it, and the later one
 keeps its old ``lower()`` key, so the upgrade never fails on data (the log names them).
 A key longer than its column once folded (only SQLite could have stored one) is cut to it.
@@ -30,6 +31,8 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
+# Keys compared by SCIM filters only, never looked up alone: no index.
+UNINDEXED = ("given_name", "family_name", "employee_number", "department")
 log = logging.getLogger("alembic.runtime.migration")
 
 
@@ -50,6 +53,8 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("display_name_key", sa.String(255), nullable=True))
         batch_op.add_column(sa.Column("email_key", sa.String(320), nullable=True))
+        for name in UNINDEXED:
+            batch_op.add_column(sa.Column(f"{name}_key", sa.String(255), nullable=True))
     with op.batch_alter_table("groups", schema=None) as batch_op:
         batch_op.add_column(sa.Column("display_name_key", sa.String(255), nullable=True))
 
@@ -65,13 +70,20 @@ def upgrade() -> None:
         sa.column("email_key"),
         sa.column("deleted_at"),
         sa.column("created_at"),
+        *(sa.column(n) for n in UNINDEXED),
+        *(sa.column(f"{n}_key") for n in UNINDEXED),
     )
     groups = sa.table(
         "groups", sa.column("id"), sa.column("display_name"), sa.column("display_name_key")
     )
     rows = bind.execute(
         sa.select(
-            users.c.id, users.c.user_name, users.c.display_name, users.c.email, users.c.deleted_at
+            users.c.id,
+            users.c.user_name,
+            users.c.display_name,
+            users.c.email,
+            users.c.deleted_at,
+            *(users.c[n] for n in UNINDEXED),
         ).order_by(users.c.created_at, users.c.id)
     ).all()
     taken: set[str] = set()
@@ -90,6 +102,7 @@ def upgrade() -> None:
         values = {
             "display_name_key": _fold(row.display_name, 255),
             "email_key": _fold(row.email, 320),
+            **{f"{n}_key": _fold(getattr(row, n), 255) for n in UNINDEXED},
         }
         if key is not None:
             values["user_name_key"] = key
@@ -125,6 +138,8 @@ def downgrade() -> None:
         batch_op.drop_column("display_name_key")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("email_key")
+        for name in UNINDEXED:
+            batch_op.drop_column(f"{name}_key")
         batch_op.drop_column("display_name_key")
     op.execute("UPDATE users SET user_name_key = lower(user_name)")
     op.create_index("ix_users_display_name_key", "users", [sa.text("lower(display_name)")])
