@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from typing import Any
 from unicodedata import normalize
 
+from sqlalchemy import ColumnElement, Text, func, literal_column
+
 KEY_LENGTH = 255
 """The longest folded key a key column holds (``users.user_name_key`` and the others)."""
 
@@ -85,6 +87,16 @@ def fold(value: str) -> str:
     if value.isascii():
         return value.lower()
     return normalize("NFKC", normalize("NFKC", value).casefold())
+
+
+def fold_sql(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A value no key column holds, folded in SQL: by :func:`provisioning.text.fold` itself
+    on SQLite (a function of each connection); on PostgreSQL by ``lower(normalize(...,
+    NFKC))``, which differs from it only for the few characters whose case folding is not
+    their lower case (``ß``, final sigma, ...)."""
+    if dialect == "postgresql":
+        return func.lower(func.normalize(expr, literal_column("NFKC")))
+    return func.fold(expr, type_=Text)
 
 
 def key(value: str, name: str = "text", limit: int = KEY_LENGTH) -> str:

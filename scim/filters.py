@@ -114,16 +114,6 @@ def _after_prefix(prefix: str) -> str | None:
     return None
 
 
-def fold_sql(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
-    """A value no key column holds, folded in SQL: by :func:`provisioning.text.fold` itself
-    on SQLite (a function of each connection); on PostgreSQL by ``lower(normalize(...,
-    NFKC))``, which differs from it only for the few characters whose case folding is not
-    their lower case (``ß``, final sigma, ...)."""
-    if dialect == "postgresql":
-        return func.lower(func.normalize(expr, literal_column("NFKC")))
-    return func.fold(expr, type_=Text)
-
-
 @dataclass(frozen=True)
 class Scalar:
     """One value per resource: a column, or a value in the JSON document."""
@@ -514,7 +504,7 @@ class Compiler:
         scalar = self._primary(binding) if binding.is_multivalued else self._scalar(binding)
         expr = scalar.expr
         if scalar.kind is str and not scalar.case_exact and not scalar.folded:
-            expr = fold_sql(expr, self.dialect)
+            expr = text.fold_sql(expr, self.dialect)
         if scalar.kind is str and self.collation:
             expr = expr.collate(self.collation)
         return expr
@@ -732,7 +722,7 @@ def compare(
         if not scalar.case_exact:
             value = text.fold(value)
             if not scalar.folded:
-                expr = fold_sql(expr, dialect)
+                expr = text.fold_sql(expr, dialect)
     if scalar.kind is str and collation and op not in (CompareOperator.eq, CompareOperator.ne):
         expr = expr.collate(collation)  # equality needs no collation: indexes stay usable
     ops = {
@@ -766,7 +756,7 @@ def _substring(
     if not scalar.case_exact:
         value = text.fold(value)
         if not scalar.folded:
-            expr = fold_sql(expr, dialect)
+            expr = text.fold_sql(expr, dialect)
     pattern = _escape_like(value)
     if op == CompareOperator.co:
         pattern = f"%{pattern}%"

@@ -46,6 +46,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import utcnow
 from provisioning.identity import directory
@@ -407,7 +408,7 @@ def _user(session: Session, target: Target, origin: Origin, *, create: bool) -> 
     if user is None and target.alternateId:
         user = session.scalar(
             select(User).where(
-                User.user_name_key == target.alternateId.lower(),
+                User.user_name_key == text.fold(target.alternateId),
                 User.external_id.is_(None),
                 User.deleted_at.is_(None),
             )

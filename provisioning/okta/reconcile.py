@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
 from provisioning.entitlements import brake
@@ -167,7 +168,7 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
     profile = member.get("profile") or {}
     login = profile.get("login") or okta_id
     user = session.scalar(
-        select(User).where(User.user_name_key == login.lower(), User.deleted_at.is_(None))
+        select(User).where(User.user_name_key == text.fold(login), User.deleted_at.is_(None))
     )
     if user is not None:
         directory.update_user(session, ORIGIN, user, external_id=okta_id)
