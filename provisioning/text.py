@@ -42,7 +42,12 @@ def problem(value: str) -> str | None:
     if found is None:
         return None
     char = found.group()
-    what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    if char == "\x00":
+        what = "NUL"
+    elif "\ud800" <= char <= "\udfff":
+        what = "a lone surrogate"
+    else:
+        what = "a control character"
     return f"holds {what} (U+{ord(char):04X} at position {found.start()})"
 
 
