@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 -- look-alike characters are what these tests are about
 """SCIM under the text rules (provisioning/text.py): control characters refused, Unicode
 compared by folded keys alike on both databases, filters bounded, the cursor key random."""
 
