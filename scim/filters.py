@@ -6,10 +6,11 @@ columns: a case-insensitive one on its folded key column (``provisioning.text.fo
 computed in Python when the value is written), the operand folded alike; attributes
 kept in the ``scim_attributes`` JSON document are compared with the database's JSON
 functions, and multi-valued ones (emails, phoneNumbers...) with ``EXISTS`` over
-their elements. The semantics follow ``ScimFilter.match`` under the comparison key
-:func:`comparison_key`: strings compare folded unless the attribute is caseExact, a
-missing value equals only ``null``, ``ne`` on a multi-valued attribute means no value
-equals, and every predicate is true or false, never SQL NULL, so ``not`` is exact.
+their elements. The semantics follow ``ScimFilter.match`` under the service's
+comparison key (:func:`scim.resources.comparison_key`): strings compare folded unless
+the attribute is caseExact, a missing value equals only ``null``, ``ne`` on a
+multi-valued attribute means no value equals, and every predicate is true or false,
+never SQL NULL, so ``not`` is exact.
 
 Filters are bounded (:func:`check_size`): at most :data:`MAX_TERMS` comparisons and
 :data:`MAX_DEPTH` levels of nesting; operands are range-checked (a dateTime must be a
@@ -69,13 +70,6 @@ MAX_TERMS = 100
 """The most comparisons and presence tests one filter may hold (``invalidFilter`` beyond)."""
 MAX_DEPTH = 10
 """The deepest a filter may nest (``and``/``or``/``not``, parentheses, value paths)."""
-
-
-def comparison_key(binding: Any, value: str) -> str:
-    """scim2-models' comparison key of the service (``ScimPolicy.comparison_key``):
-    :func:`provisioning.text.fold` unless the attribute is caseExact, whose values
-    compare as they are."""
-    return value if binding.case_exact else text.fold(value)
 
 
 def check_size(node: Any) -> None:

@@ -2,7 +2,7 @@
 Unicode data, on SQLite and PostgreSQL alike.
 
 The evaluator (``ScimFilter.match``) runs under the service's comparison key
-(``ScimPolicy(comparison_key=scim.filters.comparison_key)``: provisioning.text.fold
+(``ScimPolicy(comparison_key=scim.resources.comparison_key)``: provisioning.text.fold
 unless caseExact), over the resources the service returns. Budget: CROSSCHECK_EXAMPLES
 data sets (default 12) of FILTERS_PER_SET filters each (30), for Users and Groups;
 EDGE_FUZZ_REPORT appends the case count.
@@ -19,8 +19,7 @@ from scim2_models import Group as GroupResource
 from scim2_models import ScimFilter, ScimPolicy
 
 from provisioning import text
-from scim.filters import comparison_key
-from scim.resources import UserResource
+from scim.resources import UserResource, comparison_key
 from tests.conftest import ON_POSTGRES
 from tests.scim.conftest import GROUP_SCHEMA, Scim, make_app, make_token, okta_user
 
