@@ -10,9 +10,10 @@ Create Date: 2026-12-05
 indexed, in place of the ``lower(...)`` expression indexes; and, unindexed (SCIM
 filters compare them), the keys of givenName, familyName, employeeNumber and department.
 Existing rows are backfilled here. Two live users whose userNames fold alike (``Straße`` and
-``STRASSE``) cannot both hold the folded key: the older keeps it, and the later one
-keeps its old ``lower()`` key, so the upgrade never fails on data (the log names them).
-A key longer than its column once folded (only SQLite could have stored one) is cut to it.
+``STRASSE``) cannot both hold the folded key: the older keeps it, and each later one gets
+``<key>#duplicate-<id>``, so the upgrade never fails on data (the log names them: rename
+them). A key longer than its column once folded (only SQLite could have held one) is cut
+to it.
 
 ``service_secrets`` holds secrets the service generates for itself, shared by every
 replica: the SCIM cursor key when ``PROVISIONING_SCIM_CURSOR_SECRET`` is not set.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+import uuid
 
 import sqlalchemy as sa
 from alembic import op
@@ -50,6 +52,13 @@ def upgrade() -> None:
     op.drop_index("ix_users_display_name_key", table_name="users")
     op.drop_index("ix_users_email_key", table_name="users")
     op.drop_index("ix_groups_display_name_key", table_name="groups")
+    # Keys change places during the backfill (one user's new key may be another's old).
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_users_user_name_key",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("display_name_key", sa.String(255), nullable=True))
         batch_op.add_column(sa.Column("email_key", sa.String(320), nullable=True))
@@ -91,21 +100,20 @@ def upgrade() -> None:
         key = _fold(row.user_name, 255)
         if row.deleted_at is None:
             if key in taken:
+                key = f"{key[:200]}#duplicate-{uuid.UUID(str(row.id)).hex}"
                 log.warning(
-                    "user %s keeps its lower-cased userName key: another live user's "
-                    "userName folds to the same key",
+                    "user %s: its userName folds to the key of an older live user; "
+                    "its key is now %r until it is renamed",
                     row.id,
+                    key,
                 )
-                key = None
-            else:
-                taken.add(key)
+            taken.add(key)
         values = {
+            "user_name_key": key,
             "display_name_key": _fold(row.display_name, 255),
             "email_key": _fold(row.email, 320),
             **{f"{n}_key": _fold(getattr(row, n), 255) for n in UNINDEXED},
         }
-        if key is not None:
-            values["user_name_key"] = key
         bind.execute(sa.update(users).where(users.c.id == row.id).values(**values))
     for row in bind.execute(sa.select(groups.c.id, groups.c.display_name)).all():
         bind.execute(
@@ -116,6 +124,14 @@ def upgrade() -> None:
 
     with op.batch_alter_table("groups", schema=None) as batch_op:
         batch_op.alter_column("display_name_key", existing_type=sa.String(255), nullable=False)
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.create_index(
+            "uq_users_user_name_key",
+            ["user_name_key"],
+            unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
     op.create_index("ix_users_display_name_key", "users", ["display_name_key"])
     op.create_index("ix_users_email_key", "users", ["email_key"])
     op.create_index("ix_groups_display_name_key", "groups", ["display_name_key"])
