@@ -49,6 +49,7 @@ from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from provisioning import text
@@ -435,12 +436,14 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
             if isinstance(item, dict) and not path:
                 path = ""
             target = nested.setdefault(urn, {})
-        if path == "":
+        if path == "" and isinstance(item, dict):
             target.update(item)
             continue
         parts = path.split(".")
         for part in parts[:-1]:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise InvalidValueException(detail=f"{key!r} names a part of a value")
         leaf = parts[-1]
         if leaf.lower() == "active":
             item = _boolean(item)
@@ -792,15 +795,22 @@ def install(
     from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts.
     """
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
-    server = ProvisioningScimServer(
-        database,
-        cursor_secret or (lambda: secrets.shared(database, secrets.SCIM_CURSORS)),
-        limit,
-    )
+    server = ProvisioningScimServer(database, cursor_secret or _stored_secret(database), limit)
     server.init_app(app)
     problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
     return server
+
+
+def _stored_secret(database: Database) -> str | Callable[[], str]:
+    """The cursor key kept in the database, made now if it is the first start; while the
+    database cannot answer (not reachable, not migrated yet), a function reading it when
+    the first cursor is sealed or opened."""
+    read = functools.partial(secrets.shared, database, secrets.SCIM_CURSORS)
+    try:
+        return read()
+    except SQLAlchemyError:
+        return read
 
 
 def mount(app: Flask, settings: Any, database: Database) -> ProvisioningScimServer:

@@ -256,3 +256,17 @@ def test_a_cursor_sealed_with_the_old_derived_key_is_refused(scim, database):
     answer = scim.get("/Users", query_string={"cursor": forged, "count": "1"})
     refused(answer, "invalidCursor")
     assert uuid.UUID(scim.get("/Users").get_json()["Resources"][0]["id"])
+
+
+def test_path_less_patch_keys_that_name_no_attribute_are_no_server_error(scim):
+    """Found by the fuzz suite: an empty key with a scalar value, a dotted key under a
+    scalar one."""
+    user = scim.post("/Users", okta_user("keys@example.com")).get_json()
+    for value in ({"": None}, {"": "x"}):
+        answer = scim.patch(f"/Users/{user['id']}", [{"op": "replace", "value": value}])
+        assert answer.status_code < 500, (value, answer.get_json())
+    before = rows(scim)
+    value = {"title": "a", "title.sub": "b"}
+    answer = scim.patch(f"/Users/{user['id']}", [{"op": "replace", "value": value}])
+    assert refused(answer, "invalidValue") == "'title.sub' names a part of a value"
+    assert rows(scim) == before
