@@ -27,6 +27,7 @@ since the last successful run started.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,8 @@ PROFILE_FIELDS = ("login", "email", "firstName", "lastName", "employeeNumber", "
 ORIGIN = Origin(actor="okta-sync", source=Source.OKTA_SYNC)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+log = logging.getLogger(__name__)
 
 
 def okta_time(moment: dt.datetime) -> str:
@@ -283,7 +286,13 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
         if group is None:
             continue  # deleted here since it was fetched: nothing left to repair
         if repair.present:
-            user = _user_for(session, repair.member)
+            try:
+                user = _user_for(session, repair.member)
+            except text.TextError as exc:
+                # Okta's record of the person breaks the text rules: no user is made of it,
+                # so no access is added (removals still apply). Nothing was written.
+                log.warning("okta user %s not added: %s", repair.member["id"], exc)
+                continue
         else:
             user = session.get(User, repair.user_id)
         origin = Origin(
