@@ -29,6 +29,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,19 +255,24 @@ def measure(name: str, url: str, script: Path, args: Any) -> dict[str, Any]:
     return {"loaded": loaded, "single": single}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options every decision benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--connectors", type=int, default=10, help="grants = users x this")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--seconds", type=int, default=10, help="per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (medians reported)")
-    args = parser.parse_args(argv)
+    return parser
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-decisions-"))
+
+@contextmanager
+def bench_database(postgres: bool, workdir: Path) -> Iterator[tuple[Database, str]]:
+    """A migrated database (a SQLite file in ``workdir``, or a PostgreSQL schema of its
+    own) and its URL; the schema is dropped after."""
     schema = None
-    if args.postgres:
+    if postgres:
         schema = f"bench_{uuid.uuid4().hex[:12]}"
         admin = create_engine(POSTGRES)
         with admin.begin() as conn:
@@ -274,59 +281,77 @@ def main(argv: list[str] | None = None) -> int:
     else:
         url = f"sqlite:///{workdir / 'bench.db'}"
     database = Database(url)
-    processes: list[subprocess.Popen] = []
     try:
         database.upgrade()
-        started = time.monotonic()
-        token = seed(database, args.users, args.connectors)
-        print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        with database.reader() as session:
-            grants = session.scalar(select(func.count()).select_from(Grant))
-        targets = {}
-        for name, app, path, auth in [
-            ("bare Flask JSON endpoint", "bare_flask:app", "/decide", ""),
-            ("POST /api/v1/decisions", None, "/api/v1/decisions", token),
-        ]:
-            script = workdir / f"{len(targets)}.lua"
-            header = f'wrk.headers["Authorization"] = "Bearer {auth}"' if auth else ""
-            script.write_text(
-                LUA % {"auth": header, "users": args.users, "connectors": args.connectors}
-            )
-            port = free_port()
-            processes.append(serve(app, {"DATABASE_URL": url}, port))
-            targets[name] = (f"http://127.0.0.1:{port}{path}", script)
-        # Rounds alternate the two servers, so that other load on the machine
-        # falls on both alike; each figure is the median over the rounds.
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        for _ in range(args.repeat):
-            for name, (target, script) in targets.items():
-                runs[name].append(measure(name, target, script, args))
-        results = {
-            name: {
-                mode: {
-                    key: statistics.median(r[mode][key] for r in rounds)
-                    for key in ("rps", "p50", "p99")
-                }
-                for mode in ("loaded", "single")
+        yield database, url
+    finally:
+        database.dispose()
+        if schema:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+def run_rounds(targets: dict[str, tuple[str, Path]], args: Any) -> dict[str, Any]:
+    """Measure every target in alternating rounds, so that other load on the machine
+    falls on all alike; each figure is the median over the rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for _ in range(args.repeat):
+        for name, (target, script) in targets.items():
+            runs[name].append(measure(name, target, script, args))
+    return {
+        name: {
+            mode: {
+                key: statistics.median(r[mode][key] for r in rounds)
+                for key in ("rps", "p50", "p99")
             }
-            for name, rounds in runs.items()
+            for mode in ("loaded", "single")
         }
-        for process in processes:
+        for name, rounds in runs.items()
+    }
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
-        with database.reader() as session:
-            used = session.scalar(
-                select(func.count()).select_from(Grant).where(Grant.last_used_at.is_not(None))
-            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-decisions-"))
+    processes: list[subprocess.Popen] = []
+    try:
+        with bench_database(args.postgres, workdir) as (database, url):
+            started = time.monotonic()
+            token = seed(database, args.users, args.connectors)
+            print(f"  seeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            with database.reader() as session:
+                grants = session.scalar(select(func.count()).select_from(Grant))
+            targets = {}
+            for name, app, path, auth in [
+                ("bare Flask JSON endpoint", "bare_flask:app", "/decide", ""),
+                ("POST /api/v1/decisions", None, "/api/v1/decisions", token),
+            ]:
+                script = workdir / f"{len(targets)}.lua"
+                header = f'wrk.headers["Authorization"] = "Bearer {auth}"' if auth else ""
+                script.write_text(
+                    LUA % {"auth": header, "users": args.users, "connectors": args.connectors}
+                )
+                port = free_port()
+                processes.append(serve(app, {"DATABASE_URL": url}, port))
+                targets[name] = (f"http://127.0.0.1:{port}{path}", script)
+            results = run_rounds(targets, args)
+            stop(processes)
+            with database.reader() as session:
+                used = session.scalar(
+                    select(func.count()).select_from(Grant).where(Grant.last_used_at.is_not(None))
+                )
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-        database.dispose()
         shutil.rmtree(workdir, ignore_errors=True)  # half a gigabyte of SQLite
-        if schema:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
     ceiling = results["bare Flask JSON endpoint"]["loaded"]["rps"]
     kind = "PostgreSQL" if args.postgres else "SQLite"

@@ -16,7 +16,10 @@ from provisioning.delivery import outbox
 from provisioning.entitlements.expiry import expire, remind
 from provisioning.offboarding.requests import execute_due
 from provisioning.okta import inbox
+from provisioning.okta.catchup import catch_up
 from provisioning.okta.client import OktaError, from_settings
+from provisioning.okta.reconcile import reconcile
+from provisioning.okta.writeback import write_back_offboardings
 from provisioning.oversight.remediation import remediate
 from provisioning.oversight.scan import scan
 from provisioning.reviews import campaigns
@@ -135,13 +138,11 @@ def _audit_checkpoint(database: Database, settings: Settings, progress: Progress
 
 
 def _okta_inbox(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
-    done = inbox.process_pending(database)
+    done = inbox.process_pending(database, settings=settings)
     return {"deliveries": done.deliveries, "failed": done.failed, **done.outcomes}
 
 
 def _okta_writeback(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
-    from provisioning.okta.writeback import write_back_offboardings
-
     try:
         client = from_settings(settings)
     except OktaError as exc:
@@ -154,18 +155,17 @@ def _okta_writeback(database: Database, settings: Settings, progress: Progress) 
 
 def _okta(full: bool | None) -> Callable[[Database, Settings, Progress], dict[str, Any]]:
     def run(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
-        from provisioning.okta.catchup import catch_up
-        from provisioning.okta.reconcile import reconcile
-
         try:
             client = from_settings(settings)
         except OktaError as exc:
             raise JobFailed(str(exc)) from None
         try:
             if full is None:
-                record = catch_up(database, client)
+                record = catch_up(database, client, settings=settings)
             else:
-                record = reconcile(database, client, full=full, progress=progress)
+                record = reconcile(
+                    database, client, full=full, progress=progress, settings=settings
+                )
         finally:
             client.close()
         if record.status != "succeeded":

@@ -36,7 +36,7 @@ from jobs.registry import JOBS, Job
 from provisioning import liveness
 from provisioning.database import Database, utcnow
 from provisioning.delivery.worker import Deliverer
-from provisioning.oversight.models import JobOutcome, JobRun
+from provisioning.schedule.models import JobOutcome, JobRun
 from provisioning.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,6 @@ import click
 from provisioning.audit import checkpoints
 from provisioning.audit import log as audit
 from provisioning.database import Database, DatabaseError
-from provisioning.entitlements import brake
-from provisioning.okta import events
 from provisioning.settings import Settings, SettingsError, load
 from provisioning.tokens import credentials
 
@@ -48,8 +46,6 @@ class Context:
     def database(self) -> Database:
         if self._database is None:
             self._database = Database(self.settings.database_url)
-            brake.configure(self.settings)
-            events.configure(self.settings)
         return self._database
 
     def migrated(self) -> Database:
@@ -396,6 +392,7 @@ def reconcile(
                 full=not incremental,
                 groups=groups or None,
                 progress=progress,
+                settings=ctx.settings,
             )
     finally:
         client.close()
@@ -417,7 +414,7 @@ def okta_catch_up(ctx: Context, as_json: bool) -> None:
     database = ctx.migrated()
     client = _okta(ctx)
     try:
-        run = catch_up(database, client)
+        run = catch_up(database, client, settings=ctx.settings)
     finally:
         client.close()
     _report(run, as_json)

@@ -13,8 +13,8 @@ from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.entitlements.mappings import create_exception, create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group, create_user, set_active, set_membership
 from provisioning.identity.models import MembershipSource, User
+from provisioning.people.lifecycle import create_group, create_user, set_active, set_membership
 
 CONNECTORS = [
     {
@@ -159,6 +159,8 @@ def seed(session: Session, origin: Origin) -> str:
         spec = dict(spec)
         actions = spec.pop("actions")
         enabled = spec.pop("enabled", True)
+        # Its MCP server's identity, for enforcement points speaking AuthZEN (COAZ-MCP).
+        spec.setdefault("resource_uri", f"https://mcp.example.com/{spec['slug']}")
         connector = create_connector(session, origin, enabled=enabled, **spec)
         for name, kind, policy in actions:
             add_action(session, origin, connector, name=name, kind=kind, org_policy=policy)
@@ -215,6 +217,7 @@ def _report(session: Session) -> str:
         state = "enabled" if connector.enabled else "disabled"
         lines.append(
             f"  {connector.slug:<11} {connector.kind:<17} {connector.capability:<11} {state}"
+            f"  {connector.resource_uri or ''}"
         )
         for action in connector.actions:
             lines.append(f"      {action.name:<20} {action.kind:<11} {action.org_policy}")

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from provisioning.audit.checkpoints import key_text, private_key
+
 DEFAULT_DATABASE_URL = "sqlite:///./provisioning.db"
 
 
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwks_url: str | None = None
     # Allowed clock skew when checking exp/nbf/iat, in seconds.
+    # Where clients reach this service (https://host[:port], no path): the AuthZEN Policy
+    # Decision Point identifier its metadata names; unset, the URL of each request.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
+    # The interface an AuthZEN evaluation is asked for when its context names none.
+    authzen_interface: Literal["web", "mobile", "desktop", "code"] = "web"
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # Seals SCIM paging cursors (RFC 9865); every replica must share it. When unset, a
     # random one is generated on first start and kept in the database (service_secrets).
@@ -179,8 +186,6 @@ class Settings(BaseSettings):
     @field_validator("audit_signing_key")
     @classmethod
     def _signing_key(cls, value: str | None) -> str | None:
-        from provisioning.audit.checkpoints import key_text, private_key
-
         if value is None or not value.strip():
             return None
         text = key_text(value)
@@ -191,6 +196,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+# The documented defaults, read from no environment: what a domain function uses when
+# its caller hands it no settings (tests, the demo). Edges hand in the loaded settings.
+DEFAULTS = Settings.model_construct()
 
 
 def _items(value: str) -> list[str]:

@@ -10,6 +10,7 @@ from provisioning.offboarding import models as _offboarding
 from provisioning.okta import models as _okta
 from provisioning.oversight import models as _oversight
 from provisioning.reviews import models as _reviews
+from provisioning.schedule import models as _schedule
 from provisioning.tokens import models as _tokens
 
 __all__ = ["metadata"]
@@ -25,5 +26,6 @@ _ = (
     _okta,
     _oversight,
     _reviews,
+    _schedule,
     _tokens,
 )

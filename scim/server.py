@@ -55,6 +55,7 @@ from werkzeug.exceptions import HTTPException
 from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
+from provisioning.settings import DEFAULTS, Settings
 from provisioning.tokens import secrets
 from provisioning.tokens.credentials import Scope, authenticate
 from provisioning.web import bodies, logs, problems
@@ -703,10 +704,11 @@ class ProvisioningScimServer(ScimServer):
         database: Database,
         cursor_secret: str | Callable[[], str],
         max_payload_size: int = BULK_MAX_PAYLOAD_SIZE,
+        settings: Settings = DEFAULTS,
     ) -> None:
         scim_provider = provider(max_payload_size)
         super().__init__(
-            SqlStorage(database),
+            SqlStorage(database, settings),
             scim_provider,
             service=ProvisioningService(scim_provider, secret=cursor_secret),
             url_prefix=URL_PREFIX,
@@ -784,7 +786,10 @@ class ProvisioningScimServer(ScimServer):
 
 
 def install(
-    app: Flask, database: Database, cursor_secret: str | None = None
+    app: Flask,
+    database: Database,
+    cursor_secret: str | None = None,
+    settings: Settings = DEFAULTS,
 ) -> ProvisioningScimServer:
     """Serve SCIM 2.0 at /scim/v2 on ``app``.
 
@@ -792,10 +797,13 @@ def install(
     first start and kept in the database (:func:`provisioning.tokens.secrets.shared`),
     so that every replica of the service accepts the others' cursors.
     The bulk maxPayloadSize announced is the app's body limit (``MAX_CONTENT_LENGTH``,
-    from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts.
+    from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts. The domain
+    functions the storage calls are handed ``settings``.
     """
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
-    server = ProvisioningScimServer(database, cursor_secret or _stored_secret(database), limit)
+    server = ProvisioningScimServer(
+        database, cursor_secret or _stored_secret(database), limit, settings
+    )
     server.init_app(app)
     problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
@@ -813,6 +821,6 @@ def _stored_secret(database: Database) -> str | Callable[[], str]:
         return read
 
 
-def mount(app: Flask, settings: Any, database: Database) -> ProvisioningScimServer:
+def mount(app: Flask, settings: Settings, database: Database) -> ProvisioningScimServer:
     """Entry point ``provisioning.web``: how the application factory mounts SCIM."""
-    return install(app, database, settings.scim_cursor_secret)
+    return install(app, database, settings.scim_cursor_secret, settings)

@@ -1,11 +1,12 @@
-"""scim2-server's ScimStorage over the service's tables; every write goes through the directory.
+"""scim2-server's ScimStorage over the service's tables; every write goes through the lifecycle.
 
 One SCIM operation is one unit of work (:meth:`SqlStorage.operation`): reads
 use a reader session, and the first write ends it and opens a transaction in
 which the stored version is checked again (so a concurrent change answers
-412) before the directory functions apply the change, call the entitlement
-engine and write the audit events. The transaction commits when the operation
-ends without error, and rolls back otherwise: nothing is half-written.
+412) before the people lifecycle (:mod:`provisioning.people.lifecycle`) records
+the change, calls the entitlement engine and writes the audit events. The
+transaction commits when the operation ends without error, and rolls back
+otherwise: nothing is half-written.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
 from provisioning.database import Database, Prepared, Reader, connection_of
 from provisioning.entitlements.models import Grant
-from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
+from provisioning.people import lifecycle
+from provisioning.settings import DEFAULTS, Settings
 from scim import mapping
 from scim.filters import Compiler, keyset
+from scim.resources import provider
 
 DEFAULT_ORIGIN = Origin(actor="scim", source=Source.SCIM)
 
@@ -132,8 +135,9 @@ class SqlStorage(ScimStorage):
 
     supports_cursors = True
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, settings: Settings = DEFAULTS) -> None:
         self.database = database
+        self.settings = settings
         self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"scim_unit_{id(self)}", default=None
         )
@@ -191,8 +195,6 @@ class SqlStorage(ScimStorage):
         raise NotFoundException(detail=f"no resource type {resource_type.name!r}")
 
     def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
-        from scim.resources import provider
-
         if not hasattr(self, "_provider"):
             self._provider = provider()
         return self._provider.model_for(resource_type)  # type: ignore[return-value]
@@ -596,19 +598,19 @@ class SqlStorage(ScimStorage):
             # userName and externalId are checked by the insert itself (the unique
             # indexes): a clash is an IdentityError, and nothing is written.
             try:
-                new = directory.new_user(
+                new = lifecycle.new_user(
                     user_name=user_name, scim_attributes=values.extras, **fields
                 )
                 with self._session(write=True) as session:
-                    user = directory.add_user(session, origin, new)
-            except directory.IdentityError as exc:
+                    user = lifecycle.add_user(session, origin, new)
+            except lifecycle.IdentityError as exc:
                 raise UniquenessException(detail=str(exc)) from None
             # A new user is in no group and holds no grant yet.
             return mapping.user_document(user, [], [])
         group_values = mapping.group_fields(resource)
         with self._session(write=True) as session:
             self._check_group_unique(session, group_values.external_id, None)
-            group = directory.create_group(
+            group = lifecycle.create_group(
                 session,
                 origin,
                 display_name=group_values.display_name,
@@ -653,17 +655,17 @@ class SqlStorage(ScimStorage):
         if (user.scim_attributes or None) != values.extras:
             user.scim_attributes = values.extras
         try:
-            directory.update_user(session, origin, user, **changed)
-        except directory.IdentityError as exc:
+            lifecycle.update_user(session, origin, user, settings=self.settings, **changed)
+        except lifecycle.IdentityError as exc:
             raise UniquenessException(detail=str(exc)) from None
         session.flush()
 
     def _update_group(self, session: Session, origin: Origin, group: Group, resource) -> None:
         values = mapping.group_fields(resource)
         self._check_group_unique(session, values.external_id, group.id)
-        directory.rename_group(session, origin, group, values.display_name)
+        lifecycle.rename_group(session, origin, group, values.display_name)
         if values.external_id != group.external_id:
-            directory.set_group_external_id(session, origin, group, values.external_id)
+            lifecycle.set_group_external_id(session, origin, group, values.external_id)
         if (group.scim_attributes or None) != values.extras:
             group.scim_attributes = values.extras
         self._set_members(session, origin, group, values.members)
@@ -706,13 +708,13 @@ class SqlStorage(ScimStorage):
         added = [users[i] for i in wanted if i not in current]
         removed = [i for i in current if i not in wanted]
         for user in added:
-            directory.set_membership(
+            lifecycle.set_membership(
                 session, origin, user, group, True, source=MembershipSource.SCIM
             )
         for ident in removed:
             user = session.get(User, ident)
             assert user is not None
-            directory.set_membership(
+            lifecycle.set_membership(
                 session, origin, user, group, False, source=MembershipSource.SCIM
             )
 
@@ -729,11 +731,11 @@ class SqlStorage(ScimStorage):
                 if self._is_user(resource_type):
                     user = self._user_row(session, resource_id, lock=True)
                     self._check_version(user, expected_version)
-                    directory.delete_user(session, origin, user)
+                    lifecycle.delete_user(session, origin, user)
                 else:
                     group = self._group_row(session, resource_id, lock=True)
                     self._check_version(group, expected_version)
-                    directory.delete_group(session, origin, group)
+                    lifecycle.delete_group(session, origin, group, settings=self.settings)
                 session.flush()
             except StaleDataError:
                 raise PreconditionFailedException(
@@ -745,7 +747,7 @@ class SqlStorage(ScimStorage):
     @staticmethod
     def _check_user_unique(session: Session, external_id: str | None, own: uuid.UUID | None):
         """externalId is unique among users (the directory holds userName to it)."""
-        if directory.external_id_taken(session, external_id, own):
+        if lifecycle.external_id_taken(session, external_id, own):
             raise UniquenessException(detail=f"externalId {external_id!r} is already taken")
 
     @staticmethod

@@ -11,8 +11,8 @@ from provisioning.audit.log import Origin
 from provisioning.connectors.catalogue import add_action, create_connector
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
-from provisioning.identity.directory import create_group, create_user, set_membership
 from provisioning.identity.models import Group, MembershipSource, User
+from provisioning.people.lifecycle import create_group, create_user, set_membership
 
 
 class Org:

@@ -6,6 +6,7 @@ from flask import Flask
 
 from provisioning.api import (
     audit,
+    authzen,
     connectors,
     decisions,
     directory,
@@ -58,3 +59,4 @@ def register(app: Flask, settings: Settings, database: Database) -> None:
     app.extensions["provisioning.api.last_use"] = LastUseRecorder(database, background=True)
     app.register_api(api)  # type: ignore[attr-defined]
     app.register_blueprint(docs.docs)
+    app.register_blueprint(authzen.access)

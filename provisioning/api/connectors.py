@@ -46,6 +46,8 @@ def connector_out(connector: Connector) -> schemas.ConnectorOut:
         dormant_grace_days=connector.dormant_grace_days,
         enabled=connector.enabled,
         unknown_action_policy=connector.unknown_action_policy,
+        resource_uri=connector.resource_uri,
+        resource_type=connector.resource_type,
         governance_problems=list(enablement_problems(connector)),
         created_at=connector.created_at,
         updated_at=connector.updated_at,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from flask import Response
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
 
 from provisioning import text
 from provisioning.api import schemas
 from provisioning.api.connectors import READ
 from provisioning.api.edge import database, found, json_response, listing, page, route
-from provisioning.connectors.models import Action, Connector, Interface
-from provisioning.entitlements import decisions
-from provisioning.entitlements.models import Grant, ManualException, Mapping
-from provisioning.entitlements.policy import ActionFacts, effective_policy
+from provisioning.entitlements import access
 from provisioning.identity.models import Group, Membership, User
 
 TAG = "directory"
@@ -29,7 +27,7 @@ def user_out(user: User) -> schemas.UserOut:
         department=user.department,
         employee_number=user.employee_number,
         active=user.active,
-        state=str(decisions.user_state(user)),  # type: ignore[arg-type]
+        state=str(user.state),  # type: ignore[arg-type]
     )
 
 
@@ -68,30 +66,6 @@ def get_user(path: schemas.UserPath) -> Response:
         return json_response(user_out(found(session, User, path.user_id, "user")))
 
 
-def _sources(session: Session, entitlements: list) -> list[schemas.Source]:
-    out = []
-    for e in sorted(entitlements, key=lambda e: e.source):
-        via, ref = e.source.split(":")
-        if via == "mapping":
-            row = session.execute(
-                select(Group.display_name, Mapping.expires_at)
-                .join(Mapping, Mapping.group_id == Group.id)
-                .where(Mapping.id == int(ref))
-            ).one()
-            out.append(schemas.Source(source=e.source, group=row[0], expires_at=row[1]))
-        else:
-            exception = session.get(ManualException, int(ref))
-            assert exception is not None
-            out.append(
-                schemas.Source(
-                    source=e.source,
-                    expires_at=exception.expires_at,
-                    justification=exception.justification,
-                )
-            )
-    return out
-
-
 @route(
     "GET",
     "/users/<user_id>/access",
@@ -104,49 +78,8 @@ def _sources(session: Session, entitlements: list) -> list[schemas.Source]:
 def user_access(path: schemas.UserPath) -> Response:
     with database().reader() as session:
         user = found(session, User, path.user_id, "user")
-        state = decisions.user_state(user)
-        grants = session.execute(
-            select(Grant, Connector)
-            .join(Connector, Connector.id == Grant.connector_id)
-            .where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
-            .order_by(Connector.slug)
-        ).all()
-        shaped = []
-        for grant, connector in grants:
-            entitlements = decisions.entitlements(session, user.id, connector.id)
-            facts = decisions.connector_facts(connector)
-            interfaces = sorted(Interface(i) for i in connector.interfaces)
-            actions = []
-            for action in session.scalars(
-                select(Action).where(Action.connector_id == connector.id).order_by(Action.name)
-            ):
-                action_facts = ActionFacts(action.name, action.kind, action.org_policy)
-                effective = {
-                    str(i): effective_policy(
-                        state, facts, action.name, action_facts, i, entitlements
-                    ).decision
-                    for i in interfaces
-                }
-                actions.append(
-                    schemas.ActionAccess(
-                        name=action.name,
-                        kind=action.kind,
-                        org_policy=action.org_policy,
-                        effective=effective,
-                    )
-                )
-            shaped.append(
-                schemas.GrantAccess(
-                    grant_id=grant.id,
-                    connector=connector.slug,
-                    access_level=grant.access_level,
-                    granted_at=grant.granted_at,
-                    last_used_at=grant.last_used_at,
-                    sources=_sources(session, entitlements),
-                    actions=actions,
-                )
-            )
-        return json_response(schemas.UserAccess(user=user_out(user), grants=shaped))
+        grants = [asdict(grant) for grant in access.of_user(session, user)]
+        return json_response(schemas.UserAccess(user=user_out(user), grants=grants))
 
 
 # -- groups ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
+from provisioning.settings import Settings
 from provisioning.tokens import credentials
 from provisioning.web import bodies
 from provisioning.web.problems import TYPE_PREFIX, problem
@@ -110,6 +111,17 @@ def _authenticate() -> Response | None:
     scope = SCOPES.get(endpoint)
     if scope is None:
         return None
+    refused = authenticate(scope)
+    if refused is not None:
+        return refused
+    if endpoint in BODIES:
+        bodies.document()
+    return None
+
+
+def authenticate(scope: str) -> Response | None:
+    """Authenticate the request's bearer token for ``scope`` (the caller is then
+    :func:`caller`); the 401 or 403 problem answering it if it fails."""
     protect = current_app.extensions["provisioning.api.protector"]
     scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
     credential = credential.strip()
@@ -133,8 +145,6 @@ def _authenticate() -> Response | None:
         response.headers["WWW-Authenticate"] = www_authenticate(error, scope)
         return response
     g.caller = caller_of(token)
-    if endpoint in BODIES:
-        bodies.document()
     return None
 
 
@@ -148,6 +158,11 @@ def origin(source: Source = Source.ADMIN) -> Origin:
 
 def database() -> Database:
     return current_app.extensions["provisioning.database"]
+
+
+def settings() -> Settings:
+    """The service's settings, handed to the domain functions that take them."""
+    return current_app.extensions["provisioning.settings"]
 
 
 def fail(status: int, title: str, detail: str, kind: str, **extra: Any) -> None:

@@ -112,7 +112,6 @@ def create_exception(body: schemas.ExceptionIn) -> Response:
         if body.expires_at <= utcnow():
             unprocessable("expires_at must be in the future", "expires_at")
         try:
-            domain.check_mappable(connector)
             exception, diff = domain.create_exception(
                 session,
                 origin(),
@@ -124,7 +123,7 @@ def create_exception(body: schemas.ExceptionIn) -> Response:
                 actions=body.actions,
             )
         except domain.MappingError as exc:
-            unprocessable(str(exc))
+            unprocessable(str(exc), exc.field)
         result = schemas.ExceptionResult(
             **changes(session, diff, dry_run=False),
             exception=exception_out(exception, connector.slug),

@@ -16,7 +16,7 @@ from provisioning.api.edge import (
     origin,
     route,
 )
-from provisioning.entitlements import brake
+from provisioning.entitlements import holds
 from provisioning.entitlements.models import HoldState, RevocationHold
 from provisioning.tokens.credentials import Scope
 
@@ -81,6 +81,6 @@ def confirm_hold(path: schemas.HoldPath, body: schemas.ReasonIn) -> Response:
         hold = found(session, RevocationHold, path.hold_id, "revocation hold", lock=True)
         if hold.state != HoldState.HELD:
             fail(409, "Conflict", f"revocation hold {hold.id} is {hold.state}", "conflict")
-        brake.confirm(session, origin(), hold, body.reason)
+        holds.confirm(session, origin(), hold, body.reason)
         result = _out(hold)
     return json_response(result)

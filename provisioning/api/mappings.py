@@ -21,6 +21,7 @@ from provisioning.api.edge import (
     listing,
     origin,
     route,
+    settings,
     unprocessable,
 )
 from provisioning.connectors.models import Connector
@@ -70,7 +71,7 @@ def _run(
         try:
             mapping, diff = change(session)
         except domain.MappingError as exc:
-            unprocessable(str(exc))
+            unprocessable(str(exc), exc.field)
         out = None if mapping is None or dry_run else mapping_out(session, mapping)
         result = changes(session, diff, dry_run=dry_run)
         if dry_run and creates and mapping is not None:
@@ -127,10 +128,6 @@ def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
         connector = session.scalar(select(Connector).where(Connector.slug == body.connector))
         if connector is None:
             unprocessable(f"no connector {body.connector}", "connector")
-        try:
-            domain.check_mappable(connector)
-        except domain.MappingError as exc:
-            unprocessable(str(exc), "connector")
         return domain.create_mapping(
             session,
             origin(),
@@ -170,13 +167,8 @@ def update_mapping(
     def change(session: Session) -> tuple[Mapping, Diff]:
         mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
-        connector = session.get(Connector, mapping.connector_id)
-        try:
-            domain.check_mappable(connector)  # type: ignore[arg-type]
-        except domain.MappingError as exc:
-            unprocessable(str(exc), "connector")
         diff = domain.update_mapping(
-            session, origin(), mapping, **body.model_dump(exclude_unset=True)
+            session, origin(), mapping, settings=settings(), **body.model_dump(exclude_unset=True)
         )
         return mapping, diff
 
@@ -196,6 +188,6 @@ def delete_mapping(path: schemas.MappingPath, query: schemas.DryRun) -> Response
     def change(session: Session) -> tuple[None, Diff]:
         mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
-        return None, domain.delete_mapping(session, origin(), mapping)
+        return None, domain.delete_mapping(session, origin(), mapping, settings=settings())
 
     return _run(query.dry_run, change, 200)

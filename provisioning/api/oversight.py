@@ -10,7 +10,8 @@ from provisioning.api.edge import database, fail, found, json_response, listing,
 from provisioning.okta.models import SyncRun
 from provisioning.okta.runs import as_json as okta_run_json
 from provisioning.oversight.findings import decide
-from provisioning.oversight.models import Finding, FindingState, JobRun
+from provisioning.oversight.models import Finding, FindingState
+from provisioning.schedule.models import JobRun
 from provisioning.tokens.credentials import Scope
 
 READ = Scope.ADMIN_READ.value

@@ -69,6 +69,24 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$", examples=["git
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,200}$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Short = Annotated[str, Field(min_length=1, max_length=255)]
+# A connector's MCP server identity (RFC 9728 resource URI) and its AuthZEN resource type.
+ResourceUri = Annotated[
+    str,
+    Field(
+        pattern=r"^https?://[!-~]{1,480}$",
+        max_length=500,
+        examples=["https://mcp.github.example/mcp"],
+        description="its MCP server's RFC 9728 resource URI (the audience of its tokens)",
+    ),
+]
+ResourceType = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_.-]{0,99}$",
+        examples=["record"],
+        description="the AuthZEN resource type it answers to besides `connector`",
+    ),
+]
 Limit = Annotated[int, Field(ge=1, le=500, description="page size")]
 Cursor = Annotated[str, Field(max_length=500, description="next_cursor of the previous page")]
 
@@ -110,6 +128,8 @@ class ConnectorIn(Input):
     dormant_after_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     # Revoke dormant grants this many days after their finding opens (null: never).
     dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    resource_uri: ResourceUri | None = None
+    resource_type: ResourceType | None = None
     enabled: bool = False
 
 
@@ -131,6 +151,8 @@ class ConnectorPatch(Input):
     # Revoke dormant grants this many days after their finding opens (null: never).
     dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     unknown_action_policy: Policy = None  # type: ignore[assignment]
+    resource_uri: ResourceUri | None = None
+    resource_type: ResourceType | None = None
 
 
 class ConnectorOut(BaseModel):
@@ -150,6 +172,8 @@ class ConnectorOut(BaseModel):
     dormant_grace_days: int | None
     enabled: bool
     unknown_action_policy: Policy
+    resource_uri: str | None
+    resource_type: str | None
     governance_problems: list[str]
     created_at: dt.datetime
     updated_at: dt.datetime

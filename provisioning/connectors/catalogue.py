@@ -44,7 +44,27 @@ _STATE_FIELDS = (
     "unknown_action_policy",
     "dormant_after_days",
     "dormant_grace_days",
+    "resource_uri",
+    "resource_type",
 )
+
+
+# Resource types an enforcement point names by themselves (docs/authzen.md): no connector
+# may take one as its own.
+RESERVED_RESOURCE_TYPES = frozenset({"connector", "tool", "mcp_server"})
+
+
+def _check_resource(session: Session, slug: str, uri: str | None, kind: str | None) -> None:
+    """:class:`GovernanceError` if another connector has the resource URI, or the resource
+    type is one the AuthZEN mapping reserves."""
+    if kind in RESERVED_RESOURCE_TYPES:
+        raise GovernanceError(f"resource type {kind!r} is reserved: choose another")
+    if uri is not None:
+        other = session.scalar(
+            select(Connector.slug).where(Connector.resource_uri == uri, Connector.slug != slug)
+        )
+        if other is not None:
+            raise GovernanceError(f"connector {other} already has resource URI {uri}")
 
 
 def connector_state(connector: Connector) -> dict[str, Any]:
@@ -69,10 +89,13 @@ def create_connector(
     enabled: bool = False,
     dormant_after_days: int | None = None,
     dormant_grace_days: int | None = None,
+    resource_uri: str | None = None,
+    resource_type: str | None = None,
 ) -> Connector:
     """Add a connector; raise :class:`GovernanceError` if it breaks a guard."""
     if session.scalar(select(Connector.id).where(Connector.slug == slug)) is not None:
         raise GovernanceError(f"a connector with slug {slug!r} already exists")
+    _check_resource(session, slug, resource_uri, resource_type)
     connector = Connector(
         slug=slug,
         name=name,
@@ -89,6 +112,8 @@ def create_connector(
         unknown_action_policy=Policy.NEEDS_APPROVAL,
         dormant_after_days=dormant_after_days,
         dormant_grace_days=dormant_grace_days,
+        resource_uri=resource_uri,
+        resource_type=resource_type,
     )
     check_enabled(connector)
     session.add(connector)
@@ -114,6 +139,7 @@ def update_connector(
         raise GovernanceError(f"unknown connector field(s): {', '.join(sorted(unknown))}")
     before = connector_state(connector)
     candidate = Connector(**{**before, **changes})
+    _check_resource(session, connector.slug, candidate.resource_uri, candidate.resource_type)
     candidate.interfaces = [str(i) for i in check_interfaces(candidate.kind, candidate.interfaces)]
     check_enabled(candidate)
     for name in _STATE_FIELDS:

@@ -136,6 +136,11 @@ class Connector(Base):
     # Auto-remediation: revoke a dormant grant this many days after its finding
     # opened (targets are told when it opens); None: never (the default).
     dormant_grace_days: Mapped[int | None] = mapped_column(Integer)
+    # Its MCP server's identity for enforcement points: the RFC 9728 resource URI (the
+    # audience of the tokens the server accepts), and the AuthZEN resource type it also
+    # answers to besides "connector" (docs/authzen.md).
+    resource_uri: Mapped[str | None] = mapped_column(String(500), unique=True)
+    resource_type: Mapped[str | None] = mapped_column(String(100), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,6 +1,6 @@
 """The transactional outbox: messages owed to targets, written in the transaction of their change.
 
-DESIGN invariant 3: a change, its audit event and the messages that tell
+Invariant 3 (docs/architecture.md): a change, its audit event and the messages that tell
 downstream targets about it commit together or not at all. The engine calls
 :func:`enqueue` with the grants it changed; offboarding and reinstatement add
 their user events. Nothing is sent here: the delivery worker
@@ -30,6 +30,8 @@ from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.identity.models import User
+from provisioning.oversight.findings import observe
+from provisioning.oversight.models import FindingKind, Severity
 
 _CHUNK = 1000
 
@@ -282,9 +284,6 @@ def dead_letter_findings(session: Session) -> None:
     The evidence names the target; how many letters are dead, and why, is in
     ``GET /api/v1/targets/{id}/messages?state=dead``.
     """
-    from provisioning.oversight.findings import observe
-    from provisioning.oversight.models import FindingKind, Severity
-
     rows = session.execute(
         select(
             Target.id,

@@ -5,12 +5,14 @@ than ``share`` of all live grants (default 10%, and never fewer than
 ``minimum`` revocations, default 100, so that small organisations are not
 braked on every edit) is held: the facts change, the grants stay, and a
 :class:`~provisioning.entitlements.models.RevocationHold` records who would
-lose what, until an admin confirms it (:func:`confirm`, audited). Grants that
+lose what, until an admin confirms it
+(:func:`provisioning.entitlements.holds.confirm`, audited). Grants that
 are created or changed in level go ahead. Explicit HR offboardings, expiry and
 deactivations are never braked: nothing engages a brake for them.
 
-A brake is engaged on a session (:func:`applied`); the engine consults it on
-every run in that session. One brake can span several transactions (a
+A brake is engaged on a session (:func:`applied`), with the limits of the
+settings its caller was handed; the engine consults it on every run in that
+session. One brake can span several transactions (a
 reconciliation run): what it let through counts against the same limit, and
 once it has held something, it holds the rest of the run too, in one hold. So
 a run that removes memberships one by one revokes up to the limit, then holds
@@ -19,7 +21,6 @@ everything after: the damage a wrong run can do is capped at the limit.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,41 +30,35 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import utcnow
 from provisioning.entitlements.models import Grant, HoldState, RevocationHold
+from provisioning.settings import DEFAULTS, Settings
 
 _KEY = "provisioning.brake"
 
 
 @dataclass
-class Limits:
-    share: float = 0.10
-    minimum: int = 100
-
-
-LIMITS = Limits()
-
-
-def configure(settings: Any) -> None:
-    """Take the limits from settings (PROVISIONING_MASS_REVOCATION_SHARE / _MINIMUM)."""
-    LIMITS.share = settings.mass_revocation_share
-    LIMITS.minimum = settings.mass_revocation_minimum
-
-
-@dataclass
 class Brake:
-    """The brake of one change (or one reconciliation run)."""
+    """The brake of one change (or one reconciliation run), with its limits
+    (PROVISIONING_MASS_REVOCATION_SHARE and _MINIMUM: :func:`new`)."""
 
     cause: str
+    share: float
+    minimum: int
     revoked: int = 0  # revocations let through so far
     held: int = 0  # revocations held back so far
     live: int | None = None  # live grants when first needed
     hold_id: int | None = None
 
 
+def new(cause: str, settings: Settings = DEFAULTS) -> Brake:
+    """A brake for ``cause`` with the limits ``settings`` state."""
+    return Brake(cause, settings.mass_revocation_share, settings.mass_revocation_minimum)
+
+
 @contextmanager
-def applied(session: Session, brake: Brake | str) -> Iterator[Brake]:
-    """Engage ``brake`` (or a new one for that cause) on ``session`` for the block.
+def applied(session: Session, brake: Brake | str, settings: Settings = DEFAULTS) -> Iterator[Brake]:
+    """Engage ``brake`` (or a new one for that cause, with ``settings``' limits) on
+    ``session`` for the block.
 
     An outer brake already engaged on the session stays in charge.
     """
@@ -71,7 +66,7 @@ def applied(session: Session, brake: Brake | str) -> Iterator[Brake]:
     if outer is not None:
         yield outer
         return
-    engaged = Brake(brake) if isinstance(brake, str) else brake
+    engaged = new(brake, settings) if isinstance(brake, str) else brake
     session.info[_KEY] = engaged
     try:
         yield engaged
@@ -90,14 +85,14 @@ def review(session: Session, origin: Origin, revoked: Sequence[Any]) -> int | No
         return None
     count = len(revoked)
     if brake.hold_id is None:
-        if brake.revoked + count <= LIMITS.minimum:
+        if brake.revoked + count <= brake.minimum:
             brake.revoked += count
             return None
         if brake.live is None:
             # Live grants when the brake was engaged: now, plus what it already let through.
             live = session.scalar(select(func.count(Grant.id)).where(Grant.revoked_at.is_(None)))
             brake.live = live + brake.revoked
-        if brake.revoked + count <= LIMITS.share * brake.live:
+        if brake.revoked + count <= brake.share * brake.live:
             brake.revoked += count
             return None
     brake.held += count
@@ -111,7 +106,7 @@ def review(session: Session, origin: Origin, revoked: Sequence[Any]) -> int | No
             user_ids=users,
             revocations=count,
             active_grants=brake.live or 0,
-            share=LIMITS.share,
+            share=brake.share,
             state=HoldState.HELD,
         )
         session.add(hold)
@@ -133,39 +128,9 @@ def review(session: Session, origin: Origin, revoked: Sequence[Any]) -> int | No
                     "revocations": count,
                     "users": len(users),
                     "live_grants": brake.live,
-                    "share": LIMITS.share,
+                    "share": brake.share,
                 },
             )
         ],
     )
     return hold.id
-
-
-def confirm(session: Session, origin: Origin, hold: RevocationHold, reason: str) -> Any:
-    """Carry out a hold: the engine revokes what is still unjustified for its users now."""
-    from provisioning.entitlements import engine
-
-    if hold.state != HoldState.HELD:
-        raise ValueError(f"hold {hold.id} is {hold.state}")
-    hold.state, hold.decided_by, hold.decided_at = HoldState.CONFIRMED, origin.actor, utcnow()
-    users = [uuid.UUID(u) for u in hold.user_ids]
-    diff = engine.Diff()
-    for start in range(0, len(users), 5000):
-        diff.extend(
-            engine.apply(session, engine.Affected.users(*users[start : start + 5000]), origin)
-        )
-    hold.revoked = len(diff.revoked)
-    record(
-        session,
-        origin,
-        [
-            Entry(
-                "revocations.confirmed",
-                "revocation_hold",
-                str(hold.id),
-                reason=reason,
-                after={"revoked": hold.revoked, "held": hold.revocations},
-            )
-        ],
-    )
-    return diff

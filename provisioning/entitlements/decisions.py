@@ -1,8 +1,8 @@
 """Decisions from committed facts: load what effective policy needs, decide, and note last use.
 
 :func:`decide` reads the user, the connector, the action and the user's live
-sources of access to that connector (present memberships of live mappings,
-live exceptions, less those an access review withdrew) and hands them to the pure
+sources of access to that connector (:mod:`provisioning.entitlements.sources`,
+the engine's own) and hands them to the pure
 :func:`provisioning.entitlements.policy.effective_policy`.
 
 Recording each decision's use of a grant would be one write per call on the
@@ -28,7 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, literal, null, or_, select, true, union_all
+from sqlalchemy import Select, and_, bindparam, select, true
 from sqlalchemy.orm import Session
 
 from provisioning import text
@@ -50,8 +50,8 @@ from provisioning.database import (
     session_of,
     utcnow,
 )
-from provisioning.entitlements.engine import withdrawn
-from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.entitlements import sources as kinds
+from provisioning.entitlements.models import Grant
 from provisioning.entitlements.policy import (
     ActionFacts,
     ConnectorFacts,
@@ -61,7 +61,7 @@ from provisioning.entitlements.policy import (
     Verdict,
     effective_policy,
 )
-from provisioning.identity.models import Membership, User
+from provisioning.identity.models import User
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,6 @@ class Answer:
     last_used_at: dt.datetime | None = None
 
 
-def user_state(user: User) -> UserState:
-    if user.deleted_at is not None:
-        return UserState.DELETED
-    if user.offboarded_at is not None:
-        return UserState.OFFBOARDED
-    if not user.active:
-        return UserState.DEACTIVATED
-    return UserState.ACTIVE
-
-
 def find_user(session: Session, user: str) -> User | None:
     """A user by id, or by userName (without regard to case) among undeleted users."""
     try:
@@ -105,7 +95,9 @@ def find_user(session: Session, user: str) -> User | None:
     return session.get(User, user_id)
 
 
-def connector_facts(connector: Connector) -> ConnectorFacts:
+def connector_facts(connector: Any) -> ConnectorFacts:
+    """What effective policy needs of a connector (a :class:`Connector` or a row of its
+    columns)."""
     return ConnectorFacts(
         slug=connector.slug,
         kind=connector.kind,
@@ -120,41 +112,19 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
 # Decisions sit on the hot path of every gateway call: their statements are built
 # once, with bind parameters, and run on the driver's cursor (see Prepared).
 _U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
-_M, _MS, _E = Mapping.__table__, Membership.__table__, ManualException.__table__
 
 
 def _sources_statement(user_id: Any, connector_id: Any) -> Any:
-    """The live sources (mappings via present memberships, exceptions) of a user's access,
-    less those an access review withdrew."""
-    return union_all(
-        select(
-            literal("mapping").label("via"),
-            _M.c.id,
-            _M.c.access_level,
-            _M.c.actions,
-            _M.c.policies,
-        )
-        .select_from(_M.join(_MS, _MS.c.group_id == _M.c.group_id))
-        .where(
-            _MS.c.user_id == user_id,
-            _MS.c.present.is_(True),
-            _M.c.connector_id == connector_id,
-            or_(_M.c.expires_at.is_(None), _M.c.expires_at > bindparam("now")),
-            ~withdrawn(_MS.c.user_id, _M.c.connector_id, _M.c.created_at),
-        ),
-        select(
-            literal("exception").label("via"),
-            _E.c.id,
-            _E.c.access_level,
-            _E.c.actions,
-            null().label("policies"),
-        ).where(
-            _E.c.user_id == user_id,
-            _E.c.connector_id == connector_id,
-            _E.c.revoked_at.is_(None),
-            _E.c.expires_at > bindparam("now"),
-            ~withdrawn(_E.c.user_id, _E.c.connector_id, _E.c.created_at),
-        ),
+    """The live sources of a user's access to a connector, as the engine counts them."""
+    return kinds.union(
+        lambda source: source.select(
+            source.label,
+            source.ref.label("id"),
+            source.access_level.label("access_level"),
+            source.actions.label("actions"),
+            source.policies.label("policies"),
+            now=bindparam("now"),
+        ).where(source.user_id == user_id, source.connector_id == connector_id)
     )
 
 
@@ -165,9 +135,7 @@ def _facts_statement(user_condition: Any, user_id: Any) -> Select:
     return (
         select(
             _U.c.id.label("user_id"),
-            _U.c.active,
-            _U.c.offboarded_at,
-            _U.c.deleted_at,
+            User.state.label("state"),
             _C.c.id.label("connector_id"),
             _C.c.slug,
             _C.c.kind,
@@ -219,34 +187,16 @@ _FACTS_BY_NAME = Prepared(
 _FACTS_BY_ID = Prepared(
     _facts_statement(_U.c.id == bindparam("user_id"), bindparam("user_id", type_=_U.c.id.type))
 )
-_SOURCES = _sources_statement(bindparam("user_id"), bindparam("connector_id"))
 
 
-def _entitlement(via: str, id_: int, level: Any, actions: Any, policies: Any) -> Entitlement:
+def entitlement(via: str, id_: int, level: Any, actions: Any, policies: Any) -> Entitlement:
+    """One source's row as effective policy takes it."""
     return Entitlement(
         f"{via}:{id_}",
         AccessLevel(level),
         None if actions is None else frozenset(actions),
         {name: Policy(p) for name, p in (policies or {}).items()},
     )
-
-
-def entitlements(session: Session, user_id: uuid.UUID, connector_id: int) -> list[Entitlement]:
-    """The user's live sources of access to the connector (mappings via groups, exceptions)."""
-    rows = session.connection().execute(
-        _SOURCES, {"user_id": user_id, "connector_id": connector_id, "now": utcnow()}
-    )
-    return [_entitlement(*row) for row in rows]
-
-
-def _state(row: Any) -> UserState:
-    if row.deleted_at is not None:
-        return UserState.DELETED
-    if row.offboarded_at is not None:
-        return UserState.OFFBOARDED
-    if not row.active:
-        return UserState.DEACTIVATED
-    return UserState.ACTIVE
 
 
 def decide(reader: Reader, question: Question) -> Answer:
@@ -279,9 +229,9 @@ def decide(reader: Reader, question: Question) -> Answer:
         if row.action_name is None
         else ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
     )
-    state = _state(row)
+    state = UserState(row.state)
     sources = [
-        _entitlement(r.via, r.source_id, r.source_level, r.source_actions, r.source_policies)
+        entitlement(r.via, r.source_id, r.source_level, r.source_actions, r.source_policies)
         for r in rows
         if r.via is not None
     ]

@@ -14,11 +14,10 @@ capability), diffs that with the user's live grants, and applies the
 difference set-wise with one audit event per change. Running it twice
 changes nothing the second time.
 
-An access review that revokes a grant records a
-:class:`~provisioning.reviews.models.ReviewRevocation` for the user and
-connector: every mapping and exception created at or before it stops
-justifying that access (:func:`withdrawn`), so the revocation holds on every
-later run; a source created after it grants again.
+What counts as a source, and when one is withdrawn by an access review, is
+stated once in :mod:`provisioning.entitlements.sources`; what may be granted,
+in :mod:`provisioning.connectors.governance`; who may hold access, in
+:attr:`provisioning.identity.models.User.eligible`.
 """
 
 from __future__ import annotations
@@ -29,33 +28,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    and_,
-    exists,
-    insert,
-    literal_column,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Select, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit import log as audit
-from provisioning.connectors.models import (
-    AccessLevel,
-    Connector,
-    DataClassification,
-    Publisher,
-    ReviewStatus,
-)
+from provisioning.connectors.governance import grantable
+from provisioning.connectors.models import AccessLevel, Connector
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import brake
-from provisioning.entitlements.models import Grant, ManualException, Mapping
-from provisioning.identity.models import Membership, User
-from provisioning.reviews.models import ReviewRevocation
+from provisioning.entitlements.models import Grant
+from provisioning.entitlements.sources import SOURCES, Source, union, withdrawn
+from provisioning.identity.models import Membership, User, UserState
 
 _CHUNK = 1000
 _ALL_USERS_BATCH = 5000
@@ -105,15 +89,11 @@ class Affected:
                         Grant.connector_id == connector_id, Grant.revoked_at.is_(None)
                     )
                 ),
-                user_id.in_(
-                    select(Membership.user_id)
-                    .join(Mapping, Mapping.group_id == Membership.group_id)
-                    .where(Mapping.connector_id == connector_id)
-                ),
-                user_id.in_(
-                    select(ManualException.user_id).where(
-                        ManualException.connector_id == connector_id
+                *(
+                    user_id.in_(
+                        source.select(source.user_id).where(source.connector_id == connector_id)
                     )
+                    for source in SOURCES
                 ),
             )
         raise ValueError(f"unknown scope {self.kind!r}")
@@ -122,96 +102,37 @@ class Affected:
 # -- the rule ---------------------------------------------------------------
 
 
-def connector_grantable() -> ColumnElement[bool]:
-    """SQL condition: the connector may be granted (DESIGN invariant 7).
-
-    Enabled; a third-party connector only with an approved security review;
-    a connector holding regulated data only with a recorded compliance assessment.
-    """
-    return and_(
-        Connector.enabled.is_(True),
-        or_(
-            Connector.publisher != Publisher.THIRD_PARTY,
-            Connector.security_review == ReviewStatus.APPROVED,
-        ),
-        or_(
-            Connector.data_classification != DataClassification.REGULATED,
-            Connector.compliance_assessment.is_not(None),
-        ),
-    )
-
-
-def withdrawn(user_id: Any, connector_id: Any, created_at: Any) -> ColumnElement[bool]:
-    """SQL condition: an access review revoked the user's access to the connector after a
-    source created at ``created_at`` existed, so that source no longer justifies it."""
-    return (
-        exists()
-        .where(
-            ReviewRevocation.user_id == user_id,
-            ReviewRevocation.connector_id == connector_id,
-            ReviewRevocation.revoked_at >= created_at,
-        )
-        # Everything else it names belongs to the enclosing queries, however deeply nested.
-        .correlate_except(ReviewRevocation)
-    )
-
-
-def justifications(affected: Affected, *, connector_id: int | None = None) -> Select:
+def justifications(affected: Affected, *, connector_id: int | None = None) -> Any:
     """Every (user, connector, level, capability, reason) that justifies access now.
 
-    One row per mapping or live exception that applies (and that no access
-    review withdrew): ``via`` is ``mapping`` or ``exception`` and ``ref`` its id.
+    One row per live source (:mod:`provisioning.entitlements.sources`) of an
+    eligible user's access to a grantable connector: ``via`` is the kind of
+    source (``mapping``, ``exception``) and ``ref`` its id.
     """
     now = utcnow()
-    by_mapping = (
-        select(
-            Membership.user_id,
-            Mapping.connector_id,
-            Mapping.access_level,
-            Connector.capability,
-            literal_column("'mapping'").label("via"),
-            Mapping.id.label("ref"),
+
+    def build(source: Source) -> Select:
+        statement = (
+            source.select(
+                source.user_id.label("user_id"),
+                source.connector_id.label("connector_id"),
+                source.access_level.label("access_level"),
+                Connector.capability,
+                source.label,
+                source.ref.label("ref"),
+                now=now,
+            )
+            .join(User, User.id == source.user_id)
+            .join(Connector, Connector.id == source.connector_id)
+            .where(User.eligible, grantable())
         )
-        .join(Mapping, Mapping.group_id == Membership.group_id)
-        .join(User, User.id == Membership.user_id)
-        .join(Connector, Connector.id == Mapping.connector_id)
-        .where(
-            Membership.present.is_(True),
-            User.eligible,
-            connector_grantable(),
-            or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
-            ~withdrawn(Membership.user_id, Mapping.connector_id, Mapping.created_at),
-        )
-    )
-    by_exception = (
-        select(
-            ManualException.user_id,
-            ManualException.connector_id,
-            ManualException.access_level,
-            Connector.capability,
-            literal_column("'exception'").label("via"),
-            ManualException.id.label("ref"),
-        )
-        .join(User, User.id == ManualException.user_id)
-        .join(Connector, Connector.id == ManualException.connector_id)
-        .where(
-            User.eligible,
-            connector_grantable(),
-            ManualException.revoked_at.is_(None),
-            ManualException.expires_at > now,
-            ~withdrawn(
-                ManualException.user_id, ManualException.connector_id, ManualException.created_at
-            ),
-        )
-    )
-    if (only := affected.condition(Membership.user_id)) is not None:
-        by_mapping = by_mapping.where(only)
-    if (only := affected.condition(ManualException.user_id)) is not None:
-        by_exception = by_exception.where(only)
-    if connector_id is not None:
-        by_mapping = by_mapping.where(Mapping.connector_id == connector_id)
-        by_exception = by_exception.where(ManualException.connector_id == connector_id)
-    return by_mapping.union_all(by_exception)
+        if (only := affected.condition(source.user_id)) is not None:
+            statement = statement.where(only)
+        if connector_id is not None:
+            statement = statement.where(source.connector_id == connector_id)
+        return statement
+
+    return union(build)
 
 
 # -- the diff ---------------------------------------------------------------
@@ -266,13 +187,16 @@ UNJUSTIFIED = "no mapping or exception justifies it"
 WITHDRAWN = "access withdrawn by a review or dormant-access remediation"
 
 
+_INELIGIBLE = {
+    UserState.DELETED: "user deleted",
+    UserState.OFFBOARDED: "user offboarded",
+    UserState.DEACTIVATED: "user deactivated",
+}
+
+
 def _revoke_reason(row: Any) -> str:
-    if row.deleted_at is not None:
-        return "user deleted"
-    if row.offboarded_at is not None:
-        return "user offboarded"
-    if not row.active:
-        return "user deactivated"
+    if (reason := _INELIGIBLE.get(UserState(row.state))) is not None:
+        return reason
     if not row.enabled:
         return "connector disabled"
     if not row.grantable:
@@ -300,11 +224,9 @@ def _plan_batch(session: Session, affected: Affected) -> Diff:
             Grant.user_id,
             Grant.connector_id,
             Grant.access_level,
-            User.active,
-            User.offboarded_at,
-            User.deleted_at,
+            User.state.label("state"),
             Connector.enabled,
-            connector_grantable().label("grantable"),
+            grantable().label("grantable"),
         )
         .join(User, User.id == Grant.user_id)
         .join(Connector, Connector.id == Grant.connector_id)
@@ -466,7 +388,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
 
 
 def _events(diff: Diff, slugs: dict[int, str]) -> Iterator[outbox.Event]:
-    """The outbox events of a diff (DESIGN invariant 3: same transaction as the change)."""
+    """The outbox events of a diff (invariant 3: same transaction as the change)."""
     for kind, changes in (
         ("grant.created", diff.created),
         ("grant.updated", diff.updated),

@@ -1,4 +1,4 @@
-"""Expiry: time-bound mappings and manual exceptions stop justifying access on time.
+"""Expiry: time-bound sources of access (mappings, manual exceptions) stop justifying it on time.
 
 The engine already ignores an expired mapping or exception; :func:`expire`
 finds the users still holding a grant that only such a one justified, and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin
@@ -20,47 +20,25 @@ from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.entitlements.sources import SOURCES
 from provisioning.identity.models import Group, Membership
 
 
 def expire(session: Session, origin: Origin) -> dict[str, int]:
     """Apply the engine to everyone an expired mapping or exception may still be granting."""
     now = utcnow()
-    live = (Grant.revoked_at.is_(None),)
-    by_mapping = session.scalars(
-        select(Membership.user_id)
-        .join(Mapping, Mapping.group_id == Membership.group_id)
-        .where(
-            Mapping.expires_at <= now,
-            exists().where(
-                and_(
-                    Grant.user_id == Membership.user_id,
-                    Grant.connector_id == Mapping.connector_id,
-                    *live,
-                )
-            ),
+    users: set[Any] = set()
+    for source in SOURCES:
+        held = exists().where(
+            Grant.user_id == source.user_id,
+            Grant.connector_id == source.connector_id,
+            Grant.revoked_at.is_(None),
         )
-        .distinct()
-    ).all()
-    by_exception = session.scalars(
-        select(ManualException.user_id)
-        .where(
-            ManualException.expires_at <= now,
-            ManualException.revoked_at.is_(None),
-            exists().where(
-                and_(
-                    Grant.user_id == ManualException.user_id,
-                    Grant.connector_id == ManualException.connector_id,
-                    *live,
-                )
-            ),
-        )
-        .distinct()
-    ).all()
-    users = sorted(set(by_mapping) | set(by_exception))
+        statement = source.select(source.user_id).where(*source.ended(now), held).distinct()
+        users.update(session.scalars(statement))
     if not users:
         return {"users": 0, "revoked": 0, "updated": 0}
-    diff = engine.apply(session, engine.Affected.users(*users), origin)
+    diff = engine.apply(session, engine.Affected.users(*sorted(users)), origin)
     return {"users": len(users), "revoked": len(diff.revoked), "updated": len(diff.updated)}
 
 

@@ -14,10 +14,18 @@ from provisioning.database import utcnow
 from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import ManualException, Mapping
 from provisioning.identity.models import Group, User
+from provisioning.settings import DEFAULTS, Settings
 
 
 class MappingError(ValueError):
-    """A mapping or exception that cannot be made; nothing was changed."""
+    """A mapping or exception that cannot be made; nothing was changed.
+
+    ``field`` names the input at fault, where one is.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _check_grant(
@@ -27,6 +35,12 @@ def _check_grant(
     actions: list[str] | None,
     policies: dict[str, str] | None,
 ) -> tuple[list[str] | None, dict[str, str] | None]:
+    """Refuse a grant a connector cannot take: disabled, beyond its capability, naming
+    actions it does not have, or with a policy that is not one."""
+    if not connector.enabled:
+        raise MappingError(
+            f"connector {connector.slug} is disabled: enable it before mapping it", "connector"
+        )
     if not connector.capability.allows_level(level):
         raise MappingError(
             f"access_level {level} exceeds connector {connector.slug}'s capability "
@@ -96,14 +110,17 @@ def create_mapping(
     return mapping, engine.apply(session, engine.Affected.group(group.id), origin)
 
 
-def delete_mapping(session: Session, origin: Origin, mapping: Mapping) -> engine.Diff:
-    """Remove a mapping and revoke what only it justified, in this transaction."""
+def delete_mapping(
+    session: Session, origin: Origin, mapping: Mapping, *, settings: Settings = DEFAULTS
+) -> engine.Diff:
+    """Remove a mapping and revoke what only it justified, in this transaction, under the
+    brake (``settings``' mass-revocation limits)."""
     group_id = mapping.group_id
     before = mapping_state(mapping)
     session.delete(mapping)
     session.flush()
     record(session, origin, [Entry("mapping.deleted", "mapping", str(mapping.id), before=before)])
-    with brake.applied(session, f"mapping {mapping.id} deleted"):
+    with brake.applied(session, f"mapping {mapping.id} deleted", settings):
         return engine.apply(session, engine.Affected.group(group_id), origin)
 
 
@@ -161,17 +178,16 @@ def create_exception(
 _MAPPING_FIELDS = ("access_level", "actions", "policies", "expires_at", "description")
 
 
-def check_mappable(connector: Connector) -> None:
-    """Refuse a new or changed mapping to a connector that is disabled."""
-    if not connector.enabled:
-        raise MappingError(f"connector {connector.slug} is disabled: enable it before mapping it")
-
-
 def update_mapping(
-    session: Session, origin: Origin, mapping: Mapping, **changes: Any
+    session: Session,
+    origin: Origin,
+    mapping: Mapping,
+    *,
+    settings: Settings = DEFAULTS,
+    **changes: Any,
 ) -> engine.Diff:
     """Change a mapping's level, actions, policies, expiry or description; re-derive its
-    group's grants in this transaction."""
+    group's grants in this transaction, under the brake (``settings``' limits)."""
     unknown = set(changes) - set(_MAPPING_FIELDS)
     if unknown:
         raise MappingError(f"unknown mapping field(s): {', '.join(sorted(unknown))}")
@@ -202,7 +218,7 @@ def update_mapping(
             origin,
             [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
         )
-    with brake.applied(session, f"mapping {mapping.id} changed"):
+    with brake.applied(session, f"mapping {mapping.id} changed", settings):
         return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
 
 

@@ -1,4 +1,4 @@
-"""Tables for mappings (group to connector), manual exceptions and materialised grants."""
+"""Tables for the sources of access (mappings, manual exceptions, review withdrawals) and grants."""
 
 from __future__ import annotations
 
@@ -137,3 +137,29 @@ class RevocationHold(Base):
     revoked: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_revocation_holds_state", "state"),)
+
+
+class ReviewRevocation(Base):
+    """A review's withdrawal of one user's access to one connector: a fact the engine reads.
+
+    It withdraws every mapping and manual exception that could justify that
+    access and was created at or before ``revoked_at``: those stop justifying
+    it, now and on every later run of the engine. A source created after it
+    (a new mapping, a new exception) is a new decision by someone entitled to
+    make it, and grants again. Written by :mod:`provisioning.reviews.campaigns` and the
+    dormant-access remediation; read through :mod:`provisioning.entitlements.sources`.
+    """
+
+    __tablename__ = "review_revocations"
+
+    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    # The review item that decided it; None when the dormant-access remediation did.
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
+    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_review_revocations_user_connector", "user_id", "connector_id", "revoked_at"),
+    )

@@ -1,6 +1,6 @@
 """Effective policy: may this user call this action of this connector from this interface?
 
-A pure function of facts (DESIGN invariant 4). Deny conditions come first: an
+A pure function of facts (invariant 4). Deny conditions come first: an
 ineligible user, a connector that is disabled or fails governance, an
 interface the connector is not offered on (a desktop extension never on web
 or mobile), or no grant. Then grants add up across the user's sources
@@ -24,13 +24,7 @@ from provisioning.connectors.models import (
     Interface,
     Policy,
 )
-
-
-class UserState(enum.StrEnum):
-    ACTIVE = "active"
-    DEACTIVATED = "deactivated"
-    OFFBOARDED = "offboarded"
-    DELETED = "deleted"
+from provisioning.identity.models import UserState as UserState  # stated with the person
 
 
 class Decision(enum.StrEnum):

@@ -1,19 +1,24 @@
-"""Changing users, groups and memberships: audited, order-safe, followed by the engine.
+"""Recording facts about users, groups and memberships: audited, order-safe; each says what changed.
 
 Facts from Okta carry the time Okta published them. A fact older than the one
 already recorded for the same user status or membership changes nothing
-(DESIGN invariant 5), and repeating a fact changes nothing either. At the
-same time, a denial (inactive, not a member) wins. A denial about a user or
-group not known yet is kept (:func:`keep_pending`) and applied when they
-appear, by whatever path creates them or gives them their Okta id
-(DESIGN invariant 8).
+(invariant 5 of docs/architecture.md), and repeating a fact changes nothing
+either. At the same time, a denial (inactive, not a member) wins. A denial about
+a user or group not known yet is kept (:func:`keep_pending`) and applied when
+they appear (:func:`apply_kept`), by whatever path creates them or gives them
+their Okta id (invariant 8).
+
+This module records facts and returns what changed (:class:`Change`); it never
+acts on them. :mod:`provisioning.people.lifecycle` turns changes into their
+consequences (the engine, reviews, offboarding records), and every edge calls it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -22,7 +27,6 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from provisioning.audit.log import Entry, Origin, Source, lock, record
 from provisioning.database import Prepared, PreparedWrite, utcnow
-from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import (
     Group,
@@ -32,7 +36,6 @@ from provisioning.identity.models import (
     PendingKind,
     User,
 )
-from provisioning.reviews import campaigns
 
 # A change of these is a change of role: it starts an access review of the user's grants.
 ROLE_FIELDS = ("department", "manager_id")
@@ -53,6 +56,24 @@ _USER_FIELDS = (
 
 class IdentityError(ValueError):
     """A user or group change that cannot be made; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a recorded fact changed: the input of its consequences.
+
+    ``users``: whose access must be derived again (none: nothing to derive);
+    ``deactivated``: a user who was active and is no longer; ``moved``: the role
+    fields that changed, each as (before, after); ``cause``: a mass change (a group
+    deleted) whose revocations the brake weighs; ``linked``: the user was given an
+    Okta id, so denials kept for it may apply now.
+    """
+
+    users: tuple[uuid.UUID, ...] = ()
+    deactivated: User | None = None
+    moved: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    cause: str | None = None
+    linked: bool = False
 
 
 def user_state(user: User) -> dict[str, Any]:
@@ -146,8 +167,6 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
         origin,
         [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
     )
-    if user.external_id is not None:
-        _apply_pending(session, user=user)
     return user
 
 
@@ -168,20 +187,6 @@ def _taken(session: Session, values: dict[str, Any]) -> str:
     return f"userName {values['user_name']!r} is already taken"
 
 
-def create_user(
-    session: Session,
-    origin: Origin,
-    *,
-    user_name: str,
-    scim_attributes: dict[str, Any] | None = None,
-    **fields: Any,
-) -> User:
-    """Add a user (:func:`new_user`, then :func:`add_user`)."""
-    return add_user(
-        session, origin, new_user(user_name=user_name, scim_attributes=scim_attributes, **fields)
-    )
-
-
 def set_active(
     session: Session,
     origin: Origin,
@@ -189,8 +194,8 @@ def set_active(
     active: bool,
     *,
     published_at: dt.datetime | None = None,
-) -> engine.Diff | None:
-    """Activate or deactivate a user; deactivation revokes every grant in this transaction.
+) -> Change | None:
+    """Record that a user is active or not.
 
     Returns None when the fact is older than the one recorded (nothing changed).
     """
@@ -217,12 +222,7 @@ def set_active(
                 )
             ],
         )
-    diff = engine.apply(session, engine.Affected.users(user.id), origin)
-    if deactivated:
-        from provisioning.offboarding.requests import record_deactivation
-
-        record_deactivation(session, origin, user, diff)
-    return diff
+    return Change(users=(user.id,), deactivated=user if deactivated else None)
 
 
 def create_group(
@@ -233,7 +233,7 @@ def create_group(
     external_id: str | None = None,
     scim_attributes: dict[str, Any] | None = None,
 ) -> Group:
-    """Add a group; as for :func:`create_user`, ``scim_attributes`` are kept unchanged, and
+    """Add a group; as for :func:`new_user`, ``scim_attributes`` are kept unchanged, and
     the new group is not yet modified."""
     group = Group(display_name=display_name, external_id=external_id)
     group.scim_attributes = scim_attributes
@@ -250,8 +250,6 @@ def create_group(
             )
         ],
     )
-    if external_id is not None:
-        _apply_pending(session, group=group)
     return group
 
 
@@ -285,8 +283,8 @@ def set_membership(
     *,
     source: MembershipSource,
     published_at: dt.datetime | None = None,
-) -> engine.Diff | None:
-    """Record that ``user`` is (or is no longer) in ``group``, then re-derive their grants.
+) -> Change | None:
+    """Record that ``user`` is (or is no longer) in ``group``.
 
     Returns None when the fact is older than the one recorded (nothing changed).
     """
@@ -309,7 +307,7 @@ def set_membership(
                     )
                 )
                 session.flush()
-            return engine.Diff()
+            return Change()
         membership = Membership(user_id=user.id, group_id=group.id, present=True, source=source)
         session.add(membership)
         changed = True
@@ -335,21 +333,20 @@ def set_membership(
                 )
             ],
         )
-    return engine.apply(session, engine.Affected.users(user.id), origin)
+    return Change(users=(user.id,))
 
 
-def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> engine.Diff | None:
-    """Change a user's profile; a change of ``active`` goes through :func:`set_active`.
+def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> Change:
+    """Record a change of a user's profile (``active`` is :func:`set_active`'s).
 
-    A change of department or manager opens an access review campaign over the
-    user's grants (:func:`provisioning.reviews.campaigns.on_role_change`).
-
-    Returns the engine's diff when ``active`` was part of the change, else None.
+    The change says which role fields moved (department, manager) and whether the
+    user was given an Okta id.
     """
     unknown = set(fields) - set(_USER_FIELDS)
     if unknown:
         raise IdentityError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-    active = fields.pop("active", None)
+    if "active" in fields:
+        raise IdentityError("a change of active is recorded by set_active")
     new_name = fields.get("user_name")
     for name in User.KEYED:  # refused before anything changes
         if name in fields:
@@ -370,6 +367,7 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
         setattr(user, name, value)
     linked = user.external_id is not None and user.external_id != before["external_id"]
     after = user_state(user)
+    moved: dict[str, tuple[Any, Any]] = {}
     if after != before:
         session.flush()
         changed = sorted(k for k in after if after[k] != before[k])
@@ -388,18 +386,11 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
             ],
         )
         moved = {k: (before[k], after[k]) for k in changed if k in ROLE_FIELDS}
-        if moved:
-            # A new department or manager: someone reviews the access the old role gave.
-            campaigns.on_role_change(session, origin, user, moved)
-    diff = None if active is None else set_active(session, origin, user, bool(active))
-    if linked:
-        # After ``active``: a denial kept for this Okta id wins over an untimed activation.
-        _apply_pending(session, user=user)
-    return diff
+    return Change(moved=moved, linked=linked)
 
 
-def delete_user(session: Session, origin: Origin, user: User) -> engine.Diff:
-    """Delete a user: every grant revoked now; the row stays for the audit history."""
+def delete_user(session: Session, origin: Origin, user: User) -> Change:
+    """Record that a user is deleted; the row stays for the audit history."""
     user.deleted_at = utcnow()
     session.flush()
     record(
@@ -407,7 +398,38 @@ def delete_user(session: Session, origin: Origin, user: User) -> engine.Diff:
         origin,
         [Entry("user.deleted", "user", str(user.id), user_id=user.id, before=user_state(user))],
     )
-    return engine.apply(session, engine.Affected.users(user.id), origin)
+    return Change(users=(user.id,))
+
+
+def offboard(session: Session, user: User, at: dt.datetime) -> Change:
+    """Record that a user is offboarded (an HR or admin offboarding), unless already; the
+    offboarding's own record is audited by :mod:`provisioning.offboarding.requests`."""
+    if user.offboarded_at is None:
+        user.offboarded_at = at
+    session.flush()
+    return Change(users=(user.id,))
+
+
+def reinstate(session: Session, origin: Origin, user: User, reason: str) -> Change:
+    """Record that an offboarding is lifted; audited with ``reason``."""
+    before = user.offboarded_at
+    user.offboarded_at = None
+    session.flush()
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "user.reinstated",
+                "user",
+                str(user.id),
+                user_id=user.id,
+                reason=reason,
+                before={"offboarded_at": before},
+            )
+        ],
+    )
+    return Change(users=(user.id,))
 
 
 def rename_group(session: Session, origin: Origin, group: Group, display_name: str) -> None:
@@ -431,8 +453,9 @@ def rename_group(session: Session, origin: Origin, group: Group, display_name: s
     )
 
 
-def delete_group(session: Session, origin: Origin, group: Group) -> engine.Diff:
-    """Delete a group with its memberships and mappings; revoke what only it justified."""
+def delete_group(session: Session, origin: Origin, group: Group) -> Change:
+    """Delete a group with its memberships and mappings; its members' access is to derive
+    again, as one mass change."""
     members = list(
         session.scalars(select(Membership.user_id).where(Membership.group_id == group.id))
     )
@@ -461,18 +484,15 @@ def delete_group(session: Session, origin: Origin, group: Group) -> engine.Diff:
     session.delete(group)
     session.flush()
     record(session, origin, entries)
-    if not members:
-        return engine.Diff()
-    with brake.applied(session, f"group {group.display_name!r} deleted"):
-        return engine.apply(session, engine.Affected.users(*members), origin)
+    return Change(users=tuple(members), cause=f"group {group.display_name!r} deleted")
 
 
 def set_group_external_id(
     session: Session, origin: Origin, group: Group, external_id: str | None
-) -> None:
-    """Change the IdP's id of a group (``externalId``); audited."""
+) -> bool:
+    """Change the IdP's id of a group (``externalId``); audited. Whether it changed."""
     if group.external_id == external_id:
-        return
+        return False
     before = group.external_id
     group.external_id = external_id
     session.flush()
@@ -489,8 +509,7 @@ def set_group_external_id(
             )
         ],
     )
-    if external_id is not None:
-        _apply_pending(session, group=group)
+    return True
 
 
 # -- denials about users and groups not known yet ------------------------------
@@ -507,8 +526,8 @@ def keep_pending(
 ) -> None:
     """Keep a denial about a user (or a membership) whose user or group is not known yet.
 
-    It is applied with its published time when they appear: created by any path
-    (:func:`add_user`, :func:`create_group`) or given the Okta id
+    It is applied with its published time when they appear (:func:`apply_kept`):
+    created by any path (:func:`add_user`, :func:`create_group`) or given the Okta id
     (:func:`update_user`, :func:`set_group_external_id`).
     """
     session.add(
@@ -531,18 +550,24 @@ _KEPT_FOR_USER, _KEPT_FOR_GROUP = (
 )
 
 
-def _apply_pending(session: Session, *, user: User | None = None, group: Group | None = None):
-    """Apply the kept denials naming ``user`` or ``group`` whose subjects are all known now.
+def apply_kept(
+    session: Session, *, user: User | None = None, group: Group | None = None
+) -> Iterator[tuple[Origin, Change | None]]:
+    """Record the kept denials naming ``user`` or ``group`` whose subjects are all known now.
 
     Oldest first, each with its published time and its own origin, through
     :func:`set_active` and :func:`set_membership`: an event published after it
     still wins, and a fact without a time (a SCIM create) does not outrank it.
+    Yields each one's origin and change as it is recorded, so that its
+    consequences follow it before the next one is recorded.
     """
     if user is not None:
         okta_id, kept, mine = user.external_id, _KEPT_FOR_USER, PendingFact.user_external_id
     else:
         assert group is not None
         okta_id, kept, mine = group.external_id, _KEPT_FOR_GROUP, PendingFact.group_external_id
+    if okta_id is None:
+        return
     # Nearly always none: asked on the driver's cursor, as cheaply as a create allows.
     if kept.first(session.connection(), {"okta_id": okta_id}) is None:
         return
@@ -559,7 +584,7 @@ def _apply_pending(session: Session, *, user: User | None = None, group: Group |
         if who is None:
             continue
         if fact.kind == PendingKind.DEACTIVATION:
-            set_active(session, origin, who, False, published_at=fact.published_at)
+            yield origin, set_active(session, origin, who, False, published_at=fact.published_at)
         else:
             where = group or session.scalar(
                 select(Group).where(Group.external_id == fact.group_external_id)
@@ -567,8 +592,17 @@ def _apply_pending(session: Session, *, user: User | None = None, group: Group |
             if where is None:
                 continue
             source = MembershipSource(fact.source)
-            set_membership(
-                session, origin, who, where, False, source=source, published_at=fact.published_at
+            yield (
+                origin,
+                set_membership(
+                    session,
+                    origin,
+                    who,
+                    where,
+                    False,
+                    source=source,
+                    published_at=fact.published_at,
+                ),
             )
         session.delete(fact)
     session.flush()

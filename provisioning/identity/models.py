@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid, and_
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid, and_, case
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
@@ -24,14 +24,24 @@ class MembershipSource(enum.StrEnum):
     ADMIN = "admin"
 
 
+class UserState(enum.StrEnum):
+    """A person's status; every state but ``active`` means no access at all."""
+
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+    OFFBOARDED = "offboarded"
+    DELETED = "deleted"
+
+
 EMAIL_LENGTH = 320
 
 
 class User(Base):
     """A person provisioned by the IdP; the Okta user id is kept as ``external_id``.
 
-    A user is *eligible* for access only while active, not offboarded and not
-    deleted (:attr:`eligible`, usable in SQL too); anything else means no access at all.
+    A person's status (:attr:`state`, usable in SQL too) is the first of deleted,
+    offboarded, deactivated that holds, else active. A user is *eligible* for
+    access only while active (:attr:`eligible`).
     """
 
     __tablename__ = "users"
@@ -118,14 +128,40 @@ class User(Base):
         return value
 
     @hybrid_property
+    def state(self) -> UserState:
+        """The person's status: deleted before offboarded before deactivated, else active."""
+        if self.deleted_at is not None:
+            return UserState.DELETED
+        if self.offboarded_at is not None:
+            return UserState.OFFBOARDED
+        if not self.active:
+            return UserState.DEACTIVATED
+        return UserState.ACTIVE
+
+    @classmethod
+    def _state_cases(cls):
+        # The same order in SQL: the first condition that holds names the state.
+        return (
+            (cls.deleted_at.is_not(None), str(UserState.DELETED)),
+            (cls.offboarded_at.is_not(None), str(UserState.OFFBOARDED)),
+            (cls.active.is_not(True), str(UserState.DEACTIVATED)),
+        )
+
+    @state.inplace.expression
+    @classmethod
+    def _state_expression(cls):
+        return case(*cls._state_cases(), else_=str(UserState.ACTIVE))
+
+    @hybrid_property
     def eligible(self) -> bool:
-        """The user may hold access: active, not offboarded, not deleted."""
-        return self.active and self.offboarded_at is None and self.deleted_at is None
+        """The user may hold access: their state is active."""
+        return self.state is UserState.ACTIVE
 
     @eligible.inplace.expression
     @classmethod
     def _eligible_expression(cls):
-        return and_(cls.active.is_(True), cls.offboarded_at.is_(None), cls.deleted_at.is_(None))
+        # state = 'active' as plain column tests, which the planners estimate and index.
+        return and_(*(~denied for denied, _ in reversed(cls._state_cases())))
 
 
 class Group(Base):

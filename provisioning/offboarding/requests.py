@@ -1,8 +1,9 @@
 """Offboarding requests: find the person, remove every access at once or on time, reinstate.
 
 An immediate offboarding marks the user offboarded and revokes every grant
-in the transaction that records the request; from that commit the person has
-no access (DESIGN invariant 2), and stays without it whatever SCIM or Okta
+in the transaction that records the request (through
+:mod:`provisioning.people.lifecycle`); from that commit the person has no
+access (invariant 2 of docs/architecture.md), and stays without it whatever SCIM or Okta
 later say, because the engine grants nothing to an offboarded user, until an
 admin reinstates them. A future-dated one is executed by the ``offboardings``
 job when due (and caught up if the job was down then); it can be cancelled
@@ -19,13 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning import text
-from provisioning.audit.log import Entry, Origin, Source, record
-from provisioning.connectors.models import Connector
+from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
 from provisioning.identity.models import User
 from provisioning.offboarding.models import Offboarding, OffboardingState
+from provisioning.offboarding.records import revoked_by, tell
+from provisioning.people import lifecycle
 
 IDENTIFIERS = {
     "userName": User.user_name_key,
@@ -143,14 +145,11 @@ def execute(session: Session, origin: Origin, offboarding: Offboarding) -> engin
     """Mark the person offboarded and revoke every grant, in this transaction."""
     user = session.get(User, offboarding.user_id)
     now = utcnow()
-    if user.offboarded_at is None:
-        user.offboarded_at = now
-    session.flush()
-    diff = engine.apply(session, engine.Affected.users(user.id), origin)
-    offboarding.revoked = _revoked(session, diff)
+    diff = lifecycle.offboard(session, origin, user, now)
+    offboarding.revoked = revoked_by(session, diff)
     offboarding.state, offboarding.executed_at = OffboardingState.DONE, now
     session.flush()
-    offboarding.outbox_ids = diff.messages + _tell(session, "user.offboarded", user, offboarding)
+    offboarding.outbox_ids = diff.messages + tell(session, "user.offboarded", user, offboarding)
     record(
         session,
         origin,
@@ -207,85 +206,6 @@ def reinstate(session: Session, origin: Origin, user: User, reason: str) -> engi
         raise OffboardingError(f"user {user.user_name} is not offboarded")
     if not reason or not reason.strip():
         raise OffboardingError("a reason is required")
-    before = user.offboarded_at
-    user.offboarded_at = None
-    session.flush()
-    record(
-        session,
-        origin,
-        [
-            Entry(
-                "user.reinstated",
-                "user",
-                str(user.id),
-                user_id=user.id,
-                reason=reason.strip(),
-                before={"offboarded_at": before},
-            )
-        ],
-    )
-    diff = engine.apply(session, engine.Affected.users(user.id), origin)
+    diff = lifecycle.reinstate(session, origin, user, reason.strip())
     outbox.enqueue(session, [outbox.Event("user.reinstated", user.id, {"reason": reason.strip()})])
     return diff
-
-
-def _revoked(session: Session, diff: engine.Diff) -> list[dict[str, object]]:
-    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
-    return [
-        {"grant_id": c.grant_id, "connector": slugs[c.connector_id], "access_level": c.access_level}
-        for c in diff.revoked
-    ]
-
-
-def _tell(session: Session, kind: str, user: User, offboarding: Offboarding) -> list[int]:
-    """Enqueue the user event of an offboarding for every target; return the message ids."""
-    data = {
-        "offboarding": {
-            "id": offboarding.id,
-            "source": offboarding.source,
-            "reason": offboarding.reason,
-            "ticket": offboarding.ticket,
-            "revoked": len(offboarding.revoked),
-        }
-    }
-    return outbox.enqueue(session, [outbox.Event(kind, user.id, data)])
-
-
-# Deactivations from the IdP leave a record of what they revoked, under these sources.
-_IDP_SOURCES = {
-    Source.OKTA_HOOK: "okta",
-    Source.OKTA_SYNC: "okta",
-    Source.SCIM: "scim",
-}
-
-
-def record_deactivation(
-    session: Session, origin: Origin, user: User, diff: engine.Diff
-) -> Offboarding | None:
-    """The offboarding record of an Okta or SCIM deactivation: proof of what it revoked.
-
-    Not sticky: the IdP's own reactivation restores access (offboarded_at is
-    left alone), unlike an HR or admin offboarding.
-    """
-    source = _IDP_SOURCES.get(origin.source)
-    if source is None:
-        return None
-    now = utcnow()
-    by_okta_id = user.external_id is not None
-    offboarding = Offboarding(
-        user_id=user.id,
-        identified_by="externalId" if by_okta_id else "userName",
-        identifier=user.external_id if by_okta_id else user.user_name,
-        reason=origin.reason or f"deactivated through {source}",
-        source=source,
-        requested_by=origin.actor,
-        requested_at=now,
-        effective_at=now,
-        executed_at=now,
-        state=OffboardingState.DONE,
-        revoked=_revoked(session, diff),
-    )
-    session.add(offboarding)
-    session.flush()
-    offboarding.outbox_ids = diff.messages + _tell(session, "user.offboarded", user, offboarding)
-    return offboarding

@@ -21,13 +21,20 @@ from provisioning.okta import events, runs
 from provisioning.okta.client import OktaClient, OktaError, logs_url
 from provisioning.okta.models import SyncCursor, SyncRun
 from provisioning.okta.reconcile import okta_time
+from provisioning.settings import DEFAULTS, Settings
 
 KIND = "catch-up"
 CURSOR = "system-log"
 FIRST_LOOKBACK = dt.timedelta(hours=24)
 
 
-def catch_up(database: Database, client: OktaClient, *, max_pages: int = 1000) -> SyncRun:
+def catch_up(
+    database: Database,
+    client: OktaClient,
+    *,
+    max_pages: int = 1000,
+    settings: Settings = DEFAULTS,
+) -> SyncRun:
     """Apply every new System Log event; return the run's record."""
     requests_before = client.requests
     try:
@@ -46,7 +53,13 @@ def catch_up(database: Database, client: OktaClient, *, max_pages: int = 1000) -
                 run.requests = client.requests - requests_before
                 with database.transaction() as session:
                     taken = [
-                        events.take(session, raw, Source.OKTA_SYNC, received_at=fetched_at)
+                        events.take(
+                            session,
+                            raw,
+                            Source.OKTA_SYNC,
+                            received_at=fetched_at,
+                            settings=settings,
+                        )
                         for raw in page
                     ]
                     if next_url:

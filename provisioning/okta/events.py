@@ -3,13 +3,14 @@
 The same handler serves event hook deliveries and System Log catch-up: an
 event is identified by its ``uuid`` (the same in both), applied at most once,
 and an event older than the fact already recorded changes nothing
-(DESIGN invariant 5). Every effect goes through the identity functions, so
-the engine grants and revokes in the same transaction, audited with the
-event's source.
+(invariant 5 of docs/architecture.md). Every effect goes through the people
+lifecycle (:mod:`provisioning.people.lifecycle`), so the engine grants and
+revokes in the same transaction, audited with the event's source.
 
-Times from Okta are data, not truth (DESIGN invariant 8). An event is ordered
+Times from Okta are data, not truth (invariant 8). An event is ordered
 at its ``published`` time, unless that is more than the allowed skew
-(``PROVISIONING_OKTA_EVENT_SKEW_SECONDS``) after we received it: then at its
+(``PROVISIONING_OKTA_EVENT_SKEW_SECONDS``, from the settings the caller hands
+in) after we received it: then at its
 receipt, so that a far-future date cannot outrank every later fact. A time
 that cannot be represented (an offset that leaves the calendar, years 1 and
 9999) is refused. A denial about a user or group we do not know yet is kept
@@ -49,10 +50,11 @@ from sqlalchemy.orm import Session
 from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import utcnow
-from provisioning.identity import directory
 from provisioning.identity.models import Group, MembershipSource, PendingKind, User
 from provisioning.okta.models import EventOutcome, ParkedEvent, SeenEvent
 from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
+from provisioning.people import lifecycle
+from provisioning.settings import DEFAULTS, Settings
 
 MEMBERSHIP_ADD = "group.user_membership.add"
 MEMBERSHIP_REMOVE = "group.user_membership.remove"
@@ -95,25 +97,14 @@ _DEBUG_PROFILE_KEYS = {
 FIRST_YEAR, LAST_YEAR = 2, 9998
 
 
-@dataclass
-class Bounds:
-    """How far in the future of its receipt an event's time is believed."""
-
-    skew: dt.timedelta = dt.timedelta(seconds=300)
-
-
-BOUNDS = Bounds()
-
-
-def configure(settings: Any) -> None:
-    """Take the allowed skew from settings (PROVISIONING_OKTA_EVENT_SKEW_SECONDS)."""
-    BOUNDS.skew = dt.timedelta(seconds=settings.okta_event_skew_seconds)
-
-
-def ordering_time(published: dt.datetime, received_at: dt.datetime) -> dt.datetime:
+def ordering_time(
+    published: dt.datetime, received_at: dt.datetime, settings: Settings = DEFAULTS
+) -> dt.datetime:
     """When an event is ordered: ``published``, unless that is more than the allowed skew
-    after ``received_at`` (a clock ahead, or a forged date): then ``received_at``."""
-    return received_at if published - received_at > BOUNDS.skew else published
+    (``settings.okta_event_skew_seconds``) after ``received_at`` (a clock ahead, or a
+    forged date): then ``received_at``."""
+    skew = dt.timedelta(seconds=settings.okta_event_skew_seconds)
+    return received_at if published - received_at > skew else published
 
 
 def kept_text(value: str) -> str:
@@ -241,6 +232,7 @@ def take(
     received_at: dt.datetime,
     delivery_id: int | None = None,
     park_database_errors: bool = False,
+    settings: Settings = DEFAULTS,
 ) -> Taken:
     """Take one event as received (any JSON value), in the caller's transaction.
 
@@ -249,7 +241,8 @@ def take(
     subjects, a failure while applying it) is rolled back alone and parked with
     the reason. An error of the database itself is raised, so that the caller
     retries the whole delivery or page, unless ``park_database_errors`` (the
-    retries are spent).
+    retries are spent). ``settings`` are the service's (the allowed skew, the brake's
+    limits, the review settings).
     """
     key = _uuid_of(raw)
     if key is not None and session.get(SeenEvent, key) is not None:
@@ -264,7 +257,7 @@ def take(
         return _park(session, raw, source, problem, delivery_id, key, event.published)
     try:
         with session.begin_nested():
-            return _apply(session, event, source, received_at)
+            return _apply(session, event, source, received_at, settings)
     except DBAPIError as exc:
         if not park_database_errors:
             raise
@@ -280,6 +273,7 @@ def apply(
     source: Source,
     *,
     received_at: dt.datetime | None = None,
+    settings: Settings = DEFAULTS,
 ) -> EventOutcome | None:
     """Apply one valid event in the caller's transaction; None if its uuid was seen before.
 
@@ -287,15 +281,21 @@ def apply(
     """
     if session.get(SeenEvent, event.uuid) is not None:
         return None
-    return _apply(session, event, source, received_at or utcnow()).outcome
+    return _apply(session, event, source, received_at or utcnow(), settings).outcome
 
 
-def _apply(session: Session, event: OktaEvent, source: Source, received_at: dt.datetime) -> Taken:
-    at = ordering_time(event.published, received_at)
+def _apply(
+    session: Session,
+    event: OktaEvent,
+    source: Source,
+    received_at: dt.datetime,
+    settings: Settings,
+) -> Taken:
+    at = ordering_time(event.published, received_at, settings)
     outcome = EventOutcome.IGNORED
     handler = _HANDLERS.get(event.eventType)
     if handler is not None and event.succeeded:
-        outcome = handler(session, event, origin_of(event, source), at)
+        outcome = handler(session, event, origin_of(event, source), at, settings)
     return _record(session, event, source, outcome, at)
 
 
@@ -397,7 +397,9 @@ def _subject(event: OktaEvent) -> str | None:
 # -- finding or creating what an event is about -------------------------------
 
 
-def _user(session: Session, target: Target, origin: Origin, *, create: bool) -> User | None:
+def _user(
+    session: Session, target: Target, origin: Origin, settings: Settings, *, create: bool
+) -> User | None:
     """The user an Okta target names: by Okta id, else by login when that user has no Okta
     id yet (then linked). A user holding another Okta id is another person."""
     user = session.scalar(
@@ -412,9 +414,9 @@ def _user(session: Session, target: Target, origin: Origin, *, create: bool) -> 
             )
         )
         if user is not None:
-            directory.update_user(session, origin, user, external_id=target.id)
+            lifecycle.update_user(session, origin, user, settings=settings, external_id=target.id)
     if user is None and create:
-        user = directory.create_user(
+        user = lifecycle.create_user(
             session,
             origin,
             user_name=target.alternateId or target.id,
@@ -441,7 +443,7 @@ def _group(
     assert target is not None
     group = session.scalar(select(Group).where(Group.external_id == target.id))
     if group is None and create and not _group_deleted_after(session, target.id, at):
-        group = directory.create_group(
+        group = lifecycle.create_group(
             session, origin, display_name=target.displayName or target.id, external_id=target.id
         )
     return group
@@ -456,17 +458,17 @@ def _done(diff: Any) -> EventOutcome:
 
 
 def _membership(
-    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime
+    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime, settings: Settings
 ) -> EventOutcome:
     present = event.eventType == MEMBERSHIP_ADD
     okta_user = event.first("User")
-    user = _user(session, okta_user, origin, create=present)
+    user = _user(session, okta_user, origin, settings, create=present)
     group = _group(session, event, origin, at, create=present)
     if present and group is None:
         return EventOutcome.STALE  # the group was deleted after this add
     if user is None or group is None:
         # A removal naming someone or a group not known yet: kept until they appear.
-        directory.keep_pending(
+        lifecycle.keep_pending(
             session,
             origin,
             PendingKind.REMOVAL,
@@ -475,7 +477,7 @@ def _membership(
             published_at=at,
         )
         return EventOutcome.PENDING
-    diff = directory.set_membership(
+    diff = lifecycle.set_membership(
         session,
         origin,
         user,
@@ -487,14 +489,16 @@ def _membership(
     return _done(diff)
 
 
-def _status(session: Session, event: OktaEvent, origin: Origin, at: dt.datetime) -> EventOutcome:
+def _status(
+    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime, settings: Settings
+) -> EventOutcome:
     active = event.eventType in ACTIVATING
     okta_user = event.first("User")
-    user = _user(session, okta_user, origin, create=active)
+    user = _user(session, okta_user, origin, settings, create=active)
     if user is None:
         # A deactivation of someone not known yet: kept, so that their late create or
         # activation, published before it, does not make them active.
-        directory.keep_pending(
+        lifecycle.keep_pending(
             session,
             origin,
             PendingKind.DEACTIVATION,
@@ -502,10 +506,12 @@ def _status(session: Session, event: OktaEvent, origin: Origin, at: dt.datetime)
             published_at=at,
         )
         return EventOutcome.PENDING
-    return _done(directory.set_active(session, origin, user, active, published_at=at))
+    return _done(lifecycle.set_active(session, origin, user, active, published_at=at))
 
 
-def _profile(session: Session, event: OktaEvent, origin: Origin, at: dt.datetime) -> EventOutcome:
+def _profile(
+    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime, settings: Settings
+) -> EventOutcome:
     target = event.first("User")
     fields: dict[str, Any] = {}
     if target.alternateId:
@@ -519,32 +525,32 @@ def _profile(session: Session, event: OktaEvent, origin: Origin, at: dt.datetime
             if len(value) > columns[name].type.length or text.problem(value) is not None:
                 raise EventProblem(f"debugData.{key} is too long or holds a control character")
             fields[name] = value
-    user = _user(session, target, origin, create=True)
+    user = _user(session, target, origin, settings, create=True)
     if user.profile_published_at is not None and at < user.profile_published_at:
         return EventOutcome.STALE
-    directory.update_user(session, origin, user, **fields)
+    lifecycle.update_user(session, origin, user, settings=settings, **fields)
     user.profile_published_at = at
     return EventOutcome.APPLIED
 
 
 def _group_upsert(
-    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime
+    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime, settings: Settings
 ) -> EventOutcome:
     if _group_deleted_after(session, event.first("UserGroup").id, at):
         return EventOutcome.STALE
     group = _group(session, event, origin, at, create=True)
     name = event.first("UserGroup").displayName
     if name:
-        directory.rename_group(session, origin, group, name)
+        lifecycle.rename_group(session, origin, group, name)
     return EventOutcome.APPLIED
 
 
 def _group_delete(
-    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime
+    session: Session, event: OktaEvent, origin: Origin, at: dt.datetime, settings: Settings
 ) -> EventOutcome:
     group = _group(session, event, origin, at, create=False)
     if group is not None:
-        directory.delete_group(session, origin, group)
+        lifecycle.delete_group(session, origin, group, settings=settings)
     return EventOutcome.APPLIED
 
 

@@ -35,6 +35,7 @@ from provisioning.database import Database, utcnow
 from provisioning.metrics import OKTA_EVENTS, OKTA_EVENTS_CLAMPED
 from provisioning.okta import events
 from provisioning.okta.models import DeliveryState, EventOutcome, InboxDelivery
+from provisioning.settings import DEFAULTS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,12 @@ def _claim(session: Session, now: dt.datetime, delivery_id: int | None) -> Inbox
     return session.scalar(query)
 
 
-def process_next(database: Database, progress: Progress, delivery_id: int | None = None) -> bool:
+def process_next(
+    database: Database,
+    progress: Progress,
+    delivery_id: int | None = None,
+    settings: Settings = DEFAULTS,
+) -> bool:
     """Apply the oldest due delivery (or the one named); False when none was due."""
     now = utcnow()
     claimed: int | None = None
@@ -175,6 +181,7 @@ def process_next(database: Database, progress: Progress, delivery_id: int | None
                     received_at=delivery.received_at,
                     delivery_id=delivery.id,
                     park_database_errors=delivery.attempts >= DATABASE_RETRIES,
+                    settings=settings,
                 )
                 for raw in json.loads(delivery.body)["data"]["events"]
             ]
@@ -212,11 +219,13 @@ def _postpone(database: Database, delivery_id: int, exc: Exception) -> None:
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def process_pending(database: Database, *, limit: int | None = None) -> Progress:
+def process_pending(
+    database: Database, *, limit: int | None = None, settings: Settings = DEFAULTS
+) -> Progress:
     """Apply due deliveries, oldest first, until none is due (or ``limit`` is reached)."""
     progress = Progress()
     while limit is None or progress.deliveries + progress.failed < limit:
-        if not process_next(database, progress):
+        if not process_next(database, progress, settings=settings):
             break
     return progress
 
@@ -240,8 +249,11 @@ class Processor:
     PASS_LIMIT = 100
     STALL_AFTER_SECONDS = 120.0
 
-    def __init__(self, database: Database, interval: float = 5.0) -> None:
+    def __init__(
+        self, database: Database, settings: Settings = DEFAULTS, interval: float = 5.0
+    ) -> None:
         self.database = database
+        self.settings = settings
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -266,7 +278,7 @@ class Processor:
         while not self._stop.is_set():
             self._loop.beat()
             try:
-                done = process_pending(self.database, limit=self.PASS_LIMIT)
+                done = process_pending(self.database, limit=self.PASS_LIMIT, settings=self.settings)
                 if done.deliveries + done.failed >= self.PASS_LIMIT:
                     continue  # more are due: beat, then go on at once
             except Exception:

@@ -13,7 +13,7 @@ applies them person by person: each person's additions before their removals,
 in the same transaction, so that someone who moved between two groups mapping
 to the same connector keeps the same live grant (its id, ``granted_at`` and
 ``last_used_at``) instead of losing it and being granted anew. Repairs go
-through the identity functions with source ``okta-sync``, one transaction per
+through the people lifecycle with source ``okta-sync``, one transaction per
 batch of whole people (and per batch of status changes), under one
 mass-revocation brake for the run. Any Okta failure while fetching stops the
 run before anything is applied (a partial plan could revoke half of a move);
@@ -40,11 +40,12 @@ from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, utcnow
 from provisioning.entitlements import brake
 from provisioning.entitlements.models import Mapping
-from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from provisioning.okta import runs
 from provisioning.okta.client import OktaClient, OktaError
 from provisioning.okta.models import SyncRun
+from provisioning.people import lifecycle
+from provisioning.settings import DEFAULTS, Settings
 
 KIND = "reconcile"
 # Okta statuses in which a person may hold access (PROVISIONED: activated, password not set).
@@ -109,8 +110,12 @@ def reconcile(
     full: bool = True,
     groups: Iterable[str] | None = None,
     progress: Progress | None = None,
+    settings: Settings = DEFAULTS,
 ) -> SyncRun:
-    """Run one reconciliation and return its record (also when it failed: check ``status``)."""
+    """Run one reconciliation and return its record (also when it failed: check ``status``).
+
+    Its brake has ``settings``' mass-revocation limits.
+    """
     progress = progress or (lambda stage, done, total: None)
     previous = None if full else runs.last_success(database, KIND)
     since = previous.started_at - INCREMENTAL_OVERLAP if previous else None
@@ -147,7 +152,7 @@ def reconcile(
             if not dry_run:
                 # Membership removals of the whole run count against one mass-revocation
                 # brake; deactivations are leavers and are never held.
-                held = brake.Brake(f"okta reconciliation run {run.id} ({mode})")
+                held = brake.new(f"okta reconciliation run {run.id} ({mode})", settings)
                 _apply_memberships(database, plan, held, progress)
                 if held.held:
                     counts["revocations_held"] = held.held
@@ -174,10 +179,10 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
         select(User).where(User.user_name_key == text.fold(login), User.deleted_at.is_(None))
     )
     if user is not None:
-        directory.update_user(session, ORIGIN, user, external_id=okta_id)
+        lifecycle.update_user(session, ORIGIN, user, external_id=okta_id)
         return user
     names = " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
-    return directory.create_user(
+    return lifecycle.create_user(
         session,
         ORIGIN,
         user_name=login,
@@ -298,7 +303,7 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
         origin = Origin(
             ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {repair.okta_group}"
         )
-        directory.set_membership(
+        lifecycle.set_membership(
             session,
             origin,
             user,
@@ -353,5 +358,5 @@ def _reconcile_users(
         with database.transaction() as session:
             for user_id, should in changes[start : start + USER_BATCH]:
                 user = session.get(User, user_id)
-                directory.set_active(session, ORIGIN, user, should, published_at=fetched_at)
+                lifecycle.set_active(session, ORIGIN, user, should, published_at=fetched_at)
         progress("users", min(start + USER_BATCH, len(changes)), len(changes))

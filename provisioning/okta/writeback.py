@@ -8,9 +8,10 @@ import uuid
 from sqlalchemy import select
 
 from provisioning.audit.log import Entry, Origin, Source, record
-from provisioning.database import Database
+from provisioning.database import Database, utcnow
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, User
+from provisioning.offboarding.models import Offboarding, OffboardingState
 from provisioning.okta.client import OktaClient, OktaError
 
 ORIGIN = Origin(actor="okta-writeback", source=Source.OKTA_SYNC)
@@ -74,9 +75,6 @@ def write_back_offboardings(database: Database, client: OktaClient) -> dict[str,
     outage must not hold back a revocation); each offboarding records when
     and how its write-back went, so none is done twice and none is skipped.
     """
-    from provisioning.database import utcnow
-    from provisioning.offboarding.models import Offboarding, OffboardingState
-
     with database.reader() as session:
         pending = session.execute(
             select(Offboarding.id, Offboarding.user_id).where(

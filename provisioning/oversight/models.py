@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, case, func, select
+from sqlalchemy import JSON, ColumnElement, Index, String, Text, case, func, select
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from provisioning.database import Base, utcnow
@@ -118,26 +118,3 @@ class Finding(Base):
     last_seen: Mapped[dt.datetime] = column_property(
         _last_seen(state, kind, subject_type, recorded_last_seen)
     )
-
-
-class JobOutcome(enum.StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class JobRun(Base):
-    """One run of a job: what, why (schedule, catch-up, by hand), when, and with what result."""
-
-    __tablename__ = "job_runs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job: Mapped[str] = mapped_column(String(64))
-    trigger: Mapped[str] = mapped_column(String(32))
-    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    outcome: Mapped[JobOutcome] = mapped_column(enum_type(JobOutcome))
-    counts: Mapped[dict] = mapped_column(JSON, default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (Index("ix_job_runs_job_started", "job", "started_at"),)

@@ -28,9 +28,8 @@ from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements.models import Grant, ReviewRevocation
 from provisioning.oversight.models import Finding, FindingKind, FindingState
-from provisioning.reviews.models import ReviewRevocation
 
 _BATCH = 5000
 

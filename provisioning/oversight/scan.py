@@ -23,32 +23,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    String,
-    and_,
-    cast,
-    exists,
-    func,
-    literal,
-    or_,
-    select,
-    union_all,
-    update,
-)
+from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
-from provisioning.connectors.models import (
-    Connector,
-    DataClassification,
-    Publisher,
-    ReviewStatus,
-)
+from provisioning.connectors import governance
+from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
-from provisioning.entitlements import engine
-from provisioning.entitlements.models import Grant, ManualException, Mapping
-from provisioning.identity.models import Membership, User
+from provisioning.entitlements import engine, sources
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import User
 from provisioning.okta.models import RunStatus, SyncRun
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import Finding, FindingKind, FindingState, Severity
@@ -91,25 +75,14 @@ def _inactive_holders(session: Session) -> dict[str, int]:
     # would walk every live grant and look its holder up.
     ineligible = select(User.id).where(~User.eligible)
     held = session.execute(
-        select(User.id, User.user_name, User.offboarded_at, User.deleted_at, func.count(Grant.id))
+        select(User.id, User.user_name, User.state, func.count(Grant.id))
         .join(Grant, Grant.user_id == User.id)
         .where(Grant.revoked_at.is_(None), User.id.in_(ineligible))
-        .group_by(User.id, User.user_name, User.offboarded_at, User.deleted_at)
+        .group_by(User.id)  # the key: the user's other columns depend on it
     ).all()
     pairs = [
-        (
-            str(user_id),
-            {
-                "user_name": user_name,
-                "live_grants": count,
-                "state": "deleted"
-                if deleted_at
-                else "offboarded"
-                if offboarded_at
-                else "deactivated",
-            },
-        )
-        for user_id, user_name, offboarded_at, deleted_at, count in held
+        (str(user_id), {"user_name": user_name, "live_grants": count, "state": str(state)})
+        for user_id, user_name, state, count in held
     ]
     counts = observe(session, FindingKind.INACTIVE_HOLDER, Severity.CRITICAL, "user", pairs)
     if held:
@@ -214,29 +187,8 @@ def _unjustified(session: Session) -> Select:
     review withdrawal is tested against the justification's own user and
     connector, which equal the grant's, so it stays inside the anti-join.
     """
-    now = utcnow()
-    by_mapping = (
-        select(Membership.user_id)
-        .join(Mapping, Mapping.group_id == Membership.group_id)
-        .where(
-            Membership.user_id == Grant.user_id,
-            Mapping.connector_id == Grant.connector_id,
-            Membership.present.is_(True),
-            or_(Mapping.expires_at.is_(None), Mapping.expires_at > now),
-            ~engine.withdrawn(Membership.user_id, Mapping.connector_id, Mapping.created_at),
-        )
-        .exists()
-    )
-    by_exception = exists().where(
-        ManualException.user_id == Grant.user_id,
-        ManualException.connector_id == Grant.connector_id,
-        ManualException.revoked_at.is_(None),
-        ManualException.expires_at > now,
-        ~engine.withdrawn(
-            ManualException.user_id, ManualException.connector_id, ManualException.created_at
-        ),
-    )
-    grantable = engine.connector_grantable()
+    grantable = governance.grantable()
+    unjustified = [~j for j in sources.justified(Grant.user_id, Grant.connector_id, utcnow())]
     live = (
         select(
             cast(Grant.id, String).label("subject_id"),
@@ -251,7 +203,7 @@ def _unjustified(session: Session) -> Select:
     not_grantable = select(Connector.id).where(~grantable).correlate(None)
     return union_all(
         live.where(Grant.connector_id.in_(not_grantable)),
-        live.where(grantable, ~by_mapping, ~by_exception),
+        live.where(grantable, *unjustified),
     )
 
 
@@ -271,18 +223,6 @@ def _connectors(
                     {"reassess_by": connector.reassess_by.isoformat(), "owner": connector.owner},
                 )
             )
-        if (
-            connector.publisher == Publisher.THIRD_PARTY
-            and connector.security_review != ReviewStatus.APPROVED
-        ):
-            found[FindingKind.UNREVIEWED_THIRD_PARTY].append(
-                (connector.slug, {"security_review": str(connector.security_review)})
-            )
-        if (
-            connector.data_classification == DataClassification.REGULATED
-            and not connector.compliance_assessment
-        ):
-            found[FindingKind.UNASSESSED_REGULATED].append(
-                (connector.slug, {"data_classification": "regulated"})
-            )
+        for guard in governance.broken(connector):
+            found[FindingKind(guard.name)].append((connector.slug, guard.evidence(connector)))
     return found

@@ -16,26 +16,26 @@ admin decides).
 campaign is open and before its deadline; a later decision replaces an
 earlier one until the campaign closes, each one audited.
 
-**Closing** (on the deadline by the ``reviews-close`` job, or by hand)
-settles every item: its decision, or the campaign's ``no_response`` outcome
-(keep or revoke) for an item nobody decided. A revocation is never done by
-editing the grant: the engine recomputes grants from facts, and would give
-back on its next run anything that a fact still justifies. So a revoked item
-records a :class:`~provisioning.reviews.models.ReviewRevocation` for its
-user and connector, and the engine treats every mapping and exception created
-at or before it as withdrawn for that user and connector
-(:func:`~provisioning.entitlements.engine.withdrawn`, used by the engine, the
-decision path and the stale-access scan alike). The engine then runs for the
-users concerned and revokes the grants, audited with the reason "revoked by
-access review"; every later run of the engine keeps them revoked, whatever
-SCIM, Okta or reconciliation say about the same groups. Access comes back
-only through a source created after the review: a new mapping or a manual
-exception, each a deliberate, audited decision of an admin (when such an
-exception expires, the old mappings are still withdrawn and the access goes
-again). A row rather than, say, deleting the membership: the membership is
-Okta's fact, which the next event or reconciliation would restore, and a
-review of one connector must not take away the other connectors the same
-group gives.
+**Closing** (on the deadline by the ``reviews-close`` job, or by hand) settles
+every item: its decision, or the campaign's ``no_response`` outcome (keep or
+revoke) for an item nobody decided. A revocation is never done by editing the
+grant: the engine recomputes grants from facts, and would give back on its
+next run anything that a fact still justifies. So a revoked item records a
+:class:`~provisioning.entitlements.models.ReviewRevocation` for its user and
+connector, and the engine treats every mapping and exception created at or
+before it as withdrawn for that user and connector
+(:func:`~provisioning.entitlements.sources.withdrawn`, part of every source's
+liveness, used by the engine, the decision path and the stale-access scan
+alike). The engine then runs for the users concerned and revokes the grants,
+audited with the reason "revoked by access review"; every later run of the
+engine keeps them revoked, whatever SCIM, Okta or reconciliation say about the
+same groups. Access comes back only through a source created after the review:
+a new mapping or a manual exception, each a deliberate, audited decision of an
+admin (when such an exception expires, the old mappings are still withdrawn
+and the access goes again). A row rather than, say, deleting the membership:
+the membership is Okta's fact, which the next event or reconciliation would
+restore, and a review of one connector must not take away the other connectors
+the same group gives.
 
 Every change writes audit events in the caller's transaction: the campaign's
 creation and closing (with its counts), each decision, and each grant the
@@ -75,7 +75,7 @@ from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements.models import Grant, ReviewRevocation
 from provisioning.identity.models import User
 from provisioning.reviews.models import (
     CampaignState,
@@ -86,10 +86,9 @@ from provisioning.reviews.models import (
     ReviewDecision,
     ReviewerRole,
     ReviewItem,
-    ReviewRevocation,
 )
+from provisioning.settings import DEFAULTS, Settings
 
-DEFAULT_DEADLINE_DAYS = 14
 _UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Users per engine run when a campaign closes (as the engine batches "everyone").
 _ENGINE_BATCH = 5000
@@ -215,12 +214,6 @@ def _items(session: Session, campaign: ReviewCampaign) -> Select:
     why = why.subquery("why")
 
     managers = _managers(postgres, subject)
-    status = case(
-        (User.deleted_at.is_not(None), "deleted"),
-        (User.offboarded_at.is_not(None), "offboarded"),
-        (User.active.is_(False), "deactivated"),
-        else_="active",
-    )
     if postgres:
         why_json = func.coalesce(why.c.why, func.json_build_array())
     else:
@@ -233,7 +226,7 @@ def _items(session: Session, campaign: ReviewCampaign) -> Select:
         granted_at=_iso(postgres, Grant.granted_at),
         last_used_at=_iso(postgres, Grant.last_used_at),
         why=why_json,
-        user_status=status,
+        user_status=User.state,
         department=User.department,
         manager=User.manager_id,
     )
@@ -593,12 +586,17 @@ def last_created(session: Session, trigger: CampaignTrigger) -> dt.datetime | No
 
 
 def on_role_change(
-    session: Session, origin: Origin, user: User, changed: dict[str, tuple[Any, Any]]
+    session: Session,
+    origin: Origin,
+    user: User,
+    changed: dict[str, tuple[Any, Any]],
+    settings: Settings = DEFAULTS,
 ) -> ReviewCampaign | None:
     """A campaign over the grants of someone whose department or manager changed.
 
     Nothing when they hold no live grant (a new hire, a leaver). Deadline and
-    no-response outcome are the service's review settings.
+    no-response outcome are ``settings``' (PROVISIONING_REVIEW_DEADLINE_DAYS,
+    PROVISIONING_REVIEW_NO_RESPONSE).
     """
     if not user.eligible:
         return None
@@ -607,7 +605,7 @@ def on_role_change(
     )
     if holds is None:
         return None
-    days, no_response = _defaults()
+    days, no_response = settings.review_deadline_days, NoResponse(settings.review_no_response)
     now = utcnow()
     what = ", ".join(name.removesuffix("_id") for name in sorted(changed))
     return create_campaign(
@@ -621,19 +619,3 @@ def on_role_change(
         context={name: list(values) for name, values in sorted(changed.items())},
         now=now,
     )
-
-
-def _defaults() -> tuple[int, NoResponse]:
-    """The review settings (PROVISIONING_REVIEW_DEADLINE_DAYS, PROVISIONING_REVIEW_NO_RESPONSE).
-
-    Read from the environment here: a role change arrives through SCIM or
-    Okta, whose domain paths carry no settings; the service refused to start
-    if these were invalid, so the fallback only serves code run without them.
-    """
-    from provisioning.settings import SettingsError, load
-
-    try:
-        settings = load()
-    except SettingsError:
-        return DEFAULT_DEADLINE_DAYS, NoResponse.KEEP
-    return settings.review_deadline_days, NoResponse(settings.review_no_response)

@@ -1,4 +1,4 @@
-"""Tables of access review campaigns, their items (one grant each) and review revocations."""
+"""Tables of access review campaigns and their items (one grant each)."""
 
 from __future__ import annotations
 
@@ -129,29 +129,4 @@ class ReviewItem(Base):
     __table_args__ = (
         Index("ix_review_items_campaign", "campaign_id", "id"),
         Index("ix_review_items_campaign_reviewer", "campaign_id", "reviewer", "id"),
-    )
-
-
-class ReviewRevocation(Base):
-    """A review's revocation of one user's access to one connector: a fact the engine reads.
-
-    It withdraws every mapping and manual exception that could justify that
-    access and was created at or before ``revoked_at``: those stop justifying
-    it, now and on every later run of the engine. A source created after it
-    (a new mapping, a new exception) is a new decision by someone entitled to
-    make it, and grants again. See :mod:`provisioning.reviews.campaigns`.
-    """
-
-    __tablename__ = "review_revocations"
-
-    id: Mapped[int] = mapped_column(SerialId, primary_key=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
-    # The review item that decided it; None when the dormant-access remediation did.
-    item_id: Mapped[int | None] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
-    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    revoked_by: Mapped[str] = mapped_column(String(255))
-
-    __table_args__ = (
-        Index("ix_review_revocations_user_connector", "user_id", "connector_id", "revoked_at"),
     )

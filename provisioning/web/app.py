@@ -9,9 +9,7 @@ from flask import Flask
 
 from provisioning import api
 from provisioning.database import Database
-from provisioning.entitlements import brake
 from provisioning.hooks.okta import okta_hooks, secret_digests
-from provisioning.okta import events
 from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
 from provisioning.web import bodies, problems
@@ -34,8 +32,6 @@ def create_app(
     """
     settings = settings or load()
     database = database or Database(settings.database_url)
-    brake.configure(settings)
-    events.configure(settings)
     app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     bodies.install(app)
@@ -46,7 +42,7 @@ def create_app(
     app.extensions["provisioning.okta_hook_digests"] = secret_digests(settings)
     app.extensions["provisioning.metrics_registry"] = registry_for(database)
     if background and settings.okta_hook_secret_list:
-        app.extensions["provisioning.okta_inbox"] = Processor(database).start()
+        app.extensions["provisioning.okta_inbox"] = Processor(database, settings).start()
     problems.install(app)
     app.register_blueprint(health)
     app.register_blueprint(metrics)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from provisioning.entitlements import brake
+from tests.api.conftest import Api, make_app
 from tests.api.test_mappings import BASE, live, people
 
 
-@pytest.fixture(autouse=True)
-def limits(api):
-    """Every revocation counts (after the app took its limits from settings)."""
-    saved = (brake.LIMITS.share, brake.LIMITS.minimum)
-    brake.LIMITS.share, brake.LIMITS.minimum = 0.10, 0
-    yield
-    brake.LIMITS.share, brake.LIMITS.minimum = saved
+@pytest.fixture
+def api(database, issuer) -> Api:
+    """Every revocation counts: the app's settings say so, and it hands them to the domain."""
+    return Api(make_app(database, issuer, mass_revocation_minimum=0), database, issuer)
 
 
 def test_a_held_mapping_deletion_is_shown_and_confirmed(api, origin):

@@ -14,10 +14,10 @@ from provisioning.delivery.models import MessageState, OutboxMessage
 from provisioning.delivery.targets import TargetError, check_url
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import set_active
 from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests
 from provisioning.oversight.models import Finding, FindingKind
+from provisioning.people.lifecycle import set_active
 from tests.delivery.conftest import ADMIN, LOCAL, add_target, keep_delivering, states
 from tests.org import Org
 

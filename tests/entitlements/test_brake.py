@@ -10,22 +10,24 @@ from sqlalchemy import func, select
 from provisioning.audit.log import Origin, Source
 from provisioning.audit.models import AuditEvent
 from provisioning.database import utcnow
-from provisioning.entitlements import brake
+from provisioning.entitlements import brake, holds
 from provisioning.entitlements.mappings import create_mapping, delete_mapping, update_mapping
 from provisioning.entitlements.models import Grant, Mapping, RevocationHold
-from provisioning.identity.directory import delete_group
 from provisioning.identity.models import Group
 from provisioning.offboarding import requests
+from provisioning.people.lifecycle import delete_group
+from provisioning.settings import load
 from tests.org import Org
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def limits():
     """10% of live grants, and more than 5 revocations, for organisations of test size."""
-    saved = (brake.LIMITS.share, brake.LIMITS.minimum)
-    brake.LIMITS.share, brake.LIMITS.minimum = 0.10, 5
-    yield brake.LIMITS
-    brake.LIMITS.share, brake.LIMITS.minimum = saved
+    return load(mass_revocation_share=0.10, mass_revocation_minimum=5)
+
+
+def changed(settings, **values):
+    return settings.model_copy(update={f"mass_revocation_{k}": v for k, v in values.items()})
 
 
 @pytest.fixture
@@ -51,9 +53,10 @@ def mapping_of(session, group) -> Mapping:
     return session.scalar(select(Mapping).where(Mapping.group_id == group.id))
 
 
-def test_a_mapping_deletion_revoking_too_much_is_held_then_confirmed(database, origin, org):
+def test_a_mapping_deletion_revoking_too_much_is_held_then_confirmed(database, origin, org, limits):
     with database.transaction() as session:
-        diff = delete_mapping(session, origin, mapping_of(session, org["engineering"]))
+        mapping = mapping_of(session, org["engineering"])
+        diff = delete_mapping(session, origin, mapping, settings=limits)
     assert diff.revoked == [] and len(diff.held) == 30 and diff.hold_id
     assert live(database) == 40  # the facts changed; the grants wait
     with database.reader() as session:
@@ -71,39 +74,41 @@ def test_a_mapping_deletion_revoking_too_much_is_held_then_confirmed(database, o
     admin = Origin("security-lead", Source.ADMIN)
     with database.transaction() as session:
         hold = session.get(RevocationHold, diff.hold_id)
-        confirmed = brake.confirm(session, admin, hold, "engineering moved to a new tool")
+        confirmed = holds.confirm(session, admin, hold, "engineering moved to a new tool")
     assert len(confirmed.revoked) == 30 and live(database) == 10
     with database.reader() as session:
         hold = session.get(RevocationHold, diff.hold_id)
         assert (hold.state, hold.revoked, hold.decided_by) == ("confirmed", 30, "security-lead")
     with database.transaction() as session, pytest.raises(ValueError):
-        brake.confirm(session, admin, session.get(RevocationHold, diff.hold_id), "again")
+        holds.confirm(session, admin, session.get(RevocationHold, diff.hold_id), "again")
 
 
 def test_a_change_under_the_limit_goes_ahead(database, origin, org, limits):
-    limits.share = 0.30  # 10 of 40 is 25%
+    limits = changed(limits, share=0.30)  # 10 of 40 is 25%
     with database.transaction() as session:
-        diff = delete_mapping(session, origin, mapping_of(session, org["sales"]))
+        diff = delete_mapping(session, origin, mapping_of(session, org["sales"]), settings=limits)
     assert len(diff.revoked) == 10 and not diff.held and live(database) == 30
 
 
 def test_the_minimum_spares_small_changes_whatever_the_share(database, origin, org, limits):
-    limits.minimum = 10
+    limits = changed(limits, minimum=10)
     with database.transaction() as session:
-        diff = delete_mapping(session, origin, mapping_of(session, org["sales"]))
+        diff = delete_mapping(session, origin, mapping_of(session, org["sales"]), settings=limits)
     assert len(diff.revoked) == 10 and live(database) == 30
 
 
-def test_a_mapping_change_that_expires_it_is_braked_too(database, origin, org):
+def test_a_mapping_change_that_expires_it_is_braked_too(database, origin, org, limits):
     with database.transaction() as session:
         mapping = mapping_of(session, org["engineering"])
-        diff = update_mapping(session, origin, mapping, expires_at=utcnow() - dt.timedelta(days=1))
+        expired = utcnow() - dt.timedelta(days=1)
+        diff = update_mapping(session, origin, mapping, settings=limits, expires_at=expired)
     assert len(diff.held) == 30 and live(database) == 40
 
 
-def test_a_group_deletion_is_braked(database, origin, org):
+def test_a_group_deletion_is_braked(database, origin, org, limits):
     with database.transaction() as session:
-        diff = delete_group(session, origin, session.get(Group, org["engineering"].id))
+        group = session.get(Group, org["engineering"].id)
+        diff = delete_group(session, origin, group, settings=limits)
     assert len(diff.held) == 30 and live(database) == 40
     with database.reader() as session:
         assert session.get(Group, org["engineering"].id) is None
@@ -111,8 +116,8 @@ def test_a_group_deletion_is_braked(database, origin, org):
     assert "engineering" in hold.cause
 
 
-def test_hr_offboardings_are_never_held(database, org, limits):
-    limits.share, limits.minimum = 0.01, 0
+def test_hr_offboardings_are_never_held(database, org):
+    # Offboardings take no brake settings: nothing engages a brake for them.
     hr = Origin("workday", Source.HR)
     with database.transaction() as session:
         for n in range(30):
@@ -128,8 +133,8 @@ def test_hr_offboardings_are_never_held(database, org, limits):
         assert session.scalar(select(func.count(RevocationHold.id))) == 0
 
 
-def test_one_brake_spans_a_run_and_holds_the_rest_once_it_has_held(database, origin, org):
-    run = brake.Brake("a run")
+def test_one_brake_spans_a_run_and_holds_the_rest_once_it_has_held(database, origin, org, limits):
+    run = brake.new("a run", limits)
     with database.transaction() as session, brake.applied(session, run):
         sales = org["sales"]
         first = delete_mapping(session, origin, mapping_of(session, sales))
@@ -138,6 +143,6 @@ def test_one_brake_spans_a_run_and_holds_the_rest_once_it_has_held(database, ori
         second = delete_mapping(session, origin, mapping_of(session, org["engineering"]))
     assert len(second.held) == 30 and second.hold_id == first.hold_id
     with database.reader() as session:
-        holds = session.scalars(select(RevocationHold)).all()
-    assert [(h.revocations, len(h.user_ids)) for h in holds] == [(40, 40)]
+        held = session.scalars(select(RevocationHold)).all()
+    assert [(h.revocations, len(h.user_ids)) for h in held] == [(40, 40)]
     assert live(database) == 40

@@ -10,7 +10,7 @@ from provisioning.audit.log import verify
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements import engine
 from provisioning.entitlements.mappings import create_mapping
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import Group, User
 from tests.org import Org
 
@@ -61,7 +61,7 @@ def test_everyone_in_batches_equals_everyone_at_once(database, origin, monkeypat
         for _ in range(12):
             org.join(org.user(), group)
         session.add(
-            engine.Mapping(
+            Mapping(
                 group_id=group.id, connector_id=connector.id, access_level="read", created_by="t"
             )
         )

@@ -16,8 +16,8 @@ from provisioning.entitlements.decisions import LastUseRecorder, Question, decid
 from provisioning.entitlements.mappings import create_exception, create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.entitlements.policy import Decision
-from provisioning.identity.directory import set_active
 from provisioning.identity.models import User
+from provisioning.people.lifecycle import set_active
 from tests.org import Org, later
 
 ACTIONS = (

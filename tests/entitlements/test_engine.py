@@ -18,7 +18,7 @@ from provisioning.entitlements.mappings import (
     delete_mapping,
 )
 from provisioning.entitlements.models import Grant, Mapping
-from provisioning.identity.directory import set_active
+from provisioning.people.lifecycle import set_active
 from tests.org import Org, later
 
 

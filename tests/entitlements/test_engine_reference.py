@@ -107,7 +107,7 @@ def grantable(c: FakeConnector) -> bool:
 
 
 def reference(org) -> dict[tuple[int, int], str]:
-    """What access should exist, written out plainly from DESIGN's rule."""
+    """What access should exist, written out plainly from invariant 1 (docs/architecture.md)."""
     users, _, connectors, memberships, mappings, exceptions = org
     levels: dict[tuple[int, int], list[str]] = {}
     for (u, g), present in memberships.items():

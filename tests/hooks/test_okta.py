@@ -11,9 +11,9 @@ from sqlalchemy import func, select, text
 from provisioning.database import Database
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group
 from provisioning.okta import inbox
 from provisioning.okta.models import DeliveryState, InboxDelivery, ParkedEvent, SeenEvent
+from provisioning.people.lifecycle import create_group
 from provisioning.settings import load
 from provisioning.web.app import create_app
 from tests.okta import payloads as p

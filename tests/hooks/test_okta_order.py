@@ -54,7 +54,7 @@ def client(app):
 def mapped(database, origin):
     """eng-platform (Okta 00g1eng) is mapped to github."""
     from provisioning.entitlements.mappings import create_mapping
-    from provisioning.identity.directory import create_group
+    from provisioning.people.lifecycle import create_group
     from tests.org import Org
 
     with database.transaction() as session:

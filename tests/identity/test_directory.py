@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import (
+from provisioning.identity.models import Membership, User
+from provisioning.people.lifecycle import (
     IdentityError,
     delete_group,
     delete_user,
@@ -18,7 +19,6 @@ from provisioning.identity.directory import (
     set_active,
     update_user,
 )
-from provisioning.identity.models import Membership, User
 from tests.org import Org
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""Migration 0012 backfills the folded keys, and never fails on users whose names fold alike."""
+"""Migration 0013 backfills the folded keys, and never fails on users whose names fold alike."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 
 from provisioning.identity.models import Group, User
 
-REVISION = "0012"
+REVISION = "0013"
 INSERT_USER = (
     "INSERT INTO users (id, user_name, user_name_key, display_name, email, given_name, "
     "deleted_at, active, created_at, updated_at, version) VALUES (:id, :name, :key, "

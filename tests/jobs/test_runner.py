@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from jobs import runner
 from provisioning.database import Database, utcnow
-from provisioning.oversight.models import JobOutcome, JobRun
+from provisioning.schedule.models import JobOutcome, JobRun
 from provisioning.settings import load
 from tests.conftest import ON_POSTGRES
 

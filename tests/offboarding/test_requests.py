@@ -12,9 +12,9 @@ from provisioning.audit.models import AuditEvent
 from provisioning.database import utcnow
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import set_active
 from provisioning.offboarding import requests
 from provisioning.offboarding.models import Offboarding
+from provisioning.people.lifecycle import set_active
 from tests.org import Org
 
 HR = Origin(actor="workday", source=Source.HR)

@@ -29,7 +29,7 @@ def mapped(database, origin):
     with database.transaction() as session:
         org = Org(session, origin)
         github = org.connector("github")
-        from provisioning.identity.directory import create_group
+        from provisioning.people.lifecycle import create_group
 
         eng = create_group(session, origin, display_name="eng-platform", external_id="00g1eng")
         create_mapping(session, origin, eng, github, "read_write")
@@ -291,19 +291,16 @@ def test_the_allowed_skew_is_a_setting(database, mapped):
     with pytest.raises(SettingsError, match="PROVISIONING_OKTA_EVENT_SKEW_SECONDS"):
         load(okta_event_skew_seconds=-1)
     received = p.T0
-    try:
-        events.configure(load(okta_event_skew_seconds=3600))
-        with database.transaction() as session:
-            raw = p.joined(30)
-            events.apply(
-                session,
-                events.OktaEvent.model_validate(raw),
-                Source.OKTA_HOOK,
-                received_at=received,
-            )
-            assert session.get(SeenEvent, raw["uuid"]).clamped is False
-    finally:
-        events.configure(load())
+    with database.transaction() as session:
+        raw = p.joined(30)
+        events.apply(
+            session,
+            events.OktaEvent.model_validate(raw),
+            Source.OKTA_HOOK,
+            received_at=received,
+            settings=load(okta_event_skew_seconds=3600),
+        )
+        assert session.get(SeenEvent, raw["uuid"]).clamped is False
 
 
 def test_a_removal_kept_for_someone_unknown_applies_when_reconciliation_creates_them(

@@ -34,12 +34,12 @@ from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group
 from provisioning.identity.models import Group, Membership, User
 from provisioning.okta import inbox
 from provisioning.okta.catchup import catch_up
 from provisioning.okta.client import OktaClient
 from provisioning.okta.models import ParkedEvent
+from provisioning.people.lifecycle import create_group
 from provisioning.settings import load
 from provisioning.tokens import credentials
 from provisioning.web.app import create_app

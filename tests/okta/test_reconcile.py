@@ -13,9 +13,9 @@ from provisioning.audit.models import AuditEvent
 from provisioning.cli import main
 from provisioning.connectors.models import Connector
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import set_membership
 from provisioning.identity.models import MembershipSource, User
 from provisioning.okta.reconcile import reconcile
+from provisioning.people.lifecycle import set_membership
 from tests.okta.okta_server import TOKEN
 from tests.org import Org, holders, mapped_okta_group
 
@@ -153,7 +153,7 @@ def test_a_failure_listing_users_applies_no_membership_repair(database, origin, 
 
 
 def test_a_group_deleted_here_while_the_run_fetches_is_left_alone(database, origin, okta, client):
-    from provisioning.identity.directory import delete_group
+    from provisioning.people.lifecycle import delete_group
 
     first, second = okta.state.add_group("first"), okta.state.add_group("second")
     ada = okta.state.add_user("ada@example.com")
@@ -253,8 +253,8 @@ def test_cli_dry_run_json_and_runs(database, origin, okta):
 
 
 def test_a_reconciliation_removing_too_many_memberships_is_held(database, origin, okta, client):
-    from provisioning.entitlements import brake
     from provisioning.entitlements.models import RevocationHold
+    from provisioning.settings import load
 
     eng = okta.state.add_group("eng")
     group = mapped_okta_group(database, origin, eng["id"])
@@ -264,12 +264,9 @@ def test_a_reconciliation_removing_too_many_memberships_is_held(database, origin
             person = okta.state.add_user(f"p{n}@example.com")
             user = org.user(f"p{n}@example.com", external_id=person["id"])
             set_membership(session, origin, user, group, True, source=MembershipSource.SCIM)
-    saved = (brake.LIMITS.share, brake.LIMITS.minimum)
-    brake.LIMITS.share, brake.LIMITS.minimum = 0.10, 5
-    try:
-        run = reconcile(database, client)  # Okta's group is empty: 8 memberships are extra
-    finally:
-        brake.LIMITS.share, brake.LIMITS.minimum = saved
+    limits = load(mass_revocation_share=0.10, mass_revocation_minimum=5)
+    # Okta's group is empty: 8 memberships are extra.
+    run = reconcile(database, client, settings=limits)
     assert run.status == "succeeded", run.error
     # Removed one by one: the first five (the minimum) go, the rest wait in one hold.
     assert len(run.drift["extra"]) == 8 and run.counts["revocations_held"] == 3

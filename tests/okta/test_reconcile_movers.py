@@ -21,9 +21,9 @@ from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
-from provisioning.identity.directory import create_group
 from provisioning.identity.models import User
 from provisioning.okta.reconcile import reconcile
+from provisioning.people.lifecycle import create_group
 from tests.okta.okta_server import OktaState
 from tests.org import Org
 
@@ -126,8 +126,8 @@ def test_a_mover_to_a_lower_level_keeps_the_grant_and_changes_its_level(
 
 
 def test_movers_revoke_nothing_so_they_never_engage_the_brake(database, origin, okta, client):
-    from provisioning.entitlements import brake
     from provisioning.entitlements.models import RevocationHold
+    from provisioning.settings import load
 
     state = okta.state
     old = state.add_group("old", okta_id="00g1old")
@@ -141,12 +141,8 @@ def test_movers_revoke_nothing_so_they_never_engage_the_brake(database, origin, 
     for person in people:
         state.remove_member(old["id"], person)
         state.add_member(new["id"], person)
-    saved = (brake.LIMITS.share, brake.LIMITS.minimum)
-    brake.LIMITS.share, brake.LIMITS.minimum = 0.10, 5
-    try:
-        run = reconcile(database, client)  # 8 memberships removed, no access lost
-    finally:
-        brake.LIMITS.share, brake.LIMITS.minimum = saved
+    limits = load(mass_revocation_share=0.10, mass_revocation_minimum=5)
+    run = reconcile(database, client, settings=limits)  # 8 memberships removed, no access lost
     assert run.status == "succeeded" and len(run.drift["extra"]) == 8
     assert "revocations_held" not in run.counts
     assert live_grants(database) == before

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from provisioning.audit.models import AuditEvent
 from provisioning.entitlements.mappings import create_mapping
-from provisioning.identity.directory import create_group
 from provisioning.okta.writeback import remove_from_granting_groups
+from provisioning.people.lifecycle import create_group
 from tests.org import Org
 
 

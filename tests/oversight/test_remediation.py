@@ -13,11 +13,11 @@ from provisioning.delivery import targets
 from provisioning.delivery.models import OutboxMessage, TargetKind
 from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_exception, create_mapping
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements.models import Grant, ReviewRevocation
 from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding, FindingKind
 from provisioning.reviews.campaigns import create_campaign
-from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewRevocation
+from provisioning.reviews.models import CampaignTrigger, NoResponse
 from provisioning.settings import load
 from tests.delivery.conftest import LOCAL, RECEIVERS
 from tests.org import Org, later

@@ -17,12 +17,12 @@ from provisioning.database import utcnow
 from provisioning.entitlements import decisions, engine
 from provisioning.entitlements.expiry import expire
 from provisioning.entitlements.mappings import create_exception, create_mapping, delete_mapping
-from provisioning.entitlements.models import Grant, ManualException, Mapping
+from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.entitlements.policy import Decision
-from provisioning.identity.directory import set_active, update_user
 from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding
 from provisioning.oversight.scan import scan
+from provisioning.people.lifecycle import set_active, update_user
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import (
     CampaignTrigger,
@@ -30,7 +30,6 @@ from provisioning.reviews.models import (
     ReviewCampaign,
     ReviewDecision,
     ReviewItem,
-    ReviewRevocation,
 )
 from provisioning.settings import load
 from tests.org import Org, later
@@ -396,17 +395,14 @@ def test_a_department_change_through_scim_opens_a_review_of_that_persons_grants(
         assert created.source == "scim" and created.user_id == team["ada"]
 
 
-def test_a_manager_change_opens_a_review_unless_the_person_holds_nothing(
-    database, origin, team, monkeypatch
-):
-    monkeypatch.setenv("PROVISIONING_REVIEW_NO_RESPONSE", "revoke")
-    monkeypatch.setenv("PROVISIONING_REVIEW_DEADLINE_DAYS", "3")
+def test_a_manager_change_opens_a_review_unless_the_person_holds_nothing(database, origin, team):
+    settings = load(review_no_response="revoke", review_deadline_days=3)
     okta = Origin(actor="okta", source=Source.OKTA_HOOK)
     with database.transaction() as session:
         bob = session.get(User, team["bob"])
-        update_user(session, okta, bob, manager_id=str(team["ada"]))
+        update_user(session, okta, bob, settings=settings, manager_id=str(team["ada"]))
         newbie = Org(session, origin).user("newbie@example.com", department="eng")
-        update_user(session, okta, newbie, department="sales")
+        update_user(session, okta, newbie, settings=settings, department="sales")
     with database.reader() as session:
         (campaign,) = session.scalars(select(ReviewCampaign))
         assert campaign.subject_user_id == team["bob"]

@@ -1,7 +1,7 @@
 """Text keys: case-insensitive keys folded in Python; the service's shared secrets.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-05
 
 ``users.user_name_key`` was ``lower(user_name)``; it becomes the folded key of
@@ -28,8 +28,8 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""People and groups over time: what each change to them entails (:mod:`.lifecycle`)."""
