@@ -121,7 +121,13 @@ def seed_wide(database: Database) -> None:
             )
         )
         session.execute(
-            insert(Group).values(id=group_id, display_name="wide", created_at=now, updated_at=now)
+            insert(Group).values(
+                id=group_id,
+                display_name="wide",
+                display_name_key="wide",
+                created_at=now,
+                updated_at=now,
+            )
         )
         session.execute(
             insert(Membership).values(

@@ -102,7 +102,11 @@ def seed(database: Database, users: int, connectors: int) -> str:
             group_id = uuid.uuid4()
             session.execute(
                 insert(Group).values(
-                    id=group_id, display_name=f"group-{c}", created_at=now, updated_at=now
+                    id=group_id,
+                    display_name=f"group-{c}",
+                    display_name_key=f"group-{c}",
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             session.execute(

@@ -67,7 +67,9 @@ def _users(session: Any, prefix: str, count: int) -> list[uuid.UUID]:
                 "user_name_key": user_name.lower(),
                 "external_id": f"00u{prefix}{i:06d}",
                 "display_name": f"{prefix} user {i}",
+                "display_name_key": f"{prefix} user {i}".lower(),
                 "email": user_name.lower(),
+                "email_key": user_name.lower(),
                 "active": True,
                 "created_at": now,
                 "updated_at": now,
@@ -86,6 +88,7 @@ def _group(session: Any, name: str, members: list[uuid.UUID]) -> uuid.UUID:
             {
                 "id": group_id,
                 "display_name": name,
+                "display_name_key": name.lower(),
                 "external_id": f"00g{name}",
                 "created_at": now,
                 "updated_at": now,

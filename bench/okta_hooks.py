@@ -63,6 +63,7 @@ def seed(database: Database, users: int, groups: int, connectors: int, per_user:
                 {
                     "id": gid,
                     "display_name": f"g{i}",
+                    "display_name_key": f"g{i}",
                     "external_id": f"00g{i}",
                     "created_at": now,
                     "updated_at": now,

@@ -76,6 +76,7 @@ def build(state: OktaState, database: Database, users: int, groups: int, per_use
                 {
                     "id": gid,
                     "display_name": f"g{g}",
+                    "display_name_key": f"g{g}",
                     "external_id": okta_groups[g]["id"],
                     "created_at": now,
                     "updated_at": now,

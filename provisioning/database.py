@@ -39,6 +39,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeDecorator
 
+from provisioning.text import fold
+
 try:
     import fcntl
 except ImportError:  # not POSIX: the writers of one process still queue
@@ -255,6 +257,10 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _fold(value: object) -> object:
+    return fold(value) if isinstance(value, str) else value
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -278,6 +284,9 @@ def _sqlite_setup(engine: Engine) -> None:
         # SQLite caps the size at its compile-time maximum (2 GiB by default).
         cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         cursor.close()
+        # fold(x): provisioning.text.fold, for values no key column holds (SCIM filters on
+        # attributes kept in JSON documents).
+        dbapi_connection.create_function("fold", 1, _fold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(conn):

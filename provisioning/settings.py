@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     # The interface an AuthZEN evaluation is asked for when its context names none.
     authzen_interface: Literal["web", "mobile", "desktop", "code"] = "web"
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    # Seals SCIM paging cursors (RFC 9865); every replica must share it. Derived from the
-    # database URL when unset, which every replica shares too.
+    # Seals SCIM paging cursors (RFC 9865); every replica must share it. When unset, a
+    # random one is generated on first start and kept in the database (service_secrets).
     scim_cursor_secret: str | None = Field(default=None, min_length=16)
 
     @field_validator("database_url")

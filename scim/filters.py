@@ -2,13 +2,19 @@
 
 Modelled attributes (userName, externalId, displayName, name.givenName, active,
 meta.created, the enterprise employeeNumber, members...) are compared on their
-columns, through the case-insensitive indexes; attributes kept in the
-``scim_attributes`` JSON document are compared with the database's JSON
+columns: a case-insensitive one on its folded key column (``provisioning.text.fold``,
+computed in Python when the value is written), the operand folded alike; attributes
+kept in the ``scim_attributes`` JSON document are compared with the database's JSON
 functions, and multi-valued ones (emails, phoneNumbers...) with ``EXISTS`` over
-their elements. The semantics follow ``ScimFilter.match``: strings compare
-without case unless the attribute is caseExact, a missing value equals only
-``null``, ``ne`` on a multi-valued attribute means no value equals, and every
-predicate is true or false, never SQL NULL, so ``not`` is exact.
+their elements. The semantics follow ``ScimFilter.match`` under the service's
+comparison key (:func:`scim.resources.comparison_key`): strings compare folded unless
+the attribute is caseExact, a missing value equals only ``null``, ``ne`` on a
+multi-valued attribute means no value equals, and every predicate is true or false,
+never SQL NULL, so ``not`` is exact.
+
+Filters are bounded (:func:`check_size`): at most :data:`MAX_TERMS` comparisons and
+:data:`MAX_DEPTH` levels of nesting; operands are range-checked (a dateTime must be a
+date the database holds), and a refusal is ``invalidFilter``, never a database error.
 """
 
 from __future__ import annotations
@@ -54,12 +60,52 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from provisioning import text
 from provisioning.connectors.models import Connector
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import Group, Membership, User
 from scim.resources import ENTERPRISE
 
-_TOP = "\U0010ffff"
+MAX_TERMS = 100
+"""The most comparisons and presence tests one filter may hold (``invalidFilter`` beyond)."""
+MAX_DEPTH = 10
+"""The deepest a filter may nest (``and``/``or``/``not``, parentheses, value paths)."""
+
+
+def check_size(node: Any) -> None:
+    """Refuse (``invalidFilter``) a filter beyond :data:`MAX_TERMS` or :data:`MAX_DEPTH`."""
+    terms = 0
+    stack = [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidFilterException(
+                detail=f"the filter nests more than {MAX_DEPTH} levels deep"
+            )
+        if isinstance(node, LogicalExpr):
+            stack.extend((term, depth + 1) for term in node.terms)
+        elif isinstance(node, Not):
+            stack.append((node.expr, depth + 1))
+        elif isinstance(node, ValuePath):
+            stack.append((node.val_filter, depth + 1))
+        else:
+            terms += 1
+            if terms > MAX_TERMS:
+                raise InvalidFilterException(
+                    detail=f"the filter holds more than {MAX_TERMS} comparisons"
+                )
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string after every string starting with ``prefix``, in code point
+    order; None when there is none (a prefix of U+10FFFF only)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,7 +115,7 @@ class Scalar:
     expr: ColumnElement[Any]
     kind: type  # str, bool, dt.datetime, uuid.UUID
     case_exact: bool = False
-    lowered: bool = False  # the expression is already lower(...) (an indexed key)
+    folded: bool = False  # the expression is a folded key column (provisioning.text.fold)
     json: bool = False  # a value read from a JSON document (booleans are 1/0 or 'true')
 
 
@@ -200,16 +246,18 @@ class Compiler:
         if key == ("", "externalId", None):
             return Scalar(t.external_id, str, case_exact=True)
         if key == ("", "displayName", None):
-            return Scalar(func.lower(t.display_name), str, lowered=True)
+            return Scalar(t.display_name_key, str, folded=True)
         if t is User:
             if key == ("", "active", None):  # an expression, built only when asked for
                 return Scalar(self._active(), bool)
             columns = {
-                ("", "userName", None): Scalar(User.user_name_key, str, lowered=True),
-                ("", "name", "givenName"): Scalar(User.given_name, str),
-                ("", "name", "familyName"): Scalar(User.family_name, str),
-                (ENTERPRISE, "employeeNumber", None): Scalar(User.employee_number, str),
-                (ENTERPRISE, "department", None): Scalar(User.department, str),
+                ("", "userName", None): Scalar(User.user_name_key, str, folded=True),
+                ("", "name", "givenName"): Scalar(User.given_name_key, str, folded=True),
+                ("", "name", "familyName"): Scalar(User.family_name_key, str, folded=True),
+                (ENTERPRISE, "employeeNumber", None): Scalar(
+                    User.employee_number_key, str, folded=True
+                ),
+                (ENTERPRISE, "department", None): Scalar(User.department_key, str, folded=True),
                 (ENTERPRISE, "manager", "value"): Scalar(User.manager_id, str, case_exact=True),
             }
             if key in columns:
@@ -270,7 +318,7 @@ class Compiler:
             scalar.expr is c for c in (User.user_name_key, User.external_id)
         ):
             return None
-        return scalar.expr.key, node.value if scalar.case_exact else node.value.lower()
+        return scalar.expr.key, node.value if scalar.case_exact else text.fold(node.value)
 
     def _resolve(self, attr_path: AttrPath, *, for_comparison: bool) -> AttributeBinding | None:
         return _resolve_filter_path(
@@ -414,7 +462,7 @@ class Compiler:
             )
             return query, {
                 "value": Scalar(Membership.group_id, uuid.UUID, case_exact=True),
-                "display": Scalar(Group.display_name, str),
+                "display": Scalar(Group.display_name_key, str, folded=True),
                 "type": Scalar(literal("direct"), str),
             }
         if self.table is User and head == "entitlements":
@@ -440,7 +488,7 @@ class Compiler:
     # -- sorting -------------------------------------------------------------
 
     def sort_key(self, binding: AttributeBinding | None) -> ColumnElement[Any] | None:
-        """The value resources are ordered by (as compared: lowered unless caseExact)."""
+        """The value resources are ordered by (as compared: folded unless caseExact)."""
         if binding is None:
             return None
         if self._relation(binding) is not None:
@@ -449,8 +497,8 @@ class Compiler:
             )
         scalar = self._primary(binding) if binding.is_multivalued else self._scalar(binding)
         expr = scalar.expr
-        if scalar.kind is str and not scalar.case_exact and not scalar.lowered:
-            expr = func.lower(expr)
+        if scalar.kind is str and not scalar.case_exact and not scalar.folded:
+            expr = text.fold_sql(expr, self.dialect)
         if scalar.kind is str and self.collation:
             expr = expr.collate(self.collation)
         return expr
@@ -614,15 +662,20 @@ def present(scalar: Scalar) -> ColumnElement[bool]:
 
 def _coerce(scalar: Scalar, value: Any, op: CompareOperator) -> Any:
     if scalar.kind is dt.datetime:
-        if isinstance(value, str):
-            try:
-                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise InvalidFilterException(detail=f"{value!r} is not a dateTime") from None
-            value = parsed
-        if isinstance(value, dt.datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        if not isinstance(value, str):
+            raise InvalidFilterException(detail=f"{value!r} is not a dateTime")
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            # The instant in UTC must be a date too (9999-12-31T23:00-05:00 is not).
+            return parsed.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            raise InvalidFilterException(
+                detail=f"{value!r} is not a dateTime the service can compare"
+            ) from None
     if scalar.kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
@@ -661,9 +714,9 @@ def compare(
         if not isinstance(value, str):
             value = str(value) if not isinstance(value, bool) else ("true" if value else "false")
         if not scalar.case_exact:
-            value = value.lower()
-            if not scalar.lowered:
-                expr = func.lower(expr)
+            value = text.fold(value)
+            if not scalar.folded:
+                expr = text.fold_sql(expr, dialect)
     if scalar.kind is str and collation and op not in (CompareOperator.eq, CompareOperator.ne):
         expr = expr.collate(collation)  # equality needs no collation: indexes stay usable
     ops = {
@@ -695,9 +748,9 @@ def _substring(
 ) -> ColumnElement[bool]:
     expr = scalar.expr
     if not scalar.case_exact:
-        value = value.lower()
-        if not scalar.lowered:
-            expr = func.lower(expr)
+        value = text.fold(value)
+        if not scalar.folded:
+            expr = text.fold_sql(expr, dialect)
     pattern = _escape_like(value)
     if op == CompareOperator.co:
         pattern = f"%{pattern}%"
@@ -709,7 +762,9 @@ def _substring(
     if op == CompareOperator.sw and value:
         # A range the index can serve, before the exact LIKE.
         ranged = expr.collate(collation) if collation else expr
-        condition = and_(ranged >= value, ranged < value + _TOP, condition)
+        beyond = _after_prefix(value)
+        bounds = [ranged >= value] + ([ranged < beyond] if beyond is not None else [])
+        condition = and_(*bounds, condition)
     if scalar.case_exact and dialect == "sqlite":
         # SQLite's LIKE ignores ASCII case: check the case exactly as well.
         if op == CompareOperator.co:

@@ -10,6 +10,7 @@ from typing import Any
 
 from scim2_models import InvalidValueException, Meta, Resource
 
+from provisioning import text
 from provisioning.connectors.models import Connector
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import Group, User
@@ -88,6 +89,11 @@ def user_fields(resource: Resource[Any]) -> UserFields:
         value = fields[name_]
         if value is not None and len(value) > limit:
             raise InvalidValueException(detail=f"{name_} is longer than {limit} characters")
+    try:  # the folded keys fit their columns (a key may be longer than its value)
+        for name_ in User.KEYED:
+            User.key_of(name_, fields[name_])
+    except text.TextError as exc:
+        raise InvalidValueException(detail=str(exc)) from None
     return UserFields(fields, extras or None)
 
 
@@ -202,6 +208,10 @@ def group_fields(resource: Resource[Any]) -> GroupFields:
         raise InvalidValueException(detail="a Group needs a displayName")
     if len(display_name) > 255:
         raise InvalidValueException(detail="displayName is longer than 255 characters")
+    try:
+        text.key(display_name, "displayName")
+    except text.TextError as exc:
+        raise InvalidValueException(detail=str(exc)) from None
     members = []
     displays = {}
     for member in doc.get("members") or []:

@@ -20,11 +20,14 @@ from scim2_models import (
     Patch,
     Reference,
     ResourceType,
+    ScimPolicy,
     ScimProvider,
     ServiceProviderConfig,
     Sort,
 )
 from scim2_models import User as CoreUser
+
+from provisioning import text
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MAX_RESULTS = 1000
@@ -87,6 +90,18 @@ def service_provider_config(
     )
 
 
+def comparison_key(binding: Any, value: str) -> str:
+    """The service's comparison key (scim2-models' ``ScimPolicy.comparison_key``):
+    :func:`provisioning.text.fold` unless the attribute is caseExact, whose values
+    compare as they are. The SQL filters (``scim.filters``) compare the keys stored in
+    the key columns; scim2-server's PATCH path filters and uniqueness checks compare
+    through this policy, so both agree."""
+    return value if binding.case_exact else text.fold(value)
+
+
+POLICY = ScimPolicy(comparison_key=comparison_key)
+
+
 def provider(max_payload_size: int = BULK_MAX_PAYLOAD_SIZE) -> ScimProvider:
     """The description of the service: its models, resource types and configuration."""
     return ScimProvider(
@@ -96,4 +111,5 @@ def provider(max_payload_size: int = BULK_MAX_PAYLOAD_SIZE) -> ScimProvider:
             ResourceType.from_resource(Group),
         ],
         config=service_provider_config(max_payload_size),
+        policy=POLICY,
     )

@@ -25,6 +25,7 @@ from scim2_flask import ScimServer
 from scim2_models import (
     Context,
     ForbiddenException,
+    InvalidFilterException,
     InvalidSyntaxException,
     InvalidValueException,
     NotImplementedException,
@@ -48,13 +49,17 @@ from scim2_server.routing import Operation
 from scim2_server.service import ScimService
 from scim2_server.storage import SearchPage
 from scim2_server.utils import parametrize
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.settings import DEFAULTS, Settings
+from provisioning.tokens import secrets
 from provisioning.tokens.credentials import Scope, authenticate
 from provisioning.web import bodies, logs, problems
+from scim import filters
 from scim.mapping import Document
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, ENTERPRISE, provider
 from scim.storage import SqlStorage, reset_origin, set_origin
@@ -69,8 +74,16 @@ class ProvisioningService(ScimService):
     """scim2-server's service: bodies read under the service's rule, and the PATCH bodies
     Okta and Entra ID send accepted."""
 
-    def __init__(self, provider: Any, *, secret: str | bytes | None = None) -> None:
-        super().__init__(provider, secret=secret)
+    def __init__(
+        self, provider: Any, *, secret: str | bytes | Callable[[], str] | None = None
+    ) -> None:
+        """``secret`` may be a function, called when the first cursor is sealed or opened
+        (the database's secret: the app may be built before its tables)."""
+        if callable(secret):
+            super().__init__(provider, secret="read-on-first-use")
+            self._cursors = _Deferred(lambda: self._build_cursors(secret()))
+        else:
+            super().__init__(provider, secret=secret)
         self._parameters: dict[tuple[Any, ...], ResponseParameters[Any]] = {}
         self._envelopes: dict[tuple[Any, ...], dict[str, Any]] = {}
 
@@ -92,7 +105,14 @@ class ProvisioningService(ScimService):
         """scim2-server's reading of a search (query or ``.search`` body), with startIndex
         bounded: at most :data:`MAX_START_INDEX`. scim2-models reads a startIndex below 1
         as 1 and a negative count as 0, and scim2-server bounds count by maxPageSize."""
+        for where, value in text.strings(payload):
+            why = text.problem(value)
+            if why is not None:
+                refusal = InvalidFilterException if where == "filter" else InvalidValueException
+                raise refusal(detail=f"{where} {why}")
         search_request, position = super().read_search(resource_types, payload)
+        if search_request.filter is not None:
+            filters.check_size(search_request.filter.ast)
         start_index = search_request.start_index
         if start_index is not None and start_index > MAX_START_INDEX:
             raise InvalidValueException(
@@ -243,6 +263,22 @@ def _reference_paths(model: type[Resource[Any]]) -> list[tuple[Path[Any], str | 
     return found
 
 
+class _Deferred:
+    """An object built on first use of any of its attributes, once, whichever thread asks."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return getattr(self._built, name)
+
+
 _NO_ME = (
     "/Me is not supported: SCIM clients authenticate with provisioning tokens, which are "
     "not users, so /Me has no resource to stand for"
@@ -251,13 +287,20 @@ _NO_ME = (
 
 def _document(body: bytes, content_type: str | None) -> Any:
     """The JSON document of a SCIM request body, under the service's rule for bodies
-    (:mod:`provisioning.web.bodies`: JSON media type, UTF-8, JSON within the depth limit);
-    a body without Content-Type is JSON (RFC 7644 section 3.8). Refusals are SCIM errors."""
+    (:mod:`provisioning.web.bodies`: JSON media type, UTF-8, JSON within the depth limit)
+    whose every string keeps the character rule (:mod:`provisioning.text`: no NUL, no
+    control character but TAB, LF, CR); a body without Content-Type is JSON (RFC 7644
+    section 3.8). Refusals are SCIM errors (``invalidValue`` for a character)."""
     try:
         bodies.check_media_type(content_type, untyped_is_json=True)
-        return bodies.parse(body)
+        document = bodies.parse(body)
     except bodies.Refused as refused:
         raise scim_error(refused) from None
+    try:
+        text.check_document(document)
+    except text.TextError as exc:
+        raise InvalidValueException(detail=str(exc)) from None
+    return document
 
 
 def scim_error(refused: bodies.Refused) -> Exception:
@@ -394,12 +437,14 @@ def _nest(value: dict[str, Any]) -> dict[str, Any]:
             if isinstance(item, dict) and not path:
                 path = ""
             target = nested.setdefault(urn, {})
-        if path == "":
+        if path == "" and isinstance(item, dict):
             target.update(item)
             continue
         parts = path.split(".")
         for part in parts[:-1]:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise InvalidValueException(detail=f"{key!r} names a part of a value")
         leaf = parts[-1]
         if leaf.lower() == "active":
             item = _boolean(item)
@@ -657,7 +702,7 @@ class ProvisioningScimServer(ScimServer):
     def __init__(
         self,
         database: Database,
-        cursor_secret: str,
+        cursor_secret: str | Callable[[], str],
         max_payload_size: int = BULK_MAX_PAYLOAD_SIZE,
         settings: Settings = DEFAULTS,
     ) -> None:
@@ -748,21 +793,32 @@ def install(
 ) -> ProvisioningScimServer:
     """Serve SCIM 2.0 at /scim/v2 on ``app``.
 
-    ``cursor_secret`` seals the paging cursors; without it one is derived from the
-    database URL, so that every replica of the service accepts the others' cursors.
+    ``cursor_secret`` seals the paging cursors; without it a random one is generated on
+    first start and kept in the database (:func:`provisioning.tokens.secrets.shared`),
+    so that every replica of the service accepts the others' cursors.
     The bulk maxPayloadSize announced is the app's body limit (``MAX_CONTENT_LENGTH``,
     from PROVISIONING_MAX_REQUEST_BYTES), the size the app actually accepts. The domain
     functions the storage calls are handed ``settings``.
     """
-    if cursor_secret is None:
-        digest = hashlib.sha256(f"scim-cursors\n{database.url}".encode()).hexdigest()
-        cursor_secret = digest
     limit = app.config.get("MAX_CONTENT_LENGTH") or BULK_MAX_PAYLOAD_SIZE
-    server = ProvisioningScimServer(database, cursor_secret, limit, settings)
+    server = ProvisioningScimServer(
+        database, cursor_secret or _stored_secret(database), limit, settings
+    )
     server.init_app(app)
     problems.edge_errors(app, URL_PREFIX, server.answer_error)
 
     return server
+
+
+def _stored_secret(database: Database) -> str | Callable[[], str]:
+    """The cursor key kept in the database, made now if it is the first start; while the
+    database cannot answer (not reachable, not migrated yet), a function reading it when
+    the first cursor is sealed or opened."""
+    read = functools.partial(secrets.shared, database, secrets.SCIM_CURSORS)
+    try:
+        return read()
+    except SQLAlchemyError:
+        return read
 
 
 def mount(app: Flask, settings: Settings, database: Database) -> ProvisioningScimServer:

@@ -71,6 +71,20 @@ ODD_STRINGS = [
     "null",
     "[]",
     "{}",
+    # Control characters (refused by provisioning/text.py) and Unicode that folds oddly.
+    "\x00",
+    "a\x00b",
+    "\x1b[31mred",
+    "\x7f",
+    "\u0085",
+    "\ud800",
+    "\u0130" * 200,  # 400 characters once case-folded
+    "Stra\u00dfe",
+    "\u03bf\u03b4\u03c5\u03c3\u03c3\u03b5\u03c5\u03c2",
+    "\uff21\uff22\uff23",
+    "\ufb01le",
+    "ab\U0010ffff",
+    "\u00c4rzte",
 ]
 
 
@@ -92,7 +106,8 @@ def strings(*, nul: bool = True) -> st.SearchStrategy[str]:
     generated = st.text(
         alphabet=st.characters(exclude_categories=(), exclude_characters=excluded), max_size=40
     )
-    return st.sampled_from(ODD_STRINGS) | generated
+    odd = [s for s in ODD_STRINGS if nul or "\x00" not in s]
+    return st.sampled_from(odd) | generated
 
 
 INTEGERS = st.sampled_from(
@@ -137,6 +152,40 @@ def number_texts() -> st.SearchStrategy[str]:
                 "",
             ]
         )
+    )
+
+
+# Filter operands as a client writes them: JSON string literals (escapes included), and
+# numbers, dates and words where a string belongs.
+FILTER_LITERALS = [
+    '"\\u0000"',
+    '"a\\"b"',
+    '"\\\\"',
+    '"\\ud800"',
+    '"\\udbff\\udfff"',
+    '"\\x41"',
+    '"unterminated',
+    '"9999-12-31T23:59:59-23:59"',
+    '"0001-01-01T00:00:00+23:59"',
+    '"2027-01-01T00:00:00Z"',
+    '"2027-13-45T99:00:00Z"',
+    "true",
+    "false",
+    "null",
+    "1e400",
+    "-1e400",
+    "1" + "0" * 400,
+]
+
+
+@functools.cache
+def filter_operands() -> st.SearchStrategy[str]:
+    """Operands of SCIM filters: any string as a JSON literal, escapes, huge numbers, dates."""
+    return (
+        strings().map(lambda s: json.dumps(s, ensure_ascii=False))
+        | strings().map(json.dumps)
+        | st.sampled_from(FILTER_LITERALS)
+        | number_texts()
     )
 
 

@@ -64,6 +64,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "provisioning.database",
             "provisioning.liveness",
             "provisioning.metrics",
+            "provisioning.text",
             "provisioning.types",
         ),
     ),

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from flask import Response
 from sqlalchemy import func, or_, select
 
+from provisioning import text
 from provisioning.api import schemas
 from provisioning.api.connectors import READ
 from provisioning.api.edge import database, found, json_response, listing, page, route
@@ -30,8 +31,9 @@ def user_out(user: User) -> schemas.UserOut:
     )
 
 
-def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _like(value: str) -> str:
+    """A LIKE pattern finding ``value`` in a folded key (:func:`provisioning.text.fold`)."""
+    escaped = text.fold(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
@@ -44,8 +46,8 @@ def list_users(query: schemas.UserQuery) -> Response:
         statement = statement.where(
             or_(
                 User.user_name_key.like(pattern, escape="\\"),
-                func.lower(User.display_name).like(pattern, escape="\\"),
-                func.lower(User.email).like(pattern, escape="\\"),
+                User.display_name_key.like(pattern, escape="\\"),
+                User.email_key.like(pattern, escape="\\"),
             )
         )
     if query.active is not None:
@@ -93,9 +95,7 @@ def list_groups(query: schemas.GroupQuery) -> Response:
     )
     statement = select(Group, members.label("members"))
     if query.q:
-        statement = statement.where(
-            func.lower(Group.display_name).like(_like(query.q), escape="\\")
-        )
+        statement = statement.where(Group.display_name_key.like(_like(query.q), escape="\\"))
     with database().reader() as session:
         rows, cursor = page(
             session,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import BigInteger, Integer, Select, Uuid, select, tuple_
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.api import schemas
 from provisioning.api.auth import Caller, caller_of, www_authenticate
 from provisioning.audit.log import Origin, Source
@@ -262,17 +263,9 @@ def _key_value(key: Any, value: Any) -> Any:
         except ValueError:
             _forged(f"{key.key} is an id")
     length = getattr(column_type, "length", None) or float("inf")
-    if "\x00" in value or len(value) > length or not _utf8(value):
-        _forged(f"{key.key} is text the column holds (its length, no NUL, UTF-8)")
+    if len(value) > length or text.problem(value) is not None:
+        _forged(f"{key.key} is text the column holds (its length, no control character)")
     return value
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
 
 
 def decode_cursor(cursor: str, keys: Sequence[Any]) -> list[Any]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from provisioning import text
 from provisioning.connectors.models import (
     AccessLevel,
     ActionKind,
@@ -35,8 +36,8 @@ INT64 = 2**63 - 1
 
 
 def _check(value: Any) -> Any:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    if isinstance(value, str) and (why := text.problem(value)) is not None:
+        raise ValueError(f"{why}: text may hold no control character but TAB, LF, CR")
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         try:
             value.astimezone(dt.UTC)
@@ -53,7 +54,8 @@ def _check(value: Any) -> Any:
 
 
 class Input(BaseModel):
-    """A request part: unknown fields are refused, text never holds NUL."""
+    """A request part: unknown fields are refused, text keeps the character rule
+    (:mod:`provisioning.text`)."""
 
     model_config = ConfigDict(extra="forbid")
 

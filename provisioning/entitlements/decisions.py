@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, select, true
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.connectors.governance import enablement_problems
 from provisioning.connectors.models import (
     AccessLevel,
@@ -89,7 +90,7 @@ def find_user(session: Session, user: str) -> User | None:
         user_id = uuid.UUID(user)
     except ValueError:
         return session.scalar(
-            select(User).where(User.user_name_key == user.lower(), User.deleted_at.is_(None))
+            select(User).where(User.user_name_key == text.fold(user), User.deleted_at.is_(None))
         )
     return session.get(User, user_id)
 
@@ -209,7 +210,7 @@ def decide(reader: Reader, question: Question) -> Answer:
         params["user_id"] = uuid.UUID(question.user)
         statement = _FACTS_BY_ID
     except ValueError:
-        params["user_key"] = question.user.lower()
+        params["user_key"] = text.fold(question.user)
         statement = _FACTS_BY_NAME
     rows = statement.all(connection_of(reader), params)
     if not rows:

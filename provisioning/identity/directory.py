@@ -140,11 +140,11 @@ def new_user(
     values.update(
         id=uuid.uuid4(),
         user_name=user_name,
-        user_name_key=user_name.lower(),
         active=fields.get("active", True),
         scim_attributes=scim_attributes,
         version=1,
     )
+    values.update({f"{name}_key": User.key_of(name, values[name]) for name in User.KEYED})
     return NewUser(values)
 
 
@@ -348,10 +348,14 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
     if "active" in fields:
         raise IdentityError("a change of active is recorded by set_active")
     new_name = fields.get("user_name")
-    if new_name is not None and new_name.lower() != user.user_name_key:
+    for name in User.KEYED:  # refused before anything changes
+        if name in fields:
+            User.key_of(name, fields[name])
+    new_key = User.key_of("user_name", new_name)
+    if new_key is not None and new_key != user.user_name_key:
         clash = session.scalar(
             select(User.id).where(
-                User.user_name_key == new_name.lower(),
+                User.user_name_key == new_key,
                 User.deleted_at.is_(None),
                 User.id != user.id,
             )
@@ -361,8 +365,6 @@ def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> 
     before = user_state(user)
     for name, value in fields.items():
         setattr(user, name, value)
-    if new_name is not None:
-        user.user_name_key = new_name.lower()
     linked = user.external_id is not None and user.external_id != before["external_id"]
     after = user_state(user)
     moved: dict[str, tuple[Any, Any]] = {}

@@ -6,10 +6,11 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid, and_, case, func
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid, and_, case
 from sqlalchemy.ext.hybrid import hybrid_property
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
+from provisioning import text
 from provisioning.database import Base, utcnow
 from provisioning.types import JSONDocument, SerialId, UTCDateTime, enum_type
 
@@ -32,6 +33,9 @@ class UserState(enum.StrEnum):
     DELETED = "deleted"
 
 
+EMAIL_LENGTH = 320
+
+
 class User(Base):
     """A person provisioned by the IdP; the Okta user id is kept as ``external_id``.
 
@@ -45,14 +49,23 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_name: Mapped[str] = mapped_column(String(255))
     # lower(user_name): userName is unique without regard to case (RFC 7643 section 4.1.1).
-    user_name_key: Mapped[str] = mapped_column(String(255))
+    # The case-insensitive keys (provisioning.text.fold), set with their values: userName
+    # is unique without regard to case (RFC 7643 section 4.1.1), and SCIM filters, the
+    # admin search and lookups by login compare these.
+    user_name_key: Mapped[str] = mapped_column(String(text.KEY_LENGTH))
     external_id: Mapped[str | None] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(255))
+    display_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     given_name: Mapped[str | None] = mapped_column(String(255))
+    given_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     family_name: Mapped[str | None] = mapped_column(String(255))
+    family_name_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
+    email_key: Mapped[str | None] = mapped_column(String(EMAIL_LENGTH))
     employee_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    employee_number_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     department: Mapped[str | None] = mapped_column(String(255))
+    department_key: Mapped[str | None] = mapped_column(String(text.KEY_LENGTH))
     manager_id: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Okta ``published`` time of the fact that last set ``active``; older facts lose.
@@ -71,9 +84,8 @@ class User(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
     __table_args__ = (
-        # Case-insensitive lookups for SCIM filters (displayName, emails.value).
-        Index("ix_users_display_name_key", func.lower(display_name)),
-        Index("ix_users_email_key", func.lower(email)),
+        Index("ix_users_display_name_key", "display_name_key"),
+        Index("ix_users_email_key", "email_key"),
         Index("ix_users_active", "active"),
         Index("ix_users_updated_at", "updated_at"),
         Index(
@@ -91,6 +103,29 @@ class User(Base):
             postgresql_where=deleted_at.is_(None),
         ),
     )
+
+    KEYED = (
+        "user_name",
+        "display_name",
+        "email",
+        "given_name",
+        "family_name",
+        "employee_number",
+        "department",
+    )
+    """The columns whose folded key is kept in ``<column>_key``."""
+
+    @staticmethod
+    def key_of(name: str, value: str | None) -> str | None:
+        """The key of column ``name`` for ``value`` (:func:`provisioning.text.key`)."""
+        limit = EMAIL_LENGTH if name == "email" else text.KEY_LENGTH
+        return text.optional_key(value, name, limit)
+
+    @validates(*KEYED)
+    def _keyed(self, name: str, value: str | None) -> str | None:
+        """Set a value's key with it."""
+        setattr(self, f"{name}_key", self.key_of(name, value))
+        return value
 
     @hybrid_property
     def state(self) -> UserState:
@@ -136,6 +171,8 @@ class Group(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     display_name: Mapped[str] = mapped_column(String(255), index=True)
+    # The case-insensitive key of the name (provisioning.text.fold), set with it.
+    display_name_key: Mapped[str] = mapped_column(String(text.KEY_LENGTH))
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -147,9 +184,15 @@ class Group(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
     __table_args__ = (
-        Index("ix_groups_display_name_key", func.lower(display_name)),
+        Index("ix_groups_display_name_key", "display_name_key"),
         Index("ix_groups_updated_at", "updated_at"),
     )
+
+    @validates("display_name")
+    def _keyed(self, name: str, value: str) -> str:
+        """Set the name's folded key with it (:func:`provisioning.text.key`)."""
+        self.display_name_key = text.key(value, "displayName")
+        return value
 
 
 class Membership(Base):

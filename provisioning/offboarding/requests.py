@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
@@ -54,7 +55,7 @@ def find_person(session: Session, identified_by: str, identifier: str) -> User:
     column = IDENTIFIERS.get(identified_by)
     if column is None:
         raise OffboardingError(f"identify the person by one of {', '.join(IDENTIFIERS)}")
-    value = identifier.lower() if identified_by == "userName" else identifier
+    value = text.fold(identifier) if identified_by == "userName" else identifier
     users = session.scalars(
         select(User).where(column == value, User.deleted_at.is_(None)).order_by(User.user_name)
     ).all()

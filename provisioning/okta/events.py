@@ -47,6 +47,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import utcnow
 from provisioning.identity.models import Group, MembershipSource, PendingKind, User
@@ -106,18 +107,16 @@ def ordering_time(
     return received_at if published - received_at > skew else published
 
 
-def without_nul(value: str) -> str:
-    """``value``, refused if it holds NUL (which no text column of PostgreSQL takes)."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    return value
+def kept_text(value: str) -> str:
+    """``value``, refused unless it keeps the character rule (:mod:`provisioning.text`)."""
+    return text.check(value, "the value")
 
 
 # Bounded as the columns they end up in are (an Okta id is a user's externalId and an
 # event's subject; an actor becomes "okta:<actor>" in the audit log).
-OktaId = Annotated[str, Field(max_length=128), AfterValidator(without_nul)]
-Name = Annotated[str, Field(max_length=255), AfterValidator(without_nul)]
-ActorName = Annotated[str, Field(max_length=250), AfterValidator(without_nul)]
+OktaId = Annotated[str, Field(max_length=128), AfterValidator(kept_text)]
+Name = Annotated[str, Field(max_length=255), AfterValidator(kept_text)]
+ActorName = Annotated[str, Field(max_length=250), AfterValidator(kept_text)]
 
 
 class _Lenient(BaseModel):
@@ -146,9 +145,9 @@ class Outcome(_Lenient):
 class OktaEvent(_Lenient):
     """One System Log event; many fields can be null and are treated so."""
 
-    uuid: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(without_nul)]
+    uuid: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(kept_text)]
     published: dt.datetime
-    eventType: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(without_nul)]
+    eventType: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(kept_text)]
     actor: Actor | None = None
     outcome: Outcome | None = None
     target: list[Target | None] | None = None
@@ -409,7 +408,7 @@ def _user(
     if user is None and target.alternateId:
         user = session.scalar(
             select(User).where(
-                User.user_name_key == target.alternateId.lower(),
+                User.user_name_key == text.fold(target.alternateId),
                 User.external_id.is_(None),
                 User.deleted_at.is_(None),
             )
@@ -523,8 +522,8 @@ def _profile(
     for key, name in _DEBUG_PROFILE_KEYS.items():
         value = event.debug_data().get(key)
         if isinstance(value, str) and value:
-            if len(value) > columns[name].type.length or "\x00" in value:
-                raise EventProblem(f"debugData.{key} is too long or holds NUL")
+            if len(value) > columns[name].type.length or text.problem(value) is not None:
+                raise EventProblem(f"debugData.{key} is too long or holds a control character")
             fields[name] = value
     user = _user(session, target, origin, settings, create=True)
     if user.profile_published_at is not None and at < user.profile_published_at:

@@ -58,7 +58,7 @@ class Envelope(BaseModel):
     """An event hook delivery (Okta's ``com.okta.event_hook`` envelope)."""
 
     model_config = ConfigDict(extra="ignore")
-    eventId: Annotated[str, Field(max_length=128), AfterValidator(events.without_nul)] | None = None
+    eventId: Annotated[str, Field(max_length=128), AfterValidator(events.kept_text)] | None = None
     data: _Data
 
 

@@ -27,6 +27,7 @@ since the last successful run started.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, chunked, utcnow
 from provisioning.entitlements import brake
@@ -59,6 +61,8 @@ PROFILE_FIELDS = ("login", "email", "firstName", "lastName", "employeeNumber", "
 ORIGIN = Origin(actor="okta-sync", source=Source.OKTA_SYNC)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+log = logging.getLogger(__name__)
 
 
 def okta_time(moment: dt.datetime) -> str:
@@ -172,7 +176,7 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
     profile = member.get("profile") or {}
     login = profile.get("login") or okta_id
     user = session.scalar(
-        select(User).where(User.user_name_key == login.lower(), User.deleted_at.is_(None))
+        select(User).where(User.user_name_key == text.fold(login), User.deleted_at.is_(None))
     )
     if user is not None:
         lifecycle.update_user(session, ORIGIN, user, external_id=okta_id)
@@ -287,7 +291,13 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
         if group is None:
             continue  # deleted here since it was fetched: nothing left to repair
         if repair.present:
-            user = _user_for(session, repair.member)
+            try:
+                user = _user_for(session, repair.member)
+            except text.TextError as exc:
+                # Okta's record of the person breaks the text rules: no user is made of it,
+                # so no access is added (removals still apply). Nothing was written.
+                log.warning("okta user %s not added: %s", repair.member["id"], exc)
+                continue
         else:
             user = session.get(User, repair.user_id)
         origin = Origin(

@@ -67,6 +67,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from provisioning import text
 from provisioning.audit import log as audit
 from provisioning.audit.log import Entry, Origin
 from provisioning.connectors.models import Connector
@@ -280,7 +281,8 @@ def _managers(postgres: bool, subject: uuid.UUID | None):
     matches = [
         by_id,
         by[1].external_id == person.manager_id,
-        by[2].user_name_key == func.lower(person.manager_id),
+        by[2].user_name_key
+        == text.fold_sql(person.manager_id, "postgresql" if postgres else "sqlite"),
     ]
     statement = select(
         person.id.label("user_id"),

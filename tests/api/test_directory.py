@@ -164,3 +164,33 @@ def test_audit_query_and_json_lines_export(api, origin):
     with api.database.reader() as session:
         assert verify(session).intact
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == len(lines)
+
+
+def test_search_compares_folded_text_and_refuses_control_characters(api, origin):
+    """The admin search and the SCIM filters use the same folded keys (provisioning/text.py)."""
+    with api.database.transaction() as session:
+        org = Org(session, origin)
+        org.user("strasse@example.com", display_name="Jörg STRASSE", email="J.S@Example.COM")
+        org.user("odysseus@example.com", display_name="ΟΔΥΣΣΕΥΣ")
+        org.group("ÄRZTE")
+        org.group("Pflege")
+
+    def users(q):
+        response = api.get("/api/v1/users", query_string={"q": q})
+        assert response.status_code == 200, response.json
+        return [u["user_name"] for u in response.json["items"]]
+
+    assert users("straße") == ["strasse@example.com"]
+    assert users("JÖRG") == ["strasse@example.com"]
+    assert users("j.s@example.com") == ["strasse@example.com"]
+    assert users("οδυσσευς") == ["odysseus@example.com"]  # final sigma
+    groups = api.get("/api/v1/groups", query_string={"q": "ärzte"}).json["items"]
+    assert [g["display_name"] for g in groups] == ["ÄRZTE"]
+    for bad in ("a\x00b", "\x1b[31m", "\x85"):
+        # The admin API's answer to any field it refuses: 422 problem+json naming it.
+        response = api.get("/api/v1/users", query_string={"q": bad})
+        assert response.status_code == 422, response.json
+        assert response.mimetype == "application/problem+json"
+        (error,) = response.json["errors"]
+        assert error["field"] == "q"
+        assert "control character" in error["message"] or "NUL" in error["message"], error

@@ -271,6 +271,14 @@ def test_malformed_deliveries_are_400_kept_for_inspection_and_not_applied(
         (p.event("user.lifecycle.deactivate", []), "no User target"),
         (p.event("user.lifecycle.deactivate", [p.user("00u" + "x" * 200)]), "target.0.id"),
         (p.event("user.lifecycle.deactivate", [p.user(login="a\x00b")]), "NUL"),
+        (p.event("user.lifecycle.deactivate", [p.user(login="a\x1bb")]), "control character"),
+        (p.event("user.lifecycle.deactivate", [p.user(name="\x7f")]), "control character"),
+        (
+            p.event(
+                "group.user_membership.add", [p.user("00uLong", login="\u0130" * 200), p.group()]
+            ),
+            "once case-folded",
+        ),
     ],
 )
 def test_a_malformed_event_is_parked_and_its_delivery_applied(

@@ -275,3 +275,22 @@ def test_a_reconciliation_removing_too_many_memberships_is_held(database, origin
         hold = session.scalar(select(RevocationHold))
     assert hold.cause == f"okta reconciliation run {run.id} (full)"
     assert (hold.revocations, hold.active_grants) == (3, 8)
+
+
+def test_a_person_whose_okta_record_breaks_the_text_rules_is_not_added(
+    database, origin, okta, client
+):
+    """A login of 200 x U+0130 is 400 characters once case-folded (provisioning/text.py):
+    that person gets no user and no access; the run goes on for everyone else."""
+    state = okta.state
+    eng = state.add_group("eng")
+    odd = state.add_user("\u0130" * 200)
+    ada = state.add_user("ada@example.com")
+    for person in (odd, ada):
+        state.add_member(eng["id"], person["id"])
+    mapped_okta_group(database, origin, eng["id"])
+    run = reconcile(database, client)
+    assert run.status == "succeeded", run.error
+    assert holders(database) == {ada["id"]}
+    with database.reader() as session:
+        assert session.scalar(select(User.id).where(User.external_id == odd["id"])) is None

@@ -324,15 +324,12 @@ SEARCH_PARAMETERS += ["sortBy", "sortOrder", "cursor"]
 
 
 def scim_strings() -> st.SearchStrategy[str]:
-    # NUL is left out: what SCIM's storage does with it is for its Unicode rules to say
-    # and test (PostgreSQL's text cannot hold it).
-    return hostile.strings(nul=False)
+    # NUL and every control character included: provisioning/text.py refuses them.
+    return hostile.strings()
 
 
 def scim_values() -> st.SearchStrategy:
-    return hostile.json_values(
-        (*ATTRIBUTES, "value", "$ref", "type", "primary", "display"), nul=False
-    )
+    return hostile.json_values((*ATTRIBUTES, "value", "$ref", "type", "primary", "display"))
 
 
 @st.composite
@@ -340,13 +337,16 @@ def filters(draw) -> str:
     def comparison() -> str:
         attribute = draw(st.sampled_from(ATTRIBUTES) | scim_strings())
         operator = draw(st.sampled_from(OPERATORS))
-        value = draw(
-            scim_strings().map(json.dumps)
-            | hostile.number_texts()
-            | st.sampled_from(["true", "null", '"2027-01-01T00:00:00Z"'])
-        )
+        value = draw(hostile.filter_operands())
         return f"{attribute} {operator} {value}"
 
+    shape = draw(st.integers(0, 9))
+    if shape == 0:  # past the filter's size limit: more terms than scim.filters.MAX_TERMS
+        many = f'userName eq "u" or {comparison()}'
+        return " or ".join([many] * draw(st.integers(60, 600)))
+    if shape == 1:  # deeper than scim.filters.MAX_DEPTH, or within it
+        depth = draw(st.integers(5, 40))
+        return "not (" * depth + comparison() + ")" * depth
     parts = [comparison() for _ in range(draw(st.integers(1, 3)))]
     joined = draw(st.sampled_from([" and ", " or ", " and not "])).join(parts)
     return draw(st.sampled_from([joined, f"({joined})", f"not ({joined})", joined + ")"]))
