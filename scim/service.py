@@ -5,7 +5,8 @@
   bounded, ``/Me`` refused; its answers are shaped by :class:`scim.answers.Shaping`.
 - :class:`ProvisioningHandler` is scim2-server's handler with the documented steps
   ``patch_resource``, ``replace_resource`` and ``delete_resource`` overridden (a change
-  lost to a concurrent one is applied again) and three flows of its own:
+  lost to a concurrent one is applied again). Creation, replacement, PATCH, deletion and
+  bulk are scim2-server's own flows. Three flows are its own:
 
   - ``query`` and ``search`` / ``search_with_body`` answer from :class:`scim.answers.Answers`
     (an answer built once per stored document). They repeat scim2-server's flows
@@ -197,22 +198,6 @@ class ProvisioningHandler(ScimHandler):
     def __init__(self, service: ScimService, storage: SqlStorage) -> None:
         super().__init__(service, storage)
         self.answers = Answers()
-
-    def create(self, request: ScimRequest) -> ScimResponse:
-        """Create a resource (RFC 7644 section 3.3) as scim2-server does, but with the
-        resource of the answer built from the stored document after the commit: the
-        writers' lock is held for the transaction only, not while the answer is built."""
-        with self.service.provider:
-            target = self.service.route(request, Operation.create)
-            resource_type = self.service.resource_type_at(str(target.endpoint))
-            self.service.authorize(request, target, resource_type)
-            resource = self.service.read_creation(
-                resource_type, request.body, request.header("Content-Type")
-            )
-            with self.storage.operation():
-                document = self.storage.create_document(resource_type, resource)
-            created = document.resource(self.service.get_model(resource_type))
-            return self.service.creation_response(request.base_url, created)
 
     def query(self, request: ScimRequest) -> ScimResponse:
         """Read a resource (RFC 7644 section 3.4.1) as scim2-server does, its answer built
