@@ -483,6 +483,8 @@ def print_table(results, label: str, args) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, (title, target) in TARGETS.items():
+        if name not in results:  # not measured (--only)
+            continue
         row = results[name]
         o, r, c = row["ours"], row["reference"], row["ceiling"]
 

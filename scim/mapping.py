@@ -104,7 +104,7 @@ class Document:
 
     What a client is sent for a resource depends only on this, the base URL and the
     attributes asked for, so :attr:`key` can stand for the answer (see
-    :class:`scim.server.Answers`).
+    :class:`scim.answers.Answers`).
     """
 
     attributes: dict[str, Any]

@@ -118,6 +118,14 @@ class _Unit:
         self.writing = True
         return self.session
 
+    def commit(self) -> None:
+        """Commit the writes made so far, if any; a later read or write starts afresh."""
+        if self._writer is not None:
+            self._writer.__exit__(None, None, None)
+            self._writer = None
+            self.session = None
+            self.writing = False
+
     def close(self, exc: BaseException | None) -> None:
         if self._reader is not None:
             self._reader.__exit__(None, None, None)
@@ -576,7 +584,19 @@ class SqlStorage(ScimStorage):
     # -- writes ------------------------------------------------------------
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
-        return self.create_document(resource_type, resource).resource(self._model(resource_type))
+        """Create the resource, commit, and return it built from the stored document.
+
+        In scim2-server's flows a creation is the last call of its operation (``POST``, a
+        bulk ``POST``): its writes are committed here, before the resource returned is
+        validated, so the writers' lock is not held meanwhile (``docs/performance.md``,
+        "A user create"). A write after it in the same operation would be a transaction
+        of its own.
+        """
+        document = self.create_document(resource_type, resource)
+        unit = self._unit.get()
+        if unit is not None:
+            unit.commit()
+        return document.resource(self._model(resource_type))
 
     def create_document(
         self, resource_type: ResourceType, resource: Resource[Any]

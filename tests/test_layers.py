@@ -29,6 +29,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "provisioning.migrations",
             "provisioning.web",
             "scim",
+            "scim.answers",  # the SCIM edge's modules, each one concern of the edge
+            "scim.quirks",
+            "scim.server",
+            "scim.service",
             "jobs",
         ),
     ),

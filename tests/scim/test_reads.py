@@ -1,4 +1,4 @@
-"""Reads by id answered from :class:`scim.server.Answers`: never staler than the rows.
+"""Reads by id answered from :class:`scim.answers.Answers`: never staler than the rows.
 
 Every check compares the answer of the app under test, which has already answered
 the same read, with the answer of an app built afresh on the same database (its
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scim2_server.responses import ScimResponse
 
 from provisioning.connectors.models import Connector
-from scim.server import Answers
+from scim.answers import Answers
 from tests.scim.conftest import GROUP_SCHEMA, Scim, make_app, okta_user
 from tests.scim.test_okta import mapped_group
 

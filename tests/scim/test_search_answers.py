@@ -1,7 +1,7 @@
 """Search pages: what scim2-server would answer, and unique lookups as the general path finds.
 
-:class:`scim.server.ProvisioningHandler` answers a search from the storage's documents,
-each entry the answer a read of it would get (:class:`scim.server.Answers`), in an
+:class:`scim.service.ProvisioningHandler` answers a search from the storage's documents,
+each entry the answer a read of it would get (:class:`scim.answers.Answers`), in an
 envelope built by scim2-server for an empty page; and
 :meth:`scim.storage.SqlStorage.search_documents` finds ``userName eq`` / ``externalId eq``
 with one statement. These tests hold both to what scim2-server's own handler and the
