@@ -35,8 +35,10 @@ from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
+from provisioning.hotpath import POOL_ONLY, HotConnections
 from provisioning.text import fold
 
 try:
@@ -280,17 +282,21 @@ class Database:
             options["pool_pre_ping"] = True
         options.update(engine_options)
         self.engine = create_engine(url, **options)
+        # Point lookups on the hot path (provisioning.hotpath, which says why): outside
+        # the pool, on PostgreSQL with generic plans (see _postgresql_setup).
+        hot = create_engine(
+            url, **{k: v for k, v in options.items() if k not in POOL_ONLY}, poolclass=NullPool
+        )
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
+            _sqlite_setup(hot)
             # Reads begin DEFERRED: one snapshot, and no wait in the writers' queue.
-            self._reads = self._lookups = self.engine.execution_options(sqlite_begin="DEFERRED")
+            self._reads = self.engine.execution_options(sqlite_begin="DEFERRED")
         else:
             _postgresql_setup(self.engine)
+            _postgresql_setup(hot, custom_plans=False)
             self._reads = self.engine
-            # Point lookups by unique keys: in autocommit (no BEGIN and ROLLBACK around a
-            # statement) and on generic plans (see _postgresql_setup), a pool of their own.
-            self._lookups = create_engine(url, **options, isolation_level="AUTOCOMMIT")
-            _postgresql_setup(self._lookups, custom_plans=False)
+        self._hot = HotConnections(hot)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
         self._checkpoint_every = 0
@@ -344,24 +350,25 @@ class Database:
 
     @contextmanager
     def hot_reader(self, *, lookups: bool = False) -> Iterator[Connection]:
-        """A pooled connection for reads, in one read transaction: one snapshot on SQLite,
-        READ COMMITTED on PostgreSQL. Only reads may run on it.
+        """A connection for one operation's reads, without an ORM session, all of them one
+        snapshot on SQLite (READ COMMITTED on PostgreSQL). Only reads may run on it.
 
-        For the read paths every request takes (a SCIM read), without an ORM session.
-        ``lookups`` is for point lookups by unique keys, which on PostgreSQL run on a
-        pool of their own (:meth:`hot_read`).
+        ``lookups`` when its first read is a point lookup by unique keys: then on a hot
+        connection (:class:`provisioning.hotpath.HotConnections`); otherwise on a pooled
+        connection in a read transaction.
         """
-        with (self._lookups if lookups else self._reads).connect() as connection:
-            if not connection.in_transaction():
-                connection.begin()
+        if lookups:
+            with self._hot.connection(snapshot=True) as connection:
+                yield connection
+            return
+        with self._reads.connect() as connection:
+            connection.begin()
             yield connection
 
     def hot_read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work``, point lookups only, on a pooled connection: on PostgreSQL in
-        autocommit, on generic plans. The pool's pre-ping replaces a connection the server
-        dropped (a restart) before ``work`` runs on it."""
-        with self._lookups.connect() as connection:
-            return work(connection)
+        """Run ``work``, point lookups only, on a hot connection
+        (:class:`provisioning.hotpath.HotConnections`): a token check, a decision."""
+        return self._hot.run(work)
 
     # -- migrations ---------------------------------------------------------
 
@@ -411,12 +418,13 @@ class Database:
         ``--preload``) is one socket, or one SQLite handle, in both processes; used by
         both, it corrupts the protocol (PostgreSQL: "unexpected result EMPTY_QUERY from
         command 'BEGIN'") and the transactions riding on it. The child opens its own:
-        each pool forgets its connections without closing them (SQLAlchemy's advice for
-        a fork), as closing them would end the parent's sessions too.
+        the pool forgets its connections without closing them (SQLAlchemy's advice for
+        a fork), and the idle hot connections are kept referenced but never used, as
+        closing them would end the parent's sessions too.
         """
-        for engine in {self.engine, self._lookups.engine}:
-            engine.dispose(close=False)
+        self.engine.dispose(close=False)
+        self._hot.forget_inherited()
 
     def dispose(self) -> None:
-        for engine in {self.engine, self._lookups.engine}:
-            engine.dispose()
+        self._hot.dispose()
+        self.engine.dispose()

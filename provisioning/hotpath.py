@@ -1,36 +1,121 @@
-"""Statements run on the driver's own cursor, for the few paths where SQLAlchemy's
-per-execution work costs more than the statement: a token check, a decision, the
-audit chain's writes and a SCIM create's rows.
+"""The hot path's own database access, kept for a measured reason: point lookups on
+connections kept open outside any pool, and statements run on the driver's own cursor.
+Used only by the paths every request takes (a token check, a decision, a SCIM read by
+id) and by the writes of an audited change and a SCIM create; everything else runs
+through SQLAlchemy (its pool, compiled cache and pre-ping).
 
-Everything else runs through SQLAlchemy (its pool, compiled cache and pre-ping). These
-two classes stay for a measured reason; the same statements through
-``Connection.execute`` (A/B on one machine, alternating trees, medians; docs/performance.md,
-"Hot path"):
+Measured against SQLAlchemy's own path on one machine, old and new trees alternating,
+medians (docs/performance.md, "Hot path: SQLAlchemy's own path against this module"):
 
-- a decision (bench/decide_in_process.py, SQLite, 5,000 users x 10 connectors):
-  0.057-0.061 ms here against 0.114-0.123 ms through SQLAlchemy, twice the cost;
-- a SCIM create (bench/scim_create_cpu.py, 3 x 300 creates, three alternations):
-  CPU 2.66-2.74 ms here against 2.95-2.97 ms, and the writers' lock held 0.65-0.80 ms
-  against 0.83-1.03 ms.
+- :class:`HotConnections` against a pooled checkout (a pool of its own in autocommit,
+  pre-ping on PostgreSQL), bench/decision_api.py with 5,000 users, 3 rounds: on SQLite
+  the service reached 0.59x of the bare Flask ceiling against 0.42x, one connection's
+  p50 0.79 against 0.87 ms; on PostgreSQL one connection's p50 1.07-1.09 against
+  1.50 ms (the pre-ping is a round trip per checkout, two per request).
+- :class:`Prepared` against ``Connection.execute`` (SQLAlchemy's compiled cache),
+  bench/decide_in_process.py on SQLite: 0.057-0.061 against 0.114-0.123 ms a decision.
+- :class:`PreparedWrite` (and :class:`Prepared`) against ``Connection.execute``,
+  bench/scim_create_cpu.py, 3 x 300 creates: CPU 2.66-2.74 against 2.95-2.97 ms a
+  create, the writers' lock held 0.65-0.80 against 0.83-1.03 ms.
 
 A statement is compiled once per dialect; parameters and results go through each column
 type's own bind and result processors, so values are the Python objects SQLAlchemy would
-give; driver errors are raised as SQLAlchemy's, and a dropped connection is invalidated
-so that the pool replaces it.
+give; driver errors are raised as SQLAlchemy's, and a dropped connection is invalidated.
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Callable
+from collections import deque, namedtuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.sql.dml import UpdateBase
 
 T = TypeVar("T")
+
+# Engine options of a pool, which the hot connections' engine (no pool) refuses.
+POOL_ONLY = frozenset(
+    {"pool_pre_ping", "pool_size", "max_overflow", "pool_timeout", "pool_use_lifo"}
+)
+
+# Connections a forked child inherited from its parent: referenced, so that garbage
+# collection never closes them under the parent (HotConnections.forget_inherited).
+_INHERITED: list[Connection] = []
+
+
+class HotConnections:
+    """Connections kept open for point lookups by unique keys, in autocommit: no pool
+    checkout, pre-ping, ``BEGIN`` or ``ROLLBACK`` per read, which cost more than the
+    statements. Idle connections wait in a stack, as many as were ever used at once, up
+    to :attr:`IDLE`; a server that starts a thread per request still uses one.
+    """
+
+    IDLE = 32
+
+    def __init__(self, engine: Engine) -> None:
+        """``engine``: on ``NullPool``, set up for its dialect; read in autocommit here."""
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._idle: deque[Connection] = deque()
+
+    @contextmanager
+    def connection(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """An idle connection, or a new one. Each statement reads committed state on its
+        own, or with ``snapshot`` on SQLite all of them one snapshot (PostgreSQL's reads
+        are READ COMMITTED either way). Only reads may run on it."""
+        idle = self._idle
+        try:
+            connection = idle.pop()
+        except IndexError:
+            connection = self._engine.connect()
+        began = snapshot and connection.dialect.name == "sqlite"
+        try:
+            if began:  # on the driver's connection: SQLAlchemy's execute costs more
+                connection.connection.dbapi_connection.execute("BEGIN DEFERRED")
+            yield connection
+        finally:
+            if connection.invalidated:
+                connection.close()
+            else:
+                if began:
+                    raw = connection.connection.dbapi_connection
+                    if raw.in_transaction:  # SQLite may have ended it on an error
+                        raw.execute("ROLLBACK")
+                if len(idle) < self.IDLE:
+                    idle.append(connection)
+                else:
+                    connection.close()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection. One the server dropped (a restart) means every
+        idle one is gone too: they are all replaced and ``work`` runs once more, as a
+        pool's pre-ping would."""
+        try:
+            with self.connection() as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self.drop_idle()
+            with self.connection() as connection:
+                return work(connection)
+
+    def drop_idle(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    def forget_inherited(self) -> None:
+        """In a forked child: keep the parent's idle connections referenced, never used
+        (closing them would end the parent's sessions too)."""
+        _INHERITED.extend(self._idle)
+        self._idle.clear()
+
+    def dispose(self) -> None:
+        self.drop_idle()
+        self._engine.engine.dispose()
 
 
 class _OnCursor:
@@ -50,8 +135,8 @@ class _OnCursor:
 class Prepared(_OnCursor):
     """A Core SELECT compiled once per dialect and run on the driver's own cursor.
 
-    Rows are named tuples. On a dropped connection, the pool's pre-ping replaces it at
-    the next checkout (:meth:`provisioning.database.Database.hot_read`).
+    Rows are named tuples. A dropped connection is invalidated, so that
+    :meth:`HotConnections.run` recovers from it as from any other statement.
     """
 
     def __init__(self, statement: Select) -> None:
