@@ -284,19 +284,20 @@ class Database:
         self.engine = create_engine(url, **options)
         # Point lookups on the hot path (provisioning.hotpath, which says why): outside
         # the pool, on PostgreSQL with generic plans (see _postgresql_setup).
-        hot = create_engine(
-            url, **{k: v for k, v in options.items() if k not in POOL_ONLY}, poolclass=NullPool
-        )
+        # On PostgreSQL point lookups run on generic plans, other reads on custom ones
+        # (see _postgresql_setup): two kinds of hot connection; on SQLite one serves both.
+        unpooled = {k: v for k, v in options.items() if k not in POOL_ONLY}
+        lookups = create_engine(url, **unpooled, poolclass=NullPool)
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
-            _sqlite_setup(hot)
-            # Reads begin DEFERRED: one snapshot, and no wait in the writers' queue.
-            self._reads = self.engine.execution_options(sqlite_begin="DEFERRED")
+            _sqlite_setup(lookups)
+            self._hot = dict.fromkeys((True, False), HotConnections(lookups))
         else:
             _postgresql_setup(self.engine)
-            _postgresql_setup(hot, custom_plans=False)
-            self._reads = self.engine
-        self._hot = HotConnections(hot)
+            _postgresql_setup(lookups, custom_plans=False)
+            reads = create_engine(url, **unpooled, poolclass=NullPool)
+            _postgresql_setup(reads)
+            self._hot = {True: HotConnections(lookups), False: HotConnections(reads)}
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
         self._checkpoint_every = 0
@@ -308,7 +309,11 @@ class Database:
             self._checkpoint_every = 100
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=functools.partial(_in_child, weakref.ref(self)))
-        self._reader = sessionmaker(self._reads, expire_on_commit=False)
+        self._reader = self._sessions
+        if self.engine.dialect.name == "sqlite":
+            self._reader = sessionmaker(
+                self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+            )
 
     @property
     def dialect(self) -> str:
@@ -350,25 +355,17 @@ class Database:
 
     @contextmanager
     def hot_reader(self, *, lookups: bool = False) -> Iterator[Connection]:
-        """A connection for one operation's reads, without an ORM session, all of them one
-        snapshot on SQLite (READ COMMITTED on PostgreSQL). Only reads may run on it.
-
-        ``lookups`` when its first read is a point lookup by unique keys: then on a hot
-        connection (:class:`provisioning.hotpath.HotConnections`); otherwise on a pooled
-        connection in a read transaction.
-        """
-        if lookups:
-            with self._hot.connection(snapshot=True) as connection:
-                yield connection
-            return
-        with self._reads.connect() as connection:
-            connection.begin()
+        """A hot connection (:class:`provisioning.hotpath.HotConnections`) for one SCIM
+        operation's reads, without an ORM session: one snapshot on SQLite, READ COMMITTED
+        on PostgreSQL. Only reads may run on it. ``lookups`` when its first read is a
+        point lookup by unique keys (generic plans on PostgreSQL)."""
+        with self._hot[lookups].connection(snapshot=True) as connection:
             yield connection
 
     def hot_read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work``, point lookups only, on a hot connection
-        (:class:`provisioning.hotpath.HotConnections`): a token check, a decision."""
-        return self._hot.run(work)
+        """Run ``work``, point lookups only, on a hot connection: a token check, a
+        decision."""
+        return self._hot[True].run(work)
 
     # -- migrations ---------------------------------------------------------
 
@@ -423,8 +420,10 @@ class Database:
         closing them would end the parent's sessions too.
         """
         self.engine.dispose(close=False)
-        self._hot.forget_inherited()
+        for hot in set(self._hot.values()):
+            hot.forget_inherited()
 
     def dispose(self) -> None:
-        self._hot.dispose()
+        for hot in set(self._hot.values()):
+            hot.dispose()
         self.engine.dispose()
