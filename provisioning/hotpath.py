@@ -1,8 +1,8 @@
-"""The hot path's own database access, kept for a measured reason: point lookups on
-connections kept open outside any pool, and statements run on the driver's own cursor.
-Used only by the paths every request takes (a token check, a decision, a SCIM read by
-id) and by the writes of an audited change and a SCIM create; everything else runs
-through SQLAlchemy (its pool, compiled cache and pre-ping).
+"""The hot path's own database access, kept for a measured reason: reads on connections
+kept open outside any pool, and statements run on the driver's own cursor. Used only by
+the paths every request takes (a token check, a decision, a SCIM operation's reads) and
+by the writes of an audited change and a SCIM create; everything else runs through
+SQLAlchemy (its pool, compiled cache and pre-ping).
 
 Measured against SQLAlchemy's own path on one machine, old and new trees alternating,
 medians (docs/performance.md, "Hot path: SQLAlchemy's own path against this module"):
@@ -11,7 +11,10 @@ medians (docs/performance.md, "Hot path: SQLAlchemy's own path against this modu
   pre-ping on PostgreSQL), bench/decision_api.py with 5,000 users, 3 rounds: on SQLite
   the service reached 0.59x of the bare Flask ceiling against 0.42x, one connection's
   p50 0.79 against 0.87 ms; on PostgreSQL one connection's p50 1.07-1.09 against
-  1.50 ms (the pre-ping is a round trip per checkout, two per request).
+  1.34-1.50 ms (the pre-ping is a round trip per checkout, two per request).
+- SCIM filtered reads on the main pool in a read transaction, bench/scim_filters.py,
+  3 rounds of 30: within noise on SQLite; on PostgreSQL two of the three cheapest
+  filters took about twice as long (p50 4.63 against 9.69 ms, 2.02 against 4.80 ms).
 - :class:`Prepared` against ``Connection.execute`` (SQLAlchemy's compiled cache),
   bench/decide_in_process.py on SQLite: 0.057-0.061 against 0.114-0.123 ms a decision.
 - :class:`PreparedWrite` (and :class:`Prepared`) against ``Connection.execute``,
@@ -48,7 +51,7 @@ _INHERITED: list[Connection] = []
 
 
 class HotConnections:
-    """Connections kept open for point lookups by unique keys, in autocommit: no pool
+    """Connections kept open for the hot path's reads, in autocommit: no pool
     checkout, pre-ping, ``BEGIN`` or ``ROLLBACK`` per read, which cost more than the
     statements. Idle connections wait in a stack, as many as were ever used at once, up
     to :attr:`IDLE`; a server that starts a thread per request still uses one.
