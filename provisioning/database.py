@@ -282,8 +282,7 @@ class Database:
             options["pool_pre_ping"] = True
         options.update(engine_options)
         self.engine = create_engine(url, **options)
-        # Point lookups on the hot path (provisioning.hotpath, which says why): outside
-        # the pool, on PostgreSQL with generic plans (see _postgresql_setup).
+        # The hot path's reads, outside the pool (provisioning.hotpath, which says why).
         # On PostgreSQL point lookups run on generic plans, other reads on custom ones
         # (see _postgresql_setup): two kinds of hot connection; on SQLite one serves both.
         unpooled = {k: v for k, v in options.items() if k not in POOL_ONLY}
