@@ -5,7 +5,8 @@ that transaction starts with ``BEGIN IMMEDIATE`` so writers queue instead of
 failing half-way; on PostgreSQL writers serialise on the audit chain head
 (see :mod:`provisioning.audit`). Alembic migrations are the only way the
 schema is created, on both databases. Long lists go to the database in chunks of
-:data:`CHUNK` (:func:`chunked`).
+:data:`CHUNK` (:func:`chunked`). The few paths every request takes read on connections
+of :mod:`provisioning.hotpath`, which says why; everything else is SQLAlchemy's.
 
 Two locks hold a file with ``flock`` (:class:`FileLock`, the one primitive): the
 writers' :class:`FairLock` here, which blocks, is reentrant and serves threads in
