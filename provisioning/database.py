@@ -5,7 +5,8 @@ that transaction starts with ``BEGIN IMMEDIATE`` so writers queue instead of
 failing half-way; on PostgreSQL writers serialise on the audit chain head
 (see :mod:`provisioning.audit`). Alembic migrations are the only way the
 schema is created, on both databases. Long lists go to the database in chunks of
-:data:`CHUNK` (:func:`chunked`).
+:data:`CHUNK` (:func:`chunked`). The few paths every request takes read on connections
+of :mod:`provisioning.hotpath`, which says why; everything else is SQLAlchemy's.
 
 Two locks hold a file with ``flock`` (:class:`FileLock`, the one primitive): the
 writers' :class:`FairLock` here, which blocks, is reentrant and serves threads in
@@ -21,24 +22,24 @@ import functools
 import os
 import threading
 import weakref
-from collections import deque, namedtuple
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, DateTime, Engine, Select, create_engine, event, text
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, InvalidRequestError, SQLAlchemyError
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeDecorator
 
+from provisioning.hotpath import POOL_ONLY, HotConnections
 from provisioning.text import fold
 
 try:
@@ -102,150 +103,6 @@ def connection_of(reader: Reader) -> Connection:
 def session_of(reader: Reader) -> Session:
     """An ORM session for a read: the one given, or one on the given connection."""
     return reader if isinstance(reader, Session) else Session(bind=reader)
-
-
-class _OnCursor:
-    """A statement compiled once for each dialect it runs on (:class:`_Compiled`)."""
-
-    def __init__(self, statement: Select | UpdateBase) -> None:
-        self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
-
-    def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
-        return compiled
-
-
-class Prepared(_OnCursor):
-    """A Core SELECT compiled once per dialect and run on the driver's own cursor.
-
-    For the few statements every request runs (a token check, a decision), where
-    SQLAlchemy's work per execution (parameter and result set-up, events, the
-    compiled cache) costs more than the statement itself: 0.07 ms against
-    0.02 ms for a decision on SQLite. Parameters and results still go through
-    each column type's own bind and result processors, so values are the same
-    Python objects an ORM read returns; rows are named tuples. Driver errors are
-    raised as SQLAlchemy's, and a dropped connection is invalidated, so
-    :meth:`Database.hot_read` recovers from it as from any other statement.
-    """
-
-    def __init__(self, statement: Select) -> None:
-        super().__init__(statement)
-        self._row = namedtuple("Row", [c.key for c in statement.selected_columns])  # type: ignore[misc]
-
-    def all(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
-        """Every row, for ``params`` by bind parameter name."""
-        compiled = self._for(connection.dialect)
-        rows = compiled.run(connection, params)
-        make, processors = self._row._make, compiled.processors
-        if not processors:
-            return [make(row) for row in rows]
-        return [
-            make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)])
-            for row in rows
-        ]
-
-    def first(self, connection: Connection, params: dict[str, Any]) -> Any | None:
-        rows = self.all(connection, params)
-        return rows[0] if rows else None
-
-
-class _Compiled:
-    """A statement's SQL, constant parameters and type processors for one dialect."""
-
-    def __init__(self, statement: Select | UpdateBase, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        unsupported = [n for n, b in compiled.binds.items() if b.expanding or b.callable]
-        if unsupported:  # each would need SQLAlchemy's own work per execution
-            raise ValueError(f"expanding or callable bind parameters: {sorted(unsupported)}")
-        defaulted = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
-        if defaulted:  # SQLAlchemy computes these per execution: the statement must give them
-            raise ValueError(f"columns given their default by SQLAlchemy: {sorted(defaulted)}")
-        self.sql = compiled.string
-        self.order = compiled.positiontup  # None when the driver takes names
-        self.required = frozenset(n for n, b in compiled.binds.items() if b.required)
-        self.constants = {
-            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
-        }
-        self.binders = [
-            (name, processor)
-            for name, bind in compiled.binds.items()
-            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
-        ]
-        processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in getattr(statement, "selected_columns", ())
-        ]
-        self.processors = processors if any(processors) else None
-
-    def arguments(self, params: dict[str, Any]) -> Any:
-        """The driver's parameters for ``params`` by bind parameter name."""
-        if missing := self.required.difference(params):
-            raise InvalidRequestError(f"no value for bind parameter(s) {sorted(missing)}")
-        values = {**self.constants, **params}
-        for name, processor in self.binders:
-            if name in values:
-                values[name] = processor(values[name])
-        return values if self.order is None else [values[n] for n in self.order]
-
-    def run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
-        return self.on_cursor(connection, self.arguments(params), lambda cursor: cursor.fetchall())
-
-    def on_cursor(self, connection: Connection, arguments: Any, then: Callable[[Any], T]) -> T:
-        """Execute with ``arguments`` (a list of them: once for each) on the driver's cursor,
-        and return what ``then`` makes of the cursor."""
-        raw = connection.connection
-        dialect = connection.dialect
-        cursor = raw.cursor()
-        try:
-            if isinstance(arguments, _Each):
-                cursor.executemany(self.sql, arguments)
-            else:
-                cursor.execute(self.sql, arguments)
-            return then(cursor)
-        except dialect.loaded_dbapi.Error as exc:
-            dropped = dialect.is_disconnect(exc, raw, cursor)
-            if dropped:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(
-                self.sql,
-                arguments,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=dropped,
-                dialect=dialect,
-            ) from exc
-        finally:
-            cursor.close()
-
-
-class _Each(list):
-    """The arguments of a statement executed once for each of them."""
-
-
-class PreparedWrite(_OnCursor):
-    """An INSERT, UPDATE or DELETE compiled once per dialect and run on the driver's own
-    cursor, as :class:`Prepared` runs a SELECT: for the few writes every audited change
-    makes (the audit event and its chain head). Parameters go through each column type's
-    bind processor, as they would through SQLAlchemy. An INSERT names every column of the
-    table: each execution gives every value (None for NULL), none is defaulted.
-    """
-
-    def run(self, connection: Connection, params: dict[str, Any]) -> int:
-        """Execute once; the count of rows it changed."""
-        compiled = self._for(connection.dialect)
-        return compiled.on_cursor(connection, compiled.arguments(params), _rowcount)
-
-    def run_each(self, connection: Connection, params: list[dict[str, Any]]) -> None:
-        """Execute once for each of ``params`` (the driver's executemany)."""
-        compiled = self._for(connection.dialect)
-        compiled.on_cursor(connection, _Each(map(compiled.arguments, params)), _rowcount)
-
-
-def _rowcount(cursor: Any) -> int:
-    return cursor.rowcount
 
 
 class Base(DeclarativeBase):
@@ -407,16 +264,6 @@ class FairLock:
             self._condition.notify_all()
 
 
-# Engine options of the pool, which the hot readers' engines (no pool) refuse.
-_POOL_ONLY = frozenset(
-    {"pool_pre_ping", "pool_size", "max_overflow", "pool_timeout", "pool_use_lifo"}
-)
-
-# Connections a forked child inherited from its parent: referenced, so that garbage
-# collection never closes them under the parent (see Database.forget_inherited).
-_INHERITED: list[Connection] = []
-
-
 def _in_child(ref: weakref.ref[Database]) -> None:
     database = ref()
     if database is not None:
@@ -436,23 +283,21 @@ class Database:
             options["pool_pre_ping"] = True
         options.update(engine_options)
         self.engine = create_engine(url, **options)
-        # Connections for :meth:`hot_reader`, kept idle by it rather than by a pool:
-        # one kind for reads of any shape, one for point lookups (:meth:`hot_read`).
-        hot = {k: v for k, v in options.items() if k not in _POOL_ONLY}
-        self._hot: dict[bool, Engine] = {}
-        self._idle: dict[bool, deque[Connection]] = {}
-        for lookups in (False, True):
-            engine = create_engine(url, **{**hot, "poolclass": NullPool})
-            if engine.dialect.name == "sqlite":
-                _sqlite_setup(engine)
-            else:
-                _postgresql_setup(engine, custom_plans=not lookups)
-            self._hot[lookups] = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._idle[lookups] = deque()
+        # The hot path's reads, outside the pool (provisioning.hotpath, which says why).
+        # On PostgreSQL point lookups run on generic plans, other reads on custom ones
+        # (see _postgresql_setup): two kinds of hot connection; on SQLite one serves both.
+        unpooled = {k: v for k, v in options.items() if k not in POOL_ONLY}
+        lookups = create_engine(url, **unpooled, poolclass=NullPool)
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
+            _sqlite_setup(lookups)
+            self._hot = dict.fromkeys((True, False), HotConnections(lookups))
         else:
             _postgresql_setup(self.engine)
+            _postgresql_setup(lookups, custom_plans=False)
+            reads = create_engine(url, **unpooled, poolclass=NullPool)
+            _postgresql_setup(reads)
+            self._hot = {True: HotConnections(lookups), False: HotConnections(reads)}
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writers: AbstractContextManager = nullcontext()
         self._checkpoint_every = 0
@@ -509,65 +354,18 @@ class Database:
             session.close()
 
     @contextmanager
-    def hot_reader(self, *, snapshot: bool = False, lookups: bool = False) -> Iterator[Connection]:
-        """A connection kept open for reads, in autocommit: each statement reads committed
-        state on its own, or, with ``snapshot`` on SQLite, all of them one snapshot
-        (PostgreSQL's reads are READ COMMITTED either way).
-
-        For the read paths every request takes (checking a token, a decision, a SCIM
-        read): no pool checkout, ORM session or BEGIN and ROLLBACK per call, which cost
-        more than the statements. Only reads may run on it. ``lookups`` is for point
-        lookups by unique keys, which PostgreSQL may then run on generic plans. Idle
-        connections wait in a stack, as many as were ever used at once, up to
-        :attr:`HOT_IDLE`.
-        """
-        idle = self._idle[lookups]
-        try:
-            connection = idle.pop()
-        except IndexError:
-            connection = self._hot[lookups].connect()
-        began = snapshot and self.dialect == "sqlite"
-        try:
-            if began:
-                # On the driver's connection: the statement needs none of SQLAlchemy's
-                # per-execution work, which cost more than it (see Prepared).
-                connection.connection.dbapi_connection.execute("BEGIN DEFERRED")
+    def hot_reader(self, *, lookups: bool = False) -> Iterator[Connection]:
+        """A hot connection (:class:`provisioning.hotpath.HotConnections`) for one SCIM
+        operation's reads, without an ORM session: one snapshot on SQLite, READ COMMITTED
+        on PostgreSQL. Only reads may run on it. ``lookups`` when its first read is a
+        point lookup by unique keys (generic plans on PostgreSQL)."""
+        with self._hot[lookups].connection(snapshot=True) as connection:
             yield connection
-        finally:
-            if connection.invalidated:
-                connection.close()
-            else:
-                if began:
-                    raw = connection.connection.dbapi_connection
-                    if raw.in_transaction:  # SQLite may have ended it on an error
-                        raw.execute("ROLLBACK")
-                if len(idle) < self.HOT_IDLE:
-                    idle.append(connection)
-                else:
-                    connection.close()
-
-    HOT_IDLE = 32
 
     def hot_read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work``, point lookups only, on a :meth:`hot_reader`.
-
-        A connection the server dropped (a restart) means every idle one is gone too:
-        they are all replaced and ``work`` runs once more, as a pool's pre-ping would.
-        """
-        try:
-            with self.hot_reader(lookups=True) as connection:
-                return work(connection)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            self._drop_idle()
-            with self.hot_reader(lookups=True) as connection:
-                return work(connection)
-
-    def _drop_idle(self) -> None:
-        for idle in self._idle.values():
-            while idle:
-                idle.pop().close()
+        """Run ``work``, point lookups only, on a hot connection: a token check, a
+        decision."""
+        return self._hot[True].run(work)
 
     # -- migrations ---------------------------------------------------------
 
@@ -622,12 +420,10 @@ class Database:
         closing them would end the parent's sessions too.
         """
         self.engine.dispose(close=False)
-        for idle in self._idle.values():
-            _INHERITED.extend(idle)
-            idle.clear()
+        for hot in set(self._hot.values()):
+            hot.forget_inherited()
 
     def dispose(self) -> None:
-        self._drop_idle()
+        for hot in set(self._hot.values()):
+            hot.dispose()
         self.engine.dispose()
-        for engine in self._hot.values():
-            engine.engine.dispose()

@@ -51,8 +51,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
-from provisioning.database import Database, Prepared, Reader, connection_of
+from provisioning.database import Database, Reader, connection_of
 from provisioning.entitlements.models import Grant
+from provisioning.hotpath import Prepared
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from provisioning.people import lifecycle
 from provisioning.settings import DEFAULTS, Settings
@@ -102,7 +103,7 @@ class _Unit:
     def read(self, lookups: bool = False) -> Reader:
         """The operation's reader; ``lookups`` when its first read is by primary key."""
         if self.session is None:
-            self._reader = self.database.hot_reader(snapshot=True, lookups=lookups)
+            self._reader = self.database.hot_reader(lookups=lookups)
             self.session = self._reader.__enter__()
         return self.session
 

@@ -21,11 +21,10 @@ from provisioning.database import (
     Database,
     FairLock,
     FileLock,
-    Prepared,
-    PreparedWrite,
     chunked,
     utcnow,
 )
+from provisioning.hotpath import Prepared, PreparedWrite
 from provisioning.identity.models import User
 from tests.conftest import ON_POSTGRES
 from tests.org import Org

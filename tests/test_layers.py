@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "infrastructure",
         (
             "provisioning.database",
+            "provisioning.hotpath",
             "provisioning.liveness",
             "provisioning.metrics",
             "provisioning.text",

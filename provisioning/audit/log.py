@@ -21,7 +21,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from provisioning.database import Prepared, PreparedWrite, chunked, utcnow
+from provisioning.database import chunked, utcnow
+from provisioning.hotpath import Prepared, PreparedWrite
 
 
 class Source(enum.StrEnum):
@@ -106,7 +107,7 @@ _ADVANCE = (
 )
 _APPEND = AuditEvent.__table__.insert()
 # ... and on the driver's cursor, where SQLAlchemy's work per execution costs more than
-# these statements (see provisioning.database.Prepared).
+# these statements (see provisioning.hotpath.Prepared).
 _HEAD_ROW = Prepared(_HEAD)
 _APPEND_ROW = PreparedWrite(_APPEND)
 _ADVANCE_HEAD = PreparedWrite(_ADVANCE)

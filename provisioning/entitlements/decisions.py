@@ -43,7 +43,6 @@ from provisioning.connectors.models import (
 )
 from provisioning.database import (
     Database,
-    Prepared,
     Reader,
     UTCDateTime,
     connection_of,
@@ -61,6 +60,7 @@ from provisioning.entitlements.policy import (
     Verdict,
     effective_policy,
 )
+from provisioning.hotpath import Prepared
 from provisioning.identity.models import User
 
 

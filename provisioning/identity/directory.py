@@ -26,8 +26,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from provisioning.audit.log import Entry, Origin, Source, lock, record
-from provisioning.database import Prepared, PreparedWrite, utcnow
+from provisioning.database import utcnow
 from provisioning.entitlements.models import Mapping
+from provisioning.hotpath import Prepared, PreparedWrite
 from provisioning.identity.models import (
     Group,
     Membership,
@@ -102,7 +103,7 @@ _USERS = User.__table__
 # a live user already has makes it insert nothing: the unique indexes decide, so two
 # concurrent creates of one name cannot both pass, and nothing fails half-way (an error
 # would abort a PostgreSQL transaction). The count of rows inserted says which it was.
-# Run on the driver's cursor (provisioning.database.PreparedWrite).
+# Run on the driver's cursor (provisioning.hotpath.PreparedWrite).
 _INSERT_USER = {
     name: PreparedWrite(dialect.insert(_USERS).on_conflict_do_nothing())
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))

@@ -18,7 +18,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import Prepared, Reader, connection_of, utcnow
+from provisioning.database import Reader, connection_of, utcnow
+from provisioning.hotpath import Prepared
 from provisioning.tokens.models import ApiToken
 
 PREFIX = "prov_"
