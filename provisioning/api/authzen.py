@@ -87,7 +87,12 @@ def _recorded(outcomes: list[authzen.Outcome]) -> list[authzen.Outcome]:
     pep = caller().name
     for outcome in outcomes:
         if outcome.grant_id is not None:
-            recorder.used(outcome.grant_id, recorded=outcome.last_used_at)
+            recorder.used(
+                outcome.grant_id,
+                recorded=outcome.last_used_at,
+                agent=outcome.agent,
+                evaluation_id=outcome.evaluation_id,
+            )
         log.debug(
             "authzen evaluation %s: %s on %s/%s for %s by %s via %s",
             outcome.evaluation_id,

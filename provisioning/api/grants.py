@@ -70,6 +70,8 @@ def list_grants(query: schemas.GrantQuery) -> Response:
                 access_level=grant.access_level,
                 granted_at=grant.granted_at,
                 last_used_at=grant.last_used_at,
+                last_used_agent=grant.last_used_agent,
+                last_evaluation_id=grant.last_evaluation_id,
                 revoked_at=grant.revoked_at,
                 revoke_reason=grant.revoke_reason,
             )

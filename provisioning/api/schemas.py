@@ -360,6 +360,8 @@ LAST_USED = (
     "the latest decision that used the grant, exact to the hour (a use within an hour "
     "of the recorded one is not written again), and written a few seconds after it"
 )
+LAST_AGENT = "the agent acting for the person in that last use (AuthZEN subject.properties.act)"
+LAST_EVALUATION = "the evaluation_id of the AuthZEN answer that last used the grant"
 
 
 class GrantAccess(BaseModel):
@@ -368,6 +370,8 @@ class GrantAccess(BaseModel):
     access_level: AccessLevel
     granted_at: dt.datetime
     last_used_at: dt.datetime | None = Field(description=LAST_USED)
+    last_used_agent: str | None = Field(description=LAST_AGENT)
+    last_evaluation_id: str | None = Field(description=LAST_EVALUATION)
     sources: list[Source]
     actions: list[ActionAccess]
 
@@ -415,6 +419,8 @@ class GrantOut(BaseModel):
     access_level: AccessLevel
     granted_at: dt.datetime
     last_used_at: dt.datetime | None = Field(description=LAST_USED)
+    last_used_agent: str | None = Field(description=LAST_AGENT)
+    last_evaluation_id: str | None = Field(description=LAST_EVALUATION)
     revoked_at: dt.datetime | None
     revoke_reason: str | None
 

@@ -58,6 +58,8 @@ class GrantAccess:
     access_level: AccessLevel
     granted_at: dt.datetime
     last_used_at: dt.datetime | None
+    last_used_agent: str | None
+    last_evaluation_id: str | None
     sources: list[Source]
     actions: list[ActionAccess]
 
@@ -113,6 +115,8 @@ def of_user(session: Session, user: User) -> list[GrantAccess]:
                 access_level=grant.access_level,
                 granted_at=grant.granted_at,
                 last_used_at=grant.last_used_at,
+                last_used_agent=grant.last_used_agent,
+                last_evaluation_id=grant.last_evaluation_id,
                 sources=[shown for _, shown in sources],
                 actions=[
                     ActionAccess(

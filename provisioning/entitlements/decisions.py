@@ -243,6 +243,10 @@ def decide(reader: Reader, question: Question) -> Answer:
     return Answer(verdict.decision, verdict.reasons, row.grant_id, row.last_used_at)
 
 
+# A grant's use: when, the agent acting for the person, the AuthZEN evaluation's id.
+Use = tuple[dt.datetime, str | None, str | None]
+
+
 class LastUseRecorder:
     """Coalesces grants' last-use times in memory and writes them in batches.
 
@@ -267,7 +271,8 @@ class LastUseRecorder:
         # In the background, a daemon thread (started on first use, so after any fork)
         # writes the batches and no request ever waits for one.
         self.background = background
-        self._pending: dict[int, dt.datetime] = {}
+        # grant id: (when, the agent acting, the AuthZEN evaluation id) of its latest use
+        self._pending: dict[int, Use] = {}
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._due = threading.Event()
@@ -275,17 +280,25 @@ class LastUseRecorder:
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def used(
-        self, grant_id: int, at: dt.datetime | None = None, *, recorded: dt.datetime | None = None
+        self,
+        grant_id: int,
+        at: dt.datetime | None = None,
+        *,
+        recorded: dt.datetime | None = None,
+        agent: str | None = None,
+        evaluation_id: str | None = None,
     ) -> None:
-        """Note a use of the grant (whose last use so far is ``recorded``, if known); flush
-        if enough are waiting or enough time has passed."""
+        """Note a use of the grant (whose last use so far is ``recorded``, if known), by
+        ``agent`` acting for the person, answered as ``evaluation_id``; flush if enough are
+        waiting or enough time has passed. The use written is the latest: its agent and
+        evaluation go with it."""
         at = at or utcnow()
         if recorded is not None and at - recorded < self.resolution:
             return
         with self._lock:
             previous = self._pending.get(grant_id)
-            if previous is None or at > previous:
-                self._pending[grant_id] = at
+            if previous is None or at > previous[0]:
+                self._pending[grant_id] = (at, agent, evaluation_id)
             due = (
                 len(self._pending) >= self.max_pending
                 or time.monotonic() - self._last_flush >= self.interval
@@ -329,20 +342,26 @@ class LastUseRecorder:
             with self.database.transaction() as session:
                 conn = session.connection()
                 if dialect.name == "sqlite":
-                    used = {str(gid): stamp(at) for gid, at in batch.items()}
+                    used = {str(gid): [stamp(u[0]), *u[1:]] for gid, u in batch.items()}
                     conn.exec_driver_sql(_FLUSH_SQLITE, (json.dumps(used),))
                 else:
                     # In grant order: flushes of several processes lock rows in one order.
-                    ids, times = zip(*sorted(batch.items()), strict=True)
+                    ids, uses = zip(*sorted(batch.items()), strict=True)
                     conn.exec_driver_sql(
-                        _FLUSH_POSTGRESQL, {"ids": list(ids), "times": [stamp(t) for t in times]}
+                        _FLUSH_POSTGRESQL,
+                        {
+                            "ids": list(ids),
+                            "times": [stamp(u[0]) for u in uses],
+                            "agents": [u[1] for u in uses],
+                            "evaluations": [u[2] for u in uses],
+                        },
                     )
         except Exception:
             # Put them back so the next flush retries; a newer use wins over these.
             with self._lock:
-                for gid, at in batch.items():
-                    if gid not in self._pending or self._pending[gid] < at:
-                        self._pending[gid] = at
+                for gid, use in batch.items():
+                    if gid not in self._pending or self._pending[gid][0] < use[0]:
+                        self._pending[gid] = use
             raise
         return len(batch)
 
@@ -353,14 +372,18 @@ class LastUseRecorder:
 # waited on it: a single client's p99 was about 2 ms without it, about 5 ms with it).
 # Times are in each database's own storage form (UTCDateTime's bind processor).
 _FLUSH_SQLITE = """
-UPDATE grants SET last_used_at = used.value
+UPDATE grants SET last_used_at = json_extract(used.value, '$[0]'),
+  last_used_agent = json_extract(used.value, '$[1]'),
+  last_evaluation_id = json_extract(used.value, '$[2]')
 FROM json_each(?) AS used
 WHERE grants.id = CAST(used.key AS INTEGER)
-  AND (grants.last_used_at IS NULL OR grants.last_used_at < used.value)
+  AND (grants.last_used_at IS NULL OR grants.last_used_at < json_extract(used.value, '$[0]'))
 """
 _FLUSH_POSTGRESQL = """
-UPDATE grants SET last_used_at = used.at
-FROM unnest(%(ids)s::bigint[], %(times)s::timestamp[]) AS used(id, at)
+UPDATE grants SET last_used_at = used.at, last_used_agent = used.agent,
+  last_evaluation_id = used.evaluation
+FROM unnest(%(ids)s::bigint[], %(times)s::timestamp[], %(agents)s::text[],
+  %(evaluations)s::text[]) AS used(id, at, agent, evaluation)
 WHERE grants.id = used.id
   AND (grants.last_used_at IS NULL OR grants.last_used_at < used.at)
 """

@@ -85,6 +85,9 @@ class Grant(Base):
     access_level: Mapped[AccessLevel] = mapped_column(enum_type(AccessLevel))
     granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Of that last use (an AuthZEN evaluation): the agent acting for the person, the answer's id.
+    last_used_agent: Mapped[str | None] = mapped_column(String(1000))
+    last_evaluation_id: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoke_reason: Mapped[str | None] = mapped_column(String(500))
 

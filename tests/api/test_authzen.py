@@ -4,13 +4,18 @@ public APIs), the specification's examples, and what an evaluation records."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
+from provisioning.database import utcnow
+from provisioning.entitlements.decisions import LastUseRecorder
+from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from tests.api.authzen_fixture import Live, certification_fixture, serve
+from tests.org import Org
 from tests.rows import rows
 
 ALICE, BOB = {"type": "user", "id": "alice"}, {"type": "user", "id": "bob"}
@@ -297,15 +302,61 @@ def test_discovery_without_a_public_url_names_the_url_asked(live):
 
 
 def test_an_allowed_evaluation_records_the_grants_last_use(fixture):
+    """The latest use of a grant is written with the agent acting for the person and the
+    answer's evaluation_id, and the admin API shows them where it shows grants."""
     assert decision(fixture, ask(context={"agent": "claude-desktop"})) is True
+    acting = {**ALICE, "properties": {"act": {"sub": "claude-code"}}}
+    latest = fixture.post(EVALUATION, ask(acting, context={"agent": "ignored"})).json()
+    assert latest["decision"] is True
     assert decision(fixture, ask(BOB, WRITE)) is False
     fixture.app.extensions["provisioning.api.last_use"].flush()
     with fixture.database.reader() as session:
-        used = {
-            (str(g.user_id), g.connector_id): g.last_used_at
+        used = [
+            (g.id, g.user_id, g.last_used_agent, g.last_evaluation_id)
             for g in session.scalars(select(Grant).where(Grant.revoked_at.is_(None)))
-        }
-    assert sum(1 for at in used.values() if at is not None) == 1
+            if g.last_used_at is not None
+        ]
+    evaluation_id = latest["context"]["evaluation_id"]
+    assert [(agent, evaluation) for _, _, agent, evaluation in used] == [
+        ("claude-code", evaluation_id)
+    ]
+    grant_id, user_id = used[0][:2]
+    grants = fixture.admin.get(fixture.base + "/api/v1/grants?limit=100", timeout=10).json()
+    shown = {g["id"]: g for g in grants["items"]}
+    assert shown[grant_id]["last_used_agent"] == "claude-code"
+    assert shown[grant_id]["last_evaluation_id"] == evaluation_id
+    assert sum(1 for g in shown.values() if g["last_evaluation_id"] is not None) == 1
+    held = fixture.admin.get(f"{fixture.base}/api/v1/users/{user_id}/access", timeout=10).json()
+    [grant] = [g for g in held["grants"] if g["grant_id"] == grant_id]
+    assert (grant["last_used_agent"], grant["last_evaluation_id"]) == ("claude-code", evaluation_id)
+
+
+def test_the_agent_and_evaluation_written_are_the_latest_uses_own(database, origin):
+    """A later use without an agent (one through /api/v1/decisions) leaves none recorded: the
+    last use's agent and evaluation are that use's, never an earlier one's; within one batch
+    the latest use wins."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada = org.user("ada")
+        github = org.connector("github", actions=(("search", "read", "always_allow"),))
+        eng = org.group("eng")
+        org.join(ada, eng)
+        create_mapping(session, origin, eng, github, "read")
+    with database.reader() as session:
+        grant_id = session.scalar(select(Grant.id))
+    recorder = LastUseRecorder(database)
+    now = utcnow()
+    recorder.used(grant_id, now, agent="claude-code", evaluation_id="e-2")
+    recorder.used(grant_id, now - dt.timedelta(seconds=1), agent="other", evaluation_id="e-1")
+    recorder.flush()
+    with database.reader() as session:
+        grant = session.get(Grant, grant_id)
+        assert (grant.last_used_agent, grant.last_evaluation_id) == ("claude-code", "e-2")
+    recorder.used(grant_id, now + dt.timedelta(hours=2))
+    recorder.flush()
+    with database.reader() as session:
+        grant = session.get(Grant, grant_id)
+        assert (grant.last_used_agent, grant.last_evaluation_id) == (None, None)
 
 
 # -- the demo, as a gateway that has never seen this project ----------------------------------

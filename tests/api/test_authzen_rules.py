@@ -10,8 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from provisioning.entitlements import engine
 from provisioning.entitlements.mappings import create_exception, create_mapping
 from tests import hostile
+from tests.api.conftest import Api, make_app
+from tests.entitlements.test_decisions_agree import (
+    ORIGIN,
+    UNCATALOGUED,
+    grantable,
+    live_sources,
+    organisations,
+    write,
+)
 from tests.org import Org, later
 from tests.rows import rows
 
@@ -23,6 +33,13 @@ ACTIONS = (
     ("drop", "write", "blocked"),
     ("chat", "interactive", "always_allow"),
 )
+# The codes of a deny that comes after the person's use of the connector is established.
+ACTION_DENIALS = {
+    "action_not_offered",
+    "action_not_granted",
+    "access_level_insufficient",
+    "unknown_action",
+}
 PEOPLE = ["ada", "bo", "cy", "di", "ex"]
 CONNECTORS = ["github", "wiki", "desk", "off", "docs"]
 
@@ -382,3 +399,95 @@ def test_subject_search_says_who_can_call_a_tool(api, org):
     actions = {"subject": {"type": "user", "id": "cy"}, "resource": body["resource"]}
     response = api.post("/access/v1/search/action", json=actions, scopes=CHECK)
     assert response.json == {"results": [{"name": "tools/call"}]}
+
+
+# Which gate of docs/architecture.md ("Org policy caps everything") turns a question down
+# first, from the drawn facts: the code AuthZEN must give for it.
+def first_denial(org, u: int, c: int, interface: str) -> str | None:
+    states, _, connectors, *_ = org
+    connector = connectors[c]
+    if states[u] != "active":
+        return "user_inactive"
+    if not grantable(connector):
+        return "connector_disabled" if not connector.enabled else "connector_not_approved"
+    if connector.desktop and interface not in ("desktop", "code"):
+        return "interface_not_offered"
+    if interface not in connector.interfaces:
+        return "interface_not_offered"
+    if not live_sources(org, u, c):
+        return "no_grant"
+    return None
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(org=organisations())
+def test_authzen_agrees_with_the_decision_api_on_generated_orgs(fresh_database, issuer, org):
+    """A generated organisation (tests/entitlements/test_decisions_agree.py's): every person x
+    connector x action (each catalogued one and an uncatalogued one) x interface is asked of
+    ``/api/v1/decisions/batch`` and, in one ``/access/v1/evaluations`` batch per person (by
+    userName, acting through an agent), of the AuthZEN edge. AuthZEN says true exactly for an
+    allow, names the same outcome and reasons, and its reason code is the outcome itself or,
+    for a deny, the first gate the drawn facts fail."""
+    database = fresh_database()
+    try:
+        with database.transaction() as session:
+            users, connectors = write(session, org)
+            engine.apply(session, engine.Affected.everyone(), ORIGIN)
+            people = [(str(u.id), u.user_name) for u in users]
+            slugs = [c.slug for c in connectors]
+        client = Api(make_app(database, issuer), database, issuer)
+        for u, (user_id, user_name) in enumerate(people):
+            questions = [
+                (c, slug, action, interface)
+                for c, slug in enumerate(slugs)
+                for action in [*org[2][c].actions, UNCATALOGUED]
+                for interface in INTERFACES
+            ]
+            ours = client.post(
+                "/api/v1/decisions/batch",
+                json={"checks": [check(user_id, *q[1:]) for q in questions]},
+            )
+            assert ours.status_code == 200, ours.json
+            # A deleted person's userName is free again: ask for them by id.
+            subject = user_id if org[0][u] == "deleted" else user_name
+            theirs = client.post(
+                "/access/v1/evaluations",
+                json={
+                    "subject": {"type": "user", "id": subject},
+                    "context": {"agent": "claude-code"},
+                    "evaluations": [
+                        {
+                            "action": {"name": action},
+                            "resource": {"type": "connector", "id": slug},
+                            "context": {"interface": interface},
+                        }
+                        for _, slug, action, interface in questions
+                    ],
+                },
+                scopes=CHECK,
+            )
+            assert theirs.status_code == 200, theirs.json
+            answers = zip(questions, ours.json["results"], theirs.json["evaluations"], strict=True)
+            for (c, slug, action, interface), expected, answer in answers:
+                where = (org[0][u], slug, action, interface, expected["reasons"])
+                outcome = expected["decision"]
+                assert answer["decision"] is (outcome == "allow"), where
+                context = answer["context"]
+                assert context["outcome"] == outcome, where
+                assert context["message"] == "; ".join(expected["reasons"]), where
+                if outcome != "deny":
+                    assert context["reason"] == outcome, where
+                    continue
+                denial = first_denial(org, u, c, interface)
+                if denial is None:  # past the grant: the action itself is turned down
+                    denial = context["reason"]
+                    assert denial in ACTION_DENIALS, where
+                    assert denial != "unknown_action" or action == UNCATALOGUED, where
+                assert context["reason"] == denial, where
+    finally:
+        if database.dialect == "sqlite":
+            database.dispose()
