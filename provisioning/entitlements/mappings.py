@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
+from provisioning.connectors.governance import enablement_problems
 from provisioning.connectors.models import AccessLevel, Action, Connector, Policy
 from provisioning.database import utcnow
 from provisioning.entitlements import brake, engine
@@ -28,19 +29,22 @@ class MappingError(ValueError):
         self.field = field
 
 
-def _check_grant(
+def check_grant(
     session: Session,
     connector: Connector,
     level: AccessLevel,
     actions: list[str] | None,
     policies: dict[str, str] | None,
 ) -> tuple[list[str] | None, dict[str, str] | None]:
-    """Refuse a grant a connector cannot take: disabled, beyond its capability, naming
-    actions it does not have, or with a policy that is not one."""
+    """Refuse a grant a connector cannot take: disabled or failing governance, beyond its
+    capability, naming actions it does not have, or with a policy that is not one. Every
+    source of access (mapping, exception, access request) is checked here."""
     if not connector.enabled:
         raise MappingError(
-            f"connector {connector.slug} is disabled: enable it before mapping it", "connector"
+            f"connector {connector.slug} is disabled: enable it before granting it", "connector"
         )
+    if problems := enablement_problems(connector):
+        raise MappingError("; ".join(problems), "connector")
     if not connector.capability.allows_level(level):
         raise MappingError(
             f"access_level {level} exceeds connector {connector.slug}'s capability "
@@ -84,7 +88,7 @@ def create_mapping(
 ) -> tuple[Mapping, engine.Diff]:
     """Map a group to a connector and grant it to every member, in this transaction."""
     level = AccessLevel(access_level)
-    actions, policies = _check_grant(session, connector, level, actions, policies)
+    actions, policies = check_grant(session, connector, level, actions, policies)
     existing = select(Mapping.id).where(
         Mapping.group_id == group.id, Mapping.connector_id == connector.id
     )
@@ -141,7 +145,7 @@ def create_exception(
     if expires_at is None or expires_at <= utcnow():
         raise MappingError("an exception needs an expiry in the future")
     level = AccessLevel(access_level)
-    actions, _ = _check_grant(session, connector, level, actions, None)
+    actions, _ = check_grant(session, connector, level, actions, None)
     exception = ManualException(
         user_id=user.id,
         connector_id=connector.id,
@@ -194,7 +198,7 @@ def update_mapping(
     connector = session.get(Connector, mapping.connector_id)
     assert connector is not None
     level = AccessLevel(changes.get("access_level", mapping.access_level))
-    actions, policies = _check_grant(
+    actions, policies = check_grant(
         session,
         connector,
         level,

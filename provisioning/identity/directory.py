@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from provisioning import text
 from provisioning.audit.log import Entry, Origin, Source, lock, record
 from provisioning.database import utcnow
 from provisioning.entitlements.models import Mapping
@@ -607,3 +608,38 @@ def apply_kept(
             )
         session.delete(fact)
     session.flush()
+
+
+def person(session: Session, reference: str | None) -> User | None:
+    """The eligible (active) user ``reference`` names: by our id, Okta id (``externalId``),
+    userName or email, the first that matches; None if none does.
+
+    How a token's subject, a static token's binding or a ``manager`` attribute names a
+    person of the directory.
+    """
+    if not reference or len(reference) > 320:
+        return None
+    try:
+        as_id: uuid.UUID | None = uuid.UUID(reference)
+    except ValueError:
+        as_id = None
+    folded = text.fold(reference)
+    candidates = [
+        User.id == as_id if as_id is not None else None,
+        User.external_id == reference,
+        User.user_name_key == folded,
+        User.email_key == folded,
+    ]
+    for condition in candidates:
+        if condition is None:
+            continue
+        found = session.scalar(select(User).where(condition, User.eligible).limit(1))
+        if found is not None:
+            return found
+    return None
+
+
+def manager(session: Session, user: User) -> User | None:
+    """The user's manager (the enterprise ``manager``) if an eligible other person."""
+    found = person(session, user.manager_id)
+    return found if found is not None and found.id != user.id else None
