@@ -178,12 +178,24 @@ def _transaction(ctx: Context) -> Iterator[Any]:
     type=click.Choice([s.value for s in credentials.Scope]),
     help="Repeat for several scopes.",
 )
+@click.option(
+    "--person",
+    help="The user it speaks for when it asks for access or decides (userName, email or id).",
+)
 @pass_context
 @domain_errors(credentials.TokenError)
-def token_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
+def token_create(ctx: Context, name: str, scopes: tuple[str, ...], person: str | None) -> None:
     """Create a token and print its secret (the only line on stdout, shown once)."""
+    from provisioning.identity.directory import person as find_person
+
     with _transaction(ctx) as session:
-        secret = credentials.create(session, name, list(scopes), ctx.origin())
+        user_id = None
+        if person is not None:
+            user = find_person(session, person)
+            if user is None:
+                _fail(f"no active user {person!r}")
+            user_id = user.id
+        secret = credentials.create(session, name, list(scopes), ctx.origin(), person=user_id)
     click.echo(secret)
 
 

@@ -928,6 +928,11 @@ class ReviewDecisionIn(Input):
 
     decision: ReviewDecision
     comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    override: bool = Field(
+        False,
+        description="decide instead of the item's named reviewer (an admin, saying why in "
+        "the comment); audited as an override",
+    )
 
     @model_validator(mode="after")
     def _revocations_say_why(self) -> ReviewDecisionIn:
