@@ -19,11 +19,11 @@ from provisioning.entitlements.expiry import expire
 from provisioning.entitlements.mappings import create_exception, create_mapping, delete_mapping
 from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.entitlements.policy import Decision
+from provisioning.identity import directory
 from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding
 from provisioning.oversight.scan import scan
 from provisioning.people.lifecycle import set_active, update_user
-from provisioning.identity import directory
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import (
     CampaignTrigger,
