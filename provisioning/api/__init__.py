@@ -17,6 +17,7 @@ from provisioning.api import (
     offboardings,
     okta,
     oversight,
+    requests,
     reviews,
     targets,
 )
@@ -39,6 +40,7 @@ _ROUTES = (
     offboardings,
     okta,
     oversight,
+    requests,
     reviews,
     targets,
 )

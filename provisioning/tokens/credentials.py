@@ -34,6 +34,8 @@ class Scope(enum.StrEnum):
     OFFBOARDING_WRITE = "offboarding:write"
     DECISIONS_CHECK = "decisions:check"
     AUDIT_READ = "audit:read"
+    # A person asks for access, decides as an approver, cancels their own request.
+    REQUESTS_WRITE = "requests:write"
 
 
 class TokenError(ValueError):

@@ -8,7 +8,14 @@ import pytest
 
 from tests.api.conftest import make_app
 
-ALL = ["admin:read", "admin:write", "offboarding:write", "decisions:check", "audit:read"]
+ALL = [
+    "admin:read",
+    "admin:write",
+    "offboarding:write",
+    "decisions:check",
+    "audit:read",
+    "requests:write",
+]
 
 
 def operations(app):
