@@ -39,6 +39,7 @@ def concrete(path: str) -> str:
         "parked_id": "1",
         "review_id": "1",
         "item_id": "1",
+        "request_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
