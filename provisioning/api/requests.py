@@ -29,16 +29,21 @@ from provisioning.tokens.credentials import Scope
 TAG = "requests"
 ASK = Scope.REQUESTS_WRITE.value
 
-_STATUS = {"invalid": 422, "conflict": 409, "forbidden": 403, "not-found": 404}
+# RequestError.kind -> (status, problem type)
+_PROBLEMS = {
+    "conflict": (409, "request-conflict"),
+    "separation": (409, "separation-of-duties"),
+    "forbidden": (403, "not-allowed"),
+    "not-found": (404, "not-found"),
+}
 _TITLE = {403: "Forbidden", 404: "Not Found", 409: "Conflict"}
-_KIND = {403: "not-allowed", 404: "not-found", 409: "request-conflict"}
 
 
 def _refused(exc: workflow.RequestError) -> None:
-    status = _STATUS[exc.kind]
-    if status == 422:
+    if exc.kind not in _PROBLEMS:
         unprocessable(str(exc), exc.field)
-    fail(status, _TITLE[status], str(exc), _KIND[status])
+    status, kind = _PROBLEMS[exc.kind]
+    fail(status, _TITLE[status], str(exc), kind)
 
 
 def _connector(session: Session, slug: str, field: str | None = None) -> Connector:

@@ -10,7 +10,9 @@ source of access (:data:`provisioning.entitlements.sources.REQUESTS`) until
 ``granted_at + duration`` and the engine grants it, as it grants everything;
 the expiry job revokes it on time, reminding before. A request undecided at
 its deadline expires (:func:`lapse`); the requester may cancel it while
-pending. Only an approved request grants anything.
+pending. Only an approved request grants anything. A request that would break
+a separation-of-duties rule is refused when made and again at its approval
+(:func:`provisioning.entitlements.mappings.check_grant`).
 
 Every step is audited in the caller's transaction, and told to the targets
 through the outbox: ``request.created``, ``request.decided`` (each stage's
@@ -31,7 +33,7 @@ from provisioning.connectors.models import AccessLevel, Connector
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
 from provisioning.entitlements import engine
-from provisioning.entitlements.mappings import MappingError, check_grant
+from provisioning.entitlements.mappings import MappingError, SeparationConflict, check_grant
 from provisioning.identity import directory
 from provisioning.identity.models import User
 from provisioning.requests.models import (
@@ -50,7 +52,8 @@ MAX_DECIDE_DAYS = 90
 class RequestError(ValueError):
     """A request, decision or policy that cannot be made as asked; nothing was changed.
 
-    ``kind``: ``invalid`` (the input is wrong), ``conflict`` (the state forbids it) or
+    ``kind``: ``invalid`` (the input is wrong), ``conflict`` (the state forbids it),
+    ``separation`` (a separation-of-duties rule forbids it: the message names the rule) or
     ``forbidden`` (this person may not do it). ``field`` names the input at fault.
     """
 
@@ -208,7 +211,9 @@ def create(
         )
     level = AccessLevel(access_level)
     try:
-        checked, _ = check_grant(session, connector, level, actions, None)
+        checked, _ = check_grant(session, connector, level, actions, None, [user.id])
+    except SeparationConflict as exc:
+        raise RequestError(str(exc), "separation", "connector") from None
     except MappingError as exc:
         raise RequestError(str(exc), field=exc.field) from None
     open_one = select(AccessRequest.id).where(
@@ -346,8 +351,17 @@ def decide(
     before = request_state(request)
     diff = engine.Diff()
     if decision is RequestDecision.APPROVE and request.stage + 1 == len(request.approvers):
-        try:  # the connector may have changed since the request was made
-            check_grant(session, connector, request.access_level, request.actions, None)
+        try:  # the connector, or what the person holds, may have changed since they asked
+            check_grant(
+                session,
+                connector,
+                request.access_level,
+                request.actions,
+                None,
+                [request.user_id],
+            )
+        except SeparationConflict as exc:
+            raise RequestError(str(exc), "separation", "connector") from None
         except MappingError as exc:
             raise _conflict(f"request {request.id} cannot be granted now: {exc}") from None
     session.add(

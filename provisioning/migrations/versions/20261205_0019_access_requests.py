@@ -8,6 +8,9 @@ Create Date: 2026-12-05
 longest duration, time to decide); ``access_requests`` holds each request and, once
 approved, the time-bound access it gives (a source of access); ``request_steps`` each
 approver's decision. ``api_tokens.user_id`` binds a static token to the person it speaks for.
+``separation_rules`` (incompatible access: any of these connectors with any of those) and
+``separation_exemptions`` (one person allowed, until an expiry); findings of the new kind
+``separation_violation``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,60 @@ branch_labels = None
 depends_on = None
 
 
+FINDING_KINDS = (
+    "dormant_grant",
+    "inactive_holder",
+    "orphaned_user",
+    "unjustified_grant",
+    "reassessment_overdue",
+    "unreviewed_third_party",
+    "unassessed_regulated",
+    "dead_letters",
+    "parked_okta_event",
+)
+NEW_KIND = "separation_violation"
+
+
+def _check(table: str, name: str, column: str, values: tuple[str, ...]) -> None:
+    """Replace the CHECK constraint naming ``column``'s values (SQLite: by recreating the table)."""
+    values_sql = ", ".join(repr(v) for v in values)
+    with op.batch_alter_table(table, schema=None) as batch_op:
+        batch_op.drop_constraint(name, type_="check")
+        batch_op.create_check_constraint(name, sa.text(f"{column} IN ({values_sql})"))
+
+
 def upgrade() -> None:
+    op.create_table(
+        "separation_rules",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("these", sa.JSON(), nullable=False),
+        sa.Column("those", sa.JSON(), nullable=False),
+        sa.Column("owner", sa.String(length=255), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    op.create_table(
+        "separation_exemptions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("rule_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("justification", sa.Text(), nullable=False),
+        sa.Column("approved_by", sa.String(length=255), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["rule_id"], ["separation_rules.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("separation_exemptions", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_separation_exemptions_rule_user", ["rule_id", "user_id"], unique=False
+        )
+    _check("findings", "findingkind", "kind", (*FINDING_KINDS, NEW_KIND))
     op.create_table(
         "access_requests",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -122,6 +178,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(f"DELETE FROM findings WHERE kind = '{NEW_KIND}'")
+    _check("findings", "findingkind", "kind", FINDING_KINDS)
+    with op.batch_alter_table("separation_exemptions", schema=None) as batch_op:
+        batch_op.drop_index("ix_separation_exemptions_rule_user")
+    op.drop_table("separation_exemptions")
+    op.drop_table("separation_rules")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_column("user_id")
 
