@@ -19,6 +19,7 @@ from provisioning.api import (
     oversight,
     requests,
     reviews,
+    separation,
     targets,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
@@ -42,6 +43,7 @@ _ROUTES = (
     oversight,
     requests,
     reviews,
+    separation,
     targets,
 )
 

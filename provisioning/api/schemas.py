@@ -1034,3 +1034,51 @@ class RequestDecisionIn(Input):
 
 class RequestCancelIn(Input):
     reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+# -- separation of duties ---------------------------------------------------------------
+
+
+class SeparationRuleIn(Input):
+    """Nobody may hold any connector of ``these`` with any connector of ``those``."""
+
+    name: Name
+    these: list[Annotated[str, Field(max_length=100)]] = Field(min_length=1, max_length=200)
+    those: list[Annotated[str, Field(max_length=100)]] = Field(min_length=1, max_length=200)
+    owner: Annotated[str, Field(min_length=1, max_length=255)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class SeparationRuleOut(BaseModel):
+    id: int
+    name: str
+    these: list[str]
+    those: list[str]
+    owner: str
+    reason: str
+    created_by: str
+    created_at: dt.datetime
+
+
+class SeparationRulePage(BaseModel):
+    items: list[SeparationRuleOut]
+
+
+class SeparationRulePath(Input):
+    rule_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class SeparationExemptionIn(Input):
+    user_id: uuid.UUID
+    justification: Annotated[str, Field(min_length=1, max_length=2000)]
+    expires_at: AwareDatetime
+
+
+class SeparationExemptionOut(BaseModel):
+    id: int
+    rule_id: int
+    user_id: uuid.UUID
+    justification: str
+    approved_by: str
+    expires_at: dt.datetime
+    created_at: dt.datetime

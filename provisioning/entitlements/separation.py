@@ -45,16 +45,18 @@ class SeparationError(ValueError):
 
 @dataclass(frozen=True)
 class Conflict:
-    """Granting ``connector_id`` to ``user_id`` would break ``rule``."""
+    """Granting ``connector_id`` to ``user_id`` would break the rule ``rule_id``."""
 
-    rule: SeparationRule
+    rule_id: int
+    rule: str
+    reason: str
     user_id: uuid.UUID
     connector_id: int
 
     def __str__(self) -> str:
         return (
-            f"separation of duties: rule {self.rule.name!r} forbids holding this connector "
-            f"with one user {self.user_id} already holds ({self.rule.reason})"
+            f"separation of duties: rule {self.rule!r} ({self.reason}) forbids user "
+            f"{self.user_id} this connector with one they hold; an exemption may allow it"
         )
 
 
@@ -98,7 +100,7 @@ def first_conflict(
             .limit(1)
         )
         if user_id is not None:
-            return Conflict(rule, user_id, connector_id)
+            return Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
     return None
 
 

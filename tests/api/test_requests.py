@@ -218,3 +218,63 @@ def test_requests_need_their_scope_and_known_ids(api, database, org):
     assert [p["connector"] for p in policies] == ["github", "wiki"]
     assert api.delete("/api/v1/request-policies/github", scopes=WRITE).status_code == 204
     assert_problem(api.post(BASE, json=ASKED, scopes=ASK), 409, "request-conflict")
+
+
+def test_a_request_that_would_break_a_separation_rule_is_refused_naming_it(api, database, org):
+    from provisioning.entitlements.mappings import create_exception
+    from tests.org import later
+
+    with database.transaction() as session:
+        from provisioning.audit.log import Origin, Source
+
+        o = Org(session, Origin("test", Source.ADMIN))
+        payroll = o.connector("payroll")
+        ada = session.get(User, uuid.UUID(org["ada"]))
+        create_exception(
+            session,
+            Origin("test", Source.ADMIN),
+            ada,
+            payroll,
+            "read",
+            justification="hr",
+            expires_at=later(30),
+        )
+    rule = {
+        "name": "code and pay",
+        "these": ["github"],
+        "those": ["payroll"],
+        "owner": "risk@example.com",
+        "reason": "who ships code does not run payroll",
+    }
+    made = api.post("/api/v1/separation-rules", json=rule, scopes=WRITE)
+    assert made.status_code == 201, made.json
+    assert made.json["these"] == ["github"] and made.json["those"] == ["payroll"]
+    assert_problem(
+        api.post("/api/v1/separation-rules", json=rule, scopes=WRITE), 422, "invalid-request"
+    )
+    bad = {**rule, "name": "other", "those": ["nope"]}
+    assert_problem(
+        api.post("/api/v1/separation-rules", json=bad, scopes=WRITE), 422, "invalid-request"
+    )
+    before = rows(database)
+    refused = api.post(BASE, json=ASKED, scopes=ASK, sub="ada@example.com")
+    assert_problem(refused, 409, "separation-of-duties")
+    assert "code and pay" in refused.json["detail"]
+    assert rows(database) == before
+    # An exemption (justified, approved by the admin, expiring) lets Ada ask.
+    exemption = {
+        "user_id": org["ada"],
+        "justification": "payroll migration",
+        "expires_at": later(3).isoformat(),
+    }
+    url = f"/api/v1/separation-rules/{made.json['id']}/exemptions"
+    assert api.post(url, json=exemption, scopes=WRITE).status_code == 201
+    assert api.post(BASE, json=ASKED, scopes=ASK, sub="ada@example.com").status_code == 201
+    assert_problem(
+        api.post("/api/v1/separation-rules/999/exemptions", json=exemption, scopes=WRITE),
+        404,
+        "not-found",
+    )
+    assert [r["name"] for r in api.get("/api/v1/separation-rules", scopes=READ).json["items"]] == [
+        "code and pay"
+    ]
