@@ -453,6 +453,107 @@ def okta_runs(ctx: Context, limit: int, as_json: bool) -> None:
         )
 
 
+@main.group("requests")
+def requests_group() -> None:
+    """Access requests: which connectors take them, and the requests made (people ask and
+    decide over /api/v1/requests, as themselves)."""
+
+
+def _requestable(session: Any, slug: str) -> Any:
+    from sqlalchemy import select
+
+    from provisioning.connectors.models import Connector
+
+    connector = session.scalar(select(Connector).where(Connector.slug == slug))
+    if connector is None:
+        _fail(f"no connector {slug}")
+    return connector
+
+
+@requests_group.command("policy")
+@click.argument("slug")
+@click.option(
+    "--approvers",
+    default="owner",
+    show_default=True,
+    help="The approval chain, in order: owner, manager, owner,manager or manager,owner.",
+)
+@click.option("--max-days", type=int, required=True, help="Longest access a request may ask.")
+@click.option("--decide-within-days", type=int, default=7, show_default=True)
+@click.option("--remove", is_flag=True, help="Stop taking requests for the connector.")
+@pass_context
+def requests_policy(
+    ctx: Context,
+    slug: str,
+    approvers: str,
+    max_days: int,
+    decide_within_days: int,
+    remove: bool,
+) -> None:
+    """Make connector SLUG requestable (or, with --remove, no longer)."""
+    from provisioning.requests import workflow
+
+    with _transaction(ctx) as session:
+        connector = _requestable(session, slug)
+        try:
+            if remove:
+                workflow.remove_policy(session, ctx.origin(), connector)
+            else:
+                workflow.set_policy(
+                    session,
+                    ctx.origin(),
+                    connector,
+                    approvers=[a.strip() for a in approvers.split(",") if a.strip()],
+                    max_days=max_days,
+                    decide_within_days=decide_within_days,
+                )
+        except workflow.RequestError as exc:
+            _fail(str(exc))
+    click.echo(f"connector {slug}: " + ("takes no requests" if remove else "requestable"), err=True)
+
+
+@requests_group.command("list")
+@click.option(
+    "--state", type=click.Choice(["pending", "approved", "denied", "expired", "cancelled"])
+)
+@pass_context
+def requests_list(ctx: Context, state: str | None) -> None:
+    """The requests (newest first, at most 500) as JSON lines."""
+    from sqlalchemy import select
+
+    from provisioning.connectors.models import Connector
+    from provisioning.requests.models import AccessRequest
+
+    with ctx.migrated().reader() as session:
+        statement = (
+            select(AccessRequest, Connector.slug)
+            .join(Connector, Connector.id == AccessRequest.connector_id)
+            .order_by(AccessRequest.id.desc())
+            .limit(500)
+        )
+        if state:
+            statement = statement.where(AccessRequest.state == state)
+        for request, slug in session.execute(statement):
+            click.echo(
+                json.dumps(
+                    {
+                        "id": request.id,
+                        "user_id": str(request.user_id),
+                        "requested_by": request.requested_by,
+                        "connector": slug,
+                        "access_level": str(request.access_level),
+                        "state": str(request.state),
+                        "stage": request.stage,
+                        "approvers": request.approvers,
+                        "deadline": request.deadline.isoformat(),
+                        "expires_at": request.expires_at.isoformat()
+                        if request.expires_at
+                        else None,
+                    }
+                )
+            )
+
+
 @main.command()
 @pass_context
 def demo(ctx: Context) -> None:
