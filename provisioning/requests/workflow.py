@@ -304,6 +304,10 @@ def _tell(
 # -- deciding -----------------------------------------------------------------------
 
 
+def _close(request: AccessRequest, state: RequestState, at: dt.datetime, by: str) -> None:
+    request.state, request.closed_at, request.closed_by = state, at, by
+
+
 def _locked(session: Session, request_id: int) -> AccessRequest | None:
     return session.scalar(
         select(AccessRequest)
@@ -377,19 +381,11 @@ def decide(
         )
     )
     if decision is RequestDecision.DENY:
-        request.state, request.closed_at, request.closed_by = (
-            RequestState.DENIED,
-            now,
-            approver.user_name,
-        )
+        _close(request, RequestState.DENIED, now, approver.user_name)
     elif request.stage + 1 < len(request.approvers):
         request.stage += 1
     else:
-        request.state, request.closed_at, request.closed_by = (
-            RequestState.APPROVED,
-            now,
-            approver.user_name,
-        )
+        _close(request, RequestState.APPROVED, now, approver.user_name)
         request.granted_at = now
         request.expires_at = now + dt.timedelta(days=request.duration_days)
     session.flush()
@@ -438,11 +434,7 @@ def cancel(
     connector = session.get(Connector, request.connector_id)
     assert connector is not None
     before = request_state(request)
-    request.state, request.closed_at, request.closed_by = (
-        RequestState.CANCELLED,
-        utcnow(),
-        person.user_name,
-    )
+    _close(request, RequestState.CANCELLED, utcnow(), person.user_name)
     session.flush()
     record(
         session,
@@ -477,11 +469,7 @@ def lapse(session: Session, origin: Origin, now: dt.datetime | None = None) -> i
     events: list[outbox.Event] = []
     for request in due:
         before = request_state(request)
-        request.state, request.closed_at, request.closed_by = (
-            RequestState.EXPIRED,
-            now,
-            origin.actor,
-        )
+        _close(request, RequestState.EXPIRED, now, origin.actor)
         entries.append(
             Entry(
                 "request.expired",

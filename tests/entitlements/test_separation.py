@@ -39,6 +39,22 @@ def _live(session) -> set[tuple]:
     )
 
 
+def _rules(session, connectors, rules) -> list:
+    """The generated rules (sides as connector indexes), made through the domain."""
+    return [
+        separation.create_rule(
+            session,
+            ORIGIN,
+            name=f"rule-{n}",
+            these=[connectors[i] for i in these],
+            those=[connectors[i] for i in those],
+            owner="risk@example.com",
+            reason="four eyes",
+        )
+        for n, (these, those) in enumerate(rules)
+    ]
+
+
 def _reference(held: set[tuple], rules: list[tuple[set[int], set[int]]]) -> set[tuple]:
     """Brute force: (rule index, user) for every user holding a connector of each side."""
     found = set()
@@ -77,18 +93,7 @@ def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database,
                     justification="x",
                     expires_at=later(5),
                 )
-            made = [
-                separation.create_rule(
-                    session,
-                    ORIGIN,
-                    name=f"rule-{n}",
-                    these=[connectors[i] for i in these],
-                    those=[connectors[i] for i in those],
-                    owner="risk@example.com",
-                    reason="four eyes",
-                )
-                for n, (these, those) in enumerate(rules)
-            ]
+            made = _rules(session, connectors, rules)
             counts = scan(session)
         user_ids = [u.id for u in users]
         expected = {(made[i].id, user_ids[u]) for i, u in _reference(held, rules)}
@@ -125,16 +130,7 @@ def test_no_order_of_deliberate_grants_breaks_a_rule(fresh_database, rules, gran
             org = Org(session, ORIGIN)
             users = [org.user() for _ in range(USERS)]
             connectors = [org.connector() for _ in range(CONNECTORS)]
-            for n, (these, those) in enumerate(rules):
-                separation.create_rule(
-                    session,
-                    ORIGIN,
-                    name=f"rule-{n}",
-                    these=[connectors[i] for i in these],
-                    those=[connectors[i] for i in those],
-                    owner="risk@example.com",
-                    reason="four eyes",
-                )
+            _rules(session, connectors, rules)
             ids = ([u.id for u in users], [c.id for c in connectors])
         for u, c in grants:
             try:
