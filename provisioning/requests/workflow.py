@@ -216,14 +216,15 @@ def create(
         raise RequestError(str(exc), "separation", "connector") from None
     except MappingError as exc:
         raise RequestError(str(exc), field=exc.field) from None
+    now = utcnow()
     open_one = select(AccessRequest.id).where(
         AccessRequest.user_id == user.id,
         AccessRequest.connector_id == connector.id,
         AccessRequest.state == RequestState.PENDING,
+        AccessRequest.deadline > now,  # one past its deadline only waits for the job
     )
     if (pending := session.scalar(open_one)) is not None:
         raise _conflict(f"request {pending} for this access is already pending")
-    now = utcnow()
     request = AccessRequest(
         user_id=user.id,
         requested_by_id=requester.id,

@@ -266,3 +266,29 @@ def test_one_pending_request_per_access(database, origin, people):
     with pytest.raises(RequestError) as refused:
         ask(database, origin, people)
     assert refused.value.kind == "conflict"
+
+
+def test_the_expiry_job_lapses_undecided_requests_and_revokes_expired_access(
+    database, origin, people
+):
+    from jobs.runner import run_job
+    from provisioning.settings import load
+
+    undecided = ask(database, origin, people)
+    with database.transaction() as session:
+        session.execute(update(AccessRequest).values(deadline=utcnow() - dt.timedelta(seconds=1)))
+    granted = ask(database, origin, people)
+    decide(database, origin, people, granted, "boss")
+    decide(database, origin, people, granted, "owner")
+    with database.transaction() as session:
+        session.execute(
+            update(AccessRequest)
+            .where(AccessRequest.id == granted)
+            .values(expires_at=utcnow() - dt.timedelta(seconds=1))
+        )
+    run = run_job(database, load(database_url=database.url), "expiry")
+    assert run.outcome == "succeeded", run
+    assert run.counts["requests_lapsed"] == 1 and run.counts["revoked"] == 1
+    with database.reader() as session:
+        assert session.get(AccessRequest, undecided).state is RequestState.EXPIRED
+        assert live(session) == set()
