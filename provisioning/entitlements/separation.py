@@ -13,9 +13,11 @@ any connector of ``these`` together with any of ``those``. It is enforced:
   sides without a live exemption (:func:`violators`), a finding resolved when
   the violation goes or an exemption covers it.
 
-Membership facts from the IdP are not refused (they are the IdP's); the engine
-grants what they justify and :func:`violators` finds any violation on the next
-scan. The decision path evaluates no rule: nothing here runs per call.
+Membership facts from the IdP are not refused (they are the IdP's): the engine
+grants what they justify, but never silently: each grant it creates into a
+violation is audited (``separation.violated``, from :func:`breaches`) and the
+next scan opens its finding. The decision path evaluates no rule: nothing here
+runs per call.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.connectors.models import Connector
-from provisioning.database import utcnow
+from provisioning.database import chunked, utcnow
 from provisioning.entitlements.models import Grant, SeparationExemption, SeparationRule
 
 
@@ -102,6 +104,38 @@ def first_conflict(
         if user_id is not None:
             return Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
     return None
+
+
+def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list[Conflict]:
+    """The rules the grants just ``created`` (user, connector) break, unexempt: what the
+    engine says aloud when facts it does not refuse (IdP memberships) grant into a
+    violation. One query per rule a created connector is on, none without rules."""
+    by_connector: dict[int, set[uuid.UUID]] = {}
+    for user_id, connector_id in created:
+        by_connector.setdefault(connector_id, set()).add(user_id)
+    if not by_connector:
+        return []
+    now = utcnow()
+    found: list[Conflict] = []
+    for rule in session.scalars(select(SeparationRule).order_by(SeparationRule.id)):
+        for side, other in ((rule.these, rule.those), (rule.those, rule.these)):
+            for connector_id in set(side) & set(by_connector):
+                for chunk in chunked(sorted(by_connector[connector_id])):
+                    users = session.scalars(
+                        select(Grant.user_id)
+                        .where(
+                            Grant.revoked_at.is_(None),
+                            Grant.connector_id.in_(other),
+                            Grant.user_id.in_(chunk),
+                            ~_exempt(rule.id, Grant.user_id, now),
+                        )
+                        .distinct()
+                    )
+                    found += [
+                        Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
+                        for user_id in users
+                    ]
+    return found
 
 
 def violators(session: Session) -> Iterator[tuple[SeparationRule, uuid.UUID]]:

@@ -247,3 +247,23 @@ def test_a_rule_needs_two_disjoint_sides_and_a_new_name(database, origin, ops):
         ):
             with pytest.raises(separation.SeparationError):
                 separation.create_rule(session, origin, owner="o", reason="r", **kwargs)
+
+
+def test_the_engine_never_grants_into_a_violation_silently(database, origin, ops):
+    """A membership (the IdP's fact, not refused) that grants into a violation is audited
+    and found by the scan."""
+    from provisioning.audit.models import AuditEvent
+    from provisioning.connectors.models import Connector
+    from provisioning.identity.models import User
+
+    with database.transaction() as session:
+        org = Org(session, origin)
+        group = org.group("payments")
+        create_mapping(session, origin, group, session.get(Connector, ops["create"]), "read")
+        org.join(session.get(User, ops["bob"]), group)  # Bob holds nothing incompatible
+        org.join(session.get(User, ops["ada"]), group)  # Ada holds payments-approve
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "separation.violated")
+        ).all()
+        assert [(e.user_id, e.subject_id) for e in events] == [(ops["ada"], str(ops["rule"]))]
+        assert scan(session)["separation_violation"]["opened"] == 1
