@@ -74,6 +74,16 @@ def _exempt(rule_id: Any, user_id: Any, now: dt.datetime) -> Any:
     )
 
 
+def _holding(rule: SeparationRule, other: list[int], users: Any, now: dt.datetime) -> Select:
+    """Those of ``users`` holding a connector of ``other`` (a side of ``rule``), unexempt."""
+    return select(Grant.user_id).where(
+        Grant.revoked_at.is_(None),
+        Grant.connector_id.in_(other),
+        Grant.user_id.in_(users),
+        ~_exempt(rule.id, Grant.user_id, now),
+    )
+
+
 def first_conflict(
     session: Session, connector_id: int, holders: Iterable[uuid.UUID] | Select
 ) -> Conflict | None:
@@ -91,16 +101,7 @@ def first_conflict(
             other = rule.these
         else:
             continue
-        user_id = session.scalar(
-            select(Grant.user_id)
-            .where(
-                Grant.revoked_at.is_(None),
-                Grant.connector_id.in_(other),
-                Grant.user_id.in_(holders),
-                ~_exempt(rule.id, Grant.user_id, now),
-            )
-            .limit(1)
-        )
+        user_id = session.scalar(_holding(rule, other, holders, now).limit(1))
         if user_id is not None:
             return Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
     return None
@@ -121,16 +122,7 @@ def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list
         for side, other in ((rule.these, rule.those), (rule.those, rule.these)):
             for connector_id in set(side) & set(by_connector):
                 for chunk in chunked(sorted(by_connector[connector_id])):
-                    users = session.scalars(
-                        select(Grant.user_id)
-                        .where(
-                            Grant.revoked_at.is_(None),
-                            Grant.connector_id.in_(other),
-                            Grant.user_id.in_(chunk),
-                            ~_exempt(rule.id, Grant.user_id, now),
-                        )
-                        .distinct()
-                    )
+                    users = session.scalars(_holding(rule, other, chunk, now).distinct())
                     found += [
                         Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
                         for user_id in users
