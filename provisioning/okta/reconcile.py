@@ -52,7 +52,7 @@ KIND = "reconcile"
 ACTIVE_STATUSES = frozenset({"ACTIVE", "PROVISIONED", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
 USER_BATCH = 500
 # Membership repairs per transaction (whole people: one person's repairs are never split).
-MEMBERSHIP_BATCH = 500
+MEMBERSHIP_BATCH = 2000
 # Asked for changes since a little before the last run started: clocks and
 # Okta's indexes are not exact, and looking twice at a group is harmless.
 INCREMENTAL_OVERLAP = dt.timedelta(seconds=60)
@@ -166,27 +166,57 @@ def reconcile(
     return run
 
 
-def _user_for(session: Session, member: dict[str, Any]) -> User:
-    okta_id = member["id"]
-    user = session.scalar(
-        select(User).where(User.external_id == okta_id, User.deleted_at.is_(None))
-    )
-    if user is not None:
-        return user
+@dataclass
+class People:
+    """What Okta's records of some people are here (:func:`classify`), by Okta id."""
+
+    known: dict[str, Any]  # held here with their Okta id: ours
+    linkable: dict[str, Any]  # held here by login, without the Okta id yet: ours
+    new: dict[str, lifecycle.NewUser]  # to create
+    refused: dict[str, str]  # break the text rules: why
+
+
+def classify(session: Session, members: Iterable[dict[str, Any]]) -> People:
+    """Okta's records of people as they stand here, set-wise; changes nothing."""
+    records = {m["id"]: m for m in members}
+    people = People({}, {}, {}, {})
+    ids = sorted(records)
+    for chunk in chunked(ids):
+        people.known.update(
+            session.execute(
+                select(User.external_id, User.id).where(
+                    User.external_id.in_(chunk), User.deleted_at.is_(None)
+                )
+            ).all()
+        )
+    logins = {text.fold(_login(records[i])): i for i in reversed(ids) if i not in people.known}
+    for chunk in chunked(sorted(logins)):
+        for key, user_id in session.execute(
+            select(User.user_name_key, User.id).where(
+                User.user_name_key.in_(chunk), User.deleted_at.is_(None)
+            )
+        ):
+            people.linkable[logins[key]] = user_id
+    for okta_id in ids:
+        if okta_id in people.known or okta_id in people.linkable:
+            continue
+        try:
+            people.new[okta_id] = _new_user(records[okta_id])
+        except (text.TextError, lifecycle.IdentityError) as exc:
+            people.refused[okta_id] = str(exc)
+    return people
+
+
+def _login(member: dict[str, Any]) -> str:
+    return (member.get("profile") or {}).get("login") or member["id"]
+
+
+def _new_user(member: dict[str, Any]) -> lifecycle.NewUser:
     profile = member.get("profile") or {}
-    login = profile.get("login") or okta_id
-    user = session.scalar(
-        select(User).where(User.user_name_key == text.fold(login), User.deleted_at.is_(None))
-    )
-    if user is not None:
-        lifecycle.update_user(session, ORIGIN, user, external_id=okta_id)
-        return user
     names = " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
-    return lifecycle.create_user(
-        session,
-        ORIGIN,
-        user_name=login,
-        external_id=okta_id,
+    return lifecycle.new_user(
+        user_name=_login(member),
+        external_id=member["id"],
         email=profile.get("email"),
         given_name=profile.get("firstName"),
         family_name=profile.get("lastName"),
@@ -195,6 +225,64 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
         department=profile.get("department"),
         active=(member.get("status") or "ACTIVE") in ACTIVE_STATUSES,
     )
+
+
+def people_for(
+    session: Session, members: Iterable[dict[str, Any]], counts: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Okta id -> our user id for Okta's records of people: found by Okta id, else by
+    login (then given the Okta id), else created set-wise. Whoever breaks the text rules
+    or whose login another Okta id took is left out (logged; nothing written for them)."""
+    counts = counts if counts is not None else {}
+    people = classify(session, members)
+    ids = dict(people.known)
+    for okta_id, user_id in people.linkable.items():
+        lifecycle.update_user(session, ORIGIN, session.get(User, user_id), external_id=okta_id)
+        ids[okta_id] = user_id
+    new = list(people.new.items())
+    for (okta_id, _), added in zip(
+        new, lifecycle.add_users(session, ORIGIN, [n for _, n in new]), strict=True
+    ):
+        if isinstance(added, lifecycle.IdentityError):
+            people.refused[okta_id] = str(added)
+        else:
+            ids[okta_id] = added
+            counts["people_created"] = counts.get("people_created", 0) + 1
+    for okta_id, why in people.refused.items():
+        # No user is made of it, so no access is added (removals still apply).
+        log.warning("okta user %s not added: %s", okta_id, why)
+    counts["people_linked"] = counts.get("people_linked", 0) + len(people.linkable)
+    counts["people_refused"] = counts.get("people_refused", 0) + len(people.refused)
+    return ids
+
+
+def apply_repairs(
+    session: Session, repairs: list[Repair], counts: dict[str, int] | None = None
+) -> None:
+    """Apply membership repairs set-wise, in order, creating the people to add as needed:
+    one audit event per change, the engine run once for them all."""
+    ids = people_for(session, [r.member for r in repairs if r.present], counts)
+    groups = {
+        g.id: g
+        for g in session.scalars(select(Group).where(Group.id.in_({r.group_id for r in repairs})))
+    }
+    facts = []
+    for repair in repairs:
+        user_id = ids.get(repair.member["id"]) if repair.present else repair.user_id
+        group = groups.get(repair.group_id)
+        if user_id is None or group is None:
+            continue  # refused, or the group was deleted here since it was fetched
+        facts.append(
+            lifecycle.MembershipFact(
+                user_id,
+                group,
+                repair.present,
+                MembershipSource.OKTA_SYNC,
+                repair.fetched_at,
+                reason=f"reconciliation of {repair.okta_group}",
+            )
+        )
+    lifecycle.set_memberships(session, ORIGIN, facts)
 
 
 def _plan_group(
@@ -264,8 +352,7 @@ def _apply_memberships(
     done = 0
     for batch in _batches(plan):
         with database.transaction() as session, brake.applied(session, run_brake):
-            for repairs in batch:
-                _repair_person(session, repairs)
+            apply_repairs(session, [r for repairs in batch for r in repairs])
         done += sum(len(repairs) for repairs in batch)
         progress("memberships", done, total)
 
@@ -283,35 +370,6 @@ def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
         size += len(repairs)
     if batch:
         yield batch
-
-
-def _repair_person(session: Session, repairs: list[Repair]) -> None:
-    for repair in repairs:
-        group = session.get(Group, repair.group_id)
-        if group is None:
-            continue  # deleted here since it was fetched: nothing left to repair
-        if repair.present:
-            try:
-                user = _user_for(session, repair.member)
-            except text.TextError as exc:
-                # Okta's record of the person breaks the text rules: no user is made of it,
-                # so no access is added (removals still apply). Nothing was written.
-                log.warning("okta user %s not added: %s", repair.member["id"], exc)
-                continue
-        else:
-            user = session.get(User, repair.user_id)
-        origin = Origin(
-            ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {repair.okta_group}"
-        )
-        lifecycle.set_membership(
-            session,
-            origin,
-            user,
-            group,
-            repair.present,
-            source=MembershipSource.OKTA_SYNC,
-            published_at=repair.fetched_at,
-        )
 
 
 def _okta_statuses(client: OktaClient, since: dt.datetime | None) -> dict[str, Any]:
