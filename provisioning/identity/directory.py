@@ -75,6 +75,7 @@ class Change:
     moved: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     cause: str | None = None
     linked: bool = False
+    changed: int = 0  # of many facts (set_memberships): how many changed something
 
 
 def user_state(user: User) -> dict[str, Any]:
@@ -470,7 +471,7 @@ def set_memberships(session: Session, origin: Origin, facts: Iterable[Membership
         if isinstance(held, Membership):
             session.expire(held)
     record(session, origin, entries)
-    return Change(users=tuple(affected))
+    return Change(users=tuple(affected), changed=len(entries))
 
 
 _UPDATED = ("present", "source", "published_at", "updated_at")

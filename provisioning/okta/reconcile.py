@@ -87,7 +87,7 @@ class Repair:
 Plan = dict[str, list[Repair]]
 
 
-def _mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
+def mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
     query = (
         select(Group.external_id, Group.id)
         .join(Mapping, Mapping.group_id == Group.id)
@@ -134,7 +134,7 @@ def reconcile(
             }
             run.counts, run.drift = counts, drift
             with database.reader() as session:
-                mapped = _mapped_groups(session, groups)
+                mapped = mapped_groups(session, groups)
             if since is not None:
                 changed = {
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
@@ -260,7 +260,9 @@ def apply_repairs(
     session: Session, repairs: list[Repair], counts: dict[str, int] | None = None
 ) -> None:
     """Apply membership repairs set-wise, in order, creating the people to add as needed:
-    one audit event per change, the engine run once for them all."""
+    one audit event per change, the engine run once for them all. ``counts`` gains the
+    people created, linked and refused and the memberships changed."""
+    counts = counts if counts is not None else {}
     ids = people_for(session, [r.member for r in repairs if r.present], counts)
     groups = {
         g.id: g
@@ -282,7 +284,8 @@ def apply_repairs(
                 reason=f"reconciliation of {repair.okta_group}",
             )
         )
-    lifecycle.set_memberships(session, ORIGIN, facts)
+    changed, _ = lifecycle.set_memberships(session, ORIGIN, facts)
+    counts["memberships_changed"] = counts.get("memberships_changed", 0) + changed
 
 
 def _plan_group(
@@ -324,7 +327,7 @@ def _plan_group(
     for okta_user in missing:
         repairs = plan.setdefault(okta_user, [])
         # One record per person, however many groups they are missing from.
-        member = next((r.member for r in repairs if r.member), None) or _kept(members[okta_user])
+        member = next((r.member for r in repairs if r.member), None) or kept(members[okta_user])
         repairs.append(Repair(okta_group, group_id, True, fetched_at, member=member))
     for okta_user in extra:
         plan.setdefault(okta_user, []).append(
@@ -332,8 +335,8 @@ def _plan_group(
         )
 
 
-def _kept(member: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`_user_for` reads of Okta's record of a person (a plan holds many)."""
+def kept(member: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`classify` reads of Okta's record of a person (a plan holds many)."""
     profile = member.get("profile") or {}
     return {
         "id": member["id"],

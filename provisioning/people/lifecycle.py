@@ -166,10 +166,12 @@ def set_membership(
 
 def set_memberships(
     session: Session, origin: Origin, facts: Iterable[MembershipFact]
-) -> engine.Diff | None:
+) -> tuple[int, engine.Diff | None]:
     """Record many membership facts set-wise, then derive their users' grants again in one
-    run of the engine (see :func:`~provisioning.identity.directory.set_memberships`)."""
-    return follow(session, origin, directory.set_memberships(session, origin, facts))
+    run of the engine (see :func:`~provisioning.identity.directory.set_memberships`): how
+    many memberships changed, and the engine's diff."""
+    change = directory.set_memberships(session, origin, facts)
+    return change.changed, follow(session, origin, change)
 
 
 def update_user(
