@@ -188,7 +188,10 @@ def add_users(
             ids = [row["id"] for row in chunk]
             inserted.update(session.scalars(select(User.id).where(User.id.in_(ids))))
     results: list[dict[str, Any] | IdentityError] = [
-        row if row["id"] in inserted else IdentityError(_taken(session, row)) for row in rows
+        row
+        if row["id"] in inserted
+        else IdentityError(_taken(session, row, (r["id"] for r in rows[i + 1 :])))
+        for i, row in enumerate(rows)
     ]
     record(
         session,
@@ -218,10 +221,16 @@ def external_id_taken(
     return session.execute(_EXTERNAL_ID_TAKEN, params).first() is not None
 
 
-def _taken(session: Session, values: dict[str, Any]) -> str:
-    """Why a new user's row was not inserted: what a live user already has."""
-    if external_id_taken(session, values["external_id"]):
-        return f"externalId {values['external_id']!r} is already taken"
+def _taken(session: Session, values: dict[str, Any], later: Iterable[uuid.UUID] = ()) -> str:
+    """Why a new user's row was not inserted: what a live user already had then (not one
+    of ``later``, inserted after it)."""
+    external_id = values["external_id"]
+    if external_id is not None:
+        holder = session.scalar(
+            select(User.id).where(User.external_id == external_id, User.deleted_at.is_(None))
+        )
+        if holder is not None and holder not in set(later):
+            return f"externalId {external_id!r} is already taken"
     return f"userName {values['user_name']!r} is already taken"
 
 

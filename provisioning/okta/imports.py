@@ -41,11 +41,21 @@ from provisioning.people import lifecycle
 KIND = "import"
 # Members per transaction (whole pages): one engine run, one checkpoint commit.
 BATCH = 2000
+COUNTS = (
+    "groups",
+    "groups_created",
+    "groups_done",
+    "pages",
+    "people_created",
+    "people_linked",
+    "people_refused",
+    "memberships_changed",
+)
 
 _CHECKPOINT = (
     update(ImportGroup.__table__)
     .where(
-        ImportGroup.__table__.c.import_id == bindparam("import_id"),
+        ImportGroup.__table__.c.import_id == bindparam("of_import"),
         ImportGroup.__table__.c.okta_group_id == bindparam("okta_group"),
     )
     .values(
@@ -113,6 +123,7 @@ def import_directory(
     mode = "resume" if resuming else "all" if all_groups else "search" if search else "mapped"
     summary = Summary(dry_run=dry_run, mode=mode, import_id=resuming)
     counts = summary.counts
+    counts.update(dict.fromkeys(COUNTS, 0))
     try:
         if dry_run:
             _preview(database, client, summary, search, all_groups, batch, progress)
@@ -257,7 +268,7 @@ def _apply(database: Database, import_id: int | None, pages: list[_Page], counts
     for page in pages:
         point = checkpoints.setdefault(
             page.okta_group,
-            {"import_id": import_id, "okta_group": page.okta_group, "new_pages": 0},
+            {"of_import": import_id, "okta_group": page.okta_group, "new_pages": 0},
         )
         point["new_pages"] += 1 if page.fetched_at is not None else 0
         point["next_after"], point["is_done"] = page.after, page.after is None
