@@ -13,9 +13,10 @@ applies them person by person: each person's additions before their removals,
 in the same transaction, so that someone who moved between two groups mapping
 to the same connector keeps the same live grant (its id, ``granted_at`` and
 ``last_used_at``) instead of losing it and being granted anew. Repairs go
-through the people lifecycle with source ``okta-sync``, one transaction per
-batch of whole people (and per batch of status changes), under one
-mass-revocation brake for the run. Any Okta failure while fetching stops the
+through the people lifecycle with source ``okta-sync``, set-wise, one
+transaction and one engine run per batch of whole people (:func:`apply_repairs`,
+which the initial import shares; status changes go per batch of users), under
+one mass-revocation brake for the run. Any Okta failure while fetching stops the
 run before anything is applied (a partial plan could revoke half of a move);
 the next run does the work. Each repair carries the time its data was fetched
 as its ``published`` time: an event Okta published after the fetch still wins.
