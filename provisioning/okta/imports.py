@@ -22,10 +22,12 @@ what it would create.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -41,6 +43,9 @@ from provisioning.people import lifecycle
 KIND = "import"
 # Members per transaction (whole pages): one engine run, one checkpoint commit.
 BATCH = 2000
+# Pages fetched ahead of the batch being written (one request in flight at a time).
+AHEAD = 8
+T = TypeVar("T")
 COUNTS = (
     "groups",
     "groups_created",
@@ -235,26 +240,76 @@ def _fetched(
     pages: list[_Page] = []
     size = 0
     try:
-        for done, (okta_group, group_id, after) in enumerate(groups, 1):
-            try:
-                for members, next_after in client.member_pages(okta_group, after):
-                    members = [reconcile.kept(m) for m in members if m.get("id")]
-                    pages.append(_Page(okta_group, group_id, members, next_after, utcnow()))
-                    size += len(members) or 1
-                    if size >= batch:
-                        yield pages
-                        pages, size = [], 0
-            except OktaError as exc:
-                if exc.status != 404:
-                    raise
-                pages.append(_Page(okta_group, group_id, [], None))  # gone from Okta: done
-            progress("groups", done, len(groups))
+        for page, done in _ahead(_pages(client, groups)):
+            pages.append(page)
+            size += len(page.members) or 1
+            if size >= batch:
+                yield pages
+                pages, size = [], 0
+            if done:
+                progress("groups", done, len(groups))
     except OktaError:
         if pages:
             yield pages
         raise
     if pages:
         yield pages
+
+
+def _pages(
+    client: OktaClient, groups: list[tuple[str, Any, str | None]]
+) -> Iterator[tuple[_Page, int]]:
+    """Each group's pages from its cursor, each with the count of groups done by it (0:
+    its group has more)."""
+    for done, (okta_group, group_id, after) in enumerate(groups, 1):
+        try:
+            for members, next_after in client.member_pages(okta_group, after):
+                kept = [reconcile.kept(m) for m in members if m.get("id")]
+                page = _Page(okta_group, group_id, kept, next_after, utcnow())
+                yield page, done if next_after is None else 0
+        except OktaError as exc:
+            if exc.status != 404:
+                raise
+            yield _Page(okta_group, group_id, [], None), done  # gone from Okta: done
+
+
+def _ahead(items: Iterator[T], depth: int = AHEAD) -> Iterator[T]:
+    """``items``, produced by a thread of their own up to ``depth`` ahead: Okta's next pages
+    arrive while a batch is written. What it raises is raised here, in turn."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.2)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+            offer((False, None))
+        except BaseException as exc:  # handed to the consumer
+            offer((False, exc))
+
+    thread = threading.Thread(target=produce, name="okta-import-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _apply(database: Database, import_id: int | None, pages: list[_Page], counts: dict) -> None:
