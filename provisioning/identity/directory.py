@@ -184,9 +184,11 @@ def add_users(
     else:
         inserted = set()
         for chunk in chunked(rows):
-            insert.run_each(connection, list(chunk))
             ids = [row["id"] for row in chunk]
-            inserted.update(session.scalars(select(User.id).where(User.id.in_(ids))))
+            if insert.run_each(connection, list(chunk)) == len(chunk):
+                inserted.update(ids)  # every one: nothing to read back
+            else:
+                inserted.update(session.scalars(select(User.id).where(User.id.in_(ids))))
     results: list[dict[str, Any] | IdentityError] = [
         row
         if row["id"] in inserted
