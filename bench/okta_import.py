@@ -20,24 +20,20 @@ import cProfile
 import math
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fixtures import connector_rows
-from bench.okta_reconcile import CONNECTORS, logging_quiet, timed
+from bench.okta_reconcile import logging_quiet, mapped_groups, okta_org, timed
 from provisioning.audit.models import AuditEvent
-from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
-from provisioning.entitlements.models import Grant, Mapping
-from provisioning.identity.models import Group, Membership, User
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import Membership, User
 from provisioning.okta import imports
 from provisioning.okta import reconcile as reconciliation
 from provisioning.okta.client import GROUP_MEMBERS_PAGE, USERS_PAGE, OktaClient
@@ -46,51 +42,9 @@ from tests.okta.okta_server import TOKEN, OktaServer, OktaState
 
 def build(state: OktaState, database: Database, users: int, groups: int, per_user: int) -> dict:
     """People and groups in Okta; the groups, mapped, and no people in our database."""
-    rng = random.Random(5)
-    okta_users = [
-        state.add_user(f"user{u}@example.com", okta_id=f"00u{u:07d}") for u in range(users)
-    ]
-    okta_groups = [state.add_group(f"g{g}", okta_id=f"00g{g:07d}") for g in range(groups)]
-    membership: dict[int, list[int]] = {}
-    for u in range(users):
-        for g in rng.sample(range(groups), per_user):
-            membership.setdefault(g, []).append(u)
-    with state.lock:
-        for g, members in membership.items():
-            state.members[okta_groups[g]["id"]] = [okta_users[u]["id"] for u in members]
-        state.changed()
-    now = utcnow()
+    _, okta_groups, membership = okta_org(state, users, groups, per_user)
     with database.engine.begin() as conn:
-        conn.execute(insert(Connector), connector_rows(CONNECTORS))
-        group_ids = [uuid.uuid4() for _ in range(groups)]
-        conn.execute(
-            insert(Group),
-            [
-                {
-                    "id": gid,
-                    "display_name": f"g{g}",
-                    "display_name_key": f"g{g}",
-                    "external_id": okta_groups[g]["id"],
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for g, gid in enumerate(group_ids)
-            ],
-        )
-        conn.execute(
-            insert(Mapping),
-            [
-                {
-                    "group_id": gid,
-                    "connector_id": 1 + g % CONNECTORS,
-                    "access_level": "read",
-                    "created_by": "bench",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for g, gid in enumerate(group_ids)
-            ],
-        )
+        mapped_groups(conn, okta_groups, utcnow())
     sizes = [len(membership.get(g, [])) for g in range(groups)]
     return {
         "memberships": sum(sizes),
