@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import sys
@@ -413,7 +414,7 @@ def reconcile(
 
 @main.group()
 def okta() -> None:
-    """Okta: System Log catch-up and sync run records."""
+    """Okta: the initial import, System Log catch-up and sync run records."""
 
 
 @okta.command("catch-up")
@@ -430,6 +431,61 @@ def okta_catch_up(ctx: Context, as_json: bool) -> None:
     finally:
         client.close()
     _report(run, as_json)
+
+
+@okta.command("import")
+@click.option("--all-groups", is_flag=True, help="Every Okta group, with its members.")
+@click.option(
+    "--group-filter",
+    metavar="EXPR",
+    help="The Okta groups matching this search expression (e.g. 'profile.name sw \"Eng\"').",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be created; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
+@pass_context
+def okta_import(
+    ctx: Context, all_groups: bool, group_filter: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Import people and groups from Okta: by default the groups mappings reference and their
+    members. Resumes an interrupted import where it stopped."""
+    from provisioning.okta import imports
+
+    if all_groups and group_filter:
+        _fail("--all-groups and --group-filter: give one", 2)
+    database = ctx.migrated()
+    client = _okta(ctx)
+    try:
+        with _progress(not as_json) as progress:
+            summary = imports.import_directory(
+                database,
+                client,
+                search=group_filter,
+                all_groups=all_groups,
+                dry_run=dry_run,
+                progress=progress,
+            )
+    finally:
+        client.close()
+    record = dataclasses.asdict(summary)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+    else:
+        c = summary.counts
+        verb = "would create" if dry_run else "created"
+        head = "dry run (nothing written)" if dry_run else f"import {summary.import_id}"
+        click.echo(f"okta {head}, {summary.mode}: {summary.status} in {summary.seconds:.1f}s")
+        click.echo(
+            f"  groups {c.get('groups', 0)} ({verb} {c.get('groups_created', 0)}); people "
+            f"{verb} {c.get('people_created', 0)}, given their Okta id "
+            f"{c.get('people_linked', 0)}, refused {c.get('people_refused', 0)}; memberships "
+            f"{'to add' if dry_run else 'added'} {c.get('memberships_changed', 0)}"
+        )
+        click.echo(f"  {summary.requests} requests to Okta, {c.get('pages', 0)} pages of members")
+    if summary.status != "succeeded":
+        _fail(
+            f"okta import failed: {summary.error}"
+            + ("" if dry_run else "; run `provisioning okta import` again to resume it")
+        )
 
 
 @okta.command("runs")
