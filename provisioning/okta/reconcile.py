@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, chunked, utcnow
-from provisioning.entitlements import brake
+from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from provisioning.okta import runs
@@ -135,6 +135,9 @@ def reconcile(
             run.counts, run.drift = counts, drift
             with database.reader() as session:
                 mapped = _mapped_groups(session, groups)
+            if groups is not None:
+                asked = [g for g in dict.fromkeys(groups) if g not in {row[0] for row in mapped}]
+                drift["unmapped_groups"], drift["unknown_groups"] = _not_mapped(client, asked)
             if since is not None:
                 changed = {
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
@@ -164,6 +167,22 @@ def reconcile(
     except OktaError:
         pass  # recorded as failed; the caller reads the record
     return run
+
+
+def _not_mapped(client: OktaClient, okta_groups: list[str]) -> tuple[list, list]:
+    """Of groups asked for by Okta id that no mapping references: those Okta has
+    ([id, name]: to be mapped first), and those it does not know (ids)."""
+    unmapped, unknown = [], []
+    for okta_group in okta_groups:
+        try:
+            found = client.group(okta_group)
+        except OktaError as exc:
+            if exc.status != 404:
+                raise
+            unknown.append(okta_group)
+            continue
+        unmapped.append([okta_group, str((found.get("profile") or {}).get("name") or "")])
+    return unmapped, unknown
 
 
 def _user_for(session: Session, member: dict[str, Any]) -> User:
@@ -209,7 +228,7 @@ def _plan_group(
     """Fetch one group's members, compare them with ours, and add the repairs to the plan."""
     fetched_at = utcnow()
     try:
-        members = {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
+        members = members_of(client, okta_group)
     except OktaError as exc:
         if exc.status == 404:
             counts["groups_vanished"] += 1
@@ -218,17 +237,35 @@ def _plan_group(
         raise
     counts["groups"] += 1
     with database.reader() as session:
-        held = dict(
-            session.execute(
-                select(User.external_id, User.id)
-                .join(Membership, Membership.user_id == User.id)
-                .where(
-                    Membership.group_id == group_id,
-                    Membership.present.is_(True),
-                    User.external_id.is_not(None),
-                )
-            ).all()
-        )
+        plan_members(session, okta_group, group_id, members, fetched_at, drift, plan)
+
+
+def members_of(client: OktaClient, okta_group: str) -> dict[str, dict[str, Any]]:
+    """Okta id -> Okta's record, of every member Okta lists for the group."""
+    return {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
+
+
+def plan_members(
+    session: Session,
+    okta_group: str,
+    group_id: Any,
+    members: dict[str, dict[str, Any]],
+    fetched_at: dt.datetime,
+    drift: dict[str, list],
+    plan: Plan,
+) -> None:
+    """Compare a group's fetched members with ours; add the repairs to the plan."""
+    held = dict(
+        session.execute(
+            select(User.external_id, User.id)
+            .join(Membership, Membership.user_id == User.id)
+            .where(
+                Membership.group_id == group_id,
+                Membership.present.is_(True),
+                User.external_id.is_not(None),
+            )
+        ).all()
+    )
     missing = sorted(set(members) - set(held))
     extra = sorted(set(held) - set(members))
     drift["missing"] += [[okta_group, u] for u in missing]
@@ -285,7 +322,19 @@ def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
         yield batch
 
 
-def _repair_person(session: Session, repairs: list[Repair]) -> None:
+def repair(session: Session, plan: Plan) -> engine.Diff:
+    """Apply a whole plan in this transaction, each person's additions first; what the
+    engine did (mapping an Okta group brings its members in so, in the mapping's
+    transaction: :mod:`provisioning.okta.groups`)."""
+    diff = engine.Diff()
+    for batch in _batches(plan):
+        for repairs in batch:
+            diff.extend(_repair_person(session, repairs))
+    return diff
+
+
+def _repair_person(session: Session, repairs: list[Repair]) -> engine.Diff:
+    diff = engine.Diff()
     for repair in repairs:
         group = session.get(Group, repair.group_id)
         if group is None:
@@ -303,7 +352,7 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
         origin = Origin(
             ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {repair.okta_group}"
         )
-        lifecycle.set_membership(
+        done = lifecycle.set_membership(
             session,
             origin,
             user,
@@ -312,6 +361,8 @@ def _repair_person(session: Session, repairs: list[Repair]) -> None:
             source=MembershipSource.OKTA_SYNC,
             published_at=repair.fetched_at,
         )
+        diff.extend(done or engine.Diff())
+    return diff
 
 
 def _okta_statuses(client: OktaClient, since: dt.datetime | None) -> dict[str, Any]:
