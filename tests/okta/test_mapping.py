@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from provisioning.audit.log import Origin, Source
@@ -20,6 +22,7 @@ from provisioning.audit.models import AuditEvent
 from provisioning.cli import main
 from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
+from provisioning.okta import groups as okta_groups
 from provisioning.okta import inbox
 from provisioning.people.lifecycle import create_group
 from provisioning.settings import load
@@ -342,3 +345,23 @@ def test_reconcile_group_says_unmapped_or_unknown(database, origin, okta):
     assert CliRunner().invoke(main, [*command, "--level", "read"], env=env).exit_code == 0
     again = CliRunner().invoke(main, ["reconcile", "--group", eng["id"], "--json"], env=env)
     assert again.exit_code == 0 and json.loads(again.stdout)["counts"]["groups"] == 1
+
+
+# Names as Okta allows them: any printable text, quotes, backslashes, "and"/"or" included.
+NAMES = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40).filter(
+    lambda name: name.strip() == name and name
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=NAMES)
+def test_any_name_finds_its_group_and_no_other(okta, client, name):
+    """The name is sent quoted in Okta's search expression: whatever it holds, the one
+    group of that name is found, not a group whose name it contains or begins."""
+    okta.state.groups.clear()
+    wanted = okta.state.add_group(name)
+    okta.state.add_group(name + " and more")
+    okta.state.add_group('x" or profile.name pr or "')
+    assert okta_groups.find(client, name)["id"] == wanted["id"]
