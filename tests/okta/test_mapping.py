@@ -354,7 +354,7 @@ NAMES = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, ma
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(name=NAMES)
 def test_any_name_finds_its_group_and_no_other(okta, client, name):
