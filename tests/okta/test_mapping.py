@@ -172,6 +172,20 @@ def test_map_by_okta_id_dry_run_then_commit(database, origin, okta, admin):
     assert sorted(new_events) == sorted([*created, *["membership.added", "grant.created"] * 2])
 
 
+def test_a_person_held_by_login_is_linked_not_added(database, origin, okta, admin):
+    eng = okta.state.add_group("eng")
+    cy = okta.state.add_user("cy@example.com")
+    okta.state.add_member(eng["id"], cy["id"])
+    with database.transaction() as session:
+        Org(session, origin).user("CY@example.com")  # pushed before, without its Okta id
+    result = admin.map(okta_group=eng["id"]).get_json()
+    assert result["okta_group"]["people_added"] == []
+    assert [g["user_name"] for g in result["gain"]] == ["CY@example.com"]
+    with database.reader() as session:
+        assert session.scalar(select(func.count(User.id))) == 1
+        assert session.scalar(select(User.external_id)) == cy["id"]
+
+
 def test_map_by_name_through_the_command(database, origin, okta):
     state = okta.state
     name = 'R&D "core" and ops'
