@@ -21,7 +21,9 @@ the next run does the work. Each repair carries the time its data was fetched
 as its ``published`` time: an event Okta published after the fetch still wins.
 An incremental run asks Okta only for groups whose membership changed
 (``lastMembershipUpdated gt``) and users who changed (``lastUpdated gt``)
-since the last successful run started.
+since the last successful run started. A group asked for by Okta id that no
+mapping references is not reconciled but reported: ``unmapped_groups`` (Okta has
+it) or ``unknown_groups`` (Okta does not know it).
 """
 
 from __future__ import annotations
