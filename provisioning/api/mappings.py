@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Response
 from sqlalchemy import select
@@ -34,10 +34,10 @@ from provisioning.entitlements.engine import Diff
 from provisioning.entitlements.models import Mapping
 from provisioning.entitlements.previews import preview
 from provisioning.identity.models import Group
-from provisioning.okta import client as okta_client
-from provisioning.okta import groups as okta_groups
-from provisioning.okta.client import OktaClient
 from provisioning.settings import Settings
+
+if TYPE_CHECKING:
+    from provisioning.okta.client import OktaClient
 
 TAG = "mappings"
 
@@ -135,6 +135,8 @@ def map_okta_group(
     """Map the Okta group ``body.okta_group`` names (:mod:`provisioning.okta.groups`): the
     admin API's and the command's one way. Raises what it refuses with, before anything is
     written: MappingError, GroupLookupError, OktaError."""
+    from provisioning.okta import groups as okta_groups  # the okta SDK: loaded when used
+
     assert body.okta_group is not None
     with database.reader() as session:
         _connector(session, body.connector)  # before asking Okta anything
@@ -174,6 +176,9 @@ def map_okta_group(
 
 def _okta_mapping(dry_run: bool, body: schemas.MappingIn) -> Response:
     """POST /mappings with ``okta_group``: the problems of an Okta lookup, or the result."""
+    from provisioning.okta import client as okta_client  # the okta SDK: loaded when used
+    from provisioning.okta import groups as okta_groups
+
     try:
         client = okta_client.from_settings(settings())
     except okta_client.OktaError as exc:
