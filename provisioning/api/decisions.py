@@ -20,9 +20,7 @@ def _recorder() -> decisions.LastUseRecorder:
 def _decide(checks: list[schemas.DecisionIn]) -> list[schemas.DecisionOut]:
     recorder = _recorder()
     questions = [decisions.Question(c.user, c.connector, c.action, c.interface) for c in checks]
-    answers = database().hot_read(
-        lambda connection: [decisions.decide(connection, q) for q in questions]
-    )
+    answers = database().hot_read(lambda connection: decisions.decide_many(connection, questions))
     out = []
     for answer in answers:
         if answer.grant_id is not None:
