@@ -769,9 +769,8 @@ class Searcher:
         results: list[dict[str, Any]] = []
         last_key: list[str] | None = None
         more = False
-        # Candidates are decided set-wise, a chunk at a time: a page's worth and one more.
-        at_once = min(query.limit + 1, CHUNK)
-        while chunk := list(itertools.islice(candidates, at_once)):
+        # Candidates are decided set-wise, as many at a time as are read at a time.
+        while chunk := list(itertools.islice(candidates, CHUNK)):
             outcomes = self.decider.outcomes([request for _, _, request in chunk])
             for (key, result, _), outcome in zip(chunk, outcomes, strict=True):
                 if not outcome.allowed:
