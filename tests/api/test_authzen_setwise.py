@@ -22,9 +22,10 @@ from tests.org import Org
 
 SERVERS, TOOLS, PEOPLE = 5, 20, 30
 POLICIES = ("always_allow", "always_allow", "needs_approval", "blocked")
-# Statements for a whole batch, whatever its size: connector lookups, people, decisions
-# (asked again for the people named by Okta id or email).
-MOST = 14
+# Statements for a whole batch of people named by email, whatever its size: servers by URI,
+# tools by name, the engine by userName (finding nobody), the people by userName, Okta id
+# and email, then the engine by id (people, catalogue, grants, sources).
+MOST = 11
 
 
 def uri(server: int) -> str:
