@@ -231,58 +231,89 @@ def decide(reader: Reader, question: Question) -> Answer:
         for r in rows
         if r.via is not None
     ]
-    return _answer(question, row.state, row, row, row.grant_id, row.last_used_at, sources)
+    facts = connector_facts(row)
+    return _answer(
+        question, row.state, facts, action_facts(row), row.grant_id, row.last_used_at, sources
+    )
+
+
+def action_facts(row: Any) -> ActionFacts | None:
+    """What effective policy needs of an action, from a row of its columns (None: the
+    connector's catalogue does not hold it)."""
+    if row.action_name is None:
+        return None
+    return ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
 
 
 def _answer(
     question: Question,
     state: str,
-    connector: Any,
-    action: Any,
+    connector: ConnectorFacts,
+    action: ActionFacts | None,
     grant_id: int | None,
     last_used_at: dt.datetime | None,
     sources: list[Entitlement],
 ) -> Answer:
-    """The decision from the facts read: the person's state, the connector's row, the
-    action's row (``action_name`` None: not catalogued), the live grant and the sources."""
-    facts = (
-        None
-        if action is None or action.action_name is None
-        else ActionFacts(
-            action.action_name, ActionKind(action.action_kind), Policy(action.org_policy)
-        )
-    )
+    """The decision from the facts read: the person's state, the connector, the action
+    (None: not catalogued), the live grant and the live sources."""
     verdict: Verdict = effective_policy(
-        UserState(state),
-        connector_facts(connector),
-        question.action,
-        facts,
-        question.interface,
-        sources,
+        UserState(state), connector, question.action, action, question.interface, sources
     )
     if verdict.decision is Decision.DENY:
         return Answer(verdict.decision, verdict.reasons)
     return Answer(verdict.decision, verdict.reasons, grant_id, last_used_at)
 
 
-# The columns of a connector a decision needs (connector_facts), and of an action.
-_CONNECTOR_COLUMNS = (
-    _C.c.id.label("connector_id"),
-    _C.c.slug,
-    _C.c.kind,
-    _C.c.capability,
-    _C.c.enabled,
-    _C.c.interfaces,
-    _C.c.publisher,
-    _C.c.security_review,
-    _C.c.data_classification,
-    _C.c.compliance_assessment,
-    _C.c.unknown_action_policy,
+# A batch's statements, built once: each takes its keys as one expanding IN parameter.
+_PEOPLE = select(_U.c.id, _U.c.user_name_key, User.state.label("state"))
+_PEOPLE_BY_ID = _PEOPLE.where(_U.c.id.in_(bindparam("ids", expanding=True)))
+_PEOPLE_BY_NAME = _PEOPLE.where(
+    _U.c.user_name_key.in_(bindparam("keys", expanding=True)), _U.c.deleted_at.is_(None)
 )
-_ACTION_COLUMNS = (
-    _A.c.name.label("action_name"),
-    _A.c.kind.label("action_kind"),
-    _A.c.org_policy,
+_CATALOGUE = (
+    select(
+        _C.c.id.label("connector_id"),
+        _C.c.slug,
+        _C.c.kind,
+        _C.c.capability,
+        _C.c.enabled,
+        _C.c.interfaces,
+        _C.c.publisher,
+        _C.c.security_review,
+        _C.c.data_classification,
+        _C.c.compliance_assessment,
+        _C.c.unknown_action_policy,
+        _A.c.name.label("action_name"),
+        _A.c.kind.label("action_kind"),
+        _A.c.org_policy,
+    )
+    .select_from(
+        _C.outerjoin(
+            _A,
+            and_(
+                _A.c.connector_id == _C.c.id,
+                _A.c.name.in_(bindparam("actions", expanding=True)),
+            ),
+        )
+    )
+    .where(_C.c.slug.in_(bindparam("slugs", expanding=True)))
+)
+_USERS_IN = bindparam("users", expanding=True)
+_CONNECTORS_IN = bindparam("connectors", expanding=True)
+_GRANTS = select(_G.c.user_id, _G.c.connector_id, _G.c.id, _G.c.last_used_at).where(
+    _G.c.user_id.in_(_USERS_IN), _G.c.connector_id.in_(_CONNECTORS_IN), _G.c.revoked_at.is_(None)
+)
+_SOURCES = kinds.union(
+    lambda source: source.select(
+        source.user_id.label("user_id"),
+        source.connector_id.label("connector_id"),
+        source.label,
+        source.ref.label("id"),
+        source.access_level.label("access_level"),
+        source.actions.label("actions"),
+        source.policies.label("policies"),
+        now=bindparam("now"),
+    ).where(source.user_id.in_(_USERS_IN), source.connector_id.in_(_CONNECTORS_IN))
 )
 
 
@@ -291,98 +322,72 @@ def decide_many(reader: Reader, questions: Sequence[Question]) -> list[Answer]:
     set-wise in at most five statements whatever their number (the people by id, by
     userName, the connectors with the actions asked, the live grants, the live sources of
     each person's access to each connector). A gateway deciding a whole ``tools/list``
-    asks this; every reads what each statement finds committed (a revocation committed
-    between two of them denies: the sources decide, the grant only names the use)."""
+    asks this. Each statement reads what is committed when it runs (a revocation
+    committed between two of them denies: the sources decide, the grant only names the
+    use)."""
     if len(questions) < 2:  # one is fastest as decide's one prepared statement
         return [decide(reader, question) for question in questions]
     connection = connection_of(reader)
-    ids: set[uuid.UUID] = set()
-    keys: set[str] = set()
+    keys: list[Any] = []  # each question's person: a UUID, or a userName key
     for question in questions:
         try:
-            ids.add(uuid.UUID(question.user))
+            keys.append(uuid.UUID(question.user))
         except ValueError:
-            keys.add(text.fold(question.user))
+            keys.append(text.fold(question.user))
+    ids = {k for k in keys if isinstance(k, uuid.UUID)}
+    names = {k for k in keys if not isinstance(k, uuid.UUID)}
     people: dict[Any, tuple[Any, str]] = {}  # a UUID or a userName key -> (id, state)
-    person = select(_U.c.id, _U.c.user_name_key, User.state.label("state"))
     if ids:
-        for row in connection.execute(person.where(_U.c.id.in_(ids))):
+        for row in connection.execute(_PEOPLE_BY_ID, {"ids": list(ids)}):
             people[row.id] = (row.id, row.state)
-    if keys:
-        named = person.where(_U.c.user_name_key.in_(keys), _U.c.deleted_at.is_(None))
-        for row in connection.execute(named):
+    if names:
+        for row in connection.execute(_PEOPLE_BY_NAME, {"keys": list(names)}):
             people[row.user_name_key] = (row.id, row.state)
-    connectors: dict[str, Any] = {}
-    actions: dict[tuple[Any, str], Any] = {}
-    catalogue = (
-        select(*_CONNECTOR_COLUMNS, *_ACTION_COLUMNS)
-        .select_from(
-            _C.outerjoin(
-                _A,
-                and_(
-                    _A.c.connector_id == _C.c.id,
-                    _A.c.name.in_({q.action for q in questions}),
-                ),
-            )
-        )
-        .where(_C.c.slug.in_({q.connector for q in questions}))
+    connectors: dict[str, tuple[Any, ConnectorFacts]] = {}
+    actions: dict[tuple[Any, str], ActionFacts] = {}
+    catalogue = connection.execute(
+        _CATALOGUE,
+        {
+            "slugs": list({q.connector for q in questions}),
+            "actions": list({q.action for q in questions}),
+        },
     )
-    for row in connection.execute(catalogue):
-        connectors[row.slug] = row
-        if row.action_name is not None:
-            actions[row.connector_id, row.action_name] = row
-    user_ids = {found[0] for found in people.values()}
-    connector_ids = {row.connector_id for row in connectors.values()}
+    for row in catalogue:
+        if row.slug not in connectors:
+            connectors[row.slug] = (row.connector_id, connector_facts(row))
+        facts = action_facts(row)
+        if facts is not None:
+            actions[row.connector_id, facts.name] = facts
     grants: dict[tuple[Any, Any], Any] = {}
     sources: dict[tuple[Any, Any], list[tuple[str, int, Entitlement]]] = defaultdict(list)
-    if user_ids and connector_ids:
-        live = connection.execute(
-            select(_G.c.user_id, _G.c.connector_id, _G.c.id, _G.c.last_used_at).where(
-                _G.c.user_id.in_(user_ids),
-                _G.c.connector_id.in_(connector_ids),
-                _G.c.revoked_at.is_(None),
-            )
-        )
-        grants = {(g.user_id, g.connector_id): g for g in live}
-        rows = connection.execute(
-            kinds.union(
-                lambda source: source.select(
-                    source.user_id.label("user_id"),
-                    source.connector_id.label("connector_id"),
-                    source.label,
-                    source.ref.label("id"),
-                    source.access_level.label("access_level"),
-                    source.actions.label("actions"),
-                    source.policies.label("policies"),
-                    now=utcnow(),
-                ).where(source.user_id.in_(user_ids), source.connector_id.in_(connector_ids))
-            )
-        )
-        for r in rows:
+    if people and connectors:
+        pairs = {
+            "users": list({found[0] for found in people.values()}),
+            "connectors": [connector_id for connector_id, _ in connectors.values()],
+        }
+        grants = {(g.user_id, g.connector_id): g for g in connection.execute(_GRANTS, pairs)}
+        for r in connection.execute(_SOURCES, {**pairs, "now": utcnow()}):
             given = entitlement(r.via, r.id, r.access_level, r.actions, r.policies)
             sources[r.user_id, r.connector_id].append((r.via, r.id, given))
     answers = []
-    for question in questions:
-        try:
-            found = people.get(uuid.UUID(question.user))
-        except ValueError:
-            found = people.get(text.fold(question.user))
+    for question, key in zip(questions, keys, strict=True):
+        found = people.get(key)
         if found is None:
             answers.append(Answer(Decision.DENY, (f"unknown user {question.user}",)))
             continue
-        connector = connectors.get(question.connector)
-        if connector is None:
+        held = connectors.get(question.connector)
+        if held is None:
             answers.append(Answer(Decision.DENY, (f"unknown connector {question.connector}",)))
             continue
-        pair = (found[0], connector.connector_id)
+        pair = (found[0], held[0])
         grant = grants.get(pair)
         given = [e for _, _, e in sorted(sources.get(pair, ()), key=lambda s: s[:2])]
         answers.append(
             _answer(
                 question,
                 found[1],
-                connector,
-                actions.get((connector.connector_id, question.action)),
+                held[1],
+                actions.get((held[0], question.action)),
                 None if grant is None else grant.id,
                 None if grant is None else grant.last_used_at,
                 given,
