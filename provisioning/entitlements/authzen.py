@@ -687,11 +687,12 @@ class Search:
     action: Act | None
     resource: Entity
     context: dict[str, Any]
-    limit: int
+    limit: int | None  # None: not given (the default, or the limit the token carries)
     token: str | None
 
     def fingerprint(self) -> str:
-        """What must stay the same from page to page (all but the token)."""
+        """What must stay the same from page to page (all but the token and the limit,
+        which the token carries)."""
         shape = [
             self.kind,
             [self.subject.type, self.subject.id if self.kind != "subject" else None],
@@ -700,7 +701,6 @@ class Search:
             [self.resource.type, self.resource.id if self.kind != "resource" else None],
             self.resource.properties,
             self.context,
-            self.limit,
         ]
         text = json.dumps(shape, sort_keys=True, default=str, ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -714,8 +714,8 @@ def search(kind: str, document: Any) -> Search:
     action = None if kind == "action" else act(_required(document, "action"))
     resource = entity(_required(document, "resource"), "resource", with_id=kind != "resource")
     page = _object(document.get("page"), "page")
-    limit = page.get("limit", DEFAULT_PAGE)
-    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+    limit = page.get("limit")
+    if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_PAGE):
         raise Invalid(f"page.limit must be an integer from 1 to {MAX_PAGE}")
     token = page.get("token")
     if token is not None and not isinstance(token, str):
@@ -731,12 +731,15 @@ class Found:
     paged: bool  # whether the request asked for paging or the answer has more
 
 
-def _encode(key: list[Any], fingerprint: str) -> str:
-    raw = json.dumps({"after": key, "of": fingerprint}, separators=(",", ":")).encode()
+def _encode(key: list[Any], fingerprint: str, limit: int) -> str:
+    token = {"after": key, "of": fingerprint, "limit": limit}
+    raw = json.dumps(token, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str, fingerprint: str, size: int) -> list[str]:
+def _decode(token: str, fingerprint: str, size: int) -> tuple[list[str], int]:
+    """The key a page token holds and the page's limit; :class:`Invalid` for a token this
+    PDP did not give out or gave out for another search."""
     try:
         value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
@@ -746,11 +749,13 @@ def _decode(token: str, fingerprint: str, size: int) -> list[str]:
         or not isinstance(value.get("after"), list)
         or len(value["after"]) != size
         or not all(isinstance(v, str) and "\x00" not in v for v in value["after"])
+        or type(value.get("limit")) is not int
+        or not 1 <= value["limit"] <= MAX_PAGE
     ):
         raise Invalid("page.token is not one this PDP gave out")
     if value.get("of") != fingerprint:
         raise Invalid("page.token belongs to another search: send the same request with it")
-    return value["after"]
+    return value["after"], value["limit"]
 
 
 class Searcher:
@@ -764,7 +769,13 @@ class Searcher:
     def run(self, query: Search) -> Found:
         fingerprint = query.fingerprint()
         size = 2 if self._two_part_key(query) else 1
-        after = None if query.token is None else _decode(query.token, fingerprint, size)
+        after, limit = None, query.limit or DEFAULT_PAGE
+        if query.token is not None:
+            # The limit of the first page holds for every page: a follow-up may repeat it
+            # or leave it out (the certification scenario's does), not change it.
+            after, limit = _decode(query.token, fingerprint, size)
+            if query.limit not in (None, limit):
+                raise Invalid(f"page.limit must stay {limit} from page to page")
         candidates = self._candidates(query, after)
         results: list[dict[str, Any]] = []
         last_key: list[str] | None = None
@@ -775,14 +786,14 @@ class Searcher:
             for (key, result, _), outcome in zip(chunk, outcomes, strict=True):
                 if not outcome.allowed:
                     continue
-                if len(results) == query.limit:
+                if len(results) == limit:
                     more = True
                     break
                 results.append(result)
                 last_key = key
             if more:
                 break
-        next_token = _encode(last_key, fingerprint) if more and last_key else ""
+        next_token = _encode(last_key, fingerprint, limit) if more and last_key else ""
         return Found(results, next_token, paged=query.token is not None or more)
 
     def _two_part_key(self, query: Search) -> bool:
