@@ -300,10 +300,7 @@ _CATALOGUE = (
 )
 _USERS_IN = bindparam("users", expanding=True)
 _CONNECTORS_IN = bindparam("connectors", expanding=True)
-_GRANTS = select(_G.c.user_id, _G.c.connector_id, _G.c.id, _G.c.last_used_at).where(
-    _G.c.user_id.in_(_USERS_IN), _G.c.connector_id.in_(_CONNECTORS_IN), _G.c.revoked_at.is_(None)
-)
-_SOURCES = kinds.union(
+_LIVE_SOURCES = kinds.union(
     lambda source: source.select(
         source.user_id.label("user_id"),
         source.connector_id.label("connector_id"),
@@ -314,17 +311,29 @@ _SOURCES = kinds.union(
         source.policies.label("policies"),
         now=bindparam("now"),
     ).where(source.user_id.in_(_USERS_IN), source.connector_id.in_(_CONNECTORS_IN))
+).subquery("sources")
+# Each live source with the person's live grant of its connector: a decision names a
+# grant only when a source allows the call, so grants without sources are not needed.
+_SOURCES = select(_LIVE_SOURCES, _G.c.id.label("grant_id"), _G.c.last_used_at).select_from(
+    _LIVE_SOURCES.outerjoin(
+        _G,
+        and_(
+            _G.c.user_id == _LIVE_SOURCES.c.user_id,
+            _G.c.connector_id == _LIVE_SOURCES.c.connector_id,
+            _G.c.revoked_at.is_(None),
+        ),
+    )
 )
 
 
 def decide_many(reader: Reader, questions: Sequence[Question]) -> list[Answer]:
     """The decisions for many calls, in order: what :func:`decide` answers for each, read
-    set-wise in at most five statements whatever their number (the people by id, by
-    userName, the connectors with the actions asked, the live grants, the live sources of
-    each person's access to each connector). A gateway deciding a whole ``tools/list``
-    asks this. Each statement reads what is committed when it runs (a revocation
-    committed between two of them denies: the sources decide, the grant only names the
-    use)."""
+    set-wise in at most four statements whatever their number (the people by id, by
+    userName, the connectors with the actions asked, the live sources of each person's
+    access to each connector with their live grants: a round trip each). A gateway
+    deciding a whole ``tools/list`` asks this. Each statement reads what is committed
+    when it runs (a revocation committed between two of them denies: the sources
+    decide)."""
     if len(questions) < 2:  # one is fastest as decide's one prepared statement
         return [decide(reader, question) for question in questions]
     connection = connection_of(reader)
@@ -364,11 +373,13 @@ def decide_many(reader: Reader, questions: Sequence[Question]) -> list[Answer]:
         pairs = {
             "users": list({found[0] for found in people.values()}),
             "connectors": [connector_id for connector_id, _ in connectors.values()],
+            "now": utcnow(),
         }
-        grants = {(g.user_id, g.connector_id): g for g in connection.execute(_GRANTS, pairs)}
-        for r in connection.execute(_SOURCES, {**pairs, "now": utcnow()}):
+        for r in connection.execute(_SOURCES, pairs):
             given = entitlement(r.via, r.id, r.access_level, r.actions, r.policies)
             sources[r.user_id, r.connector_id].append((r.via, r.id, given))
+            if r.grant_id is not None:
+                grants[r.user_id, r.connector_id] = r
     answers = []
     for question, key in zip(questions, keys, strict=True):
         found = people.get(key)
@@ -388,7 +399,7 @@ def decide_many(reader: Reader, questions: Sequence[Question]) -> list[Answer]:
                 found[1],
                 held[1],
                 actions.get((held[0], question.action)),
-                None if grant is None else grant.id,
+                None if grant is None else grant.grant_id,
                 None if grant is None else grant.last_used_at,
                 given,
             )
