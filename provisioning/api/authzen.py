@@ -250,10 +250,14 @@ def _authenticate() -> Response | None:
     return authenticate(CHECK)
 
 
-@access.after_request
+@access.after_app_request
 def _echo_request_id(response: Response) -> Response:
+    """Echo ``X-Request-ID`` on every answer under the API's paths: a 404 or a 405 too,
+    which no route of the blueprint answers."""
     request_id = request.headers.get("X-Request-ID")
-    if request_id is not None:
+    if request_id is not None and (
+        request.path.startswith(PREFIX + "/") or request.path == METADATA
+    ):
         response.headers["X-Request-ID"] = request_id
     return response
 

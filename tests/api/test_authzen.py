@@ -124,6 +124,12 @@ def test_x_request_id_is_echoed_on_answers_and_errors(fixture):
     bad = fixture.post(EVALUATION, {"action": READ}, headers=headers)
     assert bad.status_code == 400 and bad.headers["X-Request-ID"] == headers["X-Request-ID"]
     assert fixture.post(EVALUATION, ask()).status_code == 200  # absent: no failure
+    for method, path in (("GET", EVALUATION), ("POST", "/access/v1/nowhere")):
+        other = fixture.pep.request(method, fixture.base + path, headers=headers, timeout=10)
+        assert other.status_code in (404, 405)
+        assert other.headers["X-Request-ID"] == headers["X-Request-ID"]
+    elsewhere = fixture.admin.get(fixture.base + "/api/v1/connectors", headers=headers)
+    assert "X-Request-ID" not in elsewhere.headers
 
 
 def test_evaluations_are_idempotent(fixture):
