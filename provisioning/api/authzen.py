@@ -157,27 +157,26 @@ class SearchPage(_Open):
     limit: int | None = Field(None, ge=1, le=authzen.MAX_PAGE)
 
 
-class SubjectSearchRequest(_Open):
+class _SearchRequest(_Open):
+    context: dict[str, Any] | None = None
+    page: SearchPage | None = None
+
+
+class SubjectSearchRequest(_SearchRequest):
     subject: SearchedEntity
     action: AuthzenAction
     resource: AuthzenEntity
-    context: dict[str, Any] | None = None
-    page: SearchPage | None = None
 
 
-class ResourceSearchRequest(_Open):
+class ResourceSearchRequest(_SearchRequest):
     subject: AuthzenEntity
     action: AuthzenAction
     resource: SearchedEntity
-    context: dict[str, Any] | None = None
-    page: SearchPage | None = None
 
 
-class ActionSearchRequest(_Open):
+class ActionSearchRequest(_SearchRequest):
     subject: AuthzenEntity
     resource: AuthzenEntity
-    context: dict[str, Any] | None = None
-    page: SearchPage | None = None
 
 
 class SearchPageAnswer(BaseModel):

@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,42 +116,53 @@ def connector_facts(connector: Any) -> ConnectorFacts:
 _U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
 
 
-def _sources_statement(user_id: Any, connector_id: Any) -> Any:
-    """The live sources of a user's access to a connector, as the engine counts them."""
+def _sources_statement(where: Callable[[kinds.Source], tuple], *keys: str) -> Any:
+    """The live sources of access, as the engine counts them, that ``where`` picks: what
+    a decision reads of each, after the source's own ``keys`` (``user_id``,
+    ``connector_id``) if asked."""
     return kinds.union(
         lambda source: source.select(
+            *(getattr(source, key).label(key) for key in keys),
             source.label,
             source.ref.label("id"),
             source.access_level.label("access_level"),
             source.actions.label("actions"),
             source.policies.label("policies"),
             now=bindparam("now"),
-        ).where(source.user_id == user_id, source.connector_id == connector_id)
+        ).where(*where(source))
     )
+
+
+# What a decision reads of a connector (connector_facts) and of an action (action_facts).
+_CONNECTOR_AND_ACTION = (
+    _C.c.id.label("connector_id"),
+    _C.c.slug,
+    _C.c.kind,
+    _C.c.capability,
+    _C.c.enabled,
+    _C.c.interfaces,
+    _C.c.publisher,
+    _C.c.security_review,
+    _C.c.data_classification,
+    _C.c.compliance_assessment,
+    _C.c.unknown_action_policy,
+    _A.c.name.label("action_name"),
+    _A.c.kind.label("action_kind"),
+    _A.c.org_policy,
+)
 
 
 def _facts_statement(user_condition: Any, user_id: Any) -> Select:
     """One row per source (or one with no source) of everything a decision needs."""
     connector_id = select(_C.c.id).where(_C.c.slug == bindparam("connector")).scalar_subquery()
-    sources = _sources_statement(user_id, connector_id).subquery("sources")
+    sources = _sources_statement(
+        lambda source: (source.user_id == user_id, source.connector_id == connector_id)
+    ).subquery("sources")
     return (
         select(
             _U.c.id.label("user_id"),
             User.state.label("state"),
-            _C.c.id.label("connector_id"),
-            _C.c.slug,
-            _C.c.kind,
-            _C.c.capability,
-            _C.c.enabled,
-            _C.c.interfaces,
-            _C.c.publisher,
-            _C.c.security_review,
-            _C.c.data_classification,
-            _C.c.compliance_assessment,
-            _C.c.unknown_action_policy,
-            _A.c.name.label("action_name"),
-            _A.c.kind.label("action_kind"),
-            _A.c.org_policy,
+            *_CONNECTOR_AND_ACTION,
             _G.c.id.label("grant_id"),
             _G.c.last_used_at,
             sources.c.via,
@@ -271,22 +282,7 @@ _PEOPLE_BY_NAME = _PEOPLE.where(
     _U.c.user_name_key.in_(bindparam("keys", expanding=True)), _U.c.deleted_at.is_(None)
 )
 _CATALOGUE = (
-    select(
-        _C.c.id.label("connector_id"),
-        _C.c.slug,
-        _C.c.kind,
-        _C.c.capability,
-        _C.c.enabled,
-        _C.c.interfaces,
-        _C.c.publisher,
-        _C.c.security_review,
-        _C.c.data_classification,
-        _C.c.compliance_assessment,
-        _C.c.unknown_action_policy,
-        _A.c.name.label("action_name"),
-        _A.c.kind.label("action_kind"),
-        _A.c.org_policy,
-    )
+    select(*_CONNECTOR_AND_ACTION)
     .select_from(
         _C.outerjoin(
             _A,
@@ -300,17 +296,10 @@ _CATALOGUE = (
 )
 _USERS_IN = bindparam("users", expanding=True)
 _CONNECTORS_IN = bindparam("connectors", expanding=True)
-_LIVE_SOURCES = kinds.union(
-    lambda source: source.select(
-        source.user_id.label("user_id"),
-        source.connector_id.label("connector_id"),
-        source.label,
-        source.ref.label("id"),
-        source.access_level.label("access_level"),
-        source.actions.label("actions"),
-        source.policies.label("policies"),
-        now=bindparam("now"),
-    ).where(source.user_id.in_(_USERS_IN), source.connector_id.in_(_CONNECTORS_IN))
+_LIVE_SOURCES = _sources_statement(
+    lambda source: (source.user_id.in_(_USERS_IN), source.connector_id.in_(_CONNECTORS_IN)),
+    "user_id",
+    "connector_id",
 ).subquery("sources")
 # Each live source with the person's live grant of its connector: a decision names a
 # grant only when a source allows the call, so grants without sources are not needed.
