@@ -6,9 +6,9 @@ named by id, userName, Okta id (``externalId``) or email. A ``resource`` is a co
 (``connector``, or the connector's own ``resource_type``, by slug), one tool of an MCP
 server (``tool``, the COAZ-MCP ``tools/call`` mapping) or an MCP server as a whole
 (``mcp_server``, by its resource URI). Every answer comes from
-:func:`provisioning.entitlements.decisions.decide`; ``decision`` is ``true`` only for
-``allow``, and ``context.reason`` says why in a code. Nothing here writes: the edge
-records last uses.
+:func:`provisioning.entitlements.decisions.decide` (a batch, or a search's candidates:
+``decide_many``, set-wise); ``decision`` is ``true`` only for ``allow``, and
+``context.reason`` says why in a code. Nothing here writes: the edge records last uses.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 :func:`decide` reads the user, the connector, the action and the user's live
 sources of access to that connector (:mod:`provisioning.entitlements.sources`,
 the engine's own) and hands them to the pure
-:func:`provisioning.entitlements.policy.effective_policy`.
+:func:`provisioning.entitlements.policy.effective_policy`. :func:`decide_many`
+answers a batch (a gateway deciding a whole ``tools/list``) set-wise: the same
+facts for every question in a few statements, the same function for each answer.
 
 Recording each decision's use of a grant would be one write per call on the
 hot path. :class:`LastUseRecorder` coalesces them instead: it keeps the latest
