@@ -342,14 +342,18 @@ def evaluations() -> Response:
         raise _BadRequest(str(exc)) from None
     if asked is None:
         return _evaluate_one(document)
-    outcomes = database().hot_read(lambda c: _decider(c).run(asked.items, asked.semantic))
+    # Set-wise reads (IN lists, not point lookups): planned for their parameters on
+    # PostgreSQL, one snapshot on SQLite (Database.hot_reader).
+    with database().hot_reader() as connection:
+        outcomes = _decider(connection).run(asked.items, asked.semantic)
     return _json({"evaluations": [o.answer() for o in _recorded(outcomes)]})
 
 
 def _search(kind: str) -> Response:
     try:
         query = authzen.search(kind, _document())
-        found = database().hot_read(lambda c: authzen.Searcher(_decider(c)).run(query))
+        with database().hot_reader() as connection:  # set-wise, as a batch
+            found = authzen.Searcher(_decider(connection)).run(query)
     except authzen.Invalid as exc:
         raise _BadRequest(str(exc)) from None
     body: dict[str, Any] = {}
