@@ -5,9 +5,11 @@ connectors: 1,000,000 memberships and live grants), plus one person holding 200 
 connectors of 20 tools each. Under the same gunicorn settings, wrk drives in alternating
 rounds: the bare Flask endpoint, ``POST /api/v1/decisions`` and ``POST
 /access/v1/evaluation`` (a random user, connector and action each), ``POST
-/access/v1/evaluations`` with 100 evaluations for one random user (a gateway filtering a
-tools/list), and ``POST /access/v1/search/resource`` for the 200-connector person's
-callable tools of one random server. Medians over the rounds.
+/access/v1/evaluations`` with 100 evaluations for one random user and with 100
+``tools/call`` evaluations (COAZ-MCP) of the 200-connector person, 20 tools of each of 5
+servers named by resource URI (a gateway filtering a tools/list), and ``POST
+/access/v1/search/resource`` for the 200-connector person's callable tools of one random
+server. Medians over the rounds.
 
 Needs ``wrk``. Run by hand:
 
@@ -27,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,13 +44,14 @@ from bench.decision_api import (
     stop,
 )
 from bench.fixtures import insert_connector
-from provisioning.connectors.models import AccessLevel, Action, ActionKind, Policy
+from provisioning.connectors.models import AccessLevel, Action, ActionKind, Connector, Policy
 from provisioning.database import Database, utcnow
 from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 
 WIDE_CONNECTORS, WIDE_TOOLS = 200, 20
 SEARCHER = "searcher@bench.example"
+WIDE_URI = "https://mcp.bench.example/wide-"
 
 PRELUDE = """
 math.randomseed(os.time())
@@ -85,6 +88,26 @@ request = function()
     '{"subject": {"type": "user", "id": "user%%06d@bench.example"}, '
     .. '"context": {"interface": "web"}, "evaluations": [%%s]}',
     math.random(0, %(users)d - 1), table.concat(items, ", "))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+)
+TOOLS_LIST = (
+    PRELUDE
+    + """
+request = function()
+  local items = {}
+  local first = math.random(0, %(wide)d - 5)
+  for i = 0, 99 do
+    items[i + 1] = string.format(
+      '{"resource": {"type": "tool", "id": "tool_%%02d", '
+      .. '"properties": {"mcp_server": "%(uri)s%%03d"}}}',
+      math.floor(i / 5), first + i %% 5)
+  end
+  local body = string.format(
+    '{"subject": {"type": "identity", "id": "%(searcher)s"}, "action": {"name": "tools/call"}, '
+    .. '"context": {"interface": "web"}, "evaluations": [%%s]}',
+    table.concat(items, ", "))
   return wrk.format(nil, nil, nil, body)
 end
 """
@@ -142,6 +165,11 @@ def seed_wide(database: Database) -> None:
         for c in range(WIDE_CONNECTORS):
             connector_id = insert_connector(session, f"wide-{c:03d}", ("web", "desktop"))
             session.execute(
+                update(Connector)
+                .where(Connector.id == connector_id)
+                .values(resource_uri=f"{WIDE_URI}{c:03d}")
+            )
+            session.execute(
                 insert(Action),
                 [
                     {
@@ -194,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 "connectors": args.connectors,
                 "searcher": SEARCHER,
                 "wide": WIDE_CONNECTORS,
+                "uri": WIDE_URI,
             }
             auth = f'wrk.headers["Authorization"] = "Bearer {token}"'
             sizes = {"users": args.users, "connectors": args.connectors}
@@ -216,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                     port,
                     f"{access}/evaluations",
                     EVALUATIONS % values,
+                ),
+                (
+                    f"POST {access}/evaluations (100 tools)",
+                    port,
+                    f"{access}/evaluations",
+                    TOOLS_LIST % values,
                 ),
                 (
                     f"POST {access}/search/resource",

@@ -63,4 +63,4 @@ def register(app: Flask, settings: Settings, database: Database) -> None:
     app.extensions["provisioning.api.last_use"] = LastUseRecorder(database, background=True)
     app.register_api(api)  # type: ignore[attr-defined]
     app.register_blueprint(docs.docs)
-    app.register_blueprint(authzen.access)
+    app.register_api(authzen.access)  # type: ignore[attr-defined]

@@ -20,9 +20,11 @@ def _recorder() -> decisions.LastUseRecorder:
 def _decide(checks: list[schemas.DecisionIn]) -> list[schemas.DecisionOut]:
     recorder = _recorder()
     questions = [decisions.Question(c.user, c.connector, c.action, c.interface) for c in checks]
-    answers = database().hot_read(
-        lambda connection: [decisions.decide(connection, q) for q in questions]
-    )
+    if len(questions) == 1:  # a point lookup
+        answers = database().hot_read(lambda connection: [decisions.decide(connection, *questions)])
+    else:  # set-wise reads, planned for their parameters (Database.hot_reader)
+        with database().hot_reader() as connection:
+            answers = decisions.decide_many(connection, questions)
     out = []
     for answer in answers:
         if answer.grant_id is not None:

@@ -6,9 +6,9 @@ named by id, userName, Okta id (``externalId``) or email. A ``resource`` is a co
 (``connector``, or the connector's own ``resource_type``, by slug), one tool of an MCP
 server (``tool``, the COAZ-MCP ``tools/call`` mapping) or an MCP server as a whole
 (``mcp_server``, by its resource URI). Every answer comes from
-:func:`provisioning.entitlements.decisions.decide`; ``decision`` is ``true`` only for
-``allow``, and ``context.reason`` says why in a code. Nothing here writes: the edge
-records last uses.
+:func:`provisioning.entitlements.decisions.decide` (a batch, or a search's candidates:
+``decide_many``, set-wise); ``decision`` is ``true`` only for ``allow``, and
+``context.reason`` says why in a code. Nothing here writes: the edge records last uses.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import itertools
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,8 @@ MAX_EVALUATIONS = 1000
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_TEXT = 1000
+CHUNK = 200
+"""Search candidates read, and decided, at a time."""
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 
 # Why a decision is not an allow, as a code: the first pattern (in the order the engine
@@ -308,43 +312,90 @@ class Target:
     why: tuple[str, str] | None = None  # (code, reason) when there is no target
 
 
+def named_server(resource: Entity, context: dict[str, Any]) -> tuple[str, str] | None:
+    """The MCP server a tool's request names: ``("connector", slug)`` or ``("mcp_server",
+    resource URI)``, from the resource's properties or else the context; None when none."""
+    for source in (resource.properties, context):
+        for key in ("connector", "mcp_server"):
+            value = source.get(key)
+            if isinstance(value, str):
+                return key, value
+    return None
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """An evaluation read into a question for the engine, waiting for its answer."""
+
+    ident: str
+    target: Target
+    action: str
+    interface: Interface
+    evaluation_id: str
+    agent: str | None
+
+
 class Decider:
-    """Decides AuthZEN requests on one connection (a hot read) with the one engine."""
+    """Decides AuthZEN requests on one connection (a hot read) with the one engine.
+
+    A batch (or a search's page of candidates) is decided set-wise: the connectors its
+    resources name, the people its subjects name and then every decision are each read
+    in a few statements for the whole batch (:meth:`outcomes`), never one per evaluation.
+    What is read is kept for the rest of the request.
+    """
 
     def __init__(self, connection: Connection, default_interface: Interface) -> None:
         self.connection = connection
         self.default_interface = default_interface
         self._people: dict[str, str | None] = {}
+        # Connector slugs (the first two, in slug order) by what names them.
+        self._by_uri: dict[str, list[str]] = {}
+        self._by_tool: dict[str, list[str]] = {}
+        self._by_type: dict[tuple[str, str], list[str]] = {}
+        self._types: dict[str, bool] = {}
 
     # -- resolving ------------------------------------------------------------------
 
     def person(self, ident: str) -> str | None:
         """The id of the person ``ident`` names: our id, userName, Okta id or email."""
-        if ident in self._people:
-            return self._people[ident]
-        found = self._person(ident)
-        self._people[ident] = found
-        return found
+        self.people([ident])
+        return self._people[ident]
 
-    def _person(self, ident: str) -> str | None:
-        try:
-            return str(uuid.UUID(ident))
-        except ValueError:
-            pass
-        # One statement per key, each on its own index (an OR of the three scanned users).
-        key = ident.lower()
+    def people(self, idents: Iterable[str]) -> None:
+        """Find the people ``idents`` name, each key in one statement for them all (each on
+        its own index: an OR of the three scanned users): an id as it is, then userName,
+        Okta id, email; a key two people share names nobody."""
+        wanted = set()
+        for ident in idents:
+            if ident in self._people:
+                continue
+            try:
+                self._people[ident] = str(uuid.UUID(ident))
+            except ValueError:
+                wanted.add(ident)
         live = User.deleted_at.is_(None)
-        for condition in (
-            User.user_name_key == key,
-            User.external_id == ident,
-            func.lower(User.email) == key,
+        for column, key in (
+            (User.user_name_key, str.lower),
+            (User.external_id, str),
+            (func.lower(User.email), str.lower),
         ):
-            found = list(self.connection.scalars(select(User.id).where(condition, live).limit(2)))
-            if len(found) == 1:
-                return str(found[0])
-            if found:
-                return None  # two people share the email: it names nobody
-        return None
+            if not wanted:
+                break
+            keys: dict[str, set[str]] = defaultdict(set)
+            for ident in wanted:
+                keys[key(ident)].add(ident)
+            found: dict[str, set[Any]] = defaultdict(set)
+            rows = self.connection.execute(
+                select(User.id, column.label("key")).where(column.in_(keys), live)
+            )
+            for row in rows:
+                found[row.key].add(row.id)
+            for value, ids in found.items():
+                for ident in keys.get(value, ()):
+                    self._people[ident] = str(next(iter(ids))) if len(ids) == 1 else None
+                    wanted.discard(ident)
+        for ident in wanted:
+            self._people[ident] = None
 
     def interface(self, request: Request) -> Interface:
         value = request.context.get("interface")
@@ -356,6 +407,70 @@ class Decider:
             names = ", ".join(i.value for i in Interface)
             raise Invalid(f"context.interface must be one of {names}") from None
 
+    def prefetch(self, requests: Iterable[Request]) -> None:
+        """Read at once every connector lookup the requests' resources will need: by
+        resource URI, by tool name, by slug and type (at most four statements)."""
+        uris, tools, typed = set(), set(), set()
+        for request in requests:
+            resource = request.resource
+            if resource.type == MCP_SERVER and resource.id is not None:
+                uris.add(resource.id)
+            elif resource.type == TOOL:
+                named = named_server(resource, request.context)
+                if named is None and resource.id is not None:
+                    tools.add(resource.id)
+                elif named is not None and named[0] == "mcp_server":
+                    uris.add(named[1])
+            elif resource.type != CONNECTOR and resource.id is not None:
+                typed.add((resource.type, resource.id))
+        uris.difference_update(self._by_uri)
+        tools.difference_update(self._by_tool)
+        typed.difference_update(self._by_type)
+        if uris:
+            self._collect(
+                self._by_uri,
+                uris,
+                select(Connector.resource_uri, Connector.slug).where(
+                    Connector.resource_uri.in_(uris)
+                ),
+            )
+        if tools:
+            self._collect(
+                self._by_tool,
+                tools,
+                select(Action.name, Connector.slug)
+                .join(Action, Action.connector_id == Connector.id)
+                .where(Action.name.in_(tools)),
+            )
+        if typed:
+            pairs = select(Connector.resource_type, Connector.slug).where(
+                Connector.slug.in_({slug for _, slug in typed}),
+                Connector.resource_type.in_({kind for kind, _ in typed}),
+            )
+            found = {(kind, slug) for kind, slug in self.connection.execute(pairs)}
+            for pair in typed:
+                self._by_type[pair] = [pair[1]] if pair in found else []
+            kinds = {kind for kind, _ in typed if not self._by_type[kind, _]}
+            kinds.difference_update(self._types, (CONNECTOR, TOOL, MCP_SERVER))
+            if kinds:
+                known = set(
+                    self.connection.scalars(
+                        select(Connector.resource_type)
+                        .where(Connector.resource_type.in_(kinds))
+                        .distinct()
+                    )
+                )
+                self._types.update((kind, kind in known) for kind in kinds)
+
+    def _collect(self, into: dict[str, list[str]], keys: set[str], statement: Any) -> None:
+        """Slugs by key from ``statement``'s (key, slug) rows: the first two in slug order."""
+        for key in keys:
+            into[key] = []
+        for key, slug in self.connection.execute(statement.order_by(Connector.slug)):
+            found = into[key]
+            if len(found) < 2:
+                found.append(slug)
+
     def _connector_where(self, *conditions: Any) -> list[str]:
         return list(
             self.connection.scalars(
@@ -363,18 +478,22 @@ class Decider:
             )
         )
 
+    def _slugs_by_uri(self, uri: str) -> list[str]:
+        if uri not in self._by_uri:
+            self._by_uri[uri] = self._connector_where(Connector.resource_uri == uri)
+        return self._by_uri[uri]
+
     def server(self, resource: Entity, context: dict[str, Any]) -> str | bool | None:
         """The connector an MCP server names (resource properties or context), None when
         none is named, False when the one named is unknown."""
-        for source in (resource.properties, context):
-            slug = source.get("connector")
-            if isinstance(slug, str):
-                return slug
-            uri = source.get("mcp_server")
-            if isinstance(uri, str):
-                found = self._connector_where(Connector.resource_uri == uri)
-                return found[0] if found else False
-        return None
+        named = named_server(resource, context)
+        if named is None:
+            return None
+        key, value = named
+        if key == "connector":
+            return value
+        found = self._slugs_by_uri(value)
+        return found[0] if found else False
 
     def target(self, request: Request) -> Target:
         """The connector and action the request's resource and action name; :class:`Invalid`
@@ -383,7 +502,7 @@ class Decider:
         if resource.type == CONNECTOR:
             return Target(resource.id, action)
         if resource.type == MCP_SERVER:
-            found = self._connector_where(Connector.resource_uri == resource.id)
+            found = self._slugs_by_uri(resource.id or "")
             if not found:
                 return Target(None, None, ("unknown_resource", f"no MCP server {resource.id}"))
             if action not in SERVER_METHODS:
@@ -399,15 +518,18 @@ class Decider:
                 return Target(None, None, ("unknown_resource", "no such MCP server"))
             if named is not None:
                 return Target(str(named), resource.id)
-            found = list(
-                self.connection.scalars(
-                    select(Connector.slug)
-                    .join(Action, Action.connector_id == Connector.id)
-                    .where(Action.name == resource.id)
-                    .order_by(Connector.slug)
-                    .limit(2)
+            tool = resource.id or ""
+            if tool not in self._by_tool:
+                self._by_tool[tool] = list(
+                    self.connection.scalars(
+                        select(Connector.slug)
+                        .join(Action, Action.connector_id == Connector.id)
+                        .where(Action.name == tool)
+                        .order_by(Connector.slug)
+                        .limit(2)
+                    )
                 )
-            )
+            found = self._by_tool[tool]
             if len(found) != 1:
                 why = "no connector has" if not found else "several connectors have"
                 return Target(
@@ -420,9 +542,12 @@ class Decider:
                     ),
                 )
             return Target(found[0], resource.id)
-        found = self._connector_where(
-            Connector.slug == resource.id, Connector.resource_type == resource.type
-        )
+        pair = (resource.type, resource.id or "")
+        if pair not in self._by_type:
+            self._by_type[pair] = self._connector_where(
+                Connector.slug == resource.id, Connector.resource_type == resource.type
+            )
+        found = self._by_type[pair]
         if not found:
             if not self.known_type(resource.type):
                 raise Invalid(f"resource.type {resource.type} is not one this PDP knows")
@@ -431,10 +556,40 @@ class Decider:
             )
         return Target(found[0], action)
 
+    def known_type(self, kind: str) -> bool:
+        if kind in (CONNECTOR, TOOL, MCP_SERVER):
+            return True
+        if kind not in self._types:
+            self._types[kind] = bool(self._connector_where(Connector.resource_type == kind))
+        return self._types[kind]
+
     # -- deciding -------------------------------------------------------------------
 
     def decide(self, request: Request) -> Outcome:
         """The outcome of one evaluation; :class:`Invalid` for an unknown entity type."""
+        asked = self._read(request)
+        if isinstance(asked, Outcome):
+            return asked
+        return self._outcome(asked, self.ask_many([asked])[0])
+
+    def outcomes(self, items: Sequence[Request | Invalid]) -> list[Outcome]:
+        """The outcome of each evaluation, in order, decided set-wise; an evaluation that
+        cannot be read (or names an unknown entity type) is answered :func:`failed`."""
+        self.prefetch(item for item in items if isinstance(item, Request))
+        read: list[_Asked | Outcome] = []
+        for item in items:
+            try:
+                if isinstance(item, Invalid):
+                    raise item
+                read.append(self._read(item))
+            except Invalid as exc:
+                read.append(failed(exc))
+        asked = [r for r in read if isinstance(r, _Asked)]
+        answers = iter(self.ask_many(asked))
+        return [r if isinstance(r, Outcome) else self._outcome(r, next(answers)) for r in read]
+
+    def _read(self, request: Request) -> _Asked | Outcome:
+        """The question an evaluation asks the engine, or its outcome when it needs none."""
         evaluation_id = _new_id()
         agent = agent_of(request)
         if request.subject.type not in SUBJECT_TYPES:
@@ -444,9 +599,11 @@ class Decider:
         if target.why is not None:
             code, why = target.why
             return Outcome(Decision.DENY, code, (why,), evaluation_id, agent=agent)
-        assert target.connector is not None
         action = request.action.name if target.action is None else target.action
-        answer = self.ask(request.subject.id or "", target.connector, action, interface)
+        return _Asked(request.subject.id or "", target, action, interface, evaluation_id, agent)
+
+    def _outcome(self, asked: _Asked, answer: decisions.Answer) -> Outcome:
+        target, evaluation_id, agent = asked.target, asked.evaluation_id, asked.agent
         code = reason_code(answer)
         if target.action is None:  # a method on the server as a whole
             if answer.decision is not Decision.DENY or code in _ACTION_DENIALS:
@@ -473,58 +630,49 @@ class Decider:
             agent,
         )
 
-    def ask(
-        self, ident: str, connector: str, action: str, interface: Interface
-    ) -> decisions.Answer:
-        """The engine's answer for the person ``ident`` names. The engine knows people by id
-        and userName; only when it knows none by ``ident`` is it read as an Okta id or an
-        email (one statement fewer for the usual case)."""
-        known = self._people.get(ident, ident)
-        answer = decisions.decide(
-            self.connection, decisions.Question(known or ident, connector, action, interface)
-        )
-        if (
-            known is ident
-            and answer.decision is Decision.DENY
-            and reason_code(answer) == ("unknown_subject")
-        ):
-            person = self.person(ident)
-            if person is not None:
-                answer = decisions.decide(
-                    self.connection, decisions.Question(person, connector, action, interface)
-                )
-        return answer
+    def ask_many(self, asked: Sequence[_Asked]) -> list[decisions.Answer]:
+        """The engine's answers, set-wise, for the people the questions name. The engine
+        knows people by id and userName; only the names it knows nobody by are read as Okta
+        ids or emails, and those questions asked again (a few statements more, for all)."""
 
-    def known_type(self, kind: str) -> bool:
-        if kind in (CONNECTOR, TOOL, MCP_SERVER):
-            return True
-        return bool(self._connector_where(Connector.resource_type == kind))
+        def question(item: _Asked, user: str) -> decisions.Question:
+            assert item.target.connector is not None
+            return decisions.Question(user, item.target.connector, item.action, item.interface)
+
+        answers = decisions.decide_many(
+            self.connection,
+            [question(item, self._people.get(item.ident) or item.ident) for item in asked],
+        )
+        again = [
+            i
+            for i, (item, answer) in enumerate(zip(asked, answers, strict=True))
+            if item.ident not in self._people
+            and answer.decision is Decision.DENY
+            and reason_code(answer) == "unknown_subject"
+        ]
+        if again:
+            self.people(asked[i].ident for i in again)
+            again = [i for i in again if self._people[asked[i].ident] is not None]
+            retried = decisions.decide_many(
+                self.connection,
+                [question(asked[i], self._people[asked[i].ident] or "") for i in again],
+            )
+            for i, answer in zip(again, retried, strict=True):
+                answers[i] = answer
+        return answers
 
     def run(self, items: list[Request | Invalid], semantic: str) -> list[Outcome]:
         """Evaluate in order under ``semantic``: every one, or up to and including the first
-        deny (``deny_on_first_deny``) or permit (``permit_on_first_permit``)."""
-        outcomes = []
-        for item in items:
-            try:
-                if isinstance(item, Invalid):
-                    raise item
-                outcome = self.decide(item)
-            except Invalid as exc:
-                outcome = failed(exc)
-            outcomes.append(outcome)
+        deny (``deny_on_first_deny``) or permit (``permit_on_first_permit``). All are
+        decided at once (reads only): the answer is cut after the first that ends it."""
+        answered = []
+        for outcome in self.outcomes(items):
+            answered.append(outcome)
             if semantic == "deny_on_first_deny" and not outcome.allowed:
                 break
             if semantic == "permit_on_first_permit" and outcome.allowed:
                 break
-        return outcomes
-
-    # -- searching ------------------------------------------------------------------
-
-    def allowed(self, request: Request) -> bool:
-        try:
-            return self.decide(request).allowed
-        except Invalid:
-            return False
+        return answered
 
 
 # -- searches ----------------------------------------------------------------------------------
@@ -539,11 +687,12 @@ class Search:
     action: Act | None
     resource: Entity
     context: dict[str, Any]
-    limit: int
+    limit: int | None  # None: not given (the default, or the limit the token carries)
     token: str | None
 
     def fingerprint(self) -> str:
-        """What must stay the same from page to page (all but the token)."""
+        """What must stay the same from page to page (all but the token and the limit,
+        which the token carries)."""
         shape = [
             self.kind,
             [self.subject.type, self.subject.id if self.kind != "subject" else None],
@@ -552,7 +701,6 @@ class Search:
             [self.resource.type, self.resource.id if self.kind != "resource" else None],
             self.resource.properties,
             self.context,
-            self.limit,
         ]
         text = json.dumps(shape, sort_keys=True, default=str, ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -566,8 +714,8 @@ def search(kind: str, document: Any) -> Search:
     action = None if kind == "action" else act(_required(document, "action"))
     resource = entity(_required(document, "resource"), "resource", with_id=kind != "resource")
     page = _object(document.get("page"), "page")
-    limit = page.get("limit", DEFAULT_PAGE)
-    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+    limit = page.get("limit")
+    if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_PAGE):
         raise Invalid(f"page.limit must be an integer from 1 to {MAX_PAGE}")
     token = page.get("token")
     if token is not None and not isinstance(token, str):
@@ -583,12 +731,15 @@ class Found:
     paged: bool  # whether the request asked for paging or the answer has more
 
 
-def _encode(key: list[Any], fingerprint: str) -> str:
-    raw = json.dumps({"after": key, "of": fingerprint}, separators=(",", ":")).encode()
+def _encode(key: list[Any], fingerprint: str, limit: int) -> str:
+    token = {"after": key, "of": fingerprint, "limit": limit}
+    raw = json.dumps(token, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str, fingerprint: str, size: int) -> list[str]:
+def _decode(token: str, fingerprint: str, size: int) -> tuple[list[str], int]:
+    """The key a page token holds and the page's limit; :class:`Invalid` for a token this
+    PDP did not give out or gave out for another search."""
     try:
         value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
@@ -598,15 +749,18 @@ def _decode(token: str, fingerprint: str, size: int) -> list[str]:
         or not isinstance(value.get("after"), list)
         or len(value["after"]) != size
         or not all(isinstance(v, str) and "\x00" not in v for v in value["after"])
+        or type(value.get("limit")) is not int
+        or not 1 <= value["limit"] <= MAX_PAGE
     ):
         raise Invalid("page.token is not one this PDP gave out")
     if value.get("of") != fingerprint:
         raise Invalid("page.token belongs to another search: send the same request with it")
-    return value["after"]
+    return value["after"], value["limit"]
 
 
 class Searcher:
-    """Runs searches with a :class:`Decider`: candidates in key order, each decided."""
+    """Runs searches with a :class:`Decider`: candidates in key order, decided set-wise a
+    chunk at a time."""
 
     def __init__(self, decider: Decider) -> None:
         self.decider = decider
@@ -615,20 +769,31 @@ class Searcher:
     def run(self, query: Search) -> Found:
         fingerprint = query.fingerprint()
         size = 2 if self._two_part_key(query) else 1
-        after = None if query.token is None else _decode(query.token, fingerprint, size)
+        after, limit = None, query.limit or DEFAULT_PAGE
+        if query.token is not None:
+            # The limit of the first page holds for every page: a follow-up may repeat it
+            # or leave it out (the certification scenario's does), not change it.
+            after, limit = _decode(query.token, fingerprint, size)
+            if query.limit not in (None, limit):
+                raise Invalid(f"page.limit must stay {limit} from page to page")
         candidates = self._candidates(query, after)
         results: list[dict[str, Any]] = []
         last_key: list[str] | None = None
         more = False
-        for key, result, request in candidates:
-            if not self.decider.allowed(request):
-                continue
-            if len(results) == query.limit:
-                more = True
+        # Candidates are decided set-wise, as many at a time as are read at a time.
+        while chunk := list(itertools.islice(candidates, CHUNK)):
+            outcomes = self.decider.outcomes([request for _, _, request in chunk])
+            for (key, result, _), outcome in zip(chunk, outcomes, strict=True):
+                if not outcome.allowed:
+                    continue
+                if len(results) == limit:
+                    more = True
+                    break
+                results.append(result)
+                last_key = key
+            if more:
                 break
-            results.append(result)
-            last_key = key
-        next_token = _encode(last_key, fingerprint) if more and last_key else ""
+        next_token = _encode(last_key, fingerprint, limit) if more and last_key else ""
         return Found(results, next_token, paged=query.token is not None or more)
 
     def _two_part_key(self, query: Search) -> bool:
@@ -645,7 +810,7 @@ class Searcher:
 
     def _chunks(self, statement: Any, keys: list[Any], after: list[str] | None) -> Iterator[Any]:
         """Rows of ``statement`` in the order of ``keys``, after ``after``, read in chunks."""
-        chunk = 200
+        chunk = CHUNK
         while True:
             query = statement
             if after is not None:

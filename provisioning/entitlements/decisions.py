@@ -3,7 +3,9 @@
 :func:`decide` reads the user, the connector, the action and the user's live
 sources of access to that connector (:mod:`provisioning.entitlements.sources`,
 the engine's own) and hands them to the pure
-:func:`provisioning.entitlements.policy.effective_policy`.
+:func:`provisioning.entitlements.policy.effective_policy`. :func:`decide_many`
+answers a batch (a gateway deciding a whole ``tools/list``) set-wise: the same
+facts for every question in a few statements, the same function for each answer.
 
 Recording each decision's use of a grant would be one write per call on the
 hot path. :class:`LastUseRecorder` coalesces them instead: it keeps the latest
@@ -25,6 +27,8 @@ import threading
 import time
 import uuid
 import weakref
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,42 +118,53 @@ def connector_facts(connector: Any) -> ConnectorFacts:
 _U, _C, _A, _G = User.__table__, Connector.__table__, Action.__table__, Grant.__table__
 
 
-def _sources_statement(user_id: Any, connector_id: Any) -> Any:
-    """The live sources of a user's access to a connector, as the engine counts them."""
+def _sources_statement(where: Callable[[kinds.Source], tuple], *keys: str) -> Any:
+    """The live sources of access, as the engine counts them, that ``where`` picks: what
+    a decision reads of each, after the source's own ``keys`` (``user_id``,
+    ``connector_id``) if asked."""
     return kinds.union(
         lambda source: source.select(
+            *(getattr(source, key).label(key) for key in keys),
             source.label,
             source.ref.label("id"),
             source.access_level.label("access_level"),
             source.actions.label("actions"),
             source.policies.label("policies"),
             now=bindparam("now"),
-        ).where(source.user_id == user_id, source.connector_id == connector_id)
+        ).where(*where(source))
     )
+
+
+# What a decision reads of a connector (connector_facts) and of an action (action_facts).
+_CONNECTOR_AND_ACTION = (
+    _C.c.id.label("connector_id"),
+    _C.c.slug,
+    _C.c.kind,
+    _C.c.capability,
+    _C.c.enabled,
+    _C.c.interfaces,
+    _C.c.publisher,
+    _C.c.security_review,
+    _C.c.data_classification,
+    _C.c.compliance_assessment,
+    _C.c.unknown_action_policy,
+    _A.c.name.label("action_name"),
+    _A.c.kind.label("action_kind"),
+    _A.c.org_policy,
+)
 
 
 def _facts_statement(user_condition: Any, user_id: Any) -> Select:
     """One row per source (or one with no source) of everything a decision needs."""
     connector_id = select(_C.c.id).where(_C.c.slug == bindparam("connector")).scalar_subquery()
-    sources = _sources_statement(user_id, connector_id).subquery("sources")
+    sources = _sources_statement(
+        lambda source: (source.user_id == user_id, source.connector_id == connector_id)
+    ).subquery("sources")
     return (
         select(
             _U.c.id.label("user_id"),
             User.state.label("state"),
-            _C.c.id.label("connector_id"),
-            _C.c.slug,
-            _C.c.kind,
-            _C.c.capability,
-            _C.c.enabled,
-            _C.c.interfaces,
-            _C.c.publisher,
-            _C.c.security_review,
-            _C.c.data_classification,
-            _C.c.compliance_assessment,
-            _C.c.unknown_action_policy,
-            _A.c.name.label("action_name"),
-            _A.c.kind.label("action_kind"),
-            _A.c.org_policy,
+            *_CONNECTOR_AND_ACTION,
             _G.c.id.label("grant_id"),
             _G.c.last_used_at,
             sources.c.via,
@@ -224,23 +239,163 @@ def decide(reader: Reader, question: Question) -> Answer:
             return Answer(Decision.DENY, (f"unknown user {question.user}",))
         return Answer(Decision.DENY, (f"unknown connector {question.connector}",))
     row = rows[0]
-    facts = (
-        None
-        if row.action_name is None
-        else ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
-    )
-    state = UserState(row.state)
     sources = [
         entitlement(r.via, r.source_id, r.source_level, r.source_actions, r.source_policies)
         for r in rows
         if r.via is not None
     ]
+    facts = connector_facts(row)
+    return _answer(
+        question, row.state, facts, action_facts(row), row.grant_id, row.last_used_at, sources
+    )
+
+
+def action_facts(row: Any) -> ActionFacts | None:
+    """What effective policy needs of an action, from a row of its columns (None: the
+    connector's catalogue does not hold it)."""
+    if row.action_name is None:
+        return None
+    return ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
+
+
+def _answer(
+    question: Question,
+    state: str,
+    connector: ConnectorFacts,
+    action: ActionFacts | None,
+    grant_id: int | None,
+    last_used_at: dt.datetime | None,
+    sources: list[Entitlement],
+) -> Answer:
+    """The decision from the facts read: the person's state, the connector, the action
+    (None: not catalogued), the live grant and the live sources."""
     verdict: Verdict = effective_policy(
-        state, connector_facts(row), question.action, facts, question.interface, sources
+        UserState(state), connector, question.action, action, question.interface, sources
     )
     if verdict.decision is Decision.DENY:
         return Answer(verdict.decision, verdict.reasons)
-    return Answer(verdict.decision, verdict.reasons, row.grant_id, row.last_used_at)
+    return Answer(verdict.decision, verdict.reasons, grant_id, last_used_at)
+
+
+# A batch's statements, built once: each takes its keys as one expanding IN parameter.
+_PEOPLE = select(_U.c.id, _U.c.user_name_key, User.state.label("state"))
+_PEOPLE_BY_ID = _PEOPLE.where(_U.c.id.in_(bindparam("ids", expanding=True)))
+_PEOPLE_BY_NAME = _PEOPLE.where(
+    _U.c.user_name_key.in_(bindparam("keys", expanding=True)), _U.c.deleted_at.is_(None)
+)
+_CATALOGUE = (
+    select(*_CONNECTOR_AND_ACTION)
+    .select_from(
+        _C.outerjoin(
+            _A,
+            and_(
+                _A.c.connector_id == _C.c.id,
+                _A.c.name.in_(bindparam("actions", expanding=True)),
+            ),
+        )
+    )
+    .where(_C.c.slug.in_(bindparam("slugs", expanding=True)))
+)
+_USERS_IN = bindparam("users", expanding=True)
+_CONNECTORS_IN = bindparam("connectors", expanding=True)
+_LIVE_SOURCES = _sources_statement(
+    lambda source: (source.user_id.in_(_USERS_IN), source.connector_id.in_(_CONNECTORS_IN)),
+    "user_id",
+    "connector_id",
+).subquery("sources")
+# Each live source with the person's live grant of its connector: a decision names a
+# grant only when a source allows the call, so grants without sources are not needed.
+_SOURCES = select(_LIVE_SOURCES, _G.c.id.label("grant_id"), _G.c.last_used_at).select_from(
+    _LIVE_SOURCES.outerjoin(
+        _G,
+        and_(
+            _G.c.user_id == _LIVE_SOURCES.c.user_id,
+            _G.c.connector_id == _LIVE_SOURCES.c.connector_id,
+            _G.c.revoked_at.is_(None),
+        ),
+    )
+)
+
+
+def decide_many(reader: Reader, questions: Sequence[Question]) -> list[Answer]:
+    """The decisions for many calls, in order: what :func:`decide` answers for each, read
+    set-wise in at most four statements whatever their number (the people by id, by
+    userName, the connectors with the actions asked, the live sources of each person's
+    access to each connector with their live grants: a round trip each). A gateway
+    deciding a whole ``tools/list`` asks this. Each statement reads what is committed
+    when it runs (a revocation committed between two of them denies: the sources
+    decide)."""
+    if len(questions) < 2:  # one is fastest as decide's one prepared statement
+        return [decide(reader, question) for question in questions]
+    connection = connection_of(reader)
+    keys: list[Any] = []  # each question's person: a UUID, or a userName key
+    for question in questions:
+        try:
+            keys.append(uuid.UUID(question.user))
+        except ValueError:
+            keys.append(text.fold(question.user))
+    ids = {k for k in keys if isinstance(k, uuid.UUID)}
+    names = {k for k in keys if not isinstance(k, uuid.UUID)}
+    people: dict[Any, tuple[Any, str]] = {}  # a UUID or a userName key -> (id, state)
+    if ids:
+        for row in connection.execute(_PEOPLE_BY_ID, {"ids": list(ids)}):
+            people[row.id] = (row.id, row.state)
+    if names:
+        for row in connection.execute(_PEOPLE_BY_NAME, {"keys": list(names)}):
+            people[row.user_name_key] = (row.id, row.state)
+    connectors: dict[str, tuple[Any, ConnectorFacts]] = {}
+    actions: dict[tuple[Any, str], ActionFacts] = {}
+    catalogue = connection.execute(
+        _CATALOGUE,
+        {
+            "slugs": list({q.connector for q in questions}),
+            "actions": list({q.action for q in questions}),
+        },
+    )
+    for row in catalogue:
+        if row.slug not in connectors:
+            connectors[row.slug] = (row.connector_id, connector_facts(row))
+        facts = action_facts(row)
+        if facts is not None:
+            actions[row.connector_id, facts.name] = facts
+    grants: dict[tuple[Any, Any], Any] = {}
+    sources: dict[tuple[Any, Any], list[tuple[str, int, Entitlement]]] = defaultdict(list)
+    if people and connectors:
+        pairs = {
+            "users": list({found[0] for found in people.values()}),
+            "connectors": [connector_id for connector_id, _ in connectors.values()],
+            "now": utcnow(),
+        }
+        for r in connection.execute(_SOURCES, pairs):
+            given = entitlement(r.via, r.id, r.access_level, r.actions, r.policies)
+            sources[r.user_id, r.connector_id].append((r.via, r.id, given))
+            if r.grant_id is not None:
+                grants[r.user_id, r.connector_id] = r
+    answers = []
+    for question, key in zip(questions, keys, strict=True):
+        found = people.get(key)
+        if found is None:
+            answers.append(Answer(Decision.DENY, (f"unknown user {question.user}",)))
+            continue
+        held = connectors.get(question.connector)
+        if held is None:
+            answers.append(Answer(Decision.DENY, (f"unknown connector {question.connector}",)))
+            continue
+        pair = (found[0], held[0])
+        grant = grants.get(pair)
+        given = [e for _, _, e in sorted(sources.get(pair, ()), key=lambda s: s[:2])]
+        answers.append(
+            _answer(
+                question,
+                found[1],
+                held[1],
+                actions.get((held[0], question.action)),
+                None if grant is None else grant.grant_id,
+                None if grant is None else grant.last_used_at,
+                given,
+            )
+        )
+    return answers
 
 
 # A grant's use: when, the agent acting for the person, the AuthZEN evaluation's id.

@@ -44,6 +44,7 @@ def decision(live: Live, body: dict, path: str = EVALUATION) -> bool:
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == "application/json"
     assert isinstance(response.json()["decision"], bool)
+    assert isinstance(response.json().get("context", {}), dict)
     return response.json()["decision"]
 
 
@@ -51,6 +52,7 @@ def decision(live: Live, body: dict, path: str = EVALUATION) -> bool:
 
 
 def test_basic_core_fixture_decisions(fixture):
+    """2.2.1-2.2.3, 2.2.8, 2.2.9 and 2.3: a boolean decision, a context that is an object."""
     assert decision(fixture, ask()) is True  # rule 1
     assert decision(fixture, ask(action=WRITE)) is True  # rule 2
     assert decision(fixture, ask(BOB)) is True  # rule 3
@@ -122,6 +124,12 @@ def test_x_request_id_is_echoed_on_answers_and_errors(fixture):
     bad = fixture.post(EVALUATION, {"action": READ}, headers=headers)
     assert bad.status_code == 400 and bad.headers["X-Request-ID"] == headers["X-Request-ID"]
     assert fixture.post(EVALUATION, ask()).status_code == 200  # absent: no failure
+    for method, path in (("GET", EVALUATION), ("POST", "/access/v1/nowhere")):
+        other = fixture.pep.request(method, fixture.base + path, headers=headers, timeout=10)
+        assert other.status_code in (404, 405)
+        assert other.headers["X-Request-ID"] == headers["X-Request-ID"]
+    elsewhere = fixture.admin.get(fixture.base + "/api/v1/connectors", headers=headers)
+    assert "X-Request-ID" not in elsewhere.headers
 
 
 def test_evaluations_are_idempotent(fixture):
@@ -143,9 +151,14 @@ def test_authenticated_like_the_decision_api(fixture):
 
 
 def evaluations(live: Live, body: dict) -> list[bool]:
+    """The decisions of a batch, checked as 3.3 asks: as many as asked, each a boolean, and
+    no top-level decision."""
     response = live.post(EVALUATIONS, body)
     assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
     answers = response.json()["evaluations"]
+    assert len(answers) == len(body["evaluations"])
+    assert "decision" not in response.json()
     assert all(isinstance(a["decision"], bool) for a in answers)
     return [a["decision"] for a in answers]
 
@@ -245,6 +258,14 @@ def test_search_paging(fixture):
     ).json()
     assert second["results"] == [{"type": "user", "id": "bob"}]
     assert second["page"]["next_token"] == ""
+    # 4.5.2: the harness sends the token alone; the first page's limit holds. Another
+    # limit with the token is another search.
+    follow = {**who, "page": {"token": first["page"]["next_token"]}}
+    response = fixture.post("/access/v1/search/subject", follow)
+    assert response.status_code == 200, response.text
+    assert response.json() == second
+    other = {**who, "page": {"limit": 5, "token": first["page"]["next_token"]}}
+    assert fixture.post("/access/v1/search/subject", other).status_code == 400
     changed = fixture.post(
         "/access/v1/search/subject",
         {**who, "action": WRITE, "page": {"limit": 1, "token": first["page"]["next_token"]}},
@@ -262,6 +283,41 @@ def test_search_empty_results_and_errors(fixture):
     assert results(fixture, "subject", spaceship) == []  # 4.6.2
     unknown_type = {"subject": ALICE, "action": READ, "resource": {"type": "spaceship"}}
     assert results(fixture, "resource", unknown_type) == []
+    # 4.6 holds on every search endpoint, for an unknown identifier and an unknown type.
+    for kind, body in (
+        (
+            "subject",
+            {"subject": {"type": "user"}, "action": READ, "resource": {**RECORD_1, "id": "x"}},
+        ),
+        (
+            "resource",
+            {
+                "subject": {**ALICE, "id": "nonexistent-user"},
+                "action": READ,
+                "resource": {"type": "record"},
+            },
+        ),
+        ("action", {"subject": ALICE, "resource": {"type": "record", "id": "nonexistent"}}),
+        ("action", {"subject": {"type": "spaceship", "id": "alice"}, "resource": RECORD_1}),
+        ("action", {"subject": ALICE, "resource": {"type": "spaceship", "id": "record-1"}}),
+        (
+            "resource",
+            {
+                "subject": {"type": "spaceship", "id": "alice"},
+                "action": READ,
+                "resource": {"type": "record"},
+            },
+        ),
+        (
+            "subject",
+            {
+                "subject": {"type": "user"},
+                "action": READ,
+                "resource": {"type": "spaceship", "id": "1"},
+            },
+        ),
+    ):
+        assert results(fixture, kind, body) == [], (kind, body)
     for kind, body in (
         ("subject", {"subject": {"type": "user"}, "resource": RECORD_1}),  # 4.7.1
         ("resource", {"action": READ, "resource": {"type": "record"}}),
@@ -292,10 +348,37 @@ def test_discovery_metadata(database, issuer):
         }
 
 
-def test_discovery_without_a_public_url_names_the_url_asked(live):
-    response = live.pep.get(live.base + "/.well-known/authzen-configuration", timeout=10)
-    assert response.json()["policy_decision_point"] == live.base
-    assert response.json()["access_evaluation_endpoint"] == live.base + EVALUATION
+def test_discovery_without_a_public_url_names_the_url_asked(fixture):
+    """6.5: the identifier is the URL the metadata was asked at, and every endpoint it names
+    answers its API there (an evaluation, a batch, each search)."""
+    headers = {"X-Request-ID": "discovery-1"}
+    response = fixture.pep.get(
+        fixture.base + "/.well-known/authzen-configuration", headers=headers, timeout=10
+    )
+    assert response.headers["X-Request-ID"] == "discovery-1"
+    metadata = response.json()
+    assert metadata["policy_decision_point"] == fixture.base
+    assert metadata["access_evaluation_endpoint"] == fixture.base + EVALUATION
+    bodies = {
+        "access_evaluation_endpoint": ask(),
+        "access_evaluations_endpoint": {"evaluations": [ask(), ask(BOB, WRITE)]},
+        "search_subject_endpoint": {
+            "subject": {"type": "user"},
+            "action": READ,
+            "resource": RECORD_1,
+        },
+        "search_resource_endpoint": {
+            "subject": ALICE,
+            "action": READ,
+            "resource": {"type": "record"},
+        },
+        "search_action_endpoint": {"subject": ALICE, "resource": RECORD_1},
+    }
+    assert set(metadata) == {"policy_decision_point", *bodies}
+    for name, body in bodies.items():
+        answer = fixture.pep.post(metadata[name], json=body, timeout=10)
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.headers["Content-Type"] == "application/json"
 
 
 # -- what an evaluation records -------------------------------------------------------------

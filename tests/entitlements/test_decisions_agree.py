@@ -35,7 +35,7 @@ from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.database import utcnow
 from provisioning.entitlements import access, engine
-from provisioning.entitlements.decisions import Question, decide
+from provisioning.entitlements.decisions import Answer, Question, decide, decide_many
 from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.identity.models import Group, Membership, User
 from tests.entitlements.test_engine_reference import LEVELS, RANK, grantable
@@ -306,6 +306,7 @@ def test_decisions_agree_with_grants_and_the_documented_policy(fresh_database, o
                 for action in grant.actions
                 for interface, decision in action.effective.items()
             }
+            asked: list[tuple[Question, Answer]] = []
             for u, (user_id, user_name) in enumerate(people):
                 for c, (slug, connector_id) in enumerate(zip(slugs, connector_ids, strict=True)):
                     held = grants.get((user_id, connector_id))
@@ -315,9 +316,9 @@ def test_decisions_agree_with_grants_and_the_documented_policy(fresh_database, o
                         for interface in INTERFACES:
                             question = Question(str(user_id), slug, action, Interface(interface))
                             answer = decide(session, question)
-                            by_name = decide(
-                                session, Question(user_name, slug, action, Interface(interface))
-                            )
+                            named = Question(user_name, slug, action, Interface(interface))
+                            by_name = decide(session, named)
+                            asked += [(question, answer), (named, by_name)]
                             where = (org[0][u], slug, action, interface, answer.reasons)
                             assert str(answer.decision) == expected_decision(
                                 org, u, c, action, interface
@@ -338,6 +339,18 @@ def test_decisions_agree_with_grants_and_the_documented_policy(fresh_database, o
                                 0
                             ]
                             assert RANK[str(held[1])] >= RANK[NEEDS[kind]], where
+            # Asked all at once, set-wise (a batch), each answer is the one asked alone; so
+            # is a stranger's, and one about a connector nobody has.
+            web = Interface.WEB
+            asked += [
+                (q, decide(session, q))
+                for q in (
+                    Question("stranger", slugs[0], "x", web),
+                    Question(people[0][1], "nowhere", "x", web),
+                )
+            ]
+            questions = [q for q, _ in asked]
+            assert decide_many(session, questions) == [a for _, a in asked]
     finally:
         if database.dialect == "sqlite":
             database.dispose()
