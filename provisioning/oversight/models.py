@@ -23,6 +23,7 @@ class FindingKind(enum.StrEnum):
     UNASSESSED_REGULATED = "unassessed_regulated"
     DEAD_LETTERS = "dead_letters"  # messages a downstream target never acknowledged
     PARKED_OKTA_EVENT = "parked_okta_event"  # an Okta event that could not be applied
+    UNCATALOGUED_TOOL = "uncatalogued_tool"  # a connector's MCP server offers a tool we lack
 
 
 class Severity(enum.StrEnum):
