@@ -62,6 +62,7 @@ PROBLEMS = {
     413: "request body too large",
     415: "the body is not sent as JSON",
     422: "invalid request: each invalid field is named",
+    502: "a server the service had to ask (a connector's MCP server) failed to answer",
 }
 
 
