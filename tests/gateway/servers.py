@@ -17,13 +17,18 @@ from fastmcp import FastMCP
 class Background:
     """An ASGI app served by uvicorn on a free port of 127.0.0.1, until :meth:`close`."""
 
-    def __init__(self, app: Any, path: str = "/mcp") -> None:
+    def __init__(self, app: Any = None, path: str = "/mcp") -> None:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + path
+        if app is not None:
+            self.start(app)
+
+    def start(self, app: Any) -> None:
+        """Serve ``app`` on the port already bound (its URL may be in the app)."""
         config = uvicorn.Config(app, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
