@@ -271,7 +271,9 @@ def observe(session: Session, connector: Connector, uncatalogued: list[Change]) 
         )
         for c in uncatalogued
     ]
-    findings.observe(session, FindingKind.UNCATALOGUED_TOOL, Severity.MEDIUM, SUBJECT_TYPE, subjects)
+    findings.observe(
+        session, FindingKind.UNCATALOGUED_TOOL, Severity.MEDIUM, SUBJECT_TYPE, subjects
+    )
 
 
 def sync(

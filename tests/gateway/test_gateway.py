@@ -118,7 +118,9 @@ def gateway(live, issuer, upstream, people) -> Iterator[Gateway]:
     synced = live.admin_post(f"/connectors/{SLUG}/tools/sync", {})
     live.admin_post(f"/connectors/{SLUG}/tools/sync", {"apply": True, "digest": synced["digest"]})
     for group_id, level in ((people["writers"], "read_write"), (people["readers"], "read")):
-        live.admin_post("/mappings", {"group_id": group_id, "connector": SLUG, "access_level": level})
+        live.admin_post(
+            "/mappings", {"group_id": group_id, "connector": SLUG, "access_level": level}
+        )
     yield gw
     gw.close()
     anyio.run(gw.pdp.close)
@@ -202,7 +204,9 @@ def test_sync_proposes_actions_from_annotations_and_applies_what_was_shown(live,
     )
     assert applied["applied"] and len(applied["added"]) == 4
     with live.database.reader() as session:
-        rows = {a.name: (a.kind, a.org_policy, a.annotations) for a in session.scalars(select(Action))}
+        rows = {
+            a.name: (a.kind, a.org_policy, a.annotations) for a in session.scalars(select(Action))
+        }
         still_open = session.scalars(
             select(Finding).where(
                 Finding.kind == FindingKind.UNCATALOGUED_TOOL, Finding.state == FindingState.OPEN

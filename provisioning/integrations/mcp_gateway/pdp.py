@@ -84,7 +84,9 @@ class Pdp:
         try:
             response = await self.http.post(path, json=body)
         except httpx2.HTTPError as exc:
-            raise Unavailable(f"the decision service cannot be reached ({type(exc).__name__})")
+            raise Unavailable(
+                f"the decision service cannot be reached ({type(exc).__name__})"
+            ) from None
         if response.status_code != 200:
             raise Unavailable(f"the decision service answered HTTP {response.status_code}")
         try:
@@ -94,7 +96,9 @@ class Pdp:
 
     async def decide(self, person: str, agent: str | None, tool: str) -> Decision:
         """The decision on one ``tools/call``; :class:`Unavailable` when there is none."""
-        return _decision(await self._post("/access/v1/evaluation", self._question(person, agent, tool)))
+        return _decision(
+            await self._post("/access/v1/evaluation", self._question(person, agent, tool))
+        )
 
     async def decide_all(self, person: str, agent: str | None, tools: list[str]) -> list[Decision]:
         """Decisions on calling each of ``tools``, in order: one batch request per 1,000."""

@@ -60,7 +60,9 @@ def list_tools(url: str, egress: Egress, *, timeout: float = 10.0) -> list[tools
     except tools.ToolListRefused:
         raise
     except TimeoutError:
-        raise Unreachable(f"the server at {url} gave no complete tool list in {timeout:g} s")
+        raise Unreachable(
+            f"the server at {url} gave no complete tool list in {timeout:g} s"
+        ) from None
     except BaseException as exc:  # an ExceptionGroup from the SDK's task group, or one error
         refused = _find(exc, EgressRefused)
         if refused is not None:
