@@ -23,7 +23,6 @@ from provisioning.connectors import catalogue, tools
 from provisioning.connectors.governance import GovernanceError, enablement_problems
 from provisioning.connectors.models import Action, Connector
 from provisioning.delivery.egress import Egress, EgressRefused
-from provisioning.integrations.mcp_gateway import upstream
 from provisioning.tokens.credentials import Scope
 
 READ, WRITE = Scope.ADMIN_READ.value, Scope.ADMIN_WRITE.value
@@ -240,6 +239,8 @@ def sync_tools(path: schemas.ConnectorPath, body: schemas.ToolSyncIn) -> Respons
     changed, vanished; proposals from the tools' annotations); ``apply`` writes the diff
     whose ``digest`` was shown (409 if the server changed since). Uncatalogued tools open
     ``uncatalogued_tool`` findings; vanished ones are flagged, not deleted."""
+    from provisioning.integrations.mcp_gateway import upstream  # the MCP SDK: when used
+
     with database().reader() as session:
         url = find_connector(session, path.slug).mcp_url
     if url is None:

@@ -13,7 +13,6 @@ from provisioning.connectors import catalogue, tools
 from provisioning.connectors.governance import GovernanceError
 from provisioning.connectors.models import Connector
 from provisioning.delivery.egress import Egress, EgressRefused
-from provisioning.integrations.mcp_gateway import upstream
 
 
 def _connector(session, slug: str) -> Connector:  # type: ignore[no-untyped-def]
@@ -60,12 +59,14 @@ def connectors_set(ctx: Context, slug: str, mcp_url: str | None, resource_uri: s
 @click.option("--json", "as_json", is_flag=True, help="The diff as JSON.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the server.")
 @pass_context
-@domain_errors(GovernanceError, tools.ToolListRefused, upstream.Unreachable)
+@domain_errors(GovernanceError, tools.ToolListRefused, ConnectionError)
 def sync_tools(
     ctx: Context, slug: str, confirm: bool, digest: str | None, as_json: bool, timeout: float
 ) -> None:
     """List the MCP server's tools and show the diff with the catalogue (a dry run: only
     the `uncatalogued_tool` findings are written); --apply writes it."""
+    from provisioning.integrations.mcp_gateway import upstream  # the MCP SDK: when used
+
     database = ctx.migrated()
     with database.reader() as session:
         url = _connector(session, slug).mcp_url

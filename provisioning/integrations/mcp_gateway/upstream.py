@@ -16,7 +16,7 @@ from provisioning.delivery.transport import async_client
 PAGES = 100  # a server that pages forever is cut off here
 
 
-class Unreachable(Exception):
+class Unreachable(ConnectionError):
     """The server could not be listed (refused by egress, down, too slow, not MCP)."""
 
 
