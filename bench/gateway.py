@@ -8,6 +8,7 @@ MCP session (2026-07-28 protocol, the SDK's default):
 
 - ``tools/call`` of an allowed tool, direct to the upstream and through the gateway
   (p50/p99 over ``--calls``); the gateway caches no decision, so every call is "cold";
+- one AuthZEN evaluation as the gateway asks it (its own HTTP client), alone;
 - ``tools/list`` of 203 tools, direct and through the gateway (one AuthZEN batch of 203);
 - revocation → refusal over ``--revocations`` people: each one's client makes an allowed
   call, the person is offboarded through ``POST /api/v1/offboardings`` (HR), and the time
@@ -30,18 +31,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.decision_api import bench_database
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+
+from bench.decision_api import bench_database
 from provisioning.integrations.mcp_gateway import proxy
+from provisioning.integrations.mcp_gateway.pdp import Pdp
 from tests.api.authzen_fixture import group, person, serve
 from tests.api.conftest import ISSUER, Issuer
 from tests.gateway.servers import Background, Upstream
@@ -101,7 +103,9 @@ def main() -> None:
         tempfile.TemporaryDirectory() as workdir,
         bench_database(args.postgres, Path(workdir)) as (database, _),
     ):
-        for live in serve(database, issuer, delivery_allowed_networks="127.0.0.0/8"):
+        lives = serve(database, issuer, delivery_allowed_networks="127.0.0.0/8")
+        live = next(lives)
+        try:
             gate = Background()
             live.admin_post(
                 "/connectors",
@@ -124,6 +128,7 @@ def main() -> None:
             live.admin_post(
                 "/mappings", {"group_id": staff, "connector": SLUG, "access_level": "read_write"}
             )
+            pep = live.pep.headers["Authorization"].removeprefix("Bearer ")
             server, pdp = proxy.build(
                 proxy.Settings(
                     connector=SLUG,
@@ -132,7 +137,7 @@ def main() -> None:
                     issuer=ISSUER,
                     jwks_url=issuer.url,
                     pdp_url=live.base,
-                    pdp_token=live.pep.headers["Authorization"].removeprefix("Bearer "),
+                    pdp_token=pep,
                 )
             )
             gate.start(server.http_app(path="/mcp"))
@@ -148,6 +153,19 @@ def main() -> None:
             list_direct, n_direct = anyio.run(timed_lists, client(upstream.url, None), args.lists)
             list_through, n_through = anyio.run(timed_lists, client(gate.url, keeper), args.lists)
 
+            async def decisions(n: int) -> list[float]:
+                alone = Pdp(live.base, pep, SLUG)  # the gateway's own is its loop's
+                times = []
+                for _ in range(n):
+                    started = time.perf_counter()
+                    await alone.decide(
+                        f"p{args.revocations:04d}@example.com", "bench", "read_record"
+                    )
+                    times.append(time.perf_counter() - started)
+                await alone.close()
+                return times
+
+            asked = anyio.run(decisions, args.calls)
             hr = {"Authorization": f"Bearer {issuer.token()}"}
             lags: list[float] = []
             refused = 0
@@ -187,10 +205,14 @@ def main() -> None:
             print(f"tools/call via gateway:   {summary(through)}")
             added = statistics.median(through) - statistics.median(direct)
             print(f"  added by the gateway (p50): {added * 1000:.2f} ms")
+            print(f"  of which the AuthZEN evaluation over HTTP: {summary(asked)}")
             print(f"tools/list direct ({n_direct} tools):   {summary(list_direct)}")
             print(f"tools/list via gateway ({n_through} shown): {summary(list_through)}")
             print(f"revocation committed -> refused call: {summary(lags)}")
             print(f"  refused on the first call after the commit: {refused}/{args.revocations}")
+
+        finally:
+            lives.close()
     upstream.close()
     issuer.close()
 
