@@ -46,7 +46,7 @@ from provisioning.integrations.mcp_gateway import proxy
 from provisioning.integrations.mcp_gateway.pdp import Pdp
 from tests.api.authzen_fixture import group, person, serve
 from tests.api.conftest import ISSUER, Issuer
-from tests.gateway.servers import Background, Upstream
+from tests.gateway.servers import Background, Upstream, connector
 
 SLUG = "records"
 
@@ -108,19 +108,7 @@ def main() -> None:
         try:
             gate = Background()
             live.admin_post(
-                "/connectors",
-                {
-                    "slug": SLUG,
-                    "name": "Records",
-                    "kind": "remote",
-                    "capability": "read_write",
-                    "publisher": "internal",
-                    "interfaces": ["web", "desktop", "code", "mobile"],
-                    "security_review": "approved",
-                    "resource_uri": gate.url,
-                    "mcp_url": upstream.url,
-                    "enabled": True,
-                },
+                "/connectors", connector(SLUG, mcp_url=upstream.url, resource_uri=gate.url)
             )
             live.admin_post(f"/connectors/{SLUG}/tools/sync", {"apply": True})
             people = [person(live, f"p{n:04d}") for n in range(args.revocations + 1)]

@@ -57,6 +57,16 @@ class CheckedBackend(httpcore2.SyncBackend):
         raise failed
 
 
+# The pool settings of both transports (each pool gets a TLS context of its own).
+_POOL: dict[str, Any] = {
+    "max_connections": 100,
+    "max_keepalive_connections": 20,
+    "keepalive_expiry": 5.0,
+}
+# Both clients: no redirect followed, no proxy from the environment.
+_RULES: dict[str, Any] = {"follow_redirects": False, "trust_env": False}
+
+
 class CheckedTransport(httpx2.HTTPTransport):
     """httpx2's transport on a connection pool whose connections go through the policy.
 
@@ -67,10 +77,8 @@ class CheckedTransport(httpx2.HTTPTransport):
     def __init__(self, egress: Egress) -> None:
         self._pool = httpcore2.ConnectionPool(
             ssl_context=httpx2.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
             network_backend=CheckedBackend(egress),
+            **_POOL,
         )
 
 
@@ -111,33 +119,21 @@ class CheckedAsyncTransport(httpx2.AsyncHTTPTransport):
     def __init__(self, egress: Egress) -> None:
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=httpx2.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
             network_backend=CheckedAsyncBackend(egress),
+            **_POOL,
         )
 
 
 def async_client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.AsyncClient:
     """:func:`client`'s asynchronous twin, under the same policy and rules."""
     return httpx2.AsyncClient(
-        transport=CheckedAsyncTransport(egress),
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        **options,
+        transport=CheckedAsyncTransport(egress), timeout=timeout, **_RULES, **options
     )
 
 
 def client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.Client:
     """A client under the egress policy that never follows a redirect or uses a proxy."""
-    return httpx2.Client(
-        transport=CheckedTransport(egress),
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        **options,
-    )
+    return httpx2.Client(transport=CheckedTransport(egress), timeout=timeout, **_RULES, **options)
 
 
 def status_failure(status: int) -> DeliveryFailed:

@@ -89,3 +89,21 @@ class Upstream:
 
     def close(self) -> None:
         self.background.close()
+
+
+def connector(slug: str, *, mcp_url: str, resource_uri: str | None = None) -> dict[str, Any]:
+    """The admin API's body for a connector whose MCP server is at ``mcp_url``."""
+    body: dict[str, Any] = {
+        "slug": slug,
+        "name": slug.title(),
+        "kind": "remote",
+        "capability": "read_write",
+        "publisher": "internal",
+        "interfaces": ["web", "desktop", "code", "mobile"],
+        "security_review": "approved",
+        "mcp_url": mcp_url,
+        "enabled": True,
+    }
+    if resource_uri is not None:
+        body["resource_uri"] = resource_uri
+    return body

@@ -23,7 +23,7 @@ from provisioning.integrations.mcp_gateway import proxy
 from provisioning.oversight.models import Finding, FindingKind, FindingState
 from tests.api.authzen_fixture import Live, group, person, serve
 from tests.api.conftest import ISSUER
-from tests.gateway.servers import Background, Upstream
+from tests.gateway.servers import Background, Upstream, connector
 
 SLUG = "records"
 LOOPBACK = "127.0.0.0/8"
@@ -48,19 +48,7 @@ class Gateway:
         self.issuer = issuer
         self.live = live
         live.admin_post(
-            "/connectors",
-            {
-                "slug": SLUG,
-                "name": "Records",
-                "kind": "remote",
-                "capability": "read_write",
-                "publisher": "internal",
-                "interfaces": ["web", "desktop", "code", "mobile"],
-                "security_review": "approved",
-                "resource_uri": self.resource,
-                "mcp_url": upstream.url,
-                "enabled": True,
-            },
+            "/connectors", connector(SLUG, mcp_url=upstream.url, resource_uri=self.resource)
         )
         server, self.pdp = proxy.build(
             proxy.Settings(
@@ -80,7 +68,9 @@ class Gateway:
             sub=f"{who}@example.com", aud=self.resource, client_id="claude-code", **claims
         )
 
-    def session(self, who: str, answer: str | None = "accept", **claims: Any) -> Any:
+    def session(
+        self, who: str, answer: str | None = "accept", mode: str = "auto", **claims: Any
+    ) -> Any:
         """A client's session through the gateway as ``who`` (an async context manager);
         ``answer`` is what its person answers to a confirmation (None: cannot be asked)."""
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.token(who, **claims)}"})
@@ -95,6 +85,7 @@ class Gateway:
             streamable_http_client(self.resource, http_client=http),
             elicitation_callback=confirm if answer else None,
             cache=None,
+            mode=mode,
         )
         client.asked = asked  # type: ignore[attr-defined]
         return client
@@ -158,18 +149,7 @@ def refused(client: Client, tool: str) -> MCPError:
 
 
 def test_sync_proposes_actions_from_annotations_and_applies_what_was_shown(live, upstream):
-    live.admin_post(
-        "/connectors",
-        {
-            "slug": SLUG,
-            "name": "Records",
-            "kind": "remote",
-            "capability": "read_write",
-            "publisher": "internal",
-            "interfaces": ["web"],
-            "mcp_url": upstream.url,
-        },
-    )
+    live.admin_post("/connectors", connector(SLUG, mcp_url=upstream.url))
     shown = live.admin_post(f"/connectors/{SLUG}/tools/sync", {})
     proposed = {c["name"]: (c["kind"], c["org_policy"]) for c in shown["added"]}
     assert proposed == {
@@ -267,6 +247,17 @@ def test_a_call_that_needs_approval_asks_the_person(gateway, upstream, answer):
         assert refused(client, "delete_record").code == proxy.REFUSED
         assert upstream.calls == []
     assert len(client.asked) == 1 and "delete_record" in client.asked[0]
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+def test_an_older_client_is_asked_with_elicitation_create(gateway, upstream, answer):
+    client = gateway.session("alice", answer=answer, mode="legacy")  # 2025-11-25: a request
+    if answer == "accept":
+        assert not run(call(client, "delete_record", id="3")).is_error
+        assert upstream.calls == [("delete_record", {"id": "3"})]
+    else:
+        assert refused(client, "delete_record").code == proxy.REFUSED and upstream.calls == []
+    assert len(client.asked) == 1
 
 
 def test_a_client_that_cannot_ask_is_refused_a_call_that_needs_approval(gateway, upstream):
