@@ -92,8 +92,8 @@ async def timed_lists(c: Client, n: int) -> tuple[list[float], int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--calls", type=int, default=500)
-    parser.add_argument("--lists", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--lists", type=int, default=50)
     parser.add_argument("--revocations", type=int, default=100)
     args = parser.parse_args()
 
@@ -135,11 +135,13 @@ def main() -> None:
             def token(who: str) -> str:
                 return issuer.token(sub=f"{who}@example.com", aud=gate.url, client_id="bench")
 
-            keeper = token(f"p{args.revocations:04d}")  # never offboarded
+            keeper = f"p{args.revocations:04d}"  # never offboarded; a fresh token each time
             direct = anyio.run(timed_calls, client(upstream.url, None), args.calls)
-            through = anyio.run(timed_calls, client(gate.url, keeper), args.calls)
+            through = anyio.run(timed_calls, client(gate.url, token(keeper)), args.calls)
             list_direct, n_direct = anyio.run(timed_lists, client(upstream.url, None), args.lists)
-            list_through, n_through = anyio.run(timed_lists, client(gate.url, keeper), args.lists)
+            list_through, n_through = anyio.run(
+                timed_lists, client(gate.url, token(keeper)), args.lists
+            )
 
             async def decisions(n: int) -> list[float]:
                 alone = Pdp(live.base, pep, SLUG)  # the gateway's own is its loop's
@@ -200,6 +202,7 @@ def main() -> None:
             print(f"  refused on the first call after the commit: {refused}/{args.revocations}")
 
         finally:
+            live.app.extensions["provisioning.api.last_use"].flush()  # while the file is there
             lives.close()
     upstream.close()
     issuer.close()
