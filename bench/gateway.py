@@ -184,8 +184,8 @@ def main() -> None:
                     assert answer.status_code in (200, 201, 202), answer.text
                     try:
                         await c.call_tool("read_record", {"id": "after"})
-                    except MCPError:
-                        refused += 1
+                    except MCPError as exc:
+                        refused += "user_inactive" in exc.message  # refused as a leaver
                     lags.append(time.perf_counter() - committed)
 
             failed: list[str] = []
