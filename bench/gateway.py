@@ -119,10 +119,10 @@ def main() -> None:
             )
             live.admin_post(f"/connectors/{SLUG}/tools/sync", {"apply": True})
             people = [person(live, f"p{n:04d}") for n in range(args.revocations + 1)]
-            staff = group(live, "staff", people)
-            live.admin_post(
-                "/mappings", {"group_id": staff, "connector": SLUG, "access_level": "read_write"}
-            )
+            for start in range(0, len(people), 10):  # groups of ten: quick to create
+                staff = group(live, f"staff-{start}", people[start : start + 10])
+                mapping = {"group_id": staff, "connector": SLUG, "access_level": "read_write"}
+                live.admin_post("/mappings", mapping)
             pep = live.pep.headers["Authorization"].removeprefix("Bearer ")
             server, pdp = proxy.build(
                 proxy.Settings(
