@@ -73,6 +73,11 @@ class Upstream:
             calls.append(("update_record", {"id": id, "text": text}))
             return f"updated {id}"
 
+        @self.mcp.resource("records://index")
+        def index() -> str:
+            """Every record's id."""
+            return "7, 9"
+
         for n in range(extra):
             self.add(f"tool_{n:04d}")
         self.background = Background(self.mcp.http_app(path="/mcp"))

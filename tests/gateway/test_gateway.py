@@ -291,6 +291,18 @@ def test_the_leaver_is_cut_off_at_the_next_call(gateway, upstream, live, people)
     assert upstream.calls == [("read_record", {"id": "1"})]
 
 
+def test_resources_are_for_those_who_may_use_the_connector(gateway, live):
+    async def read(client: Client) -> Any:
+        async with client:
+            return await client.read_resource("records://index")
+
+    assert "7, 9" in str(run(read(gateway.session("bob"))))
+    person(live, "carol")  # no group: no access to the connector
+    with pytest.raises(BaseException) as caught:
+        run(read(gateway.session("carol")))
+    assert "no_grant" in mcp_error(caught.value).message
+
+
 def test_no_token_is_a_401_naming_the_protected_resource_metadata(gateway):
     response = httpx2.post(gateway.resource, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert response.status_code == 401

@@ -54,10 +54,12 @@ class Pdp:
         token: str,
         connector: str,
         *,
+        server: str | None = None,
         interface: str | None = None,
         timeout: float = 2.0,
     ) -> None:
         self.connector = connector
+        self.server = server  # the connector's resource URI: its MCP server for AuthZEN
         self.interface = interface
         self.http = httpx2.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -67,16 +69,21 @@ class Pdp:
             trust_env=False,
         )
 
-    def _question(self, person: str, agent: str | None, tool: str) -> dict[str, Any]:
+    def _question(
+        self, person: str, agent: str | None, tool: str, method: str = "tools/call"
+    ) -> dict[str, Any]:
         context: dict[str, Any] = {}
         if agent:
             context["agent"] = agent
         if self.interface:
             context["interface"] = self.interface
+        resource: dict[str, Any] = {"type": "mcp_server", "id": self.server}
+        if method == "tools/call":
+            resource = {"type": "tool", "id": tool, "properties": {"connector": self.connector}}
         return {
             "subject": {"type": "identity", "id": person},
-            "action": {"name": "tools/call"},
-            "resource": {"type": "tool", "id": tool, "properties": {"connector": self.connector}},
+            "action": {"name": method},
+            "resource": resource,
             "context": context,
         }
 
@@ -99,6 +106,12 @@ class Pdp:
         return _decision(
             await self._post("/access/v1/evaluation", self._question(person, agent, tool))
         )
+
+    async def may_use(self, person: str, agent: str | None, method: str) -> Decision:
+        """Whether the person may use the connector's server for ``method`` (COAZ-MCP's
+        ``mcp_server`` resource: ``resources/list``, ``prompts/list``, ...)."""
+        question = self._question(person, agent, "", method)
+        return _decision(await self._post("/access/v1/evaluation", question))
 
     async def decide_all(self, person: str, agent: str | None, tools: list[str]) -> list[Decision]:
         """Decisions on calling each of ``tools``, in order: one batch request per 1,000."""

@@ -3,6 +3,8 @@ obeys our decisions.
 
 - ``tools/list``: the upstream's tools, less those the person may not call, decided by
   one AuthZEN batch (a tool that needs approval stays listed: calling it asks).
+- resources and prompts (listing, reading, getting): allowed while the person may use
+  the connector's server (COAZ-MCP's ``mcp_server`` resource), refused otherwise.
 - ``tools/call``: one AuthZEN evaluation. ``allow`` → forwarded. ``needs_approval`` → the
   person is asked to confirm through MCP elicitation (a ``2026-07-28`` connection gets an
   ``InputRequiredResult`` and its client retries with the answer; an older one gets
@@ -86,6 +88,41 @@ class Enforcement(Middleware):
         except Unavailable as exc:
             raise MCPError(NO_DECISION, f"refused: {exc}") from None
         return [t for t, d in zip(listed, decisions, strict=True) if d.allowed or d.needs_approval]
+
+    async def _server_use(self, method: str) -> None:
+        """Refuse unless the person may use the connector's server (resources, prompts)."""
+        person, agent = self._who()
+        try:
+            decision = await self.pdp.may_use(person, agent, method)
+        except Unavailable as exc:
+            raise MCPError(NO_DECISION, f"refused: {exc}") from None
+        if not decision.allowed:
+            self._record(decision, person, agent, method, "refused")
+            raise MCPError(
+                REFUSED,
+                f"refused: {decision.reason}: {decision.message}",
+                {"reason": decision.reason, "evaluation_id": decision.evaluation_id},
+            )
+
+    async def on_list_resources(self, context: Any, call_next: Any) -> Any:
+        await self._server_use("resources/list")
+        return await call_next(context)
+
+    async def on_list_resource_templates(self, context: Any, call_next: Any) -> Any:
+        await self._server_use("resources/list")
+        return await call_next(context)
+
+    async def on_read_resource(self, context: Any, call_next: Any) -> Any:
+        await self._server_use("resources/list")
+        return await call_next(context)
+
+    async def on_list_prompts(self, context: Any, call_next: Any) -> Any:
+        await self._server_use("prompts/list")
+        return await call_next(context)
+
+    async def on_get_prompt(self, context: Any, call_next: Any) -> Any:
+        await self._server_use("prompts/list")
+        return await call_next(context)
 
     async def on_call_tool(
         self,
@@ -180,6 +217,7 @@ def build(settings: Settings) -> tuple[Any, Pdp]:
         settings.pdp_url,
         settings.pdp_token,
         settings.connector,
+        server=settings.resource,
         interface=settings.interface,
         timeout=settings.timeout,
     )
