@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "provisioning.cli",
             "provisioning.demo",
             "provisioning.hooks",
+            "provisioning.integrations",  # the MCP gateway and tool listing (mcp, fastmcp)
             "provisioning.migrations",
             "provisioning.web",
             "scim",
@@ -40,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "flows",
         (
             "provisioning.connectors.catalogue",
+            "provisioning.connectors.tools",
             "provisioning.offboarding",
             "provisioning.okta",
             "provisioning.oversight",

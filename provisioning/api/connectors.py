@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response
+from flask import Response, current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,9 +19,10 @@ from provisioning.api.edge import (
     route,
     unprocessable,
 )
-from provisioning.connectors import catalogue
+from provisioning.connectors import catalogue, tools
 from provisioning.connectors.governance import GovernanceError, enablement_problems
 from provisioning.connectors.models import Action, Connector
+from provisioning.delivery.egress import Egress, EgressRefused
 from provisioning.tokens.credentials import Scope
 
 READ, WRITE = Scope.ADMIN_READ.value, Scope.ADMIN_WRITE.value
@@ -48,6 +49,7 @@ def connector_out(connector: Connector) -> schemas.ConnectorOut:
         unknown_action_policy=connector.unknown_action_policy,
         resource_uri=connector.resource_uri,
         resource_type=connector.resource_type,
+        mcp_url=connector.mcp_url,
         governance_problems=list(enablement_problems(connector)),
         created_at=connector.created_at,
         updated_at=connector.updated_at,
@@ -60,9 +62,32 @@ def action_out(action: Action) -> schemas.ActionOut:
         kind=action.kind,
         org_policy=action.org_policy,
         description=action.description,
+        annotations=action.annotations,
+        vanished_at=action.vanished_at,
         created_at=action.created_at,
         updated_at=action.updated_at,
     )
+
+
+def egress() -> Egress:
+    """Where the service may connect: MCP servers are under delivery's egress policy."""
+    settings = current_app.extensions["provisioning.settings"]
+    return Egress(settings.delivery_allowed_network_list)
+
+
+def _check_mcp_url(url: str | None) -> None:
+    """422 when the MCP endpoint's host is one the egress policy refuses (before any
+    transaction: checking it resolves the host)."""
+    if url is None:
+        return
+    try:
+        egress().check_url(url)
+    except EgressRefused as exc:
+        unprocessable(
+            f"refused by the egress policy: {exc.reason}"
+            " (internal networks are allowed by PROVISIONING_DELIVERY_ALLOWED_NETWORKS)",
+            "mcp_url",
+        )
 
 
 def find_connector(session: Session, slug: str, *, lock: bool = False) -> Connector:
@@ -99,6 +124,7 @@ def list_connectors(query: schemas.ConnectorQuery) -> Response:
 @route("POST", "/connectors", WRITE, tag=TAG, ok={201: schemas.ConnectorOut}, problems=[409])
 def create_connector(body: schemas.ConnectorIn) -> Response:
     """Add a connector; enabling it at once is subject to the governance guards."""
+    _check_mcp_url(body.mcp_url)
     with database().transaction() as session:
         if session.scalar(select(Connector.id).where(Connector.slug == body.slug)) is not None:
             fail(409, "Conflict", f"a connector with slug {body.slug} exists", "conflict")
@@ -127,6 +153,7 @@ def get_connector(path: schemas.ConnectorPath) -> Response:
 )
 def update_connector(path: schemas.ConnectorPath, body: schemas.ConnectorPatch) -> Response:
     """Change fields (If-Match guards against lost updates); holders' grants follow."""
+    _check_mcp_url(body.mcp_url)
     with database().transaction() as session:
         connector = find_connector(session, path.slug, lock=True)
         check_if_match(etag_of(connector_out(connector)))
@@ -194,6 +221,48 @@ def delete_connector(path: schemas.ConnectorPath) -> Response:
         except GovernanceError as exc:
             fail(409, "Conflict", str(exc), "conflict")
     return Response(status=204)
+
+
+# -- the tool catalogue from the MCP server -------------------------------------------
+
+
+@route(
+    "POST",
+    "/connectors/<slug>/tools/sync",
+    WRITE,
+    tag=TAG,
+    ok={200: schemas.ToolSyncOut},
+    problems=[404, 409, 502],
+)
+def sync_tools(path: schemas.ConnectorPath, body: schemas.ToolSyncIn) -> Response:
+    """List the connector's MCP server's tools and diff them with its actions (added,
+    changed, vanished; proposals from the tools' annotations); ``apply`` writes the diff
+    whose ``digest`` was shown (409 if the server changed since). Uncatalogued tools open
+    ``uncatalogued_tool`` findings; vanished ones are flagged, not deleted."""
+    from provisioning.integrations.mcp_gateway import upstream  # the MCP SDK: when used
+
+    with database().reader() as session:
+        url = find_connector(session, path.slug).mcp_url
+    if url is None:
+        unprocessable(f"connector {path.slug} has no mcp_url", "mcp_url")
+    try:
+        listed = upstream.list_tools(url, egress())  # outside any transaction: it waits
+    except upstream.Unreachable as exc:
+        fail(502, "Bad Gateway", str(exc), "mcp-server")
+    except tools.ToolListRefused as exc:
+        fail(502, "Bad Gateway", f"the MCP server's tool list is refused: {exc}", "mcp-server")
+    with database().transaction() as session:
+        connector = find_connector(session, path.slug, lock=True)
+        try:
+            found = tools.sync(
+                session, origin(), connector, listed, confirm=body.apply, digest=body.digest
+            )
+        except tools.Stale as exc:
+            fail(409, "Conflict", str(exc), "conflict")
+        except GovernanceError as exc:
+            unprocessable(str(exc))
+        out = schemas.ToolSyncOut(applied=body.apply, **found.as_dict())
+    return json_response(out)
 
 
 # -- actions ------------------------------------------------------------------------

@@ -80,6 +80,16 @@ ResourceUri = Annotated[
         description="its MCP server's RFC 9728 resource URI (the audience of its tokens)",
     ),
 ]
+# Where a connector's MCP server answers (streamable HTTP); checked against the egress policy.
+McpUrl = Annotated[
+    str,
+    Field(
+        pattern=r"^https?://[!-~]{1,480}$",
+        max_length=500,
+        examples=["https://mcp.github.example/mcp"],
+        description="its MCP server's streamable HTTP endpoint (tools are listed from it)",
+    ),
+]
 ResourceType = Annotated[
     str,
     Field(
@@ -131,6 +141,7 @@ class ConnectorIn(Input):
     dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     resource_uri: ResourceUri | None = None
     resource_type: ResourceType | None = None
+    mcp_url: McpUrl | None = None
     enabled: bool = False
 
 
@@ -154,6 +165,7 @@ class ConnectorPatch(Input):
     unknown_action_policy: Policy = None  # type: ignore[assignment]
     resource_uri: ResourceUri | None = None
     resource_type: ResourceType | None = None
+    mcp_url: McpUrl | None = None
 
 
 class ConnectorOut(BaseModel):
@@ -175,6 +187,7 @@ class ConnectorOut(BaseModel):
     unknown_action_policy: Policy
     resource_uri: str | None
     resource_type: str | None
+    mcp_url: str | None
     governance_problems: list[str]
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -215,8 +228,41 @@ class ActionOut(BaseModel):
     kind: ActionKind
     org_policy: Policy
     description: str | None
+    # What the connector's MCP server last said of the tool (hints, untrusted), and when
+    # it was last found missing from the server (null: offered at the last sync).
+    annotations: dict[str, Any] | None = None
+    vanished_at: dt.datetime | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class ToolSyncIn(Input):
+    """List the connector's MCP server's tools; ``apply`` writes the diff whose ``digest``
+    the admin saw (without a digest: the diff as listed now)."""
+
+    apply: bool = False
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class ToolChange(BaseModel):
+    change: str
+    name: str
+    kind: ActionKind
+    org_policy: Policy
+    description: str | None
+    annotations: dict[str, Any] | None
+    open_world: bool | None
+    before: dict[str, Any] | None = None
+
+
+class ToolSyncOut(BaseModel):
+    connector: str
+    applied: bool
+    added: list[ToolChange]
+    changed: list[ToolChange]
+    vanished: list[ToolChange]
+    unchanged: int
+    digest: str
 
 
 class ActionList(BaseModel):

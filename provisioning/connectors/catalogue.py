@@ -46,6 +46,7 @@ _STATE_FIELDS = (
     "dormant_grace_days",
     "resource_uri",
     "resource_type",
+    "mcp_url",
 )
 
 
@@ -91,6 +92,7 @@ def create_connector(
     dormant_grace_days: int | None = None,
     resource_uri: str | None = None,
     resource_type: str | None = None,
+    mcp_url: str | None = None,
 ) -> Connector:
     """Add a connector; raise :class:`GovernanceError` if it breaks a guard."""
     if session.scalar(select(Connector.id).where(Connector.slug == slug)) is not None:
@@ -114,6 +116,7 @@ def create_connector(
         dormant_grace_days=dormant_grace_days,
         resource_uri=resource_uri,
         resource_type=resource_type,
+        mcp_url=mcp_url,
     )
     check_enabled(connector)
     session.add(connector)
@@ -170,6 +173,7 @@ def add_action(
     kind: ActionKind,
     org_policy: Policy = Policy.NEEDS_APPROVAL,
     description: str | None = None,
+    annotations: dict[str, Any] | None = None,
 ) -> Action:
     """Catalogue an action; a new action needs approval unless told otherwise."""
     kind = ActionKind(kind)
@@ -184,6 +188,7 @@ def add_action(
         kind=kind,
         org_policy=Policy(org_policy),
         description=description,
+        annotations=annotations,
     )
     session.add(action)
     session.flush()
@@ -202,7 +207,7 @@ def add_action(
     return action
 
 
-_ACTION_FIELDS = ("kind", "org_policy", "description")
+_ACTION_FIELDS = ("kind", "org_policy", "description", "annotations", "vanished_at")
 
 
 def action_state(action: Action) -> dict[str, Any]:
@@ -210,8 +215,8 @@ def action_state(action: Action) -> dict[str, Any]:
 
 
 def update_action(session: Session, origin: Origin, action: Action, **changes: Any) -> None:
-    """Change an action's kind, org policy or description (grants are per connector:
-    the decision path reads the new policy at once)."""
+    """Change an action's kind, org policy, description, or what its MCP server says of it
+    (grants are per connector: the decision path reads the new policy at once)."""
     unknown = set(changes) - set(_ACTION_FIELDS)
     if unknown:
         raise GovernanceError(f"unknown action field(s): {', '.join(sorted(unknown))}")
@@ -226,8 +231,9 @@ def update_action(session: Session, origin: Origin, action: Action, **changes: A
     action.kind = kind
     if "org_policy" in changes:
         action.org_policy = Policy(changes["org_policy"])
-    if "description" in changes:
-        action.description = changes["description"]
+    for name in ("description", "annotations", "vanished_at"):
+        if name in changes:
+            setattr(action, name, changes[name])
     after = action_state(action)
     if after == before:
         return

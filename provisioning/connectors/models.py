@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -141,6 +142,9 @@ class Connector(Base):
     # answers to besides "connector" (docs/authzen.md).
     resource_uri: Mapped[str | None] = mapped_column(String(500), unique=True)
     resource_type: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Where its MCP server answers (streamable HTTP): what the tool catalogue is read from
+    # and what the gateway fronts.
+    mcp_url: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -160,6 +164,11 @@ class Action(Base):
     kind: Mapped[ActionKind] = mapped_column(enum_type(ActionKind))
     org_policy: Mapped[Policy] = mapped_column(enum_type(Policy), default=Policy.NEEDS_APPROVAL)
     description: Mapped[str | None] = mapped_column(Text)
+    # The tool's annotations as its MCP server last stated them: hints kept for reviewers
+    # (readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title), never trusted.
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When the server was last found without this tool (None: offered at the last sync).
+    vanished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

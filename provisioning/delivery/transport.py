@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
+import anyio.to_thread
 import httpcore2
 import httpx2
 
@@ -56,6 +57,16 @@ class CheckedBackend(httpcore2.SyncBackend):
         raise failed
 
 
+# The pool settings of both transports (each pool gets a TLS context of its own).
+_POOL: dict[str, Any] = {
+    "max_connections": 100,
+    "max_keepalive_connections": 20,
+    "keepalive_expiry": 5.0,
+}
+# Both clients: no redirect followed, no proxy from the environment.
+_RULES: dict[str, Any] = {"follow_redirects": False, "trust_env": False}
+
+
 class CheckedTransport(httpx2.HTTPTransport):
     """httpx2's transport on a connection pool whose connections go through the policy.
 
@@ -66,22 +77,63 @@ class CheckedTransport(httpx2.HTTPTransport):
     def __init__(self, egress: Egress) -> None:
         self._pool = httpcore2.ConnectionPool(
             ssl_context=httpx2.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
             network_backend=CheckedBackend(egress),
+            **_POOL,
         )
+
+
+class CheckedAsyncBackend(httpcore2.AnyIOBackend):
+    """The asynchronous twin of :class:`CheckedBackend` (the MCP SDK's client is async)."""
+
+    def __init__(self, egress: Egress) -> None:
+        super().__init__()
+        self.egress = egress
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        try:
+            addresses = await anyio.to_thread.run_sync(self.egress.addresses, host, port)
+        except OSError as exc:
+            raise httpcore2.ConnectError(str(exc)) from exc
+        failed: Exception | None = None
+        for address in addresses:
+            try:
+                return await super().connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                failed = exc
+        assert failed is not None
+        raise failed
+
+
+class CheckedAsyncTransport(httpx2.AsyncHTTPTransport):
+    """httpx2's async transport on a pool whose connections go through the policy."""
+
+    def __init__(self, egress: Egress) -> None:
+        self._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            network_backend=CheckedAsyncBackend(egress),
+            **_POOL,
+        )
+
+
+def async_client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.AsyncClient:
+    """:func:`client`'s asynchronous twin, under the same policy and rules."""
+    return httpx2.AsyncClient(
+        transport=CheckedAsyncTransport(egress), timeout=timeout, **_RULES, **options
+    )
 
 
 def client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.Client:
     """A client under the egress policy that never follows a redirect or uses a proxy."""
-    return httpx2.Client(
-        transport=CheckedTransport(egress),
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        **options,
-    )
+    return httpx2.Client(transport=CheckedTransport(egress), timeout=timeout, **_RULES, **options)
 
 
 def status_failure(status: int) -> DeliveryFailed:

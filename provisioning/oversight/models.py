@@ -25,6 +25,7 @@ class FindingKind(enum.StrEnum):
     PARKED_OKTA_EVENT = "parked_okta_event"  # an Okta event that could not be applied
     # someone holds what a separation-of-duties rule forbids, without a live exemption
     SEPARATION_VIOLATION = "separation_violation"
+    UNCATALOGUED_TOOL = "uncatalogued_tool"  # a connector's MCP server offers a tool we lack
 
 
 class Severity(enum.StrEnum):

@@ -1,7 +1,7 @@
 """Access requests: request policies per connector, requests, their approval steps.
 
 Revision ID: 0019
-Revises: 0014
+Revises: 0018
 Create Date: 2026-12-05
 
 ``request_policies`` says whether and how a connector may be requested (approval chain,
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
@@ -34,6 +34,7 @@ FINDING_KINDS = (
     "unassessed_regulated",
     "dead_letters",
     "parked_okta_event",
+    "uncatalogued_tool",  # migration 0018
 )
 NEW_KIND = "separation_violation"
 

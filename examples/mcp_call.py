@@ -1,0 +1,37 @@
+"""Call a tool through the gateway with the official MCP SDK, as a person's AI client does:
+the person's access token (from the IdP, audience = the connector's resource URI) as the
+bearer; a confirmation asked by the gateway is answered at the terminal.
+
+    .venv/bin/python examples/mcp_call.py http://127.0.0.1:8090/mcp "$TOKEN" read_record id=1
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+
+async def confirm(context: Any, params: Any) -> mcp_types.ElicitResult:
+    answer = input(f"{params.message} [y/N] ").strip().lower() == "y"
+    return mcp_types.ElicitResult(
+        action="accept" if answer else "decline", content={"confirm": True} if answer else None
+    )
+
+
+async def main(url: str, token: str, tool: str, *pairs: str) -> None:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    client = Client(streamable_http_client(url, http_client=http), elicitation_callback=confirm)
+    async with client:
+        print("tools:", ", ".join(t.name for t in (await client.list_tools()).tools))
+        result = await client.call_tool(tool, dict(p.split("=", 1) for p in pairs))
+        print(result.content[0].text if result.content else result)
+
+
+if __name__ == "__main__":
+    anyio.run(main, *sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Integrations of the service with other ecosystems' parts, kept apart from the domain."""
