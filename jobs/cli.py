@@ -10,6 +10,7 @@ import click
 
 from jobs import runner
 from jobs.registry import JOBS
+from provisioning import logs
 from provisioning.cli import Context, _fail, _progress, pass_context
 
 
@@ -22,8 +23,9 @@ def worker(ctx: Context) -> None:
     When one of its loops has stopped (its thread died), the worker exits with
     status 1 naming it, so that whatever supervises it starts it again.
     """
-    database = ctx.migrated()
     settings = ctx.settings
+    logs.configure(settings.log_level, settings.log_format)
+    database = ctx.migrated()
     background = runner.start_in_background(database, settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -119,6 +119,7 @@ def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> No
     """Migrate the database, then serve the API (one gunicorn worker), with the jobs."""
     from gunicorn.app.base import BaseApplication
 
+    from provisioning.logs import gunicorn_config
     from provisioning.web.app import create_app
 
     ctx.migrated()
@@ -129,8 +130,8 @@ def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> No
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", 1)
             self.cfg.set("threads", threads)
-            self.cfg.set("accesslog", "-")
             self.cfg.set("logger_class", "provisioning.web.logs.AccessLogger")
+            self.cfg.set("logconfig_dict", gunicorn_config(settings.log_level, settings.log_format))
 
         def load(self):
             app = create_app(settings)

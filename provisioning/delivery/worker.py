@@ -262,6 +262,9 @@ class Deliverer:
         name = self._targets[target_id][0]
         held = self._senders.get(target_id)
         for n, claimed in enumerate(chain):
+            if self._stop.is_set():  # stopping: what was not sent yet goes back at once
+                outcome.released += chain[n:]
+                break
             if held is None:  # its sender could not be built: the head's attempt fails
                 unexpected = self._unbuilt[target_id]
                 kind, error = Failure.SENDER_ERROR, summary(unexpected)
@@ -382,10 +385,14 @@ class Deliverer:
             self._wake.wait(self.settings.delivery_poll_seconds)
             self._wake.clear()
 
-    def stop(self, timeout: float = 30) -> None:
+    def halt(self) -> None:
+        """Start no new round; the sends under way finish, the rest of the claims go back."""
         self._loop.close()
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.halt()
         if self._thread is not None:
             self._thread.join(timeout)
         self._unsubscribe()
