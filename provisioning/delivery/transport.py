@@ -21,6 +21,7 @@ from typing import Any
 import httpcore2
 import httpx2
 
+from provisioning import correlation
 from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure
 
@@ -71,6 +72,13 @@ class CheckedTransport(httpx2.HTTPTransport):
             keepalive_expiry=5.0,
             network_backend=CheckedBackend(egress),
         )
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        # The request id of the change being delivered (the worker puts it in force).
+        request_id = correlation.current()
+        if request_id is not None and "X-Request-ID" not in request.headers:
+            request.headers["X-Request-ID"] = request_id
+        return super().handle_request(request)
 
 
 def client(egress: Egress, *, timeout: float, **options: Any) -> httpx2.Client:

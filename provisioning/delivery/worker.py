@@ -38,7 +38,7 @@ from typing import Protocol
 from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
 
-from provisioning import liveness
+from provisioning import correlation, liveness
 from provisioning.database import Database, chunked, utcnow
 from provisioning.delivery import outbox
 from provisioning.delivery.egress import Egress
@@ -211,6 +211,7 @@ class Deliverer:
                     m.created_at,
                     m.target_id,
                     m.attempts,
+                    m.request_id,
                 )
                 .where(
                     m.state == MessageState.PENDING,
@@ -222,7 +223,7 @@ class Deliverer:
             for row in rows:
                 chain = chains[(row.target_id, row.user_id)]
                 if len(chain) < self.per_chain:
-                    message = Message(*row[:6])
+                    message = Message(*row[:6], request_id=row.request_id)
                     chain.append(Claimed(message, row.target_id, row.attempts + 1))
             claimed = [c.message.id for chain in chains.values() for c in chain]
             for chunk in chunked(claimed):
@@ -270,7 +271,8 @@ class Deliverer:
                 kind, error = Failure.SENDER_ERROR, summary(unexpected)
             else:
                 try:
-                    held[1].send(claimed.message)
+                    with correlation.in_force(claimed.message.request_id):
+                        held[1].send(claimed.message)
                 except DeliveryFailed as exc:
                     kind, error, unexpected = exc.kind, str(exc), None
                 except Exception as exc:  # the sender's own failure loses nothing either
@@ -310,6 +312,7 @@ class Deliverer:
             max_attempts,
             error,
             exc_info=trace,
+            extra={"request_id": claimed.message.request_id},
         )
 
     def _settle(self, outcome: _Outcome, result: Round) -> None:
