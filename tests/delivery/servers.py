@@ -54,6 +54,7 @@ class WebhookReceiver(_Served):
         self.secret = secret
         self.received: list[dict[str, Any]] = []  # every accepted request, repeats included
         self.hosts: list[str] = []  # the Host header of each accepted request
+        self.request_ids: dict[str, str | None] = {}  # event id -> its X-Request-ID
         self.location: str | None = None  # sent with ``answer``, for a redirect
         self.rejected_signatures = 0
         self.answer: int | str | None = None
@@ -84,6 +85,7 @@ class WebhookReceiver(_Served):
         with self.lock:
             self.received.append(event)
             self.hosts.append(request.host)
+            self.request_ids[event["id"]] = request.headers.get("X-Request-ID")
         return Response("<html>ok</html>", status=200)(environ, start_response)
 
     def unique(self) -> dict[str, dict[str, Any]]:
