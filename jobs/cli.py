@@ -15,17 +15,29 @@ from provisioning.cli import Context, _fail, _progress, pass_context
 
 
 @click.command()
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="PROVISIONING_WORKER_METRICS_PORT",
+    help="Serve this worker's /metrics (heartbeats, leadership, deliveries, job runs) here.",
+)
 @pass_context
-def worker(ctx: Context) -> None:
+def worker(ctx: Context, metrics_port: int | None) -> None:
     """Deliver the outbox, and run the schedule when this worker is the leader, until stopped.
 
     Every worker delivers (they share the outbox); one at a time runs the schedule.
     When one of its loops has stopped (its thread died), the worker exits with
-    status 1 naming it, so that whatever supervises it starts it again.
+    status 1 naming it, so that whatever supervises it starts it again. SIGTERM stops
+    it gracefully: it gives up the leadership at once (a standby leads within a
+    second), finishes the sends under way and hands back the rest of its claims.
     """
     settings = ctx.settings
     logs.configure(settings.log_level, settings.log_format)
     database = ctx.migrated()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     background = runner.start_in_background(database, settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -132,7 +132,7 @@ def test_an_access_log_turned_on_holds_no_credential():
         response_length = 0
 
     class Request:
-        headers = [("AUTHORIZATION", "Bearer SECRET-BEARER")]
+        headers = (("AUTHORIZATION", "Bearer SECRET-BEARER"),)
 
     atoms = AccessLogger(config).atoms(Answer(), Request(), environ, dt.timedelta(seconds=0.01))
     assert "SECRET" not in json.dumps(atoms, default=str)
