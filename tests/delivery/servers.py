@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -57,6 +58,7 @@ class WebhookReceiver(_Served):
         self.request_ids: dict[str, str | None] = {}  # event id -> its X-Request-ID
         self.location: str | None = None  # sent with ``answer``, for a redirect
         self.rejected_signatures = 0
+        self.delay = 0.0  # seconds to take over each accepted event (a slow receiver)
         self.answer: int | str | None = None
         self.refusal: bytes = b"down for maintenance"
         self.lock = threading.Lock()
@@ -81,6 +83,8 @@ class WebhookReceiver(_Served):
                 self.rejected_signatures += 1
             return Response("bad signature", status=401)(environ, start_response)
         event = json.loads(body)
+        if self.delay:
+            time.sleep(self.delay)
         assert request.headers[webhook.EVENT_ID_HEADER] == event["id"]
         with self.lock:
             self.received.append(event)
