@@ -1,4 +1,7 @@
-"""`provisioning worker` and `provisioning jobs list|run`, added to the command by entry point."""
+"""`provisioning worker` and `provisioning jobs list|run`, added to the command by entry point.
+
+The runner and the jobs (the whole domain) are imported when a command runs, not when
+``provisioning --help`` lists the commands."""
 
 from __future__ import annotations
 
@@ -8,9 +11,6 @@ import threading
 
 import click
 
-from jobs import runner
-from jobs.registry import JOBS
-from provisioning import logs
 from provisioning.cli import Context, _fail, _progress, pass_context
 
 
@@ -31,6 +31,10 @@ def worker(ctx: Context, metrics_port: int | None) -> None:
     it gracefully: it gives up the leadership at once (a standby leads within a
     second), finishes the sends under way and hands back the rest of its claims.
     """
+    from jobs import runner
+    from jobs.registry import JOBS
+    from provisioning import logs
+
     settings = ctx.settings
     logs.configure(settings.log_level, settings.log_format)
     database = ctx.migrated()
@@ -71,6 +75,9 @@ def jobs() -> None:
 @pass_context
 def jobs_list(ctx: Context, as_json: bool) -> None:
     """Every job, its schedule and its last run."""
+    from jobs import runner
+    from jobs.registry import JOBS
+
     settings = ctx.settings
     last = runner.last_runs(ctx.migrated())
     rows = []
@@ -109,6 +116,9 @@ def jobs_list(ctx: Context, as_json: bool) -> None:
 @pass_context
 def jobs_run(ctx: Context, name: str, as_json: bool) -> None:
     """Run one job now, in the foreground."""
+    from jobs import runner
+    from jobs.registry import JOBS
+
     if name not in JOBS:
         _fail(str(runner.UnknownJob(name)), 2)
     database = ctx.migrated()

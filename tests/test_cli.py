@@ -290,3 +290,23 @@ def test_a_garbled_checkpoint_file_is_refused_naming_its_line(database, signing_
     )
     assert result.exit_code == 1
     assert f"checkpoint {held}:2 refused: malformed" in result.stderr
+
+
+def test_help_imports_no_more_than_the_commands():
+    """`provisioning --help` loads click and the command modules, nothing of the domain
+    (it took seconds when it did: docs/performance.md)."""
+    script = (
+        "import sys\n"
+        "from provisioning.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('provisioning', 'jobs', 'scim', 'sqlalchemy', 'okta', 'pydantic', 'flask')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert loaded == "['jobs', 'jobs.cli', 'provisioning', 'provisioning.cli']", loaded
