@@ -214,3 +214,22 @@ def test_the_dockerfile_builds_a_wheel_and_runs_unprivileged():
     for command in ("serve)", "worker |", "db |"):
         assert command in entrypoint
     assert "exec gunicorn -c /etc/provisioning/gunicorn.conf.py" in entrypoint
+
+
+def test_the_alerting_rules_name_metrics_the_service_exports():
+    rules = yaml.safe_load((DEPLOY / "alerts.yaml").read_text())["groups"][0]["rules"]
+    exported = {
+        "outbox_dead_letters",
+        "outbox_oldest_age_seconds",
+        "delivery_errors_total",
+        "scheduler_leader",
+        "job_last_success_timestamp_seconds",
+        "background_alive",
+        "http_request_duration_seconds_count",
+        "http_request_duration_seconds_bucket",
+    }
+    used = set()
+    for rule in rules:
+        assert rule["alert"] and rule["expr"] and rule["annotations"]["summary"]
+        used |= set(re.findall(r"[a-z_]+(?=[{\[) ])", rule["expr"])) & exported
+    assert used == exported
