@@ -8,7 +8,7 @@
 # answers on 127.0.0.1.
 #
 #   bash deploy/test-image.sh            # by hand or from .ci/run
-#   KEEP=1 bash deploy/test-image.sh     # keep the images afterwards
+#   KEEP=1 bash deploy/test-image.sh     # keep the service's image afterwards
 #
 # Skips (exit 0, saying why) where buildah or mmdebstrap cannot be installed.
 set -euo pipefail
@@ -36,7 +36,8 @@ ctr=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
   [ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1
-  if [ -z "${KEEP:-}" ]; then buildah rmi "$image" "$base" >/dev/null 2>&1 || true; fi
+  # The base image is kept (built again only when missing); the service's unless KEEP=1.
+  if [ -z "${KEEP:-}" ]; then buildah rmi "$image" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,11 +55,11 @@ if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
   ctr=
 fi
 
-# pip inside the build trusts what the host's pip trusts (a proxy's CA, where there is one).
+# pip inside the build trusts what the host trusts (here PyPI is reached through a proxy
+# with its own certificate authority, installed in the host's bundle).
 build_volumes=()
-host_ca=$(python3 -m pip config get global.cert 2>/dev/null || true)
-if [ -n "$host_ca" ] && [ -f "$host_ca" ]; then
-  cp "$host_ca" "$work/host-ca.crt"
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  cp /etc/ssl/certs/ca-certificates.crt "$work/host-ca.crt"
   printf '[global]\ncert = /etc/ssl/host-ca.crt\n' >"$work/pip.conf"
   build_volumes=(--volume "$work/host-ca.crt:/etc/ssl/host-ca.crt:ro"
                  --volume "$work/pip.conf:/etc/pip.conf:ro")

@@ -95,11 +95,9 @@ class JsonLines(JsonFormatter):
     """One JSON object per line: time, level, logger, message, request id and the extras."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("fmt", ["asctime", "levelname", "name", "message", "request_id"])
-        kwargs.setdefault(
-            "rename_fields", {"asctime": "time", "levelname": "level", "name": "logger"}
-        )
-        kwargs.setdefault("datefmt", "%Y-%m-%dT%H:%M:%S%z")
+        kwargs.setdefault("fmt", "%(levelname)s %(name)s %(message)s %(request_id)s")
+        kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
+        kwargs.setdefault("timestamp", "time")  # ISO 8601 in UTC, to the microsecond
         super().__init__(*args, **kwargs)
 
     def format(self, record: logging.LogRecord) -> str:

@@ -6,69 +6,36 @@ not after a poll interval."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 from provisioning.delivery import outbox
 from tests.delivery.conftest import RECEIVERS, add_target, states
+from tests.jobs.test_runner import WorkerProcess
 
 BURST = 150
 
 
-class Worker:
-    """A `provisioning worker` process; a thread notes when its stderr says it leads."""
-
-    def __init__(self, database) -> None:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database.url,
-            # The takeover must not wait for a poll: the default interval, 15 s.
-            "PROVISIONING_LEADER_POLL_SECONDS": "15",
-            "PROVISIONING_DELIVERY_POLL_SECONDS": "0.1",
-            "PROVISIONING_DELIVERY_BATCH": "5",
-            "PROVISIONING_DELIVERY_ALLOWED_NETWORKS": RECEIVERS,
-            "PROVISIONING_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisioning.cli", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.led_at: float | None = None
-        self.leading, self.up = threading.Event(), threading.Event()
-        self.lines: list[str] = []
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if "is the scheduler leader" in line:
-                self.led_at = time.monotonic()
-                self.leading.set()
-            if line.startswith("worker up"):
-                self.up.set()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+def worker(database) -> WorkerProcess:
+    return WorkerProcess(
+        database,
+        # The takeover must not wait for a poll: the default interval, 15 s.
+        PROVISIONING_LEADER_POLL_SECONDS="15",
+        PROVISIONING_DELIVERY_POLL_SECONDS="0.1",
+        PROVISIONING_DELIVERY_BATCH="5",
+        PROVISIONING_DELIVERY_ALLOWED_NETWORKS=RECEIVERS,
+        PROVISIONING_LOG_FORMAT="json",
+    )
 
 
 def test_sigterm_during_a_burst_loses_nothing_and_the_standby_leads_at_once(database, receiver):
     add_target(database, "webhook", receiver.url, receiver.secret)
     receiver.delay = 0.01  # one chain of BURST events: about BURST x 10 ms of sending
-    first = Worker(database)
+    first = worker(database)
     second = None
     try:
         assert first.leading.wait(60), "".join(first.lines)
-        second = Worker(database)
+        second = worker(database)
         assert second.up.wait(60), "".join(second.lines)
         assert not second.leading.wait(1), "two leaders at once"
         with database.transaction() as session:
