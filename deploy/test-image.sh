@@ -33,8 +33,19 @@ port=${PORT:-18765}
 db=provisioning_image_test
 server_pid=
 ctr=
+stop_server() {
+  # The chroot shares the host's process table: gunicorn's pid file names a host pid.
+  local master
+  master=$(buildah run --isolation chroot "$ctr" cat /tmp/gunicorn.pid 2>/dev/null || true)
+  if [ -n "$master" ]; then
+    kill -TERM "$master" 2>/dev/null || true
+    for _ in $(seq 1 120); do kill -0 "$master" 2>/dev/null || break; sleep 0.5; done
+  fi
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ -n "$server_pid" ] && stop_server
   [ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1
   # The base image is kept (built again only when missing); the service's unless KEEP=1.
   if [ -z "${KEEP:-}" ]; then buildah rmi "$image" >/dev/null 2>&1 || true; fi
@@ -67,9 +78,10 @@ fi
 
 step "buildah build (BASE_IMAGE=$base)"
 started=$(date +%s)
-buildah build --quiet --isolation chroot --layers=false "${build_volumes[@]}" \
+buildah build --quiet --isolation chroot --format docker --layers=false "${build_volumes[@]}" \
   --build-arg BASE_IMAGE="$base" -f deploy/Dockerfile -t "$image" . >/dev/null
 echo "built in $(( $(date +%s) - started )) s; $(buildah images --format '{{.Size}}' "$image")"
+buildah inspect --type image --format '{{.Docker.Config.Healthcheck.Test}}' "$image" | grep -q healthz
 
 step "the final image holds no compiler, no pip, no source tree"
 ctr=$(buildah from "$image")
@@ -80,7 +92,7 @@ uid=$(buildah run --isolation chroot "$ctr" /bin/sh -c "$mnt_check")
 
 step "database $db on the local PostgreSQL"
 pg="postgresql://postgres@127.0.0.1:5432"
-psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 run() {
   buildah run --isolation chroot --env DATABASE_URL="$pg/$db" \
     --env PROVISIONING_BIND="127.0.0.1:$port" --env WEB_CONCURRENCY=2 \
@@ -91,7 +103,7 @@ step "db upgrade"
 run db upgrade
 
 step "serve"
-run serve >"$work/serve.log" 2>&1 &
+run serve --pid /tmp/gunicorn.pid >"$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
@@ -117,6 +129,7 @@ grep -q '"request_id": "image-test-1"' "$work/serve.log"
 if grep -q "$token" "$work/serve.log"; then echo "the token is in the log"; exit 1; fi
 python3 -c "import json,sys; [json.loads(l) for l in open(sys.argv[1]) if l.strip()]" "$work/serve.log"
 
-kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=
-psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db" >/dev/null
+step "SIGTERM: gunicorn stops"
+stop_server
+psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 echo "image test passed"
