@@ -35,7 +35,7 @@ def gunicorn(database, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a loaded CI machine starts two workers slowly
     while True:
         try:
             status, body = get(f"http://127.0.0.1:{port}/readyz")
