@@ -64,8 +64,8 @@ def redact_target(target: str) -> str:
 # The second guard, over whole lines: an Authorization value, a service token, a
 # credential-named query parameter or field anywhere in the text.
 _SCRUB = (
-    (re.compile(r"(?i)\b(bearer|basic|sswS)\s+[^\s\"',;]+"), r"\1 " + REDACTED),
-    (re.compile(r"\bprov_[A-Za-z0-9_\-]{8,}"), REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic|ssws)\s+[^\s\"',;]+"), r"\1 " + REDACTED),
+    (re.compile(r"\bprov_[^\s\"',;&]{8,}"), REDACTED),
     (
         re.compile(
             r"(?i)\b([\w\-]*(?:access_token|token|secret|password|api[_-]?key))=[^\s&;\"']+"

@@ -171,3 +171,26 @@ def test_log_lines_are_plain_text_on_a_terminal_and_json_elsewhere():
     )
     record.request_id = "r-1"
     assert logs.PlainText().format(record).endswith("x: token=[redacted] [request_id=r-1]")
+
+
+SHAPES = [
+    "Authorization: Bearer {}",
+    "okta answered 401 for SSWS {} at /api/v1/users",
+    "GET /api/v1/grants?access_token={}&limit=5",
+    "refresh with client_secret={} failed",
+    "config api-key={} loaded",
+    "hook password={}",
+]
+
+
+@given(
+    secret=st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~",
+        min_size=8,
+        max_size=80,
+    ),
+    shape=st.sampled_from(SHAPES),
+)
+def test_every_credential_shaped_value_is_scrubbed_from_a_line(secret, shape):
+    assert logs.scrub(shape.format(secret)) == shape.format("[redacted]")
+    assert logs.scrub(f"created prov_{secret} for ops") == "created [redacted] for ops"
