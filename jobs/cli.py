@@ -1,4 +1,7 @@
-"""`provisioning worker` and `provisioning jobs list|run`, added to the command by entry point."""
+"""`provisioning worker` and `provisioning jobs list|run`, added to the command by entry point.
+
+The runner and the jobs (the whole domain) are imported when a command runs, not when
+``provisioning --help`` lists the commands."""
 
 from __future__ import annotations
 
@@ -8,22 +11,37 @@ import threading
 
 import click
 
-from jobs import runner
-from jobs.registry import JOBS
 from provisioning.cli import Context, _fail, _progress, pass_context
 
 
 @click.command()
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="PROVISIONING_WORKER_METRICS_PORT",
+    help="Serve this worker's /metrics (heartbeats, leadership, deliveries, job runs) here.",
+)
 @pass_context
-def worker(ctx: Context) -> None:
+def worker(ctx: Context, metrics_port: int | None) -> None:
     """Deliver the outbox, and run the schedule when this worker is the leader, until stopped.
 
     Every worker delivers (they share the outbox); one at a time runs the schedule.
     When one of its loops has stopped (its thread died), the worker exits with
-    status 1 naming it, so that whatever supervises it starts it again.
+    status 1 naming it, so that whatever supervises it starts it again. SIGTERM stops
+    it gracefully: it gives up the leadership at once (a standby leads within a
+    second), finishes the sends under way and hands back the rest of its claims.
     """
-    database = ctx.migrated()
+    from jobs import runner
+    from jobs.registry import JOBS
+    from provisioning import logs
+
     settings = ctx.settings
+    logs.configure(settings.log_level, settings.log_format)
+    database = ctx.migrated()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     background = runner.start_in_background(database, settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -57,6 +75,9 @@ def jobs() -> None:
 @pass_context
 def jobs_list(ctx: Context, as_json: bool) -> None:
     """Every job, its schedule and its last run."""
+    from jobs import runner
+    from jobs.registry import JOBS
+
     settings = ctx.settings
     last = runner.last_runs(ctx.migrated())
     rows = []
@@ -95,6 +116,9 @@ def jobs_list(ctx: Context, as_json: bool) -> None:
 @pass_context
 def jobs_run(ctx: Context, name: str, as_json: bool) -> None:
     """Run one job now, in the foreground."""
+    from jobs import runner
+    from jobs.registry import JOBS
+
     if name not in JOBS:
         _fail(str(runner.UnknownJob(name)), 2)
     database = ctx.migrated()

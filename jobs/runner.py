@@ -7,8 +7,10 @@ a lock file beside the SQLite database) and is skipped if another holds it.
 Of several workers sharing a database exactly one schedules: the leader,
 holding a session-level advisory lock on PostgreSQL (a lock file on SQLite)
 for as long as its process lives. Standbys try to take over every
-``leader_poll_seconds``; when the leader dies its lock goes with its
-connection (or file descriptor) and a standby takes over. APScheduler runs
+half second (``STANDBY_RETRY_SECONDS``); a leader stopped with SIGTERM gives
+its lock up before waiting for the runs still going, and when a leader dies
+its lock goes with its connection (or file descriptor): either way a standby
+takes over within a second. APScheduler runs
 the schedule in the leader only, from an in-memory job store (a shared job
 store would run jobs once per process). A run missed while no leader was up
 is run once when a leader starts (coalesced), judged from ``job_runs``.
@@ -20,6 +22,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from jobs.registry import JOBS, Job
 from provisioning import liveness
 from provisioning.database import Database, FileLock, utcnow
 from provisioning.delivery.worker import Deliverer
+from provisioning.metrics import JOB_SECONDS, SCHEDULER_LEADER
 from provisioning.schedule.models import JobOutcome, JobRun
 from provisioning.settings import Settings
 
@@ -96,6 +100,8 @@ class Lock:
             try:
                 held.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(self.name)})
                 held.commit()
+            except Exception:  # a lost connection holds no lock any more
+                log.info("lock %s: its connection was lost; nothing to release", self.name)
             finally:
                 held.close()
         else:
@@ -127,6 +133,7 @@ def run_job(
         with database.transaction() as session:
             run = JobRun(job=name, trigger=trigger, outcome=JobOutcome.RUNNING, counts={})
             session.add(run)
+        started = time.perf_counter()
         try:
             counts = spec.run(database, settings, progress or (lambda *_: None))
             run.outcome, run.counts = JobOutcome.SUCCEEDED, _plain(counts)
@@ -134,6 +141,9 @@ def run_job(
             log.exception("job %s failed", name)
             run.outcome, run.error = JobOutcome.FAILED, f"{type(exc).__name__}: {exc}"
         run.finished_at = utcnow()
+        JOB_SECONDS.labels(job=name, outcome=str(run.outcome)).observe(
+            time.perf_counter() - started
+        )
         with database.transaction() as session:
             session.merge(run)
         return run
@@ -182,6 +192,11 @@ def missed(database: Database, settings: Settings) -> list[str]:
     return late
 
 
+# How often a standby tries the leader lock: one query (or one file lock) a try, so often
+# enough that a leader that stops or dies is replaced within a second.
+STANDBY_RETRY_SECONDS = 0.5
+
+
 class SchedulerStopped(RuntimeError):
     """The leader's scheduler stopped running its jobs (its heartbeat job fell silent)."""
 
@@ -223,14 +238,22 @@ class Worker:
                 if self.leadership.acquire():
                     log.warning("worker %s is the scheduler leader", os.getpid())
                     self.is_leader.set()
+                    SCHEDULER_LEADER.set(1)
                     try:
                         self._lead()
                     finally:
-                        self.is_leader.clear()
-                        self.leadership.release()
+                        self._step_down()
             except OperationalError as exc:
                 log.error("scheduler: the database cannot be used (%s); trying again", exc.orig)
-            self.stopping.wait(self.settings.leader_poll_seconds)
+            self.stopping.wait(min(self.settings.leader_poll_seconds, STANDBY_RETRY_SECONDS))
+
+    def _step_down(self) -> None:
+        """Give up leadership (again: idempotent), so that a standby takes over."""
+        if self.is_leader.is_set():
+            log.warning("worker %s gives up the scheduler leadership", os.getpid())
+        self.is_leader.clear()
+        SCHEDULER_LEADER.set(0)
+        self.leadership.release()
 
     def _lead(self) -> None:
         poll = self.settings.leader_poll_seconds
@@ -276,7 +299,13 @@ class Worker:
                     return
         finally:
             self.scheduler = None
-            scheduler.shutdown(wait=True)
+            # No new runs; leadership goes at once (runs still going keep their job
+            # locks, so the new leader cannot start them twice); then wait for them.
+            scheduler.pause()
+            try:
+                self._step_down()
+            finally:
+                scheduler.shutdown(wait=True)
             if beats is not self._silent:
                 beats.close()
             self.loop.beat()
@@ -316,6 +345,8 @@ class Background:
         return []
 
     def stop(self) -> None:
+        """No new delivery round; leadership given up at once; then both wound down."""
+        self.deliverer.halt()
         self.worker.stop()
         self.deliverer.stop()
 

@@ -1,9 +1,14 @@
-"""The `provisioning` command: serve, migrate, tokens, audit log, Okta runs and mappings, demo."""
+"""The `provisioning` command: serve, migrate, tokens, audit log, Okta runs and mappings, demo.
+
+Each command imports what it uses when it runs: ``provisioning --help`` loads click and
+no more (the settings, the database and the domain cost seconds to import).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import getpass
+import importlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -11,15 +16,14 @@ from contextlib import contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from provisioning.audit import checkpoints
-from provisioning.audit import log as audit
-from provisioning.database import Database, DatabaseError
-from provisioning.settings import Settings, SettingsError, load
-from provisioning.tokens import credentials
+if TYPE_CHECKING:
+    from provisioning.audit import log as audit
+    from provisioning.database import Database
+    from provisioning.settings import Settings
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -37,6 +41,8 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from provisioning.settings import SettingsError, load
+
             try:
                 self._settings = load()
             except SettingsError as exc:
@@ -46,11 +52,15 @@ class Context:
     @property
     def database(self) -> Database:
         if self._database is None:
+            from provisioning.database import Database
+
             self._database = Database(self.settings.database_url)
         return self._database
 
     def migrated(self) -> Database:
         """The database, brought to the latest schema first."""
+        from provisioning.database import DatabaseError
+
         try:
             self.database.upgrade()
         except DatabaseError as exc:
@@ -59,6 +69,8 @@ class Context:
 
     @staticmethod
     def origin(reason: str | None = None) -> audit.Origin:
+        from provisioning.audit import log as audit
+
         return audit.Origin(
             actor=f"cli:{getpass.getuser()}", source=audit.Source.CLI, reason=reason
         )
@@ -67,20 +79,45 @@ class Context:
 pass_context = click.make_pass_decorator(Context, ensure=True)
 
 
-def domain_errors(*kinds: type[Exception]) -> Callable:
-    """Turn the domain's refusals into one clear line and a non-zero exit."""
+def domain_errors(*kinds: type[Exception] | str) -> Callable:
+    """Turn the domain's refusals into one clear line and a non-zero exit. A kind may be
+    named ``"module:Class"``, imported only when the command runs."""
 
     def decorate(command: Callable) -> Callable:
         @wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            caught = tuple(_named(kind) if isinstance(kind, str) else kind for kind in kinds)
             try:
                 return command(*args, **kwargs)
-            except kinds as exc:
+            except caught as exc:
                 _fail(str(exc))
 
         return wrapper
 
     return decorate
+
+
+def _named(name: str) -> Any:
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class _Scopes(click.ParamType):
+    """A token scope: click's choice of :class:`~provisioning.tokens.credentials.Scope`,
+    built when first used (not for ``--help`` of the whole command)."""
+
+    name = "scope"
+
+    def _choice(self) -> click.Choice:
+        from provisioning.tokens.credentials import Scope
+
+        return click.Choice([s.value for s in Scope])
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
+        return self._choice().get_metavar(*args, **kwargs)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return self._choice().convert(value, param, ctx)
 
 
 class _Commands(click.Group):
@@ -120,6 +157,7 @@ def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> No
     """Migrate the database, then serve the API (one gunicorn worker), with the jobs."""
     from gunicorn.app.base import BaseApplication
 
+    from provisioning.logs import gunicorn_config
     from provisioning.web.app import create_app
 
     ctx.migrated()
@@ -130,16 +168,24 @@ def serve(ctx: Context, host: str, port: int, threads: int, no_jobs: bool) -> No
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", 1)
             self.cfg.set("threads", threads)
-            self.cfg.set("accesslog", "-")
             self.cfg.set("logger_class", "provisioning.web.logs.AccessLogger")
+            self.cfg.set("logconfig_dict", gunicorn_config(settings.log_level, settings.log_format))
+            # SIGTERM: the worker drains its requests, then stops what runs beside them
+            # (the scheduler leadership given up, the outbox claims settled).
+            self.cfg.set("worker_exit", lambda _arbiter, _worker: self.stop_background())
 
         def load(self):
             app = create_app(settings)
+            self.background = []
             if not no_jobs:
                 database = app.extensions["provisioning.database"]
                 for entry in entry_points(group="provisioning.background"):
-                    entry.load()(database, settings)
+                    self.background.append(entry.load()(database, settings))
             return app
+
+        def stop_background(self) -> None:
+            for running in getattr(self, "background", []):
+                running.stop()
 
     click.echo(f"serving on http://{host}:{port} (database: {ctx.database.dialect})", err=True)
     Server().run()
@@ -176,7 +222,7 @@ def _transaction(ctx: Context) -> Iterator[Any]:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice([s.value for s in credentials.Scope]),
+    type=_Scopes(),
     help="Repeat for several scopes.",
 )
 @click.option(
@@ -184,10 +230,11 @@ def _transaction(ctx: Context) -> Iterator[Any]:
     help="The user it speaks for when it asks for access or decides (userName, email or id).",
 )
 @pass_context
-@domain_errors(credentials.TokenError)
+@domain_errors("provisioning.tokens.credentials:TokenError")
 def token_create(ctx: Context, name: str, scopes: tuple[str, ...], person: str | None) -> None:
     """Create a token and print its secret (the only line on stdout, shown once)."""
     from provisioning.identity.directory import person as find_person
+    from provisioning.tokens import credentials
 
     with _transaction(ctx) as session:
         user_id = None
@@ -203,9 +250,11 @@ def token_create(ctx: Context, name: str, scopes: tuple[str, ...], person: str |
 @token.command("revoke")
 @click.argument("name")
 @pass_context
-@domain_errors(credentials.TokenError)
+@domain_errors("provisioning.tokens.credentials:TokenError")
 def token_revoke(ctx: Context, name: str) -> None:
     """Revoke a token at once."""
+    from provisioning.tokens import credentials
+
     with _transaction(ctx) as session:
         credentials.revoke(session, name, ctx.origin())
     click.echo(f"token {name} revoked", err=True)
@@ -237,6 +286,8 @@ def audit_verify(ctx: Context, held: tuple[Path, ...], public_keys: tuple[str, .
     With checkpoints, also that the event each one signed is still in the chain with
     the hash it signed: nothing up to it was cut or rewritten.
     """
+    from provisioning.audit import log as audit
+
     anchors = _anchors(ctx, held, public_keys) if held else []
     with ctx.migrated().reader() as session:
         result = audit.verify(session, anchors)
@@ -257,6 +308,9 @@ def _anchors(
     ctx: Context, held: tuple[Path, ...], public_keys: tuple[str, ...]
 ) -> list[audit.Anchor]:
     """The (event id, hash) each checkpoint signed, once its signature is verified."""
+    from provisioning.audit import checkpoints
+    from provisioning.audit import log as audit
+
     try:
         keys = [checkpoints.public_key(k) for k in public_keys]
     except checkpoints.InvalidKey as exc:
@@ -299,6 +353,8 @@ def audit_checkpoint(ctx: Context, output: Any) -> None:
     Writes a compact JWS; keep it where the database's administrators cannot write,
     and give it to `audit verify --checkpoint` later.
     """
+    from provisioning.audit import checkpoints
+
     if not ctx.settings.audit_signing_key:
         _fail("PROVISIONING_AUDIT_SIGNING_KEY is not set", 2)
     key = checkpoints.private_key(ctx.settings.audit_signing_key)
@@ -316,6 +372,8 @@ def audit_checkpoint(ctx: Context, output: Any) -> None:
 @pass_context
 def audit_public_key(ctx: Context, as_pem: bool) -> None:
     """Print the public half of PROVISIONING_AUDIT_SIGNING_KEY, to verify checkpoints with."""
+    from provisioning.audit import checkpoints
+
     if not ctx.settings.audit_signing_key:
         _fail("PROVISIONING_AUDIT_SIGNING_KEY is not set", 2)
     key = checkpoints.public_key(ctx.settings.audit_signing_key)
@@ -330,6 +388,8 @@ def audit_public_key(ctx: Context, as_pem: bool) -> None:
 @pass_context
 def audit_export(ctx: Context, output: Any, since_id: int) -> None:
     """Write the audit events as JSON lines."""
+    from provisioning.audit import log as audit
+
     with ctx.migrated().reader() as session:
         count = audit.export(session, output, since_id=since_id)
     click.echo(f"exported {count} events", err=True)

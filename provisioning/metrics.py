@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,6 +48,22 @@ DELIVERY_ERRORS = Counter(
     "Failed delivery attempts, by target and kind: http_status, bad_answer, timeout, connect,"
     " tls, network, egress_refused, sender_error",
     ["target", "kind"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, route template ((unmatched): no route) and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JOB_SECONDS = Histogram(
+    "job_duration_seconds",
+    "Time a scheduled job's run took in this process, by job and outcome",
+    ["job", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
+SCHEDULER_LEADER = Gauge(
+    "scheduler_leader",
+    "1 while this process's job worker holds the scheduler leadership",
 )
 OFFBOARDING_COMMIT_SECONDS = Histogram(
     "offboarding_commit_seconds",

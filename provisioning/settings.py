@@ -35,6 +35,8 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; sqlite:///path or postgresql://user@host/db",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # JSON lines; "auto": plain text when stderr is a terminal (provisioning/logs.py).
+    log_format: Literal["auto", "json", "text"] = "auto"
     max_request_bytes: int = Field(default=1_048_576, gt=0)
     okta_hook_header: str = Field(
         default="Authorization",
@@ -191,6 +193,11 @@ class Settings(BaseSettings):
         text = key_text(value)
         private_key(text)
         return text
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

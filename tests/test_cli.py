@@ -347,3 +347,32 @@ def test_requests_policy_and_list_and_a_token_bound_to_a_person(database, origin
     assert json_.loads(line)["connector"] == "github"
     removed = run(database, "requests", "policy", "github", "--max-days", "1", "--remove")
     assert removed.exit_code == 0
+
+
+def test_help_imports_no_more_than_the_commands():
+    """`provisioning --help` loads click and the command modules, nothing of the domain
+    (it took seconds when it did: docs/performance.md)."""
+    script = (
+        "import sys\n"
+        "from provisioning.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('provisioning', 'jobs', 'scim', 'sqlalchemy', 'okta', 'pydantic', 'flask')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.strip().splitlines()[-1]
+    commands = [  # the command modules the entry points name, with their packages
+        "jobs",
+        "jobs.cli",
+        "provisioning",
+        "provisioning.cli",
+        "provisioning.integrations",
+        "provisioning.integrations.mcp_gateway",
+        "provisioning.integrations.mcp_gateway.commands",
+    ]
+    assert loaded == str(commands), loaded

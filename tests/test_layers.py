@@ -70,9 +70,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "infrastructure",
         (
+            "provisioning.correlation",
             "provisioning.database",
             "provisioning.hotpath",
             "provisioning.liveness",
+            "provisioning.logs",
             "provisioning.metrics",
             "provisioning.text",
             "provisioning.types",

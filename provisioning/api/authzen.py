@@ -1,7 +1,8 @@
 """The OpenID AuthZEN Authorization API 1.0 at /access/v1 and its PDP metadata: thin
 handlers over :mod:`provisioning.entitlements.authzen`, authenticated like /api/v1/decisions.
 
-Every answer echoes the request's ``X-Request-ID``. A request the API cannot read is a
+Every answer echoes the request's ``X-Request-ID`` (as every answer of the service does:
+provisioning/web/logs.py). A request the API cannot read is a
 400 in problem+json whose ``detail`` is the error message (a body not sent as JSON too:
 the specification asks 400 there, not 415); nothing is recorded for it.
 """
@@ -247,18 +248,6 @@ def _operation(
 @access.before_request
 def _authenticate() -> Response | None:
     return authenticate(CHECK)
-
-
-@access.after_app_request
-def _echo_request_id(response: Response) -> Response:
-    """Echo ``X-Request-ID`` on every answer under the API's paths: a 404 or a 405 too,
-    which no route of the blueprint answers."""
-    request_id = request.headers.get("X-Request-ID")
-    if request_id is not None and (
-        request.path.startswith(PREFIX + "/") or request.path == METADATA
-    ):
-        response.headers["X-Request-ID"] = request_id
-    return response
 
 
 class _BadRequest(Exception):

@@ -576,6 +576,8 @@ class AuditEventOut(BaseModel):
     reason: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    # The X-Request-ID of the request that made the change (absent: none, or older events).
+    request_id: str | None = None
     prev_hash: str
     hash: str
 

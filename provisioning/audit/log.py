@@ -1,7 +1,8 @@
 """Writing, verifying and exporting the hash-chained audit log.
 
 Each event's hash is SHA-256 over the previous event's hash and a canonical
-JSON encoding of the event (sorted keys, no whitespace, UTF-8). Events are
+JSON encoding of the event (sorted keys, no whitespace, UTF-8). An event made
+by an HTTP request carries its request id (:mod:`provisioning.correlation`). Events are
 appended under a lock on the chain head, in the same transaction as the
 change they record, so a change and its audit event commit or vanish together.
 """
@@ -20,6 +21,7 @@ from typing import IO, Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from provisioning import correlation
 from provisioning.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 from provisioning.database import chunked, utcnow
 from provisioning.hotpath import Prepared, PreparedWrite
@@ -92,9 +94,11 @@ def canonical(event: dict[str, Any]) -> bytes:
 
 
 def _hashed_fields(row: dict[str, Any] | AuditEvent) -> dict[str, Any]:
-    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    """The fields an event's hash covers; ``request_id`` only when it has one, so that
+    events written before there were request ids hash as they did."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
     user_id = get("user_id")
-    return {
+    fields = {
         "id": get("id"),
         "occurred_at": get("occurred_at").astimezone(dt.UTC).isoformat(timespec="microseconds"),
         "actor": get("actor"),
@@ -107,6 +111,9 @@ def _hashed_fields(row: dict[str, Any] | AuditEvent) -> dict[str, Any]:
         "before": get("before"),
         "after": get("after"),
     }
+    if (request_id := get("request_id")) is not None:
+        fields["request_id"] = request_id
+    return fields
 
 
 def chain_hash(prev_hash: str, row: dict[str, Any] | AuditEvent) -> str:
@@ -150,6 +157,7 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
         return []
     head = lock(session)
     now = utcnow()
+    request_id = correlation.current()
     prev_hash, next_id = head.last_hash, head.last_event_id + 1
     rows = []
     for entry in entries:
@@ -165,6 +173,7 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
             "reason": _join(origin.reason, entry.reason),
             "before": _plain(entry.before),
             "after": _plain(entry.after),
+            "request_id": request_id,
         }
         row["prev_hash"] = prev_hash
         row["hash"] = prev_hash = chain_hash(prev_hash, row)

@@ -33,6 +33,8 @@ class AuditEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     before: Mapped[dict | None] = mapped_column(JSONDocument)
     after: Mapped[dict | None] = mapped_column(JSONDocument)
+    # The request that made the change (provisioning.correlation); hashed when present.
+    request_id: Mapped[str | None] = mapped_column(String(128))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 

@@ -17,6 +17,10 @@ class Message:
     user_id: uuid.UUID
     payload: dict[str, Any]
     created_at: dt.datetime
+    # The X-Request-ID of the request that made the change, if one did: sent as the
+    # X-Request-ID of every HTTP request sending it (provisioning.delivery.transport),
+    # so that one id follows a change end to end.
+    request_id: str | None = None
 
     def document(self) -> dict[str, Any]:
         """The event as a receiver sees it; ``sequence`` orders one user's events."""

@@ -71,6 +71,8 @@ class OutboxMessage(Base):
     leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The request that made the change (provisioning.correlation), sent to the target.
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         # The head of each (target, user) chain, and the due pending messages.

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from provisioning import correlation
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import chunked, utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage, Target
@@ -133,6 +134,7 @@ def enqueue(session: Session, events: Iterable[Event]) -> list[int]:
         return []
     people = _people(session, {e.user_id for e in events} - {SERVICE})
     now = utcnow()
+    request_id = correlation.current()
     rows: list[dict[str, Any]] = []
     for e in events:
         event_id = uuid.uuid4()
@@ -152,6 +154,7 @@ def enqueue(session: Session, events: Iterable[Event]) -> list[int]:
                     "state": MessageState.PENDING,
                     "attempts": 0,
                     "next_attempt_at": now,
+                    "request_id": request_id,
                 }
             )
     ids: list[int] = []

@@ -22,6 +22,7 @@ import anyio.to_thread
 import httpcore2
 import httpx2
 
+from provisioning import correlation
 from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure
 
@@ -80,6 +81,13 @@ class CheckedTransport(httpx2.HTTPTransport):
             network_backend=CheckedBackend(egress),
             **_POOL,
         )
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        # The request id of the change being delivered (the worker puts it in force).
+        request_id = correlation.current()
+        if request_id is not None and "X-Request-ID" not in request.headers:
+            request.headers["X-Request-ID"] = request_id
+        return super().handle_request(request)
 
 
 class CheckedAsyncBackend(httpcore2.AnyIOBackend):

@@ -38,7 +38,7 @@ from typing import Protocol
 from sqlalchemy import exists, or_, select, tuple_, update
 from sqlalchemy.orm import aliased
 
-from provisioning import liveness
+from provisioning import correlation, liveness
 from provisioning.database import Database, chunked, utcnow
 from provisioning.delivery import outbox
 from provisioning.delivery.egress import Egress
@@ -211,6 +211,7 @@ class Deliverer:
                     m.created_at,
                     m.target_id,
                     m.attempts,
+                    m.request_id,
                 )
                 .where(
                     m.state == MessageState.PENDING,
@@ -222,7 +223,7 @@ class Deliverer:
             for row in rows:
                 chain = chains[(row.target_id, row.user_id)]
                 if len(chain) < self.per_chain:
-                    message = Message(*row[:6])
+                    message = Message(*row[:6], request_id=row.request_id)
                     chain.append(Claimed(message, row.target_id, row.attempts + 1))
             claimed = [c.message.id for chain in chains.values() for c in chain]
             for chunk in chunked(claimed):
@@ -262,12 +263,16 @@ class Deliverer:
         name = self._targets[target_id][0]
         held = self._senders.get(target_id)
         for n, claimed in enumerate(chain):
+            if self._stop.is_set():  # stopping: what was not sent yet goes back at once
+                outcome.released += chain[n:]
+                break
             if held is None:  # its sender could not be built: the head's attempt fails
                 unexpected = self._unbuilt[target_id]
                 kind, error = Failure.SENDER_ERROR, summary(unexpected)
             else:
                 try:
-                    held[1].send(claimed.message)
+                    with correlation.in_force(claimed.message.request_id):
+                        held[1].send(claimed.message)
                 except DeliveryFailed as exc:
                     kind, error, unexpected = exc.kind, str(exc), None
                 except Exception as exc:  # the sender's own failure loses nothing either
@@ -307,6 +312,7 @@ class Deliverer:
             max_attempts,
             error,
             exc_info=trace,
+            extra={"request_id": claimed.message.request_id},
         )
 
     def _settle(self, outcome: _Outcome, result: Round) -> None:
@@ -382,10 +388,14 @@ class Deliverer:
             self._wake.wait(self.settings.delivery_poll_seconds)
             self._wake.clear()
 
-    def stop(self, timeout: float = 30) -> None:
+    def halt(self) -> None:
+        """Start no new round; the sends under way finish, the rest of the claims go back."""
         self._loop.close()
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.halt()
         if self._thread is not None:
             self._thread.join(timeout)
         self._unsubscribe()

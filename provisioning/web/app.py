@@ -12,7 +12,7 @@ from provisioning.database import Database
 from provisioning.hooks.okta import okta_hooks, secret_digests
 from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
-from provisioning.web import bodies, problems
+from provisioning.web import bodies, logs, problems
 from provisioning.web.health import health
 from provisioning.web.metrics import metrics, registry_for
 
@@ -34,6 +34,9 @@ def create_app(
     database = database or Database(settings.database_url)
     app = api.application("provisioning")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # Operations (issue #23): request ids, the request line, request durations; first,
+    # so that every other hook runs with the request id in force.
+    logs.install(app)
     bodies.install(app)
     app.json.sort_keys = False
     app.extensions["provisioning.settings"] = settings

@@ -1,64 +1,94 @@
-"""What the logs say of a request: its line without credentials, in gunicorn's access log
-and in the service's own logs.
+"""What the logs say of a request: its id, its one request line, and its line without
+credentials in gunicorn's access log.
+
+:func:`install` gives every request an id (the caller's ``X-Request-ID`` when it is a
+plausible id, else a fresh one: :mod:`provisioning.correlation`), puts it in force for
+the audit events and outbox messages the request writes, echoes it, and writes one
+``provisioning.requests`` line when the request ends: method, route template, path
+(credentials in its query string redacted), status, duration and actor. The same end
+observes ``http_request_duration_seconds``.
 
 The service reads credentials from headers only, and refuses a request that carries one
 in its query string; but it still arrives, and the request line is what access logs
-write. Before a query string is logged, the value of every parameter named
-``access_token``, ``token``, ``key``, ``secret``, ``password`` or ``code``, or ending in
-one of them after ``_`` or ``-`` (``id_token``, ``client_secret``, ``api-key``), in any
-case and however percent-encoded, becomes ``[redacted]``; the rest is kept as sent.
-Header fields that carry credentials (``Authorization``, ``Cookie``, anything naming a
-token, secret or key) are redacted whole if an access log format names them.
+write (:func:`provisioning.logs.redact_query`). Header fields that carry credentials
+(``Authorization``, ``Cookie``, anything naming a token, secret or key) are redacted
+whole if an access log format names them.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
-from urllib.parse import unquote_plus
 
-from flask import request
+from flask import Flask, Response, g, request
 from gunicorn import glogging
 
-SENSITIVE = ("access_token", "token", "key", "secret", "password", "code")
-REDACTED = "[redacted]"
+from provisioning import correlation
+from provisioning.logs import REDACTED, redact_query, redact_target
+from provisioning.metrics import HTTP_REQUEST_SECONDS
 
-_SEPARATORS = re.compile(r"([&;])")
 _SECRET_HEADER = re.compile(r"auth|cookie|token|secret|key|password", re.IGNORECASE)
 
-
-def sensitive(name: str) -> bool:
-    """Whether a query parameter of this name carries a credential."""
-    name = unquote_plus(name).strip().lower()
-    return any(name == word or name.endswith(("_" + word, "-" + word)) for word in SENSITIVE)
-
-
-def redact_query(query: str) -> str:
-    """``query`` with the value of every credential-carrying parameter redacted."""
-    if not query:
-        return query
-    parts = _SEPARATORS.split(query)
-    for index in range(0, len(parts), 2):  # odd indexes hold the separators
-        name = parts[index].partition("=")[0]
-        if sensitive(name):
-            parts[index] = f"{name}={REDACTED}"
-    return "".join(parts)
-
-
-def redact_target(target: str) -> str:
-    """A request target or URL (path and query string) with :func:`redact_query` applied."""
-    path, question, query = target.partition("?")
-    if not question:
-        return target
-    query, hash_, fragment = query.partition("#")
-    return f"{path}?{redact_query(query)}{hash_}{fragment}"
+requests_log = logging.getLogger("provisioning.requests")
 
 
 def request_line() -> str:
     """The current request's method and target, for the service's own logs."""
+    return f"{request.method} {_path()}"
+
+
+def _path() -> str:
     query = request.query_string.decode("latin-1")
-    target = request.script_root + request.path + (f"?{redact_query(query)}" if query else "")
-    return f"{request.method} {target}"
+    return request.script_root + request.path + (f"?{redact_query(query)}" if query else "")
+
+
+def install(app: Flask) -> None:
+    """Request ids, the request line and the request duration histogram for ``app``."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _begin)
+    app.after_request(_end)
+    app.teardown_request(_forget)
+
+
+def _begin() -> None:
+    g.request_id = correlation.accept(request.headers.get("X-Request-ID"))
+    g.request_token = correlation.set_current(g.request_id)
+    g.request_started = time.perf_counter()
+
+
+def _end(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id is None:  # refused before any before_request ran
+        return response
+    response.headers["X-Request-ID"] = request_id
+    seconds = time.perf_counter() - g.request_started
+    route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+    HTTP_REQUEST_SECONDS.labels(
+        method=request.method, route=route, status=str(response.status_code)
+    ).observe(seconds)
+    caller = g.get("caller")
+    requests_log.info(
+        "%s %s %s",
+        request.method,
+        _path(),
+        response.status_code,
+        extra={
+            "method": request.method,
+            "route": route,
+            "path": _path(),
+            "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 3),
+            "actor": getattr(caller, "name", None),
+        },
+    )
+    return response
+
+
+def _forget(_error: BaseException | None) -> None:
+    token = g.pop("request_token", None)
+    if token is not None:
+        correlation.reset(token)
 
 
 class AccessLogger(glogging.Logger):

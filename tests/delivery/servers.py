@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -54,8 +55,10 @@ class WebhookReceiver(_Served):
         self.secret = secret
         self.received: list[dict[str, Any]] = []  # every accepted request, repeats included
         self.hosts: list[str] = []  # the Host header of each accepted request
+        self.request_ids: dict[str, str | None] = {}  # event id -> its X-Request-ID
         self.location: str | None = None  # sent with ``answer``, for a redirect
         self.rejected_signatures = 0
+        self.delay = 0.0  # seconds to take over each accepted event (a slow receiver)
         self.answer: int | str | None = None
         self.refusal: bytes = b"down for maintenance"
         self.lock = threading.Lock()
@@ -80,10 +83,13 @@ class WebhookReceiver(_Served):
                 self.rejected_signatures += 1
             return Response("bad signature", status=401)(environ, start_response)
         event = json.loads(body)
+        if self.delay:
+            time.sleep(self.delay)
         assert request.headers[webhook.EVENT_ID_HEADER] == event["id"]
         with self.lock:
             self.received.append(event)
             self.hosts.append(request.host)
+            self.request_ids[event["id"]] = request.headers.get("X-Request-ID")
         return Response("<html>ok</html>", status=200)(environ, start_response)
 
     def unique(self) -> dict[str, dict[str, Any]]:

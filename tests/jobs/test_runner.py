@@ -106,15 +106,17 @@ def test_one_leader_among_workers_in_one_process(database):
     second.release()
 
 
-class _Worker:
-    """A `provisioning worker` process whose stderr a thread watches for leadership."""
+class WorkerProcess:
+    """A `provisioning worker` process whose stderr a thread watches: when it leads, when
+    it is up, its error lines, every line."""
 
-    def __init__(self, database) -> None:
+    def __init__(self, database, **env: str) -> None:
         env = {
             **os.environ,
             "DATABASE_URL": database.url,
             "PROVISIONING_LEADER_POLL_SECONDS": "0.3",
             "PYTHONUNBUFFERED": "1",
+            **env,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "provisioning.cli", "worker"],
@@ -124,13 +126,17 @@ class _Worker:
             text=True,
         )
         self.leading = threading.Event()
+        self.led_at: float | None = None  # time.monotonic() when it said it leads
         self.up = threading.Event()
         self.errors: list[str] = []
+        self.lines: list[str] = []
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
         for line in self.process.stderr:
+            self.lines.append(line)
             if "is the scheduler leader" in line:
+                self.led_at = time.monotonic()
                 self.leading.set()
             if line.startswith("worker up"):
                 self.up.set()
@@ -146,11 +152,11 @@ class _Worker:
 def test_a_standby_worker_takes_over_when_the_leader_is_killed(databases):
     database = databases.empty()
     database.upgrade()
-    first = _Worker(database)
+    first = WorkerProcess(database)
     second = None
     try:
         assert first.leading.wait(60), "first worker never led"
-        second = _Worker(database)
+        second = WorkerProcess(database)
         assert not second.leading.wait(3), "two leaders at once"
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
@@ -191,7 +197,7 @@ def test_the_worker_exits_with_status_1_naming_a_loop_that_died(databases):
     database.upgrade()
     leader = runner.Lock(database, "scheduler-leader")
     assert leader.acquire()  # this test leads: the worker stands by, trying every 0.3 s
-    worker = _Worker(database)
+    worker = WorkerProcess(database)
     try:
         assert worker.up.wait(60), "worker never came up"
         lock_file = f"{database.engine.url.database}.scheduler-leader.lock"

@@ -3,6 +3,8 @@ service's own."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import time
 from urllib.parse import quote
@@ -79,21 +81,64 @@ def wait_for(served, text: str) -> str:
     return log
 
 
-def test_gunicorns_access_log_holds_no_credential(served):
+def test_the_production_log_holds_no_credential_and_is_json_lines(served):
     connection = served.connect()
     connection.request(
         "GET",
         "/api/v1/connectors?access_token=SECRET-QUERY-1&limit=5&client_secret=SECRET-QUERY-2",
-        headers={"Referer": "https://console.example/cb?code=SECRET-REFERER"},
+        headers={
+            "Referer": "https://console.example/cb?code=SECRET-REFERER",
+            "X-Request-ID": "edge-test-query-secrets",
+        },
     )
     response = connection.getresponse()
     response.read()
     # A credential in the query string is no credential: only the Authorization header is.
     assert response.status == 401
-    log = wait_for(served, "GET /api/v1/connectors?")
+    assert response.getheader("X-Request-ID") == "edge-test-query-secrets"
+    log = wait_for(served, "edge-test-query-secrets")
     assert "SECRET-" not in log
-    assert "access_token=[redacted]&limit=5&client_secret=[redacted]" in log
-    assert "code=[redacted]" in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    (line,) = [x for x in lines if x["request_id"] == "edge-test-query-secrets"]
+    assert line["logger"] == "provisioning.requests" and line["level"] == "INFO"
+    assert line["route"] == "/api/v1/connectors" and line["status"] == 401
+    assert (
+        line["path"]
+        == "/api/v1/connectors?access_token=[redacted]&limit=5&client_secret=[redacted]"
+    )
+    assert line["duration_ms"] >= 0 and line["actor"] is None and line["time"]
+
+
+def test_an_access_log_turned_on_holds_no_credential():
+    """gunicorn's access log is off in deploy/gunicorn.conf.py; turned on, it redacts."""
+    from gunicorn.config import Config
+
+    from provisioning.web.logs import AccessLogger
+
+    config = Config()
+    config.set("accesslog", "-")
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/api/v1/connectors?access_token=SECRET-1&limit=5",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "QUERY_STRING": "access_token=SECRET-1&limit=5",
+        "HTTP_REFERER": "https://console.example/cb?code=SECRET-REFERER",
+    }
+
+    class Answer:
+        status = "401 Unauthorized"
+        headers = ()
+        sent = 0
+        response_length = 0
+
+    class Request:
+        headers = (("AUTHORIZATION", "Bearer SECRET-BEARER"),)
+
+    atoms = AccessLogger(config).atoms(Answer(), Request(), environ, dt.timedelta(seconds=0.01))
+    assert "SECRET" not in json.dumps(atoms, default=str)
+    assert atoms["r"] == "GET /api/v1/connectors?access_token=[redacted]&limit=5 HTTP/1.1"
+    assert atoms["f"] == "https://console.example/cb?code=[redacted]"
+    assert atoms["{authorization}i"] == "[redacted]"
 
 
 def test_the_services_own_log_of_an_unhandled_error_holds_no_credential(database, caplog):

@@ -4,18 +4,24 @@ by entry point (so that the service's own command never imports the MCP parts)."
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from provisioning.cli import Context, _fail, domain_errors, pass_context
-from provisioning.connectors import catalogue, tools
-from provisioning.connectors.governance import GovernanceError
-from provisioning.connectors.models import Connector
-from provisioning.delivery.egress import Egress, EgressRefused
+
+if TYPE_CHECKING:  # imported when a command runs: `provisioning --help` loads no domain
+    from provisioning.connectors.models import Connector
+    from provisioning.delivery.egress import Egress
+
+GOVERNANCE = "provisioning.connectors.governance:GovernanceError"
 
 
 def _connector(session, slug: str) -> Connector:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from provisioning.connectors.models import Connector
+
     connector = session.scalar(select(Connector).where(Connector.slug == slug))
     if connector is None:
         _fail(f"no connector {slug}")
@@ -23,6 +29,8 @@ def _connector(session, slug: str) -> Connector:  # type: ignore[no-untyped-def]
 
 
 def _egress(ctx: Context) -> Egress:
+    from provisioning.delivery.egress import Egress
+
     return Egress(ctx.settings.delivery_allowed_network_list)
 
 
@@ -36,9 +44,12 @@ def connectors() -> None:
 @click.option("--mcp-url", help="Its MCP server's streamable HTTP endpoint.")
 @click.option("--resource-uri", help="Its RFC 9728 resource identifier (tokens' audience).")
 @pass_context
-@domain_errors(GovernanceError)
+@domain_errors(GOVERNANCE)
 def connectors_set(ctx: Context, slug: str, mcp_url: str | None, resource_uri: str | None) -> None:
     """Record where the connector's MCP server answers, and what it is called."""
+    from provisioning.connectors import catalogue
+    from provisioning.delivery.egress import EgressRefused
+
     changes = {k: v for k, v in (("mcp_url", mcp_url), ("resource_uri", resource_uri)) if v}
     if not changes:
         _fail("nothing to set: give --mcp-url or --resource-uri")
@@ -59,12 +70,13 @@ def connectors_set(ctx: Context, slug: str, mcp_url: str | None, resource_uri: s
 @click.option("--json", "as_json", is_flag=True, help="The diff as JSON.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the server.")
 @pass_context
-@domain_errors(GovernanceError, tools.ToolListRefused, ConnectionError)
+@domain_errors(GOVERNANCE, "provisioning.connectors.tools:ToolListRefused", ConnectionError)
 def sync_tools(
     ctx: Context, slug: str, confirm: bool, digest: str | None, as_json: bool, timeout: float
 ) -> None:
     """List the MCP server's tools and show the diff with the catalogue (a dry run: only
     the `uncatalogued_tool` findings are written); --apply writes it."""
+    from provisioning.connectors import tools
     from provisioning.integrations.mcp_gateway import upstream  # the MCP SDK: when used
 
     database = ctx.migrated()
