@@ -1,0 +1,83 @@
+"""What the service holds at a glance: counts, open findings, outbox health, daily activity."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from provisioning.connectors.models import Connector
+from provisioning.database import utcnow
+from provisioning.delivery import outbox
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import User
+from provisioning.oversight.models import Finding, FindingState
+
+
+@dataclass(frozen=True)
+class Day:
+    day: dt.date
+    granted: int
+    revoked: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    live_grants: int
+    people: int
+    active_people: int
+    connectors: int
+    enabled_connectors: int
+    findings: dict[str, int]  # open findings by kind
+    targets: list[outbox.TargetHealth]
+    days: list[Day]  # oldest first, one per day, the last being today (UTC)
+
+
+def _per_day(session: Session, column, since: dt.datetime) -> dict[dt.date, int]:
+    day = func.date(column)
+    rows = session.execute(select(day, func.count()).where(column >= since).group_by(day)).all()
+    return {dt.date.fromisoformat(str(d)[:10]): n for d, n in rows}
+
+
+def activity(session: Session, days: int = 30) -> list[Day]:
+    """Grants created and revoked per day (UTC) over the last ``days`` days, today included."""
+    today = utcnow().date()
+    first = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    granted = _per_day(session, Grant.granted_at, since)
+    revoked = _per_day(session, Grant.revoked_at, since)
+    span = (first + dt.timedelta(days=n) for n in range(days))
+    return [Day(d, granted.get(d, 0), revoked.get(d, 0)) for d in span]
+
+
+def overview(session: Session, days: int = 30) -> Overview:
+    """Everything the console's overview shows, read in one snapshot."""
+    people, active = session.execute(
+        select(func.count(), func.count().filter(User.eligible)).select_from(User)
+    ).one()
+    connectors, enabled = session.execute(
+        select(func.count(), func.count().filter(Connector.enabled)).select_from(Connector)
+    ).one()
+    findings = dict(
+        session.execute(
+            select(Finding.kind, func.count())
+            .where(Finding.state == FindingState.OPEN)
+            .group_by(Finding.kind)
+            .order_by(Finding.kind)
+        ).all()
+    )
+    return Overview(
+        live_grants=session.scalar(
+            select(func.count()).select_from(Grant).where(Grant.revoked_at.is_(None))
+        )
+        or 0,
+        people=people,
+        active_people=active,
+        connectors=connectors,
+        enabled_connectors=enabled,
+        findings={str(kind): n for kind, n in findings.items()},
+        targets=outbox.health(session),
+        days=activity(session, days),
+    )
