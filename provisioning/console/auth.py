@@ -175,6 +175,7 @@ def person() -> Person | None:
     return Person(held["name"], Role(held["role"]), held["via"], held.get("user_id"))
 
 
+@console.app_template_global()
 def csrf_token() -> str:
     """This session's CSRF token (made on first use), for every form."""
     token = session.get("csrf")
