@@ -77,6 +77,7 @@ def shot(page: Any, name: str) -> None:
 def sign_in(page: Any, token: str) -> None:
     page.goto("/console/")
     assert "/console/sign-in" in page.url
+    shot(page, "sign-in")
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/console/")
