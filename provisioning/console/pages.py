@@ -6,11 +6,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from flask import g, redirect, render_template, request, url_for
+from flask import Response, g, redirect, render_template, request, stream_with_context, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning.api.edge import changes
+from provisioning.audit import log as audit_log
 from provisioning.audit.models import AuditEvent
 from provisioning.connectors import catalogue
 from provisioning.connectors.governance import GovernanceError, enablement_problems
@@ -19,6 +20,7 @@ from provisioning.console import charts
 from provisioning.console.auth import Role, console, needs, refusal
 from provisioning.database import Database
 from provisioning.delivery import outbox
+from provisioning.delivery.models import MessageState, OutboxMessage, Target
 from provisioning.entitlements import access
 from provisioning.entitlements import mappings as mapping_rules
 from provisioning.entitlements.models import Mapping
@@ -26,6 +28,8 @@ from provisioning.entitlements.previews import preview
 from provisioning.identity import directory
 from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests as offboardings
+from provisioning.oversight import findings as finding_rules
+from provisioning.oversight.models import Finding, FindingKind, FindingState
 from provisioning.oversight.overview import overview as read_overview
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import ReviewDecision, ReviewItem
@@ -162,34 +166,68 @@ def offboard(user_id: str) -> Any:
 # -- reviews --------------------------------------------------------------------------
 
 
+class _Refused(Exception):
+    """Stops a transaction (rolled back) with what to tell the person."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
 @console.get("/reviews")
 @needs(Role.REVIEWER)
 def reviews() -> Any:
     with _database().reader() as session:
         items = campaigns.inbox(session, g.person.name)
-    return page("reviews.html", items=items, error=None)
+        names = {item.campaign_id: name for item, name in items}
+        progress = campaigns.tally(session, sorted(names))
+    return page("reviews.html", items=items, names=names, progress=progress)
+
+
+def _decide(item_ids: list[int], decision: str | None, comment: str | None, *, bulk: bool) -> Any:
+    """Record the person's decision on each of their items, all or none."""
+    if decision not in {d.value for d in ReviewDecision}:
+        return refusal(422, "Choose a decision", "Keep or revoke; nothing was changed.")
+    if (bulk or decision == ReviewDecision.REVOKE) and not comment:
+        why = "A decision on several items" if bulk else "Revoking"
+        return refusal(422, "A comment is needed", f"{why} needs a comment; nothing was changed.")
+    if not item_ids:
+        return refusal(422, "Choose items", "Tick the items to decide; nothing was changed.")
+    try:
+        with _database().transaction() as session:
+            items = [session.get(ReviewItem, item_id) for item_id in item_ids]
+            if any(item is None or item.reviewer != g.person.name for item in items):
+                raise _Refused(
+                    404, "Not in your inbox", "Some of these items are not yours to decide."
+                )
+            for item in items:
+                try:
+                    campaigns.decide(
+                        session, g.person.origin, item, ReviewDecision(decision), comment
+                    )
+                except campaigns.ReviewError as exc:
+                    raise _Refused(409, "The campaign is closed", str(exc)) from None
+    except _Refused as refused:  # rolled back: nothing was decided
+        return refusal(refused.status, refused.title, f"{refused.detail} Nothing was changed.")
+    return redirect(url_for("console.reviews"), 303)
 
 
 @console.post("/reviews/<int:item_id>")
 @needs(Role.REVIEWER)
 def decide(item_id: int) -> Any:
-    decision = request.form.get("decision")
     comment = (request.form.get("comment") or "").strip() or None
-    if decision not in {d.value for d in ReviewDecision}:
-        return refusal(422, "Choose a decision", "Approve or revoke.")
-    if decision == ReviewDecision.REVOKE and not comment:
-        return refusal(422, "A comment is needed", "Say why the access should be revoked.")
-    with _database().transaction() as session:
-        item = session.get(ReviewItem, item_id)
-        if item is None or item.reviewer != g.person.name:
-            return refusal(
-                404, "Not in your inbox", f"Review item {item_id} is not yours to decide."
-            )
-        try:
-            campaigns.decide(session, g.person.origin, item, ReviewDecision(decision), comment)
-        except campaigns.ReviewError as exc:
-            return refusal(409, "The campaign is closed", str(exc))
-    return redirect(url_for("console.reviews"), 303)
+    return _decide([item_id], request.form.get("decision"), comment, bulk=False)
+
+
+@console.post("/reviews")
+@needs(Role.REVIEWER)
+def decide_many() -> Any:
+    try:
+        ids = sorted({int(i) for i in request.form.getlist("items")})
+    except ValueError:
+        return refusal(422, "Choose items", "Those are not review items; nothing was changed.")
+    comment = (request.form.get("comment") or "").strip() or None
+    return _decide(ids[:500], request.form.get("decision"), comment, bulk=True)
 
 
 # -- connectors -----------------------------------------------------------------------
@@ -336,6 +374,78 @@ def create_mapping() -> Any:
     )
 
 
+# -- findings -------------------------------------------------------------------------
+
+
+@console.get("/findings")
+@needs(Role.VIEWER)
+def findings() -> Any:
+    kind = request.args.get("kind") or ""
+    state = request.args.get("state") or FindingState.OPEN.value
+    statement = select(Finding).order_by(Finding.first_seen.desc(), Finding.id.desc()).limit(200)
+    if kind in {k.value for k in FindingKind}:
+        statement = statement.where(Finding.kind == kind)
+    if state in {s_.value for s_ in FindingState}:
+        statement = statement.where(Finding.state == state)
+    with _database().reader() as session:
+        rows = session.scalars(statement).all()
+    return page(
+        "findings.html",
+        rows=rows,
+        kind=kind,
+        state=state,
+        kinds=[k.value for k in FindingKind],
+        states=[s_.value for s_ in FindingState],
+    )
+
+
+@console.post("/findings/<int:finding_id>")
+@needs(Role.ADMIN)
+def decide_finding(finding_id: int) -> Any:
+    state = request.form.get("state")
+    reason = (request.form.get("reason") or "").strip()
+    if state not in (FindingState.RESOLVED.value, FindingState.SUPPRESSED.value):
+        return refusal(422, "Choose resolve or suppress", "Nothing was changed.")
+    if not reason:
+        return refusal(422, "A reason is needed", "Say why; nothing was changed.")
+    with _database().transaction() as session:
+        finding = session.get(Finding, finding_id, with_for_update=True)
+        if finding is None:
+            return refusal(404, "No such finding", f"There is no finding {finding_id}.")
+        if finding.state != FindingState.OPEN:
+            return refusal(409, "Already decided", f"Finding {finding_id} is {finding.state}.")
+        finding_rules.decide(session, g.person.origin, finding, FindingState(state), reason)
+    return redirect(url_for("console.findings"), 303)
+
+
+# -- delivery -------------------------------------------------------------------------
+
+
+@console.get("/delivery")
+@needs(Role.VIEWER)
+def delivery() -> Any:
+    with _database().reader() as session:
+        targets = outbox.health(session)
+        dead = session.execute(
+            select(OutboxMessage, Target.name)
+            .join(Target, Target.id == OutboxMessage.target_id)
+            .where(OutboxMessage.state == MessageState.DEAD)
+            .order_by(OutboxMessage.id)
+            .limit(200)
+        ).all()
+    return page("delivery.html", targets=targets, dead=dead, now=dt.datetime.now(dt.UTC))
+
+
+@console.post("/delivery/<int:target_id>/retry")
+@needs(Role.ADMIN)
+def retry(target_id: int) -> Any:
+    with _database().transaction() as session:
+        if session.get(Target, target_id) is None:
+            return refusal(404, "No such target", f"There is no target {target_id}.")
+        outbox.retry_dead(session, g.person.origin, target_id=target_id)
+    return redirect(url_for("console.delivery"), 303)
+
+
 # -- audit ----------------------------------------------------------------------------
 
 
@@ -351,4 +461,30 @@ def audit() -> Any:
         statement = statement.where(AuditEvent.subject_id == subject)
     with _database().reader() as session:
         events = session.scalars(statement).all()
-    return page("audit.html", events=events, actor=actor, subject=subject)
+    return page("audit.html", events=events, actor=actor, subject=subject, verified=None)
+
+
+@console.get("/audit/verify")
+@needs(Role.VIEWER)
+def verify_audit() -> Any:
+    """Walk the whole chain, as ``provisioning audit verify`` does."""
+    with _database().reader() as session:
+        verified = audit_log.verify(session)
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(100)).all()
+    return page("audit.html", events=events, actor="", subject="", verified=verified)
+
+
+@console.get("/audit/export")
+@needs(Role.VIEWER)
+def export_audit() -> Any:
+    """Every event as JSON lines, as ``provisioning audit export`` writes them."""
+    database = _database()
+
+    def generate():
+        with database.reader() as session:
+            for event in audit_log.iter_events(session):
+                yield audit_log.line(event)
+
+    response = Response(stream_with_context(generate()), mimetype="application/jsonl")
+    response.headers["Content-Disposition"] = 'attachment; filename="audit.jsonl"'
+    return response

@@ -245,3 +245,85 @@ def test_oidc_refuses_strangers_and_people_without_a_role(console, idp, seeded):
         assert why in answer.get_data(as_text=True)
     # A callback with a state this session never sent.
     assert console.get("/console/sign-in/callback?code=x&state=forged").status_code == 401
+
+
+def test_bulk_review_decisions_need_a_comment_and_are_all_or_nothing(
+    console, idp, seeded, database
+):
+    console.sign_in_oidc(idp, preferred_username="mgr@example.com", groups=["managers"])
+    with database.reader() as session:
+        ids = [i.id for i in session.scalars(select(ReviewItem).order_by(ReviewItem.id))]
+    page = console.get("/console/reviews").get_data(as_text=True)
+    assert "0 of 2 decided" in page
+    no_comment = console.post("/console/reviews", {"items": ids, "decision": "approve"})
+    assert no_comment.status_code == 422
+    foreign = console.post(
+        "/console/reviews", {"items": [*ids, 999], "decision": "approve", "comment": "ok"}
+    )
+    assert foreign.status_code == 404
+    with database.reader() as session:
+        assert {i.decision for i in session.scalars(select(ReviewItem))} == {None}
+    done = console.post("/console/reviews", {"items": ids, "decision": "approve", "comment": "ok"})
+    assert done.status_code == 303
+    with database.reader() as session:
+        decided = {(i.decision, i.comment) for i in session.scalars(select(ReviewItem))}
+    assert decided == {("approve", "ok")}
+    assert "2 of 2 decided" in console.get("/console/reviews").get_data(as_text=True)
+
+
+def test_findings_are_resolved_with_a_reason(console, seeded, database):
+    from provisioning.oversight.findings import observe
+    from provisioning.oversight.models import Finding, FindingKind, Severity
+
+    with database.transaction() as session:
+        observe(session, FindingKind.DORMANT_GRANT, Severity.LOW, "grant", [("1", {"days": 99})])
+        finding_id = session.scalar(select(Finding.id))
+    console.sign_in(seeded.admin_token)
+    assert "dormant grant" in console.get("/console/findings").get_data(as_text=True)
+    path = f"/console/findings/{finding_id}"
+    assert console.post(path, {"state": "resolved"}).status_code == 422
+    assert console.post(path, {"state": "open", "reason": "x"}).status_code == 422
+    assert console.post(path, {"state": "resolved", "reason": "used daily"}).status_code == 303
+    assert console.post(path, {"state": "suppressed", "reason": "again"}).status_code == 409
+    with database.reader() as session:
+        finding = session.get(Finding, finding_id)
+        assert (str(finding.state), finding.decided_by) == ("resolved", "admin")
+
+
+def test_dead_letters_are_retried_from_the_delivery_page(console, seeded, database, receiver):
+    from sqlalchemy import update
+
+    from provisioning.delivery.models import MessageState, OutboxMessage
+    from tests.delivery.conftest import add_target
+
+    target = add_target(database, "webhook", receiver.url, receiver.secret, name="gateway")
+    console.sign_in(seeded.admin_token)
+    console.post(f"/console/people/{seeded.ada}/offboard", {"reason": "left", "confirm": "yes"})
+    with database.transaction() as session:
+        session.execute(update(OutboxMessage).values(state=MessageState.DEAD, attempts=15))
+    page = console.get("/console/delivery").get_data(as_text=True)
+    assert "Retry 2 dead letter(s) to gateway" in page
+    viewer = type(console)(console.client.application)
+    viewer.sign_in(seeded.viewer_token)
+    assert viewer.post(f"/console/delivery/{target.id}/retry").status_code == 403
+    assert console.post(f"/console/delivery/{target.id}/retry").status_code == 303
+    with database.reader() as session:
+        states = set(session.scalars(select(OutboxMessage.state)))
+    assert states == {MessageState.PENDING}
+    (retried,) = _events(database, "target.retried")
+    assert retried.actor == "admin"
+
+
+def test_the_audit_page_verifies_and_exports_the_chain(console, seeded, database):
+    import json
+
+    console.sign_in(seeded.viewer_token)
+    page = console.get("/console/audit?actor=viewer").get_data(as_text=True)
+    assert "console.signed_in" in page
+    verified = console.get("/console/audit/verify").get_data(as_text=True)
+    assert "The chain is intact" in verified
+    export = console.get("/console/audit/export")
+    lines = [json.loads(line) for line in export.get_data(as_text=True).splitlines()]
+    with database.reader() as session:
+        assert len(lines) == session.scalar(select(func.count()).select_from(AuditEvent))
+    assert lines[-1]["action"] == "console.signed_in"
