@@ -307,14 +307,7 @@ def _create(form: Any) -> Any:
     level = form.get("access_level", "")
     if level not in {lvl.value for lvl in AccessLevel}:
         raise _Invalid("Choose an access level.")
-    expires_at = None
-    if form.get("expires_on"):
-        try:
-            expires_at = dt.datetime.combine(
-                dt.date.fromisoformat(form["expires_on"]), dt.time(), dt.UTC
-            )
-        except ValueError:
-            raise _Invalid("The expiry date must be YYYY-MM-DD.") from None
+    expires_at = _expiry(form.get("expires_on"))
 
     def change(session: Session) -> dict[str, Any]:
         try:
@@ -371,6 +364,118 @@ def create_mapping() -> Any:
         committed=committing and error is None,
         error=error,
         **choices,
+    )
+
+
+def _settings() -> Any:
+    from flask import current_app
+
+    return current_app.extensions["provisioning.settings"]
+
+
+def _version(mapping: Mapping) -> str:
+    """What the edit form remembers of the mapping it was opened on."""
+    return mapping.updated_at.isoformat()
+
+
+def _expiry(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.UTC)
+    except ValueError:
+        raise _Invalid("The expiry date must be YYYY-MM-DD.") from None
+
+
+def _edit_page(mapping_id: int, status: int = 200, **context: Any) -> Any:
+    with _database().reader() as session:
+        found = session.execute(
+            select(Mapping, Group.display_name, Connector.slug)
+            .join(Group, Group.id == Mapping.group_id)
+            .join(Connector, Connector.id == Mapping.connector_id)
+            .where(Mapping.id == mapping_id)
+        ).first()
+        if found is None:
+            return refusal(404, "No such mapping", f"There is no mapping {mapping_id}.")
+        mapping, group, slug = found
+        context.setdefault("version", _version(mapping))
+        return page(
+            "mapping.html",
+            status,
+            mapping=mapping,
+            group=group,
+            slug=slug,
+            levels=[level.value for level in AccessLevel],
+            **{"diff": None, "committed": None, "error": None, "form": {}, **context},
+        )
+
+
+@console.get("/mappings/<int:mapping_id>")
+@needs(Role.VIEWER)
+def mapping_page(mapping_id: int) -> Any:
+    return _edit_page(mapping_id)
+
+
+@console.post("/mappings/<int:mapping_id>")
+@needs(Role.ADMIN)
+def change_mapping(mapping_id: int) -> Any:
+    """Change or remove a mapping: a dry run first, then the same change once confirmed,
+    refused if someone changed the mapping since the form was opened."""
+    form = request.form
+    removing = form.get("action") == "delete"
+    committing = form.get("confirm") == "yes"
+
+    def change(session: Session) -> dict[str, Any]:
+        mapping = session.get(Mapping, mapping_id, with_for_update=True)
+        if mapping is None:
+            raise _Invalid("The mapping was removed since you opened it.")
+        if _version(mapping) != form.get("version"):
+            raise _Invalid("The mapping changed since you opened it: reload it and try again.")
+        try:
+            if removing:
+                diff = mapping_rules.delete_mapping(
+                    session, g.person.origin, mapping, settings=_settings()
+                )
+            else:
+                level = form.get("access_level", "")
+                if level not in {lvl.value for lvl in AccessLevel}:
+                    raise _Invalid("Choose an access level.")
+                diff = mapping_rules.update_mapping(
+                    session,
+                    g.person.origin,
+                    mapping,
+                    settings=_settings(),
+                    access_level=AccessLevel(level),
+                    expires_at=_expiry(form.get("expires_on")),
+                    description=(form.get("description") or "").strip() or None,
+                )
+        except mapping_rules.MappingError as exc:
+            raise _Invalid(str(exc)) from None
+        return changes(session, diff, dry_run=not committing)
+
+    try:
+        if committing:
+            with _database().transaction() as session:
+                diff = change(session)
+        else:
+            diff = preview(_database(), change)
+    except _Invalid as exc:
+        return _edit_page(
+            mapping_id,
+            409 if "since you opened" in str(exc) else 422,
+            error=str(exc),
+            form=form,
+            version=form.get("version", ""),
+        )
+    if committing and removing:
+        return redirect(url_for("console.mappings"), 303)
+    return _edit_page(
+        mapping_id,
+        diff=diff,
+        committed=committing,
+        form=form,
+        removing=removing,
+        **({} if committing else {"version": form.get("version", "")}),
     )
 
 

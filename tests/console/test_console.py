@@ -327,3 +327,37 @@ def test_the_audit_page_verifies_and_exports_the_chain(console, seeded, database
     with database.reader() as session:
         assert len(lines) == session.scalar(select(func.count()).select_from(AuditEvent))
     assert lines[-1]["action"] == "console.signed_in"
+
+
+def _version(page: str) -> str:
+    import re
+
+    return re.search(r'name="version" value="([^"]+)"', page).group(1)
+
+
+def test_a_mapping_is_changed_and_removed_through_dry_runs(console, seeded, database):
+    console.sign_in(seeded.admin_token)
+    page = console.get("/console/mappings/1").get_data(as_text=True)
+    version = _version(page)
+    change = {"version": version, "action": "update", "access_level": "read"}
+    preview = console.post("/console/mappings/1", change).get_data(as_text=True)
+    assert "ada@example.com: github read_write → read" in preview
+    with database.reader() as session:
+        assert session.get(Mapping, 1).access_level == "read_write"
+    done = console.post("/console/mappings/1", {**change, "confirm": "yes"})
+    assert "2 changed level" in done.get_data(as_text=True)
+    # The form opened before that change is now stale.
+    stale = console.post("/console/mappings/1", {**change, "access_level": "read_write"})
+    assert stale.status_code == 409
+    assert "changed since you opened it" in stale.get_data(as_text=True)
+    version = _version(console.get("/console/mappings/1").get_data(as_text=True))
+    removal = {"version": version, "action": "delete"}
+    preview = console.post("/console/mappings/1", removal).get_data(as_text=True)
+    assert "bob@example.com loses github" in preview
+    assert console.post("/console/mappings/1", {**removal, "confirm": "yes"}).status_code == 303
+    with database.reader() as session:
+        assert session.get(Mapping, 1) is None
+    assert _live(database, seeded.ada) == 0
+    (removed,) = _events(database, "mapping.deleted")
+    assert removed.actor == "admin"
+    assert console.get("/console/mappings/1").status_code == 404
