@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response, g, redirect, render_template, request, stream_with_context, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from provisioning.api.edge import changes
 from provisioning.audit import log as audit_log
@@ -239,7 +239,9 @@ def connectors() -> Any:
     with _database().reader() as session:
         rows = [
             (c, enablement_problems(c))
-            for c in session.scalars(select(Connector).order_by(Connector.slug))
+            for c in session.scalars(
+                select(Connector).options(selectinload(Connector.actions)).order_by(Connector.slug)
+            )
         ]
     return page("connectors.html", rows=rows, error=None)
 
@@ -264,7 +266,11 @@ def set_enabled(slug: str) -> Any:
         with _database().reader() as session:
             rows = [
                 (c, enablement_problems(c))
-                for c in session.scalars(select(Connector).order_by(Connector.slug))
+                for c in session.scalars(
+                    select(Connector)
+                    .options(selectinload(Connector.actions))
+                    .order_by(Connector.slug)
+                )
             ]
         return page("connectors.html", 409, rows=rows, error=error)
     return redirect(url_for("console.connectors"), 303)

@@ -185,6 +185,7 @@ def test_a_connector_that_fails_governance_cannot_be_enabled(console, seeded, da
     console.sign_in(seeded.admin_token)
     page = console.get("/console/connectors").get_data(as_text=True)
     assert "Cannot be enabled: third-party connector vendor-chat needs an approved" in page
+    assert "merge_pull_request <small>write</small>" in page
     refused = console.post("/console/connectors/vendor-chat/enabled", {"enabled": "true"})
     assert refused.status_code == 409
     assert console.post("/console/connectors/wiki/enabled", {"enabled": "false"}).status_code == 303
