@@ -174,7 +174,19 @@ def test_a_reviewer_signs_in_at_the_idp_and_revokes(page, idp, seeded, database)
 
 
 def test_a_forged_post_and_a_viewers_admin_action_are_refused(page, seeded, database):
-    sign_in(page, seeded.viewer_token)
+    # Signed in with the keyboard alone: the skip link, the IdP, the token, then Enter.
+    page.goto("/console/sign-in")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == (
+        "Sign in with your identity provider"
+    )
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "token"
+    page.keyboard.type(seeded.viewer_token)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/")
     page.goto(f"/console/people/{seeded.ada}")
     assert page.get_by_role("button", name="Offboard ada@example.com").count() == 0
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
