@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.base_client import OAuthError
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import OAuth
 from flask import (
     Blueprint,
@@ -37,6 +37,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
+from joserfc.errors import JoseError
 from werkzeug.wrappers import Response
 
 from provisioning.audit.log import Entry, Origin, Source, record
@@ -342,7 +343,7 @@ def oidc_callback() -> Any:
         abort(404)
     try:
         token = oauth.idp.authorize_access_token()
-    except (OAuthError, ValueError) as exc:
+    except (AuthlibBaseError, JoseError, ValueError) as exc:
         return refusal(401, "Sign-in failed", f"The identity provider's answer was refused: {exc}")
     claims = token.get("userinfo") or {}
     held = [str(g_) for g_ in claims.get("groups") or [] if isinstance(g_, str)]

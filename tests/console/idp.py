@@ -28,6 +28,7 @@ class Provider:
     def __init__(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "idp-1"}, private=True)
         self.person: dict[str, Any] = {}
+        self.signing_key = self.key  # another key: ID tokens the JWKS cannot verify
         self.codes: dict[str, dict[str, Any]] = {}
         self.refusals: list[str] = []
         provider = self
@@ -124,7 +125,8 @@ class Provider:
             "nonce": grant.get("nonce"),
             **person,
         }
-        id_token = jwt.encode({"alg": "RS256", "kid": self.key.kid}, claims, self.key)
+        key = self.signing_key
+        id_token = jwt.encode({"alg": "RS256", "kid": self.key.kid}, claims, key)
         return 200, {
             "access_token": secrets.token_urlsafe(16),
             "token_type": "Bearer",

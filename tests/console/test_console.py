@@ -362,3 +362,19 @@ def test_a_mapping_is_changed_and_removed_through_dry_runs(console, seeded, data
     (removed,) = _events(database, "mapping.deleted")
     assert removed.actor == "admin"
     assert console.get("/console/mappings/1").status_code == 404
+
+
+def test_an_id_token_the_idp_keys_cannot_verify_is_refused(console, idp, seeded, database):
+    from joserfc.jwk import RSAKey
+
+    idp.signing_key = RSAKey.generate_key(2048, private=True)
+    try:
+        answer = console.sign_in_oidc(
+            idp, preferred_username="mgr@example.com", groups=["managers"]
+        )
+    finally:
+        idp.signing_key = idp.key
+    assert answer.status_code == 401
+    assert "refused" in answer.get_data(as_text=True)
+    assert console.get("/console/").status_code == 302
+    assert _events(database, "console.signed_in") == []
