@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -30,6 +31,7 @@ from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests as offboardings
 from provisioning.oversight import findings as finding_rules
 from provisioning.oversight.models import Finding, FindingKind, FindingState
+from provisioning.oversight.overview import Day, activity
 from provisioning.oversight.overview import overview as read_overview
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import ReviewDecision, ReviewItem
@@ -52,13 +54,31 @@ def page(template: str, status: int = 200, **context: Any) -> Any:
     return render_template(template, **context), status
 
 
+ACTIVITY_SECONDS = 60.0
+"""How long the overview's chart is kept: counting a month of grants and revocations reads
+every one of them (seconds at a million), the rest of the overview is read live."""
+
+
+def _activity() -> list[Day]:
+    from flask import current_app
+
+    kept = current_app.extensions.setdefault("provisioning.console.activity", {})
+    now = time.monotonic()
+    if kept.get("until", 0.0) <= now:
+        with _database().reader() as session:
+            kept["days"] = activity(session, 30)
+        kept["until"] = now + ACTIVITY_SECONDS
+    return kept["days"]
+
+
 @console.get("/")
 @needs(Role.VIEWER)
 def overview() -> Any:
     with _database().reader() as session:
         seen = read_overview(session)
-    chart = charts.bars([(d.day, d.granted, d.revoked) for d in seen.days])
-    return page("overview.html", seen=seen, chart=chart, now=dt.datetime.now(dt.UTC))
+    days = _activity()
+    chart = charts.bars([(d.day, d.granted, d.revoked) for d in days])
+    return page("overview.html", seen=seen, days=days, chart=chart, now=dt.datetime.now(dt.UTC))
 
 
 # -- people ---------------------------------------------------------------------------

@@ -32,7 +32,6 @@ class Overview:
     enabled_connectors: int
     findings: dict[str, int]  # open findings by kind
     targets: list[outbox.TargetHealth]
-    days: list[Day]  # oldest first, one per day, the last being today (UTC)
 
 
 def _per_day(session: Session, column, since: dt.datetime) -> dict[dt.date, int]:
@@ -58,8 +57,8 @@ def activity(session: Session, days: int = 30) -> list[Day]:
     return [Day(d, granted.get(d, 0), revoked.get(d, 0)) for d in span]
 
 
-def overview(session: Session, days: int = 30) -> Overview:
-    """Everything the console's overview shows, read in one snapshot."""
+def overview(session: Session) -> Overview:
+    """The console overview's figures, read in one snapshot (its chart is :func:`activity`)."""
     people, active = session.execute(
         select(func.count(), func.count().filter(User.eligible)).select_from(User)
     ).one()
@@ -85,5 +84,4 @@ def overview(session: Session, days: int = 30) -> Overview:
         enabled_connectors=enabled,
         findings={str(kind): n for kind, n in findings.items()},
         targets=outbox.health(session),
-        days=activity(session, days),
     )

@@ -10,7 +10,7 @@ from provisioning.delivery.models import MessageState, OutboxMessage
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import FindingKind, Severity
-from provisioning.oversight.overview import overview
+from provisioning.oversight.overview import activity, overview
 from provisioning.people.lifecycle import set_active
 from tests.delivery.conftest import add_target
 from tests.org import Org
@@ -39,13 +39,14 @@ def test_the_overview_counts_what_the_database_holds(database, origin, receiver)
         )
         observe(session, FindingKind.DORMANT_GRANT, Severity.LOW, "grant", [("1", {}), ("2", {})])
     with database.reader() as session:
-        seen = overview(session, days=7)
+        seen = overview(session)
+        days = activity(session, 7)
     assert (seen.live_grants, seen.people, seen.active_people) == (2, 3, 2)
     assert (seen.connectors, seen.enabled_connectors) == (2, 1)
-    assert [d.day for d in seen.days][-1] == utcnow().date()
-    assert len(seen.days) == 7
-    assert (seen.days[-1].granted, seen.days[-1].revoked) == (3, 1)
-    assert sum(d.granted + d.revoked for d in seen.days[:-1]) == 0
+    assert [d.day for d in days][-1] == utcnow().date()
+    assert len(days) == 7
+    assert (days[-1].granted, days[-1].revoked) == (3, 1)
+    assert sum(d.granted + d.revoked for d in days[:-1]) == 0
     by_name = {t.name: t for t in seen.targets}
     assert set(by_name) == {"gateway", "idle"}
     gateway = by_name["gateway"]
