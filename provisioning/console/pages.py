@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, g, redirect, render_template, request, stream_with_context, url_for
@@ -31,8 +32,7 @@ from provisioning.identity.models import Group, User
 from provisioning.offboarding import requests as offboardings
 from provisioning.oversight import findings as finding_rules
 from provisioning.oversight.models import Finding, FindingKind, FindingState
-from provisioning.oversight.overview import Day, activity
-from provisioning.oversight.overview import overview as read_overview
+from provisioning.oversight.overview import activity, open_findings, totals
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import ReviewDecision, ReviewItem
 
@@ -54,31 +54,41 @@ def page(template: str, status: int = 200, **context: Any) -> Any:
     return render_template(template, **context), status
 
 
-ACTIVITY_SECONDS = 60.0
-"""How long the overview's chart is kept: counting a month of grants and revocations reads
-every one of them (seconds at a million), the rest of the overview is read live."""
+KEPT_SECONDS = 60.0
+"""How long the overview's totals and chart are kept per process: each counts a whole
+table (a million grants take seconds); open findings and delivery are read live."""
 
 
-def _activity() -> list[Day]:
+def _kept(name: str, read: Callable[[Session], Any]) -> tuple[Any, dt.datetime]:
+    """What ``read`` answered within the last minute, and when it was read."""
     from flask import current_app
 
-    kept = current_app.extensions.setdefault("provisioning.console.activity", {})
+    kept = current_app.extensions.setdefault("provisioning.console.kept", {})
     now = time.monotonic()
-    if kept.get("until", 0.0) <= now:
+    if name not in kept or kept[name][0] <= now:
         with _database().reader() as session:
-            kept["days"] = activity(session, 30)
-        kept["until"] = now + ACTIVITY_SECONDS
-    return kept["days"]
+            kept[name] = (now + KEPT_SECONDS, read(session), dt.datetime.now(dt.UTC))
+    return kept[name][1], kept[name][2]
 
 
 @console.get("/")
 @needs(Role.VIEWER)
 def overview() -> Any:
+    counts, counted_at = _kept("totals", totals)
+    days, _ = _kept("activity", lambda session: activity(session, 30))
     with _database().reader() as session:
-        seen = read_overview(session)
-    days = _activity()
-    chart = charts.bars([(d.day, d.granted, d.revoked) for d in days])
-    return page("overview.html", seen=seen, days=days, chart=chart, now=dt.datetime.now(dt.UTC))
+        findings_open = open_findings(session)
+        targets = outbox.health(session)
+    return page(
+        "overview.html",
+        counts=counts,
+        counted_at=counted_at,
+        findings=findings_open,
+        targets=targets,
+        days=days,
+        chart=charts.bars([(d.day, d.granted, d.revoked) for d in days]),
+        now=dt.datetime.now(dt.UTC),
+    )
 
 
 # -- people ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the service holds at a glance: counts, open findings, outbox health, daily activity."""
+"""What the service holds at a glance: totals, open findings by kind, daily activity."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
-from provisioning.delivery import outbox
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import User
 from provisioning.oversight.models import Finding, FindingState
@@ -24,14 +23,12 @@ class Day:
 
 
 @dataclass(frozen=True)
-class Overview:
+class Totals:
     live_grants: int
     people: int
     active_people: int
     connectors: int
     enabled_connectors: int
-    findings: dict[str, int]  # open findings by kind
-    targets: list[outbox.TargetHealth]
 
 
 def _per_day(session: Session, column, since: dt.datetime) -> dict[dt.date, int]:
@@ -57,31 +54,25 @@ def activity(session: Session, days: int = 30) -> list[Day]:
     return [Day(d, granted.get(d, 0), revoked.get(d, 0)) for d in span]
 
 
-def overview(session: Session) -> Overview:
-    """The console overview's figures, read in one snapshot (its chart is :func:`activity`)."""
+def totals(session: Session) -> Totals:
+    """Live grants, people (and how many may hold access), connectors (and how many are
+    enabled). Each is a count over its whole table: a million grants take a while."""
     people, active = session.execute(
         select(func.count(), func.count().filter(User.eligible)).select_from(User)
     ).one()
     connectors, enabled = session.execute(
         select(func.count(), func.count().filter(Connector.enabled)).select_from(Connector)
     ).one()
-    findings = dict(
-        session.execute(
-            select(Finding.kind, func.count())
-            .where(Finding.state == FindingState.OPEN)
-            .group_by(Finding.kind)
-            .order_by(Finding.kind)
-        ).all()
-    )
-    return Overview(
-        live_grants=session.scalar(
-            select(func.count()).select_from(Grant).where(Grant.revoked_at.is_(None))
-        )
-        or 0,
-        people=people,
-        active_people=active,
-        connectors=connectors,
-        enabled_connectors=enabled,
-        findings={str(kind): n for kind, n in findings.items()},
-        targets=outbox.health(session),
-    )
+    live = session.scalar(select(func.count()).select_from(Grant).where(Grant.revoked_at.is_(None)))
+    return Totals(live or 0, people, active, connectors, enabled)
+
+
+def open_findings(session: Session) -> dict[str, int]:
+    """Open findings by kind."""
+    rows = session.execute(
+        select(Finding.kind, func.count())
+        .where(Finding.state == FindingState.OPEN)
+        .group_by(Finding.kind)
+        .order_by(Finding.kind)
+    ).all()
+    return {str(kind): n for kind, n in rows}

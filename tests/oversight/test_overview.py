@@ -7,10 +7,11 @@ from sqlalchemy import update
 
 from provisioning.database import utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage
+from provisioning.delivery.outbox import health
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import FindingKind, Severity
-from provisioning.oversight.overview import activity, overview
+from provisioning.oversight.overview import activity, open_findings, totals
 from provisioning.people.lifecycle import set_active
 from tests.delivery.conftest import add_target
 from tests.org import Org
@@ -39,7 +40,9 @@ def test_the_overview_counts_what_the_database_holds(database, origin, receiver)
         )
         observe(session, FindingKind.DORMANT_GRANT, Severity.LOW, "grant", [("1", {}), ("2", {})])
     with database.reader() as session:
-        seen = overview(session)
+        seen = totals(session)
+        findings = open_findings(session)
+        targets = health(session)
         days = activity(session, 7)
     assert (seen.live_grants, seen.people, seen.active_people) == (2, 3, 2)
     assert (seen.connectors, seen.enabled_connectors) == (2, 1)
@@ -47,10 +50,10 @@ def test_the_overview_counts_what_the_database_holds(database, origin, receiver)
     assert len(days) == 7
     assert (days[-1].granted, days[-1].revoked) == (3, 1)
     assert sum(d.granted + d.revoked for d in days[:-1]) == 0
-    by_name = {t.name: t for t in seen.targets}
+    by_name = {t.name: t for t in targets}
     assert set(by_name) == {"gateway", "idle"}
     gateway = by_name["gateway"]
     assert gateway.dead == 1
     assert gateway.pending >= 1
     assert gateway.oldest_pending_at is not None
-    assert seen.findings == {"dormant_grant": 2}
+    assert findings == {"dormant_grant": 2}
