@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.flask_client import OAuth
 from flask import (
     Blueprint,
     Flask,
@@ -141,6 +140,8 @@ def configure_oidc(app: Flask, settings: Settings) -> None:
     """Register the IdP with authlib's Flask client when an issuer is configured."""
     if not settings.console_oidc_issuer:
         return
+    from authlib.integrations.flask_client import OAuth  # only with an IdP (import time)
+
     oauth = OAuth(app)
     client_kwargs = {"scope": "openid profile email groups", "code_challenge_method": "S256"}
     if not settings.console_oidc_client_secret:
