@@ -47,14 +47,15 @@ BATCH = 10_000
 CONNECTORS = 200  # group g is mapped to connector g % CONNECTORS
 
 
-def build(state: OktaState, database: Database, users: int, groups: int, per_user: int) -> dict:
-    """The same organisation in the Okta server and in our database."""
+def okta_org(state: OktaState, users: int, groups: int, per_user: int) -> tuple:
+    """The Okta server's people and groups, each person in ``per_user`` groups: its users,
+    its groups, and group index -> member indexes."""
     rng = random.Random(5)
     okta_users = [
         state.add_user(f"user{u}@example.com", okta_id=f"00u{u:07d}") for u in range(users)
     ]
     okta_groups = [state.add_group(f"g{g}", okta_id=f"00g{g:07d}") for g in range(groups)]
-    membership = {}
+    membership: dict[int, list[int]] = {}
     for u in range(users):
         for g in rng.sample(range(groups), per_user):
             membership.setdefault(g, []).append(u)
@@ -62,42 +63,54 @@ def build(state: OktaState, database: Database, users: int, groups: int, per_use
         for g, members in membership.items():
             state.members[okta_groups[g]["id"]] = [okta_users[u]["id"] for u in members]
         state.changed()
+    return okta_users, okta_groups, membership
 
+
+def mapped_groups(conn, okta_groups: list[dict], now) -> tuple[list[uuid.UUID], list[int]]:
+    """Our copies of the Okta groups, group g mapped to connector g % CONNECTORS: their ids
+    and the connectors'."""
+    conn.execute(insert(Connector), connector_rows(CONNECTORS))
+    connector_ids = list(range(1, CONNECTORS + 1))
+    group_ids = [uuid.uuid4() for _ in okta_groups]
+    conn.execute(
+        insert(Group),
+        [
+            {
+                "id": gid,
+                "display_name": f"g{g}",
+                "display_name_key": f"g{g}",
+                "external_id": okta_groups[g]["id"],
+                "created_at": now,
+                "updated_at": now,
+            }
+            for g, gid in enumerate(group_ids)
+        ],
+    )
+    conn.execute(
+        insert(Mapping),
+        [
+            {
+                "group_id": gid,
+                "connector_id": connector_ids[g % CONNECTORS],
+                "access_level": "read",
+                "created_by": "bench",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for g, gid in enumerate(group_ids)
+        ],
+    )
+    return group_ids, connector_ids
+
+
+def build(state: OktaState, database: Database, users: int, groups: int, per_user: int) -> dict:
+    """The same organisation in the Okta server and in our database."""
+    okta_users, okta_groups, membership = okta_org(state, users, groups, per_user)
     now = utcnow()
     user_ids = [uuid.uuid4() for _ in range(users)]
-    group_ids = [uuid.uuid4() for _ in range(groups)]
     connectors = CONNECTORS
     with database.engine.begin() as conn:
-        conn.execute(insert(Connector), connector_rows(connectors))
-        connector_ids = list(range(1, connectors + 1))
-        conn.execute(
-            insert(Group),
-            [
-                {
-                    "id": gid,
-                    "display_name": f"g{g}",
-                    "display_name_key": f"g{g}",
-                    "external_id": okta_groups[g]["id"],
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for g, gid in enumerate(group_ids)
-            ],
-        )
-        conn.execute(
-            insert(Mapping),
-            [
-                {
-                    "group_id": gid,
-                    "connector_id": connector_ids[g % connectors],
-                    "access_level": "read",
-                    "created_by": "bench",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for g, gid in enumerate(group_ids)
-            ],
-        )
+        group_ids, connector_ids = mapped_groups(conn, okta_groups, now)
         for start in range(0, users, BATCH):
             conn.execute(
                 insert(User),

@@ -22,6 +22,7 @@ from provisioning.okta.reconcile import reconcile
 from provisioning.okta.writeback import write_back_offboardings
 from provisioning.oversight.remediation import remediate
 from provisioning.oversight.scan import scan
+from provisioning.requests import workflow
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import CampaignTrigger, NoResponse
 from provisioning.settings import Settings
@@ -69,6 +70,7 @@ def _stale_scan(database: Database, settings: Settings, progress: Progress) -> d
 def _expiry(database: Database, settings: Settings, progress: Progress) -> dict[str, Any]:
     with database.transaction() as session:
         counts = expire(session, _origin("expiry"))
+        counts["requests_lapsed"] = workflow.lapse(session, _origin("expiry"))
         counts["reminded"] = remind(session, dt.timedelta(days=settings.reminder_days))
         return counts
 
@@ -217,7 +219,10 @@ JOBS: dict[str, Job] = {
             needs_writeback=True,
         ),
         Job(
-            "expiry", "schedule_expiry", _expiry, "revoke what expired mappings and exceptions gave"
+            "expiry",
+            "schedule_expiry",
+            _expiry,
+            "revoke what expired mappings, exceptions and requests gave; expire undecided requests",
         ),
         Job("stale-scan", "schedule_stale_scan", _stale_scan, "findings about stale access"),
         Job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import sys
@@ -178,12 +179,24 @@ def _transaction(ctx: Context) -> Iterator[Any]:
     type=click.Choice([s.value for s in credentials.Scope]),
     help="Repeat for several scopes.",
 )
+@click.option(
+    "--person",
+    help="The user it speaks for when it asks for access or decides (userName, email or id).",
+)
 @pass_context
 @domain_errors(credentials.TokenError)
-def token_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
+def token_create(ctx: Context, name: str, scopes: tuple[str, ...], person: str | None) -> None:
     """Create a token and print its secret (the only line on stdout, shown once)."""
+    from provisioning.identity.directory import person as find_person
+
     with _transaction(ctx) as session:
-        secret = credentials.create(session, name, list(scopes), ctx.origin())
+        user_id = None
+        if person is not None:
+            user = find_person(session, person)
+            if user is None:
+                _fail(f"no active user {person!r}")
+            user_id = user.id
+        secret = credentials.create(session, name, list(scopes), ctx.origin(), person=user_id)
     click.echo(secret)
 
 
@@ -401,7 +414,7 @@ def reconcile(
 
 @main.group()
 def okta() -> None:
-    """Okta: System Log catch-up and sync run records."""
+    """Okta: the initial import, System Log catch-up and sync run records."""
 
 
 @okta.command("catch-up")
@@ -418,6 +431,61 @@ def okta_catch_up(ctx: Context, as_json: bool) -> None:
     finally:
         client.close()
     _report(run, as_json)
+
+
+@okta.command("import")
+@click.option("--all-groups", is_flag=True, help="Every Okta group, with its members.")
+@click.option(
+    "--group-filter",
+    metavar="EXPR",
+    help="The Okta groups matching this search expression (e.g. 'profile.name sw \"Eng\"').",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be created; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary on stdout.")
+@pass_context
+def okta_import(
+    ctx: Context, all_groups: bool, group_filter: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Import people and groups from Okta: by default the groups mappings reference and their
+    members. Resumes an interrupted import where it stopped."""
+    from provisioning.okta import imports
+
+    if all_groups and group_filter:
+        _fail("--all-groups and --group-filter: give one", 2)
+    database = ctx.migrated()
+    client = _okta(ctx)
+    try:
+        with _progress(not as_json) as progress:
+            summary = imports.import_directory(
+                database,
+                client,
+                search=group_filter,
+                all_groups=all_groups,
+                dry_run=dry_run,
+                progress=progress,
+            )
+    finally:
+        client.close()
+    record = dataclasses.asdict(summary)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+    else:
+        c = summary.counts
+        verb = "would create" if dry_run else "created"
+        head = "dry run (nothing written)" if dry_run else f"import {summary.import_id}"
+        click.echo(f"okta {head}, {summary.mode}: {summary.status} in {summary.seconds:.1f}s")
+        click.echo(
+            f"  groups {c.get('groups', 0)} ({verb} {c.get('groups_created', 0)}); people "
+            f"{verb} {c.get('people_created', 0)}, given their Okta id "
+            f"{c.get('people_linked', 0)}, refused {c.get('people_refused', 0)}; memberships "
+            f"{'to add' if dry_run else 'added'} {c.get('memberships_changed', 0)}"
+        )
+        click.echo(f"  {summary.requests} requests to Okta, {c.get('pages', 0)} pages of members")
+    if summary.status != "succeeded":
+        _fail(
+            f"okta import failed: {summary.error}"
+            + ("" if dry_run else "; run `provisioning okta import` again to resume it")
+        )
 
 
 @okta.command("runs")
@@ -439,6 +507,107 @@ def okta_runs(ctx: Context, limit: int, as_json: bool) -> None:
             + ", ".join(f"{k} {v}" for k, v in r["counts"].items())
             + (f" error: {r['error']}" if r["error"] else "")
         )
+
+
+@main.group("requests")
+def requests_group() -> None:
+    """Access requests: which connectors take them, and the requests made (people ask and
+    decide over /api/v1/requests, as themselves)."""
+
+
+def _requestable(session: Any, slug: str) -> Any:
+    from sqlalchemy import select
+
+    from provisioning.connectors.models import Connector
+
+    connector = session.scalar(select(Connector).where(Connector.slug == slug))
+    if connector is None:
+        _fail(f"no connector {slug}")
+    return connector
+
+
+@requests_group.command("policy")
+@click.argument("slug")
+@click.option(
+    "--approvers",
+    default="owner",
+    show_default=True,
+    help="The approval chain, in order: owner, manager, owner,manager or manager,owner.",
+)
+@click.option("--max-days", type=int, required=True, help="Longest access a request may ask.")
+@click.option("--decide-within-days", type=int, default=7, show_default=True)
+@click.option("--remove", is_flag=True, help="Stop taking requests for the connector.")
+@pass_context
+def requests_policy(
+    ctx: Context,
+    slug: str,
+    approvers: str,
+    max_days: int,
+    decide_within_days: int,
+    remove: bool,
+) -> None:
+    """Make connector SLUG requestable (or, with --remove, no longer)."""
+    from provisioning.requests import workflow
+
+    with _transaction(ctx) as session:
+        connector = _requestable(session, slug)
+        try:
+            if remove:
+                workflow.remove_policy(session, ctx.origin(), connector)
+            else:
+                workflow.set_policy(
+                    session,
+                    ctx.origin(),
+                    connector,
+                    approvers=[a.strip() for a in approvers.split(",") if a.strip()],
+                    max_days=max_days,
+                    decide_within_days=decide_within_days,
+                )
+        except workflow.RequestError as exc:
+            _fail(str(exc))
+    click.echo(f"connector {slug}: " + ("takes no requests" if remove else "requestable"), err=True)
+
+
+@requests_group.command("list")
+@click.option(
+    "--state", type=click.Choice(["pending", "approved", "denied", "expired", "cancelled"])
+)
+@pass_context
+def requests_list(ctx: Context, state: str | None) -> None:
+    """The requests (newest first, at most 500) as JSON lines."""
+    from sqlalchemy import select
+
+    from provisioning.connectors.models import Connector
+    from provisioning.requests.models import AccessRequest
+
+    with ctx.migrated().reader() as session:
+        statement = (
+            select(AccessRequest, Connector.slug)
+            .join(Connector, Connector.id == AccessRequest.connector_id)
+            .order_by(AccessRequest.id.desc())
+            .limit(500)
+        )
+        if state:
+            statement = statement.where(AccessRequest.state == state)
+        for request, slug in session.execute(statement):
+            click.echo(
+                json.dumps(
+                    {
+                        "id": request.id,
+                        "user_id": str(request.user_id),
+                        "requested_by": request.requested_by,
+                        "connector": slug,
+                        "access_level": str(request.access_level),
+                        "state": str(request.state),
+                        "stage": request.stage,
+                        "approvers": request.approvers,
+                        "deadline": request.deadline.isoformat(),
+                        "expires_at": request.expires_at.isoformat()
+                        if request.expires_at
+                        else None,
+                    }
+                )
+            )
 
 
 @main.command()

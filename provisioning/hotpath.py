@@ -249,10 +249,11 @@ class PreparedWrite(_OnCursor):
         compiled = self._for(connection.dialect)
         return compiled.on_cursor(connection, compiled.arguments(params), _rowcount)
 
-    def run_each(self, connection: Connection, params: list[dict[str, Any]]) -> None:
-        """Execute once for each of ``params`` (the driver's executemany)."""
+    def run_each(self, connection: Connection, params: list[dict[str, Any]]) -> int:
+        """Execute once for each of ``params`` (the driver's executemany); the count of rows
+        changed in all (both drivers sum it; -1 where one cannot tell)."""
         compiled = self._for(connection.dialect)
-        compiled.on_cursor(connection, _Each(map(compiled.arguments, params)), _rowcount)
+        return compiled.on_cursor(connection, _Each(map(compiled.arguments, params)), _rowcount)
 
 
 def _rowcount(cursor: Any) -> int:

@@ -9,6 +9,7 @@ from provisioning.identity import models as _identity
 from provisioning.offboarding import models as _offboarding
 from provisioning.okta import models as _okta
 from provisioning.oversight import models as _oversight
+from provisioning.requests import models as _requests
 from provisioning.reviews import models as _reviews
 from provisioning.schedule import models as _schedule
 from provisioning.tokens import models as _tokens
@@ -25,6 +26,7 @@ _ = (
     _offboarding,
     _okta,
     _oversight,
+    _requests,
     _reviews,
     _schedule,
     _tokens,

@@ -290,3 +290,60 @@ def test_a_garbled_checkpoint_file_is_refused_naming_its_line(database, signing_
     )
     assert result.exit_code == 1
     assert f"checkpoint {held}:2 refused: malformed" in result.stderr
+
+
+def test_requests_policy_and_list_and_a_token_bound_to_a_person(database, origin):
+    import json as json_
+
+    from provisioning.requests import workflow
+    from provisioning.requests.models import RequestPolicy
+    from provisioning.tokens.models import ApiToken
+    from tests.org import Org
+
+    with database.transaction() as session:
+        org = Org(session, origin)
+        org.user("olga@example.com")
+        ada = org.user("ada@example.com")
+        org.connector("github", owner="olga@example.com")
+    made = run(database, "requests", "policy", "github", "--approvers", "owner", "--max-days", "5")
+    assert made.exit_code == 0, made.output
+    bad = run(database, "requests", "policy", "github", "--approvers", "cfo", "--max-days", "5")
+    assert bad.exit_code != 0 and "approvers" in bad.output
+    with database.reader() as session:
+        assert session.get(RequestPolicy, 1).approvers == ["owner"]
+    token = run(
+        database,
+        "token",
+        "create",
+        "--name",
+        "ada",
+        "--scope",
+        "requests:write",
+        "--person",
+        "ADA@example.com",
+    )
+    assert token.exit_code == 0, token.output
+    nobody = run(
+        database, "token", "create", "--name", "x", "--scope", "requests:write", "--person", "zed"
+    )
+    assert nobody.exit_code != 0
+    with database.transaction() as session:
+        assert session.scalar(select(ApiToken.user_id).where(ApiToken.name == "ada")) == ada.id
+        from provisioning.connectors.models import Connector
+        from provisioning.identity.models import User
+
+        workflow.create(
+            session,
+            origin,
+            session.get(User, ada.id),
+            session.get(User, ada.id),
+            session.scalar(select(Connector).where(Connector.slug == "github")),
+            "read",
+            justification="x",
+            duration_days=2,
+        )
+    listed = run(database, "requests", "list", "--state", "pending")
+    (line,) = listed.output.splitlines()
+    assert json_.loads(line)["connector"] == "github"
+    removed = run(database, "requests", "policy", "github", "--max-days", "1", "--remove")
+    assert removed.exit_code == 0

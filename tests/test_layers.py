@@ -47,7 +47,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("lifecycle", ("provisioning.people",)),
-    ("consequences", ("provisioning.offboarding.records", "provisioning.reviews")),
+    (
+        "consequences",
+        ("provisioning.offboarding.records", "provisioning.requests", "provisioning.reviews"),
+    ),
     ("entitlements", ("provisioning.entitlements",)),
     ("delivery", ("provisioning.delivery",)),
     (

@@ -17,7 +17,9 @@ from provisioning.api import (
     offboardings,
     okta,
     oversight,
+    requests,
     reviews,
+    separation,
     targets,
 )
 from provisioning.api.auth import AccessTokenValidator, JWKSCache, protector
@@ -39,7 +41,9 @@ _ROUTES = (
     offboardings,
     okta,
     oversight,
+    requests,
     reviews,
+    separation,
     targets,
 )
 

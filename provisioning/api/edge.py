@@ -25,6 +25,7 @@ from provisioning.audit.log import Origin, Source
 from provisioning.connectors.models import Connector
 from provisioning.database import Database, chunked
 from provisioning.entitlements import engine
+from provisioning.identity import directory
 from provisioning.identity.models import User
 from provisioning.settings import Settings
 from provisioning.tokens import credentials
@@ -150,6 +151,30 @@ def authenticate(scope: str) -> Response | None:
 
 def caller() -> Caller:
     return g.caller
+
+
+def speaks_for(session: Session) -> User | None:
+    """The active person of the directory the caller speaks for: a JWT's subject (by our
+    id, Okta id, userName or email), or the user a static token is bound to; else None."""
+    who = caller()
+    reference: Any = who.name
+    if who.kind == "token":
+        reference = credentials.bound_person(session, who.name)
+    return directory.person(session, str(reference) if reference else None)
+
+
+def person(session: Session) -> User:
+    """:func:`speaks_for`, or 403: only a person asks and decides."""
+    found = speaks_for(session)
+    if found is None:
+        fail(
+            403,
+            "Forbidden",
+            "this credential speaks for no active person of the directory: a person asks "
+            "and decides (a JWT of theirs, or a static token bound to them)",
+            "no-person",
+        )
+    return found
 
 
 def origin(source: Source = Source.ADMIN) -> Origin:

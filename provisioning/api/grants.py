@@ -124,6 +124,8 @@ def create_exception(body: schemas.ExceptionIn) -> Response:
                 expires_at=body.expires_at,
                 actions=body.actions,
             )
+        except domain.SeparationConflict as exc:
+            fail(409, "Conflict", str(exc), "separation-of-duties")
         except domain.MappingError as exc:
             unprocessable(str(exc), exc.field)
         result = schemas.ExceptionResult(

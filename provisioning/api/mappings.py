@@ -16,6 +16,7 @@ from provisioning.api.edge import (
     check_if_match,
     database,
     etag_of,
+    fail,
     found,
     json_response,
     listing,
@@ -70,6 +71,8 @@ def _run(
     def shaped(session: Session) -> dict[str, Any]:
         try:
             mapping, diff = change(session)
+        except domain.SeparationConflict as exc:
+            fail(409, "Conflict", str(exc), "separation-of-duties")
         except domain.MappingError as exc:
             unprocessable(str(exc), exc.field)
         out = None if mapping is None or dry_run else mapping_out(session, mapping)

@@ -18,6 +18,7 @@ from provisioning.api.edge import (
     origin,
     page,
     route,
+    speaks_for,
     unprocessable,
 )
 from provisioning.connectors.models import Connector
@@ -180,8 +181,9 @@ def list_review_items(path: schemas.ReviewPath, query: schemas.ReviewItemQuery) 
     WRITE,
     tag=TAG,
     ok={200: schemas.ReviewItemOut},
-    problems=[404, 409],
-    summary="Approve or revoke one item (a later decision replaces it until the campaign closes)",
+    problems=[403, 404, 409],
+    summary="The item's reviewer approves or revokes it (a later decision replaces it until "
+    "the campaign closes); an admin may override, saying why",
 )
 def decide_review_item(path: schemas.ReviewItemPath, body: schemas.ReviewDecisionIn) -> Response:
     with database().transaction() as session:
@@ -189,9 +191,19 @@ def decide_review_item(path: schemas.ReviewItemPath, body: schemas.ReviewDecisio
         if item is None or item.campaign_id != path.review_id:
             not_found(f"item {path.item_id} in review campaign {path.review_id}")
         try:
-            campaigns.decide(session, origin(), item, body.decision, body.comment)
+            campaigns.decide(
+                session,
+                origin(),
+                item,
+                body.decision,
+                body.comment,
+                decider=speaks_for(session),
+                override=body.override,
+            )
         except campaigns.CampaignClosed as exc:
             fail(409, "Conflict", str(exc), "review-closed")
+        except campaigns.NotReviewer as exc:
+            fail(403, "Forbidden", str(exc), "not-reviewer")
         result = _item(item)
     return json_response(result)
 

@@ -22,6 +22,7 @@ from provisioning.connectors.models import (
 from provisioning.delivery.models import MessageState, TargetKind
 from provisioning.entitlements.policy import Decision
 from provisioning.oversight.models import FindingKind, FindingState, Severity
+from provisioning.requests.models import Approver, RequestDecision, RequestState
 from provisioning.reviews.models import (
     CampaignState,
     CampaignTrigger,
@@ -928,9 +929,156 @@ class ReviewDecisionIn(Input):
 
     decision: ReviewDecision
     comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    override: bool = Field(
+        False,
+        description="decide instead of the item's named reviewer (an admin, saying why in "
+        "the comment); audited as an override",
+    )
 
     @model_validator(mode="after")
     def _revocations_say_why(self) -> ReviewDecisionIn:
         if self.decision is ReviewDecision.REVOKE and not self.comment:
             raise ValueError("a revocation needs a comment")
         return self
+
+
+# -- access requests --------------------------------------------------------------------
+
+
+class RequestPolicyIn(Input):
+    """Make a connector requestable: who approves (in order), for how long at most."""
+
+    approvers: list[Approver] = Field(
+        min_length=1, max_length=2, description="one or two stages, in order: owner, manager"
+    )
+    max_days: Annotated[int, Field(ge=1, le=365)]
+    decide_within_days: Annotated[int, Field(ge=1, le=90)] = 7
+
+
+class RequestPolicyOut(BaseModel):
+    connector: str
+    approvers: list[Approver]
+    max_days: int
+    decide_within_days: int
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class RequestPolicyPage(BaseModel):
+    items: list[RequestPolicyOut]
+
+
+class AccessRequestIn(Input):
+    """Ask for a connector, for yourself or (``user_id``) for a report of yours."""
+
+    connector: Annotated[str, Field(max_length=100)]
+    access_level: AccessLevel
+    actions: list[ActionName] | None = Field(None, max_length=500)
+    justification: Annotated[str, Field(min_length=1, max_length=2000)]
+    duration_days: Annotated[int, Field(ge=1, le=365)]
+    user_id: uuid.UUID | None = Field(None, description="omitted: the person asking")
+
+
+class RequestStepOut(BaseModel):
+    stage: int
+    role: Approver
+    approver: str
+    decision: RequestDecision
+    comment: str | None
+    decided_at: dt.datetime
+
+
+class AccessRequestOut(BaseModel):
+    id: int
+    url: str
+    user_id: uuid.UUID
+    requested_by: str
+    connector: str
+    access_level: AccessLevel
+    actions: list[str] | None
+    justification: str
+    duration_days: int
+    approvers: list[Approver]
+    stage: int
+    state: RequestState
+    deadline: dt.datetime
+    created_at: dt.datetime
+    closed_at: dt.datetime | None
+    closed_by: str | None
+    granted_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    steps: list[RequestStepOut]
+
+
+class AccessRequestPage(BaseModel):
+    items: list[AccessRequestOut]
+    next_cursor: str | None
+
+
+class AccessRequestPath(Input):
+    request_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class AccessRequestQuery(Input):
+    state: RequestState | None = None
+    user_id: uuid.UUID | None = None
+    connector: Annotated[str, Field(max_length=100)] | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class RequestDecisionIn(Input):
+    decision: RequestDecision
+    comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+
+class RequestCancelIn(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+# -- separation of duties ---------------------------------------------------------------
+
+
+class SeparationRuleIn(Input):
+    """Nobody may hold any connector of ``these`` with any connector of ``those``."""
+
+    name: Name
+    these: list[Annotated[str, Field(max_length=100)]] = Field(min_length=1, max_length=200)
+    those: list[Annotated[str, Field(max_length=100)]] = Field(min_length=1, max_length=200)
+    owner: Annotated[str, Field(min_length=1, max_length=255)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class SeparationRuleOut(BaseModel):
+    id: int
+    name: str
+    these: list[str]
+    those: list[str]
+    owner: str
+    reason: str
+    created_by: str
+    created_at: dt.datetime
+
+
+class SeparationRulePage(BaseModel):
+    items: list[SeparationRuleOut]
+
+
+class SeparationRulePath(Input):
+    rule_id: Annotated[int, Field(ge=1, le=INT32)]
+
+
+class SeparationExemptionIn(Input):
+    user_id: uuid.UUID
+    justification: Annotated[str, Field(min_length=1, max_length=2000)]
+    expires_at: AwareDatetime
+
+
+class SeparationExemptionOut(BaseModel):
+    id: int
+    rule_id: int
+    user_id: uuid.UUID
+    justification: str
+    approved_by: str
+    expires_at: dt.datetime
+    created_at: dt.datetime

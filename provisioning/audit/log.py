@@ -59,10 +59,28 @@ class Entry:
     after: dict[str, Any] | None = None
 
 
+_NATIVE = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
     """JSON-native copy of ``value`` (UUIDs, dates and enums as strings)."""
     if value is None:
         return None
+    if type(value) is dict and all(type(k) is str for k in value):
+        # The usual flat entry, copied as the JSON round trip would (every audited change
+        # makes one or two): a str subclass (an enum) is its value, anything else str().
+        flat = {}
+        for k, v in value.items():
+            if type(v) in _NATIVE:
+                flat[k] = v
+            elif isinstance(v, str):
+                flat[k] = str.__str__(v)
+            elif isinstance(v, (dict, list, tuple, int, float)):
+                break
+            else:
+                flat[k] = str(v)
+        else:
+            return flat
     return json.loads(json.dumps(value, default=str))
 
 

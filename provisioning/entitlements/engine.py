@@ -12,7 +12,9 @@ affected. The engine recomputes those users' access from scratch::
 at the highest access level any source grants (capped at the connector's
 capability), diffs that with the user's live grants, and applies the
 difference set-wise with one audit event per change. Running it twice
-changes nothing the second time.
+changes nothing the second time. A grant created into a separation-of-duties
+violation (possible only through IdP memberships: deliberate sources are
+refused before) is audited as such (:func:`separation.breaches`).
 
 What counts as a source, and when one is withdrawn by an access review, is
 stated once in :mod:`provisioning.entitlements.sources`; what may be granted,
@@ -36,7 +38,7 @@ from provisioning.connectors.governance import grantable
 from provisioning.connectors.models import AccessLevel, Connector
 from provisioning.database import chunked, utcnow
 from provisioning.delivery import outbox
-from provisioning.entitlements import brake
+from provisioning.entitlements import brake, separation
 from provisioning.entitlements.models import Grant
 from provisioning.entitlements.sources import SOURCES, Source, union, withdrawn
 from provisioning.identity.models import Membership, User, UserState
@@ -358,6 +360,17 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     diff.created = [_with_id(c, grant_ids[(c.user_id, c.connector_id)]) for c in diff.created]
     for c in diff.created:
         entries.append(_entry("grant.created", c, after=_state(c, slugs)))
+    for breach in separation.breaches(session, ((c.user_id, c.connector_id) for c in diff.created)):
+        entries.append(
+            audit.Entry(
+                action="separation.violated",
+                subject_type="separation_rule",
+                subject_id=str(breach.rule_id),
+                user_id=breach.user_id,
+                reason=str(breach),
+                after={"rule": breach.rule, "connector": slugs[breach.connector_id]},
+            )
+        )
 
     by_reason: dict[str, list[GrantChange]] = defaultdict(list)
     for c in diff.revoked:

@@ -1,4 +1,4 @@
-"""Expiry: time-bound sources of access (mappings, manual exceptions) stop justifying it on time.
+"""Expiry: time-bound sources of access (mappings, exceptions, requests) stop justifying it on time.
 
 The engine already ignores an expired mapping or exception; :func:`expire`
 finds the users still holding a grant that only such a one justified, and
@@ -22,10 +22,11 @@ from provisioning.entitlements import engine
 from provisioning.entitlements.models import Grant, ManualException, Mapping
 from provisioning.entitlements.sources import SOURCES
 from provisioning.identity.models import Group, Membership
+from provisioning.requests.models import AccessRequest, RequestState
 
 
 def expire(session: Session, origin: Origin) -> dict[str, int]:
-    """Apply the engine to everyone an expired mapping or exception may still be granting."""
+    """Apply the engine to everyone an expired source of access may still be granting."""
     now = utcnow()
     users: set[Any] = set()
     for source in SOURCES:
@@ -43,9 +44,11 @@ def expire(session: Session, origin: Origin) -> dict[str, int]:
 
 
 def remind(session: Session, within: dt.timedelta) -> dict[str, int]:
-    """Tell the targets, once each, of exceptions and mappings expiring within ``within``.
+    """Tell the targets, once each, of exceptions, approved access requests and mappings
+    expiring within ``within``.
 
-    An exception is one user's (``exception.expiring`` in that user's order);
+    An exception is one user's (``exception.expiring`` in that user's order), and so
+    is an approved request (``request.expiring``);
     a mapping is a group's (``mapping.expiring``, with how many members it covers).
     """
     now = utcnow()
@@ -70,7 +73,30 @@ def remind(session: Session, within: dt.timedelta) -> dict[str, int]:
             Mapping.expires_at <= horizon,
         )
     ).all()
+    requests = session.execute(
+        select(AccessRequest, Connector.slug)
+        .join(Connector, Connector.id == AccessRequest.connector_id)
+        .where(
+            AccessRequest.state == RequestState.APPROVED,
+            AccessRequest.reminded_at.is_(None),
+            AccessRequest.expires_at > now,
+            AccessRequest.expires_at <= horizon,
+        )
+    ).all()
     events: list[outbox.Event] = []
+    for request, slug in requests:
+        about = {
+            "request": {
+                "id": request.id,
+                "connector": slug,
+                "access_level": str(request.access_level),
+                "expires_at": request.expires_at.isoformat(),
+                "justification": request.justification,
+            }
+        }
+        events.append(
+            outbox.Event("request.expiring", request.user_id, about, request.connector_id)
+        )
     for exception, slug in exceptions:
         data: dict[str, Any] = {
             "exception": {
@@ -103,7 +129,11 @@ def remind(session: Session, within: dt.timedelta) -> dict[str, int]:
         }
         events.append(outbox.Event("mapping.expiring", outbox.SERVICE, data, mapping.connector_id))
     outbox.enqueue(session, events)
-    for model, rows in ((ManualException, exceptions), (Mapping, mappings)):
+    for model, rows in (
+        (ManualException, exceptions),
+        (Mapping, mappings),
+        (AccessRequest, requests),
+    ):
         ids = [row[0].id for row in rows]
         if ids:
             session.execute(
@@ -112,4 +142,4 @@ def remind(session: Session, within: dt.timedelta) -> dict[str, int]:
                 .values(reminded_at=now)
                 .execution_options(synchronize_session=False)
             )
-    return {"exceptions": len(exceptions), "mappings": len(mappings)}
+    return {"exceptions": len(exceptions), "mappings": len(mappings), "requests": len(requests)}

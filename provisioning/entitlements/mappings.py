@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
+from provisioning.connectors.governance import enablement_problems
 from provisioning.connectors.models import AccessLevel, Action, Connector, Policy
 from provisioning.database import utcnow
-from provisioning.entitlements import brake, engine
+from provisioning.entitlements import brake, engine, separation
 from provisioning.entitlements.models import ManualException, Mapping
-from provisioning.identity.models import Group, User
+from provisioning.identity.models import Group, Membership, User
 from provisioning.settings import DEFAULTS, Settings
 
 
@@ -28,19 +31,26 @@ class MappingError(ValueError):
         self.field = field
 
 
-def _check_grant(
+def check_grant(
     session: Session,
     connector: Connector,
     level: AccessLevel,
     actions: list[str] | None,
     policies: dict[str, str] | None,
+    holders: Iterable[uuid.UUID] | Select = (),
 ) -> tuple[list[str] | None, dict[str, str] | None]:
-    """Refuse a grant a connector cannot take: disabled, beyond its capability, naming
-    actions it does not have, or with a policy that is not one."""
+    """Refuse a grant a connector cannot take: disabled or failing governance, beyond its
+    capability, naming actions it does not have, or with a policy that is not one; or one
+    that would give any of ``holders`` (the people it would reach: ids, or a query of
+    them) access a separation-of-duties rule forbids with what they hold
+    (:class:`SeparationConflict`). Every source of access (mapping, exception, access
+    request) is checked here."""
     if not connector.enabled:
         raise MappingError(
-            f"connector {connector.slug} is disabled: enable it before mapping it", "connector"
+            f"connector {connector.slug} is disabled: enable it before granting it", "connector"
         )
+    if problems := enablement_problems(connector):
+        raise MappingError("; ".join(problems), "connector")
     if not connector.capability.allows_level(level):
         raise MappingError(
             f"access_level {level} exceeds connector {connector.slug}'s capability "
@@ -56,7 +66,17 @@ def _check_grant(
             checked_policies = {name: str(Policy(p)) for name, p in sorted(policies.items())}
         except ValueError:
             raise MappingError("policies must be always_allow, needs_approval or blocked") from None
+    if (conflict := separation.first_conflict(session, connector.id, holders)) is not None:
+        raise SeparationConflict(conflict)
     return (sorted(set(actions)) if actions is not None else None), checked_policies
+
+
+class SeparationConflict(MappingError):
+    """The grant would break a separation-of-duties rule (named by ``conflict``)."""
+
+    def __init__(self, conflict: separation.Conflict) -> None:
+        super().__init__(str(conflict), "connector")
+        self.conflict = conflict
 
 
 def mapping_state(mapping: Mapping) -> dict[str, Any]:
@@ -84,7 +104,10 @@ def create_mapping(
 ) -> tuple[Mapping, engine.Diff]:
     """Map a group to a connector and grant it to every member, in this transaction."""
     level = AccessLevel(access_level)
-    actions, policies = _check_grant(session, connector, level, actions, policies)
+    members = select(Membership.user_id).where(
+        Membership.group_id == group.id, Membership.present.is_(True)
+    )
+    actions, policies = check_grant(session, connector, level, actions, policies, members)
     existing = select(Mapping.id).where(
         Mapping.group_id == group.id, Mapping.connector_id == connector.id
     )
@@ -141,7 +164,7 @@ def create_exception(
     if expires_at is None or expires_at <= utcnow():
         raise MappingError("an exception needs an expiry in the future")
     level = AccessLevel(access_level)
-    actions, _ = _check_grant(session, connector, level, actions, None)
+    actions, _ = check_grant(session, connector, level, actions, None, [user.id])
     exception = ManualException(
         user_id=user.id,
         connector_id=connector.id,
@@ -194,7 +217,7 @@ def update_mapping(
     connector = session.get(Connector, mapping.connector_id)
     assert connector is not None
     level = AccessLevel(changes.get("access_level", mapping.access_level))
-    actions, policies = _check_grant(
+    actions, policies = check_grant(
         session,
         connector,
         level,

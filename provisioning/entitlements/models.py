@@ -1,4 +1,4 @@
-"""Tables for the sources of access (mappings, manual exceptions, review withdrawals) and grants."""
+"""Tables for the sources of access (mappings, exceptions, review withdrawals), grants, SoD."""
 
 from __future__ import annotations
 
@@ -166,3 +166,37 @@ class ReviewRevocation(Base):
     __table_args__ = (
         Index("ix_review_revocations_user_connector", "user_id", "connector_id", "revoked_at"),
     )
+
+
+class SeparationRule(Base):
+    """Incompatible access (separation of duties): nobody may hold any connector of ``these``
+    together with any connector of ``those`` (ids; the two sides never overlap), unless a
+    live :class:`SeparationExemption` says so for that person. ``owner`` answers for it."""
+
+    __tablename__ = "separation_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    these: Mapped[list[int]] = mapped_column(JSON)
+    those: Mapped[list[int]] = mapped_column(JSON)
+    owner: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeparationExemption(Base):
+    """One person allowed to hold what a separation rule forbids, with a justification, an
+    approver and a mandatory expiry."""
+
+    __tablename__ = "separation_exemptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("separation_rules.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    justification: Mapped[str] = mapped_column(Text)
+    approved_by: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_separation_exemptions_rule_user", "rule_id", "user_id"),)

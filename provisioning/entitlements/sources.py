@@ -3,7 +3,9 @@
 A *source* is a row that can justify one user's access to one connector:
 
 - a **mapping**, through a present membership of its group, while unexpired;
-- a **manual exception**, while neither revoked nor expired.
+- a **manual exception**, while neither revoked nor expired;
+- an **approved access request**, until the expiry its approval set
+  (:mod:`provisioning.requests`).
 
 Either stops justifying the access once an access review (or the dormant-access
 remediation) withdrew it: a :class:`~provisioning.entitlements.models.ReviewRevocation`
@@ -11,8 +13,8 @@ of that user and connector at or after the source's creation (:func:`withdrawn`)
 
 The engine (:func:`provisioning.entitlements.engine.justifications`), the
 decision path, the access matrix, the stale-access scan, access reviews and the
-expiry job all read :data:`SOURCES`, so a new source of access (an approved
-access request) is one more :class:`Source` here and nothing else.
+expiry job all read :data:`SOURCES`, so a new source of access is one more
+:class:`Source` here and nothing else.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy import (
 
 from provisioning.entitlements.models import ManualException, Mapping, ReviewRevocation
 from provisioning.identity.models import Group, Membership
+from provisioning.requests.models import AccessRequest, RequestState
 
 
 def withdrawn(user_id: Any, connector_id: Any, created_at: Any) -> ColumnElement[bool]:
@@ -139,8 +142,27 @@ EXCEPTIONS = Source(
     ended=lambda now: (ManualException.expires_at <= now, ManualException.revoked_at.is_(None)),
 )
 
-# Every kind of source of access. A new one (access requests) is added here.
-SOURCES = (MAPPINGS, EXCEPTIONS)
+_APPROVED = AccessRequest.state == RequestState.APPROVED
+
+REQUESTS = Source(
+    via="request",
+    user_id=AccessRequest.user_id,
+    connector_id=AccessRequest.connector_id,
+    ref=AccessRequest.id,
+    access_level=AccessRequest.access_level,
+    actions=AccessRequest.actions,
+    policies=null(),
+    expires_at=AccessRequest.expires_at,
+    created_at=AccessRequest.granted_at,
+    group=null(),
+    justification=AccessRequest.justification,
+    rows=lambda s: s.select_from(AccessRequest),
+    alive=lambda now: (_APPROVED, AccessRequest.expires_at > now),
+    ended=lambda now: (_APPROVED, AccessRequest.expires_at <= now),
+)
+
+# Every kind of source of access.
+SOURCES = (MAPPINGS, EXCEPTIONS, REQUESTS)
 
 
 def union(build: Callable[[Source], Select]) -> Select | CompoundSelect:

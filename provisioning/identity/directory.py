@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from provisioning import text
 from provisioning.audit.log import Entry, Origin, Source, lock, record
-from provisioning.database import utcnow
+from provisioning.database import chunked, utcnow
 from provisioning.entitlements.models import Mapping
 from provisioning.hotpath import Prepared, PreparedWrite
 from provisioning.identity.models import (
@@ -76,6 +76,7 @@ class Change:
     moved: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     cause: str | None = None
     linked: bool = False
+    changed: int = 0  # of many facts (set_memberships): how many changed something
 
 
 def pattern(query: str) -> str:
@@ -184,22 +185,63 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
     """Insert ``new``, audited; :class:`IdentityError` (and nothing written) when its
     userName or externalId is taken. A new user is not yet modified: its ``updated_at``
     is its ``created_at``."""
-    session.flush()  # what the session holds goes first, as autoflush would have it
-    values = {**new.values}
-    values["created_at"] = values["updated_at"] = utcnow()
-    connection = session.connection()
-    inserted = _INSERT_USER[connection.dialect.name].run(connection, values)
-    if inserted != 1:
-        raise IdentityError(_taken(session, values))
-    user = User(**values)
+    (added,) = add_users(session, origin, [new])
+    if isinstance(added, IdentityError):
+        raise added
+    user = User(**added)
     make_transient_to_detached(user)  # as if read back: persistent once added, no INSERT
     session.add(user)
+    return user
+
+
+def add_users(
+    session: Session, origin: Origin, news: Sequence[NewUser]
+) -> list[dict[str, Any] | IdentityError]:
+    """Insert each of ``news`` set-wise, one audit event per user inserted; for each, in
+    order, the values of its row, or the :class:`IdentityError` that refused it (its
+    userName or externalId taken, by a live user or by one before it in ``news``).
+
+    The unique indexes decide, as for one (``INSERT ... ON CONFLICT DO NOTHING``, row
+    after row in order): the rows inserted are then read back by id, so a batch refuses
+    exactly what the same users added one by one would.
+    """
+    session.flush()  # what the session holds goes first, as autoflush would have it
+    now = utcnow()
+    rows = [{**new.values, "created_at": now, "updated_at": now} for new in news]
+    connection = session.connection()
+    insert = _INSERT_USER[connection.dialect.name]
+    if len(rows) == 1:
+        inserted = {rows[0]["id"]} if insert.run(connection, rows[0]) == 1 else set()
+    else:
+        inserted = set()
+        for chunk in chunked(rows):
+            ids = [row["id"] for row in chunk]
+            if insert.run_each(connection, list(chunk)) == len(chunk):
+                inserted.update(ids)  # every one: nothing to read back
+            else:
+                inserted.update(session.scalars(select(User.id).where(User.id.in_(ids))))
+    results: list[dict[str, Any] | IdentityError] = [
+        row
+        if row["id"] in inserted
+        else IdentityError(_taken(session, row, (r["id"] for r in rows[i + 1 :])))
+        for i, row in enumerate(rows)
+    ]
     record(
         session,
         origin,
-        [Entry("user.created", "user", str(user.id), user_id=user.id, after=user_state(user))],
+        [
+            Entry(
+                "user.created",
+                "user",
+                str(row["id"]),
+                user_id=row["id"],
+                after={name: row[name] for name in _USER_FIELDS},
+            )
+            for row in rows
+            if row["id"] in inserted
+        ],
     )
-    return user
+    return results
 
 
 def external_id_taken(
@@ -212,10 +254,16 @@ def external_id_taken(
     return session.execute(_EXTERNAL_ID_TAKEN, params).first() is not None
 
 
-def _taken(session: Session, values: dict[str, Any]) -> str:
-    """Why a new user's row was not inserted: what a live user already has."""
-    if external_id_taken(session, values["external_id"]):
-        return f"externalId {values['external_id']!r} is already taken"
+def _taken(session: Session, values: dict[str, Any], later: Iterable[uuid.UUID] = ()) -> str:
+    """Why a new user's row was not inserted: what a live user already had then (not one
+    of ``later``, inserted after it)."""
+    external_id = values["external_id"]
+    if external_id is not None:
+        holder = session.scalar(
+            select(User.id).where(User.external_id == external_id, User.deleted_at.is_(None))
+        )
+        if holder is not None and holder not in set(later):
+            return f"externalId {external_id!r} is already taken"
     return f"userName {values['user_name']!r} is already taken"
 
 
@@ -355,17 +403,137 @@ def set_membership(
         record(
             session,
             origin,
-            [
-                Entry(
-                    "membership.added" if present else "membership.removed",
-                    "membership",
-                    f"{group.id}/{user.id}",
-                    user_id=user.id,
-                    after={"group": group.display_name, "present": present, "source": source},
-                )
-            ],
+            [_membership_entry(user.id, group, present, source)],
         )
     return Change(users=(user.id,))
+
+
+@dataclass(frozen=True)
+class MembershipFact:
+    """That a user is (or is no longer) in a group, for :func:`set_memberships`."""
+
+    user_id: uuid.UUID
+    group: Group
+    present: bool
+    source: MembershipSource
+    published_at: dt.datetime | None = None
+    reason: str | None = None  # of this fact, beside the origin's
+
+
+_MEMBERSHIPS = Membership.__table__
+_INSERT_MEMBERSHIP = PreparedWrite(_MEMBERSHIPS.insert())
+_UPDATE_MEMBERSHIP = PreparedWrite(
+    _MEMBERSHIPS.update()
+    .where(
+        _MEMBERSHIPS.c.user_id == bindparam("u"),
+        _MEMBERSHIPS.c.group_id == bindparam("g"),
+    )
+    .values(
+        present=bindparam("present"),
+        source=bindparam("source"),
+        published_at=bindparam("published_at"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+_TOUCH_WRITE = PreparedWrite(_TOUCH)
+
+
+def set_memberships(session: Session, origin: Origin, facts: Iterable[MembershipFact]) -> Change:
+    """Record many membership facts set-wise, each as :func:`set_membership` would in turn
+    (the same ordering rule, one audit event per membership changed, each changed group
+    touched once); the users of the facts that were not stale are to derive again.
+
+    Its writes are Core statements: the session must hold no :class:`Membership` of
+    these users that it means to use again unexpired.
+    """
+    facts = list(facts)
+    session.flush()
+    known: dict[tuple[uuid.UUID, uuid.UUID], tuple[bool, dt.datetime | None]] = {}
+    users = sorted({f.user_id for f in facts})
+    groups = {f.group.id for f in facts}
+    for chunk in chunked(users):
+        query = select(
+            Membership.user_id, Membership.group_id, Membership.present, Membership.published_at
+        ).where(Membership.user_id.in_(chunk))
+        for user_id, group_id, present, published_at in session.execute(query):
+            if group_id in groups:
+                known[(user_id, group_id)] = (present, published_at)
+    now = utcnow()
+    inserts: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
+    updates: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
+    touched: dict[uuid.UUID, Group] = {}
+    entries: list[Entry] = []
+    affected: dict[uuid.UUID, None] = {}
+    for fact in facts:
+        pair = (fact.user_id, fact.group.id)
+        before = known.get(pair)
+        if before is not None and not _newer(fact.published_at, before[1], deny=not fact.present):
+            continue
+        affected[fact.user_id] = None
+        if before is None and not fact.present and fact.published_at is None:
+            continue  # not a member, and no time to keep: nothing to record
+        published_at = fact.published_at
+        if published_at is None and before is not None:
+            published_at = before[1]
+        row = {
+            "user_id": fact.user_id,
+            "group_id": fact.group.id,
+            "present": fact.present,
+            "source": fact.source,
+            "published_at": published_at,
+            "updated_at": now,
+        }
+        if pair in inserts or before is None:
+            inserts[pair] = row
+        else:
+            updates[pair] = row
+        changed = fact.present if before is None else before[0] != fact.present
+        known[pair] = (fact.present, published_at)
+        if changed:
+            touched[fact.group.id] = fact.group
+            entries.append(
+                _membership_entry(fact.user_id, fact.group, fact.present, fact.source, fact.reason)
+            )
+    connection = session.connection()
+    for chunk in chunked(list(inserts.values())):
+        _INSERT_MEMBERSHIP.run_each(connection, list(chunk))
+    params = [
+        {"u": r["user_id"], "g": r["group_id"], **{k: r[k] for k in _UPDATED}}
+        for r in updates.values()
+    ]
+    for chunk in chunked(params):
+        _UPDATE_MEMBERSHIP.run_each(connection, list(chunk))
+    if touched:
+        lock(session)
+        _TOUCH_WRITE.run_each(connection, [{"group_id": g, "now": now} for g in sorted(touched)])
+        for group in touched.values():
+            if group in session:
+                session.expire(group, ["version", "updated_at"])
+    for held in list(session.identity_map.values()):
+        if isinstance(held, Membership):
+            session.expire(held)
+    record(session, origin, entries)
+    return Change(users=tuple(affected), changed=len(entries))
+
+
+_UPDATED = ("present", "source", "published_at", "updated_at")
+
+
+def _membership_entry(
+    user_id: uuid.UUID,
+    group: Group,
+    present: bool,
+    source: MembershipSource,
+    reason: str | None = None,
+) -> Entry:
+    return Entry(
+        "membership.added" if present else "membership.removed",
+        "membership",
+        f"{group.id}/{user_id}",
+        user_id=user_id,
+        reason=reason,
+        after={"group": group.display_name, "present": present, "source": source},
+    )
 
 
 def update_user(session: Session, origin: Origin, user: User, **fields: Any) -> Change:
@@ -582,6 +750,20 @@ _KEPT_FOR_USER, _KEPT_FOR_GROUP = (
 )
 
 
+def kept_for(session: Session, okta_ids: Sequence[str]) -> set[str]:
+    """Which of these users' Okta ids have denials kept (:func:`keep_pending`)."""
+    found: set[str] = set()
+    for chunk in chunked(okta_ids):
+        found.update(
+            session.scalars(
+                select(PendingFact.user_external_id)
+                .where(PendingFact.user_external_id.in_(chunk))
+                .distinct()
+            )
+        )
+    return found
+
+
 def apply_kept(
     session: Session, *, user: User | None = None, group: Group | None = None
 ) -> Iterator[tuple[Origin, Change | None]]:
@@ -638,3 +820,38 @@ def apply_kept(
             )
         session.delete(fact)
     session.flush()
+
+
+def person(session: Session, reference: str | None) -> User | None:
+    """The eligible (active) user ``reference`` names: by our id, Okta id (``externalId``),
+    userName or email, the first that matches; None if none does.
+
+    How a token's subject, a static token's binding or a ``manager`` attribute names a
+    person of the directory.
+    """
+    if not reference or len(reference) > 320:
+        return None
+    try:
+        as_id: uuid.UUID | None = uuid.UUID(reference)
+    except ValueError:
+        as_id = None
+    folded = text.fold(reference)
+    candidates = [
+        User.id == as_id if as_id is not None else None,
+        User.external_id == reference,
+        User.user_name_key == folded,
+        User.email_key == folded,
+    ]
+    for condition in candidates:
+        if condition is None:
+            continue
+        found = session.scalar(select(User).where(condition, User.eligible).limit(1))
+        if found is not None:
+            return found
+    return None
+
+
+def manager(session: Session, user: User) -> User | None:
+    """The user's manager (the enterprise ``manager``) if an eligible other person."""
+    found = person(session, user.manager_id)
+    return found if found is not None and found.id != user.id else None

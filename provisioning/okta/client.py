@@ -163,15 +163,22 @@ class OktaClient:
 
     def pages(self, path: str, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         """Every page of a list, following the ``next`` cursor and resending the filters."""
-        after: str | None = None
+        for items, _ in self.cursored(path, params):
+            yield items
+
+    def cursored(
+        self, path: str, params: dict[str, Any], after: str | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """The pages of a list from the cursor ``after`` (None: the first), each with the
+        cursor of the page after it (None after the last): where to resume."""
         while True:
             query = {**params, **({"after": after} if after else {})}
             items, headers = self.request("GET", f"{path}?{urlencode(query)}")
             if not isinstance(items, list):
                 raise OktaError(f"GET {path}: expected a list")
-            yield items
-            after = PaginationHelper.extract_next_cursor(headers)
-            if not after or not items:
+            after = PaginationHelper.extract_next_cursor(headers) if items else None
+            yield items, after or None
+            if not after:
                 return
 
     def users(self, search: str) -> Iterator[dict[str, Any]]:
@@ -179,8 +186,13 @@ class OktaClient:
         for page in self.pages("/api/v1/users", {"search": search, "limit": USERS_PAGE}):
             yield from page
 
-    def groups(self, filter_: str | None = None) -> Iterator[dict[str, Any]]:
+    def groups(
+        self, filter_: str | None = None, *, search: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Groups matching an Okta ``filter`` or ``search`` expression (all when neither)."""
         params = {"filter": filter_} if filter_ else {}
+        if search:
+            params["search"] = search
         for page in self.pages("/api/v1/groups", params):
             yield from page
 
@@ -192,6 +204,13 @@ class OktaClient:
         path = f"/api/v1/groups/{group_id}/users"
         for page in self.pages(path, {"limit": GROUP_MEMBERS_PAGE}):
             yield from page
+
+    def member_pages(
+        self, group_id: str, after: str | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """A group's members page by page from the cursor ``after`` (see :meth:`cursored`)."""
+        path = f"/api/v1/groups/{group_id}/users"
+        yield from self.cursored(path, {"limit": GROUP_MEMBERS_PAGE}, after)
 
     def log_page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
         """One page of System Log events and the ``next`` link to poll after it."""

@@ -1,13 +1,14 @@
-"""Tables for the Okta delivery inbox, the events already seen (dedupe and tombstones) and
-the events parked because they could not be applied."""
+"""Tables for the Okta delivery inbox, the events already seen (dedupe and tombstones),
+the events parked because they could not be applied, sync runs and import checkpoints."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.database import Base, utcnow
@@ -142,3 +143,21 @@ class SyncCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_url: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ImportGroup(Base):
+    """A group of an initial import (``provisioning okta import``) and how far it got: the
+    checkpoint a resumed import starts from, committed with the members it covers."""
+
+    __tablename__ = "okta_import_groups"
+
+    # The import: the id of the run that began it (a resumed import keeps it).
+    import_id: Mapped[int] = mapped_column(
+        ForeignKey("okta_sync_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    okta_group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    # Okta's cursor of the next page of members to fetch (None: the first page).
+    after: Mapped[str | None] = mapped_column(String(255))
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)

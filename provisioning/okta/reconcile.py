@@ -13,9 +13,10 @@ applies them person by person: each person's additions before their removals,
 in the same transaction, so that someone who moved between two groups mapping
 to the same connector keeps the same live grant (its id, ``granted_at`` and
 ``last_used_at``) instead of losing it and being granted anew. Repairs go
-through the people lifecycle with source ``okta-sync``, one transaction per
-batch of whole people (and per batch of status changes), under one
-mass-revocation brake for the run. Any Okta failure while fetching stops the
+through the people lifecycle with source ``okta-sync``, set-wise, one
+transaction and one engine run per batch of whole people (:func:`apply_repairs`,
+which the initial import shares; status changes go per batch of users), under
+one mass-revocation brake for the run. Any Okta failure while fetching stops the
 run before anything is applied (a partial plan could revoke half of a move);
 the next run does the work. Each repair carries the time its data was fetched
 as its ``published`` time: an event Okta published after the fetch still wins.
@@ -52,7 +53,7 @@ KIND = "reconcile"
 ACTIVE_STATUSES = frozenset({"ACTIVE", "PROVISIONED", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
 USER_BATCH = 500
 # Membership repairs per transaction (whole people: one person's repairs are never split).
-MEMBERSHIP_BATCH = 500
+MEMBERSHIP_BATCH = 2000
 # Asked for changes since a little before the last run started: clocks and
 # Okta's indexes are not exact, and looking twice at a group is harmless.
 INCREMENTAL_OVERLAP = dt.timedelta(seconds=60)
@@ -87,7 +88,7 @@ class Repair:
 Plan = dict[str, list[Repair]]
 
 
-def _mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
+def mapped_groups(session: Session, only: Iterable[str] | None) -> list[tuple[str, Any]]:
     query = (
         select(Group.external_id, Group.id)
         .join(Mapping, Mapping.group_id == Group.id)
@@ -134,7 +135,7 @@ def reconcile(
             }
             run.counts, run.drift = counts, drift
             with database.reader() as session:
-                mapped = _mapped_groups(session, groups)
+                mapped = mapped_groups(session, groups)
             if since is not None:
                 changed = {
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
@@ -166,27 +167,57 @@ def reconcile(
     return run
 
 
-def _user_for(session: Session, member: dict[str, Any]) -> User:
-    okta_id = member["id"]
-    user = session.scalar(
-        select(User).where(User.external_id == okta_id, User.deleted_at.is_(None))
-    )
-    if user is not None:
-        return user
+@dataclass
+class People:
+    """What Okta's records of some people are here (:func:`classify`), by Okta id."""
+
+    known: dict[str, Any]  # held here with their Okta id: ours
+    linkable: dict[str, Any]  # held here by login, without the Okta id yet: ours
+    new: dict[str, lifecycle.NewUser]  # to create
+    refused: dict[str, str]  # break the text rules: why
+
+
+def classify(session: Session, members: Iterable[dict[str, Any]]) -> People:
+    """Okta's records of people as they stand here, set-wise; changes nothing."""
+    records = {m["id"]: m for m in members}
+    people = People({}, {}, {}, {})
+    ids = sorted(records)
+    for chunk in chunked(ids):
+        people.known.update(
+            session.execute(
+                select(User.external_id, User.id).where(
+                    User.external_id.in_(chunk), User.deleted_at.is_(None)
+                )
+            ).all()
+        )
+    logins = {text.fold(_login(records[i])): i for i in reversed(ids) if i not in people.known}
+    for chunk in chunked(sorted(logins)):
+        for key, user_id in session.execute(
+            select(User.user_name_key, User.id).where(
+                User.user_name_key.in_(chunk), User.deleted_at.is_(None)
+            )
+        ):
+            people.linkable[logins[key]] = user_id
+    for okta_id in ids:
+        if okta_id in people.known or okta_id in people.linkable:
+            continue
+        try:
+            people.new[okta_id] = _new_user(records[okta_id])
+        except (text.TextError, lifecycle.IdentityError) as exc:
+            people.refused[okta_id] = str(exc)
+    return people
+
+
+def _login(member: dict[str, Any]) -> str:
+    return (member.get("profile") or {}).get("login") or member["id"]
+
+
+def _new_user(member: dict[str, Any]) -> lifecycle.NewUser:
     profile = member.get("profile") or {}
-    login = profile.get("login") or okta_id
-    user = session.scalar(
-        select(User).where(User.user_name_key == text.fold(login), User.deleted_at.is_(None))
-    )
-    if user is not None:
-        lifecycle.update_user(session, ORIGIN, user, external_id=okta_id)
-        return user
     names = " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
-    return lifecycle.create_user(
-        session,
-        ORIGIN,
-        user_name=login,
-        external_id=okta_id,
+    return lifecycle.new_user(
+        user_name=_login(member),
+        external_id=member["id"],
         email=profile.get("email"),
         given_name=profile.get("firstName"),
         family_name=profile.get("lastName"),
@@ -195,6 +226,67 @@ def _user_for(session: Session, member: dict[str, Any]) -> User:
         department=profile.get("department"),
         active=(member.get("status") or "ACTIVE") in ACTIVE_STATUSES,
     )
+
+
+def people_for(
+    session: Session, members: Iterable[dict[str, Any]], counts: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Okta id -> our user id for Okta's records of people: found by Okta id, else by
+    login (then given the Okta id), else created set-wise. Whoever breaks the text rules
+    or whose login another Okta id took is left out (logged; nothing written for them)."""
+    counts = counts if counts is not None else {}
+    people = classify(session, members)
+    ids = dict(people.known)
+    for okta_id, user_id in people.linkable.items():
+        lifecycle.update_user(session, ORIGIN, session.get(User, user_id), external_id=okta_id)
+        ids[okta_id] = user_id
+    new = list(people.new.items())
+    for (okta_id, _), added in zip(
+        new, lifecycle.add_users(session, ORIGIN, [n for _, n in new]), strict=True
+    ):
+        if isinstance(added, lifecycle.IdentityError):
+            people.refused[okta_id] = str(added)
+        else:
+            ids[okta_id] = added
+            counts["people_created"] = counts.get("people_created", 0) + 1
+    for okta_id, why in people.refused.items():
+        # No user is made of it, so no access is added (removals still apply).
+        log.warning("okta user %s not added: %s", okta_id, why)
+    counts["people_linked"] = counts.get("people_linked", 0) + len(people.linkable)
+    counts["people_refused"] = counts.get("people_refused", 0) + len(people.refused)
+    return ids
+
+
+def apply_repairs(
+    session: Session, repairs: list[Repair], counts: dict[str, int] | None = None
+) -> None:
+    """Apply membership repairs set-wise, in order, creating the people to add as needed:
+    one audit event per change, the engine run once for them all. ``counts`` gains the
+    people created, linked and refused and the memberships changed."""
+    counts = counts if counts is not None else {}
+    ids = people_for(session, [r.member for r in repairs if r.present], counts)
+    groups = {
+        g.id: g
+        for g in session.scalars(select(Group).where(Group.id.in_({r.group_id for r in repairs})))
+    }
+    facts = []
+    for repair in repairs:
+        user_id = ids.get(repair.member["id"]) if repair.present else repair.user_id
+        group = groups.get(repair.group_id)
+        if user_id is None or group is None:
+            continue  # refused, or the group was deleted here since it was fetched
+        facts.append(
+            lifecycle.MembershipFact(
+                user_id,
+                group,
+                repair.present,
+                MembershipSource.OKTA_SYNC,
+                repair.fetched_at,
+                reason=f"reconciliation of {repair.okta_group}",
+            )
+        )
+    changed, _ = lifecycle.set_memberships(session, ORIGIN, facts)
+    counts["memberships_changed"] = counts.get("memberships_changed", 0) + changed
 
 
 def _plan_group(
@@ -236,7 +328,7 @@ def _plan_group(
     for okta_user in missing:
         repairs = plan.setdefault(okta_user, [])
         # One record per person, however many groups they are missing from.
-        member = next((r.member for r in repairs if r.member), None) or _kept(members[okta_user])
+        member = next((r.member for r in repairs if r.member), None) or kept(members[okta_user])
         repairs.append(Repair(okta_group, group_id, True, fetched_at, member=member))
     for okta_user in extra:
         plan.setdefault(okta_user, []).append(
@@ -244,8 +336,8 @@ def _plan_group(
         )
 
 
-def _kept(member: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`_user_for` reads of Okta's record of a person (a plan holds many)."""
+def kept(member: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`classify` reads of Okta's record of a person (a plan holds many)."""
     profile = member.get("profile") or {}
     return {
         "id": member["id"],
@@ -264,8 +356,7 @@ def _apply_memberships(
     done = 0
     for batch in _batches(plan):
         with database.transaction() as session, brake.applied(session, run_brake):
-            for repairs in batch:
-                _repair_person(session, repairs)
+            apply_repairs(session, [r for repairs in batch for r in repairs])
         done += sum(len(repairs) for repairs in batch)
         progress("memberships", done, total)
 
@@ -283,35 +374,6 @@ def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
         size += len(repairs)
     if batch:
         yield batch
-
-
-def _repair_person(session: Session, repairs: list[Repair]) -> None:
-    for repair in repairs:
-        group = session.get(Group, repair.group_id)
-        if group is None:
-            continue  # deleted here since it was fetched: nothing left to repair
-        if repair.present:
-            try:
-                user = _user_for(session, repair.member)
-            except text.TextError as exc:
-                # Okta's record of the person breaks the text rules: no user is made of it,
-                # so no access is added (removals still apply). Nothing was written.
-                log.warning("okta user %s not added: %s", repair.member["id"], exc)
-                continue
-        else:
-            user = session.get(User, repair.user_id)
-        origin = Origin(
-            ORIGIN.actor, ORIGIN.source, reason=f"reconciliation of {repair.okta_group}"
-        )
-        lifecycle.set_membership(
-            session,
-            origin,
-            user,
-            group,
-            repair.present,
-            source=MembershipSource.OKTA_SYNC,
-            published_at=repair.fetched_at,
-        )
 
 
 def _okta_statuses(client: OktaClient, since: dt.datetime | None) -> dict[str, Any]:

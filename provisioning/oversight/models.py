@@ -23,6 +23,8 @@ class FindingKind(enum.StrEnum):
     UNASSESSED_REGULATED = "unassessed_regulated"
     DEAD_LETTERS = "dead_letters"  # messages a downstream target never acknowledged
     PARKED_OKTA_EVENT = "parked_okta_event"  # an Okta event that could not be applied
+    # someone holds what a separation-of-duties rule forbids, without a live exemption
+    SEPARATION_VIOLATION = "separation_violation"
 
 
 class Severity(enum.StrEnum):

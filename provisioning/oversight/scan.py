@@ -12,6 +12,9 @@ Kinds (each a finding per subject, resolved by itself when the cause goes):
   find in Okta.
 - ``unjustified_grant``: a live grant no mapping or live exception justifies
   (or only ones an access review withdrew): drift the engine would remove.
+- ``separation_violation`` (high): someone holds both sides of a
+  separation-of-duties rule without a live exemption (subject ``RULE:USER``);
+  resolved when either grant goes or an exemption covers it.
 - ``reassessment_overdue``, ``unreviewed_third_party``,
   ``unassessed_regulated``: an enabled connector past its reassessment date,
   or enabled against a governance guard (possible only by editing the
@@ -29,8 +32,8 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors import governance
 from provisioning.connectors.models import Connector
-from provisioning.database import utcnow
-from provisioning.entitlements import engine, sources
+from provisioning.database import chunked, utcnow
+from provisioning.entitlements import engine, separation, sources
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import User
 from provisioning.okta.models import RunStatus, SyncRun
@@ -59,9 +62,33 @@ def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[
     counts["unjustified_grant"] = observe(
         session, FindingKind.UNJUSTIFIED_GRANT, Severity.HIGH, "grant", _unjustified(session)
     )
+    counts["separation_violation"] = observe(
+        session,
+        FindingKind.SEPARATION_VIOLATION,
+        Severity.HIGH,
+        "separation",
+        _separation(session),
+    )
     for kind, pairs in _connectors(session, now).items():
         counts[str(kind)] = observe(session, kind, Severity.HIGH, "connector", pairs)
     return counts
+
+
+def _separation(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """Each (rule, person) breaking a separation-of-duties rule, as findings' subjects."""
+    found = list(separation.violators(session))
+    names: dict[Any, str] = {}
+    for chunk in chunked(sorted({user_id for _, user_id in found})):
+        names.update(
+            session.execute(select(User.id, User.user_name).where(User.id.in_(chunk))).all()
+        )
+    return [
+        (
+            f"{rule.id}:{user_id}",
+            {"rule": rule.name, "owner": rule.owner, "user": names.get(user_id, str(user_id))},
+        )
+        for rule, user_id in found
+    ]
 
 
 def _inactive_holders(session: Session) -> dict[str, int]:

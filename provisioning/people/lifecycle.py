@@ -20,6 +20,8 @@ directory's recording functions.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -30,6 +32,7 @@ from provisioning.identity import directory
 from provisioning.identity.directory import (
     Change,
     IdentityError,
+    MembershipFact,
     NewUser,
     external_id_taken,
     keep_pending,
@@ -43,8 +46,10 @@ from provisioning.settings import DEFAULTS, Settings
 # What edges use from the directory without consequences: checks and kept denials.
 __all__ = [
     "IdentityError",
+    "MembershipFact",
     "NewUser",
     "add_user",
+    "add_users",
     "create_group",
     "create_user",
     "delete_group",
@@ -58,6 +63,7 @@ __all__ = [
     "set_active",
     "set_group_external_id",
     "set_membership",
+    "set_memberships",
     "update_user",
 ]
 
@@ -92,6 +98,20 @@ def add_user(session: Session, origin: Origin, new: NewUser) -> User:
     user = directory.add_user(session, origin, new)
     _settle(session, user=user)
     return user
+
+
+def add_users(
+    session: Session, origin: Origin, news: Sequence[NewUser]
+) -> list[uuid.UUID | IdentityError]:
+    """Add many users set-wise (see :func:`~provisioning.identity.directory.add_users`):
+    for each, its id or what refused it. Denials kept for their Okta ids apply as for one."""
+    results = directory.add_users(session, origin, news)
+    added = [r for r in results if not isinstance(r, IdentityError)]
+    kept = directory.kept_for(session, [r["external_id"] for r in added if r["external_id"]])
+    for row in added:
+        if row["external_id"] in kept:
+            _settle(session, user=session.get(User, row["id"]))
+    return [r if isinstance(r, IdentityError) else r["id"] for r in results]
 
 
 def create_user(
@@ -142,6 +162,16 @@ def set_membership(
         session, origin, user, group, present, source=source, published_at=published_at
     )
     return follow(session, origin, change)
+
+
+def set_memberships(
+    session: Session, origin: Origin, facts: Iterable[MembershipFact]
+) -> tuple[int, engine.Diff | None]:
+    """Record many membership facts set-wise, then derive their users' grants again in one
+    run of the engine (see :func:`~provisioning.identity.directory.set_memberships`): how
+    many memberships changed, and the engine's diff."""
+    change = directory.set_memberships(session, origin, facts)
+    return change.changed, follow(session, origin, change)
 
 
 def update_user(

@@ -14,7 +14,11 @@ admin decides).
 
 **Decisions** (approve or revoke, with a comment) are accepted while the
 campaign is open and before its deadline; a later decision replaces an
-earlier one until the campaign closes, each one audited.
+earlier one until the campaign closes, each one audited. Only the item's
+reviewer decides it (:func:`decider_role`); an item without a reviewer is
+decided by an admin (the fallback), and an admin may override the named
+reviewer with a comment saying why; each is audited as such (``as``). Nobody
+decides a review of their own access.
 
 **Closing** (on the deadline by the ``reviews-close`` job, or by hand) settles
 every item: its decision, or the campaign's ``no_response`` outcome (keep or
@@ -98,6 +102,10 @@ class ReviewError(ValueError):
 
 class CampaignClosed(ReviewError):
     """The campaign no longer takes decisions: closed, or past its deadline."""
+
+
+class NotReviewer(ReviewError):
+    """The person deciding is not the item's reviewer (and no override was asked)."""
 
 
 # -- creation -----------------------------------------------------------------------
@@ -328,16 +336,48 @@ def _decision_state(item: ReviewItem) -> dict[str, Any]:
     }
 
 
+def decider_role(
+    item: ReviewItem, decider: User | None, *, override: bool, comment: str | None
+) -> str:
+    """As what ``decider`` (None: an admin credential speaking for no person) may decide
+    ``item``: ``reviewer``, ``fallback`` (the item has no reviewer; an admin decides) or
+    ``override`` (an admin instead of the named reviewer, saying why); else
+    :class:`NotReviewer`."""
+    if decider is not None and decider.id == item.user_id:
+        raise NotReviewer("nobody decides the review of their own access")
+    named = {text.fold(item.reviewer)} if item.reviewer else set()
+    if decider is not None and (
+        decider.id == item.reviewer_user_id or named & {decider.user_name_key, decider.email_key}
+    ):
+        return "reviewer"
+    if item.reviewer is None and item.reviewer_user_id is None:
+        return "fallback"
+    if override:
+        if not comment:
+            raise NotReviewer("an override of the reviewer says why, in a comment")
+        return "override"
+    who = decider.user_name if decider is not None else "a credential bound to no person"
+    raise NotReviewer(
+        f"item {item.id} is decided by its reviewer {item.reviewer}, not {who} "
+        "(an admin may override, saying why)"
+    )
+
+
 def decide(
     session: Session,
     origin: Origin,
     item: ReviewItem,
     decision: ReviewDecision,
     comment: str | None = None,
+    *,
+    decider: User | None = None,
+    override: bool = False,
 ) -> ReviewItem:
-    """Record a reviewer's decision on an item; a later one replaces it until the campaign closes.
+    """Record a decision on an item by ``decider`` (:func:`decider_role`); a later one
+    replaces it until the campaign closes.
 
-    :class:`CampaignClosed` once the campaign is closed or past its deadline.
+    :class:`CampaignClosed` once the campaign is closed or past its deadline;
+    :class:`NotReviewer` when ``decider`` may not decide it.
     """
     campaign = _locked(session, item.campaign_id)
     assert campaign is not None  # an item's campaign is never deleted while the item exists
@@ -350,10 +390,11 @@ def decide(
             f"review campaign {campaign.id} passed its deadline "
             f"({campaign.deadline.isoformat()}) and is closing"
         )
+    role = decider_role(item, decider, override=override, comment=comment)
     before = _decision_state(item)
     item.decision = ReviewDecision(decision)
     item.comment = comment
-    item.decided_by = origin.actor
+    item.decided_by = decider.user_name if decider is not None else origin.actor
     item.decided_at = now
     session.flush()
     audit.record(
@@ -372,6 +413,8 @@ def decide(
                     "campaign_id": campaign.id,
                     "grant_id": item.grant_id,
                     "connector_id": item.connector_id,
+                    "as": role,
+                    "actor": origin.actor,
                 },
             )
         ],

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
@@ -33,6 +34,8 @@ class Scope(enum.StrEnum):
     OFFBOARDING_WRITE = "offboarding:write"
     DECISIONS_CHECK = "decisions:check"
     AUDIT_READ = "audit:read"
+    # A person asks for access, decides as an approver, cancels their own request.
+    REQUESTS_WRITE = "requests:write"
 
 
 class TokenError(ValueError):
@@ -51,8 +54,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create(session: Session, name: str, scopes: list[str], origin: Origin) -> str:
-    """Store a new token named ``name``; return its secret (the only time it is seen)."""
+def create(
+    session: Session,
+    name: str,
+    scopes: list[str],
+    origin: Origin,
+    *,
+    person: uuid.UUID | None = None,
+) -> str:
+    """Store a new token named ``name``; return its secret (the only time it is seen).
+
+    ``person``: the user it speaks for when it asks for access or decides (a token of a
+    person's own tool); None for a service's token."""
     if not _NAME.match(name):
         raise TokenError(
             f"token name {name!r} must be 1-100 letters, digits or . _ : - (starting alphanumeric)"
@@ -66,15 +79,33 @@ def create(session: Session, name: str, scopes: list[str], origin: Origin) -> st
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise TokenError(f"a token named {name!r} already exists (names are never reused)")
     secret = PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(name=name, secret_hash=_digest(secret), scopes=sorted(set(scopes)))
+    token = ApiToken(
+        name=name, secret_hash=_digest(secret), scopes=sorted(set(scopes)), user_id=person
+    )
     session.add(token)
     session.flush()
     record(
         session,
         origin,
-        [Entry("token.created", "token", name, after={"name": name, "scopes": token.scopes})],
+        [
+            Entry(
+                "token.created",
+                "token",
+                name,
+                after={
+                    "name": name,
+                    "scopes": token.scopes,
+                    **({"person": str(person)} if person else {}),
+                },
+            )
+        ],
     )
     return secret
+
+
+def bound_person(session: Session, name: str) -> uuid.UUID | None:
+    """The user the token named ``name`` speaks for, if it is bound to one."""
+    return session.scalar(select(ApiToken.user_id).where(ApiToken.name == name))
 
 
 def revoke(session: Session, name: str, origin: Origin) -> None:

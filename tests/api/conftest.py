@@ -108,11 +108,22 @@ class Api:
         with self.database.transaction() as session:
             return credentials.create(session, name, scopes, Origin("test", Source.CLI))
 
-    def headers(self, scopes: list[str] | None = None, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.issuer.token(scopes)}", **extra}
+    def headers(
+        self, scopes: list[str] | None = None, sub: str | None = None, **extra: str
+    ) -> dict[str, str]:
+        claims = {"sub": sub} if sub else {}
+        return {"Authorization": f"Bearer {self.issuer.token(scopes, **claims)}", **extra}
 
-    def request(self, method: str, path: str, scopes: list[str] | None = None, **kw: Any):
-        headers = {**self.headers(scopes), **kw.pop("headers", {})}
+    def request(
+        self,
+        method: str,
+        path: str,
+        scopes: list[str] | None = None,
+        sub: str | None = None,
+        **kw: Any,
+    ):
+        """``sub``: the JWT's subject, the person asking (default ada@example.com)."""
+        headers = {**self.headers(scopes, sub), **kw.pop("headers", {})}
         return self.client.open(path, method=method, headers=headers, **kw)
 
     def get(self, path: str, **kw: Any):

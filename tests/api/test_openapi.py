@@ -8,7 +8,14 @@ import pytest
 
 from tests.api.conftest import make_app
 
-ALL = ["admin:read", "admin:write", "offboarding:write", "decisions:check", "audit:read"]
+ALL = [
+    "admin:read",
+    "admin:write",
+    "offboarding:write",
+    "decisions:check",
+    "audit:read",
+    "requests:write",
+]
 
 
 def operations(app):
@@ -32,6 +39,8 @@ def concrete(path: str) -> str:
         "parked_id": "1",
         "review_id": "1",
         "item_id": "1",
+        "request_id": "1",
+        "rule_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

@@ -82,8 +82,8 @@ def test_a_campaign_is_opened_decided_and_closed_over_the_api(api, database, ori
     assert cy["snapshot"]["user_name"] == "cy@example.com" and cy["reviewer_role"] == "owner"
     ada, bob = sorted(boss_items, key=lambda i: i["snapshot"]["user_name"])
 
-    def decide(item, body, scopes=WRITE):
-        return api.post(f"{base}/items/{item['id']}/decision", json=body, scopes=scopes)
+    def decide(item, body, scopes=WRITE, sub="boss@example.com"):
+        return api.post(f"{base}/items/{item['id']}/decision", json=body, scopes=scopes, sub=sub)
 
     assert decide(ada, {"decision": "approve"}, scopes=READ).status_code == 403
     assert_problem(decide(bob, {"decision": "revoke"}), 422, "invalid-request")
@@ -91,7 +91,7 @@ def test_a_campaign_is_opened_decided_and_closed_over_the_api(api, database, ori
     approved = decide(ada, {"decision": "approve", "comment": "still on the platform team"})
     assert approved.status_code == 200, approved.json
     assert approved.json["decision"] == "approve"
-    assert approved.json["decided_by"] == "ada@example.com"
+    assert approved.json["decided_by"] == "boss@example.com"
     revoked = decide(bob, {"decision": "revoke", "comment": "moved to sales"})
     assert revoked.json["decision"] == "revoke"
     # Cy: nobody answers, and the campaign says revoke.
@@ -144,8 +144,14 @@ def test_a_campaign_is_opened_decided_and_closed_over_the_api(api, database, ori
             "review.decided",
             "review.closed",
         ]
-        assert {e.actor for e in events} == {"ada@example.com"}
+        assert [e.actor for e in events] == [
+            "ada@example.com",
+            "boss@example.com",
+            "boss@example.com",
+            "ada@example.com",
+        ]
         assert {e.source for e in events} == {"admin"}
+        assert [e.after["as"] for e in events if e.action == "review.decided"] == ["reviewer"] * 2
 
 
 def test_items_are_paged_and_unknown_things_are_refused(api, database, origin):
@@ -180,3 +186,40 @@ def test_items_are_paged_and_unknown_things_are_refused(api, database, origin):
     )
     listed = api.get("/api/v1/reviews?limit=1", scopes=READ).json
     assert [r["id"] for r in listed["items"]] == [review["id"]] and listed["next_cursor"]
+
+
+def test_review_items_are_decided_by_their_reviewer_or_an_audited_override(api, database, origin):
+    organisation(database, origin)
+    review = api.post("/api/v1/reviews", json={"connectors": ["github"]}, scopes=WRITE).json
+    base = review["url"]
+    items = api.get(f"{base}/items", scopes=READ).json["items"]
+    by_user = {i["snapshot"]["user_name"].split("@")[0]: i for i in items}
+
+    def decide(who, sub, body):
+        url = f"{base}/items/{by_user[who]['id']}/decision"
+        return api.post(url, json=body, scopes=WRITE, sub=sub)
+
+    approve = {"decision": "approve", "comment": "ok"}
+    # Bob is not Ada's reviewer; Ada may not review herself; an admin without a person
+    # may not decide a named reviewer's item without overriding.
+    assert_problem(decide("ada", "bob@example.com", approve), 403, "not-reviewer")
+    assert_problem(decide("ada", "ada@example.com", approve), 403, "not-reviewer")
+    assert_problem(decide("ada", "admin-robot", approve), 403, "not-reviewer")
+    assert_problem(
+        decide("ada", "admin-robot", {"decision": "approve", "override": True}),
+        403,
+        "not-reviewer",
+    )
+    with database.reader() as session:
+        decided = select(AuditEvent).where(AuditEvent.action == "review.decided")
+        assert session.scalars(decided).all() == []
+    overridden = decide("ada", "admin-robot", {**approve, "override": True})
+    assert overridden.status_code == 200, overridden.json
+    assert overridden.json["decided_by"] == "admin-robot"
+    assert decide("bob", "boss@example.com", approve).status_code == 200
+    with database.reader() as session:
+        events = session.scalars(decided.order_by(AuditEvent.id)).all()
+        assert [(e.actor, e.after["as"]) for e in events] == [
+            ("admin-robot", "override"),
+            ("boss@example.com", "reviewer"),
+        ]

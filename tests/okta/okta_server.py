@@ -3,7 +3,7 @@
 Serves the JSON shapes the okta SDK parses, pages with `Link` headers (self
 then next, as Okta does), sends `Date` and `X-Rate-Limit-*` on every answer,
 and can be told to fail: a 429, a 500, malformed JSON, a slow answer or an
-expired token, on the next requests to a path.
+expired token, on the next requests to a path (or after the next N).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Fault:
     times: int = 1
     body: str | None = None
     delay: float = 0.0
+    skip: int = 0  # requests to the path answered normally before the fault starts
 
 
 @dataclass
@@ -269,6 +270,8 @@ def create_okta_app(state: OktaState) -> Flask:
             state.requests["total"] += 1
             window["used"] += 1
             fault = next((f for f in state.faults if path.startswith(f.path) and f.times), None)
+            if fault is not None and fault.skip:
+                fault.skip, fault = fault.skip - 1, None
             if fault is not None:
                 fault.times -= 1
         authorization = request.headers.get("Authorization", "")

@@ -158,8 +158,8 @@ def test_expiring_exceptions_and_mappings_are_announced_once(
         org.join(ada, group)
     first = run("expiry", database, settings)
     second = run("expiry", database, settings)
-    assert first["reminded"] == {"exceptions": 1, "mappings": 1}
-    assert second["reminded"] == {"exceptions": 0, "mappings": 0}
+    assert first["reminded"] == {"exceptions": 1, "mappings": 1, "requests": 0}
+    assert second["reminded"] == {"exceptions": 0, "mappings": 0, "requests": 0}
     deliverer.drain()
     [exception] = receiver.of_type("exception.expiring")
     assert exception["data"]["exception"]["connector"] == "github"

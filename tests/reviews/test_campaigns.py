@@ -19,6 +19,7 @@ from provisioning.entitlements.expiry import expire
 from provisioning.entitlements.mappings import create_exception, create_mapping, delete_mapping
 from provisioning.entitlements.models import Grant, ManualException, Mapping, ReviewRevocation
 from provisioning.entitlements.policy import Decision
+from provisioning.identity import directory
 from provisioning.identity.models import Group, User
 from provisioning.oversight.models import Finding
 from provisioning.oversight.scan import scan
@@ -36,6 +37,15 @@ from tests.org import Org, later
 from tests.scim.conftest import ENTERPRISE, PATCH_OP, make_app, make_token
 
 REVIEWER = Origin(actor="boss@example.com", source=Source.ADMIN)
+
+
+def decide(session, origin, item, decision, comment=None, **kw):
+    """A decision by the reviewer (REVIEWER, the person boss) or by an admin overriding."""
+    if origin is REVIEWER:
+        kw.setdefault("decider", directory.person(session, REVIEWER.actor))
+    else:
+        kw.setdefault("override", True)
+    return campaigns.decide(session, origin, item, decision, comment, **kw)
 
 
 @pytest.fixture
@@ -122,17 +132,15 @@ def test_a_campaign_from_creation_to_closing_itself_on_its_deadline(
         assert snapshot["department"] == "eng"
         assert snapshot["last_used_at"] is None
         assert snapshot["granted_at"].endswith("Z")
-        campaigns.decide(session, REVIEWER, ada_github, ReviewDecision.APPROVE, "needs it")
-        campaigns.decide(
+        decide(session, REVIEWER, ada_github, ReviewDecision.APPROVE, "needs it")
+        decide(
             session,
             REVIEWER,
             by_pair[(team["ada"], team["slack"])],
             ReviewDecision.REVOKE,
             "moved off the team channel",
         )
-        campaigns.decide(
-            session, REVIEWER, by_pair[(team["bob"], team["github"])], ReviewDecision.APPROVE
-        )
+        decide(session, REVIEWER, by_pair[(team["bob"], team["github"])], ReviewDecision.APPROVE)
         # Bob's Slack, Cy's GitHub and Cy's Slack: nobody answers.
 
     pass_deadline(database, campaign_id)
@@ -186,7 +194,7 @@ def test_a_revoked_grant_stays_revoked_until_a_new_source_grants_it(database, or
         campaign = open_campaign(session, origin, connector_ids=[team["slack"]])
         assert campaign.counts == {"items": 3}
         item = items(session, campaign.id)[(team["ada"], team["slack"])]
-        campaigns.decide(session, REVIEWER, item, ReviewDecision.REVOKE, "left the project")
+        decide(session, REVIEWER, item, ReviewDecision.REVOKE, "left the project")
         campaigns.close_campaign(session, REVIEWER, campaign.id)
         assert (team["ada"], team["slack"]) not in live(session)
     with database.transaction() as session:
@@ -291,11 +299,11 @@ def test_reviewers_are_managers_then_connector_owners(database, origin, team):
 def test_the_last_decision_wins_until_the_campaign_closes(database, origin, team):
     with database.transaction() as session:
         campaign = open_campaign(session, origin)
-        item = items(session, campaign.id)[(team["cy"], team["github"])]
-        campaigns.decide(session, REVIEWER, item, ReviewDecision.REVOKE, "not ops work")
-        campaigns.decide(session, origin, item, ReviewDecision.APPROVE, "on call for it")
+        item = items(session, campaign.id)[(team["ada"], team["github"])]
+        decide(session, REVIEWER, item, ReviewDecision.REVOKE, "not ops work")
+        decide(session, origin, item, ReviewDecision.APPROVE, "on call for it")
         campaigns.close_campaign(session, origin, campaign.id)
-        assert (team["cy"], team["github"]) in live(session)
+        assert (team["ada"], team["github"]) in live(session)
         assert (item.decision, item.decided_by, item.comment) == (
             "approve",
             "test-admin",
@@ -321,13 +329,13 @@ def test_a_closed_or_overdue_campaign_takes_no_decision(database, origin, team):
     with database.transaction() as session:
         item = session.get(ReviewItem, item_id)
         with pytest.raises(campaigns.CampaignClosed, match="passed its deadline"):
-            campaigns.decide(session, REVIEWER, item, ReviewDecision.REVOKE, "late")
+            decide(session, REVIEWER, item, ReviewDecision.REVOKE, "late")
     with database.transaction() as session:
         campaigns.close_campaign(session, origin, campaign_id)
     with database.transaction() as session:
         item = session.get(ReviewItem, item_id)
         with pytest.raises(campaigns.CampaignClosed, match="is closed"):
-            campaigns.decide(session, REVIEWER, item, ReviewDecision.REVOKE, "too late")
+            decide(session, REVIEWER, item, ReviewDecision.REVOKE, "too late")
         with pytest.raises(campaigns.CampaignClosed):
             campaigns.close_campaign(session, origin, campaign_id)
     with database.reader() as session:
@@ -449,3 +457,27 @@ def test_the_scan_finds_a_live_grant_whose_only_sources_a_review_withdrew(databa
         scan(session)
         (finding,) = session.scalars(select(Finding).where(Finding.kind == "unjustified_grant"))
         assert finding.evidence == {"user": "ada@example.com", "connector": "slack"}
+
+
+def test_only_the_reviewer_decides_unless_an_admin_overrides_saying_why(database, origin, team):
+    with database.transaction() as session:
+        campaign = open_campaign(session, origin)
+        by_pair = items(session, campaign.id)
+        cy_github = by_pair[(team["cy"], team["github"])]  # the owner reviews it
+        cy_slack = by_pair[(team["cy"], team["slack"])]  # nobody does: an admin decides
+        ada_github = by_pair[(team["ada"], team["github"])]  # boss reviews it
+        with pytest.raises(campaigns.NotReviewer, match="decided by its reviewer"):
+            decide(session, REVIEWER, cy_github, ReviewDecision.APPROVE, "mine?")
+        with pytest.raises(campaigns.NotReviewer, match="decided by its reviewer"):
+            decide(session, origin, ada_github, ReviewDecision.APPROVE, "admin", override=False)
+        with pytest.raises(campaigns.NotReviewer, match="says why"):
+            decide(session, origin, ada_github, ReviewDecision.APPROVE, None)
+        ada = directory.person(session, "ada@example.com")
+        with pytest.raises(campaigns.NotReviewer, match="their own access"):
+            decide(session, origin, ada_github, ReviewDecision.APPROVE, "me", decider=ada)
+        assert actions(session, "review.decided") == []
+        decide(session, REVIEWER, ada_github, ReviewDecision.APPROVE, "needs it")
+        decide(session, origin, cy_github, ReviewDecision.REVOKE, "owner away", override=True)
+        decide(session, origin, cy_slack, ReviewDecision.APPROVE, "fine", override=False)
+        roles = [e.after["as"] for e in actions(session, "review.decided")]
+        assert roles == ["reviewer", "override", "fallback"]

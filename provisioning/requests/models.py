@@ -1,0 +1,110 @@
+"""Tables for access requests: per-connector request policies, requests and their decisions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.connectors.models import AccessLevel
+from provisioning.database import Base, utcnow
+from provisioning.types import UTCDateTime, enum_type
+
+
+class Approver(enum.StrEnum):
+    """Who decides one stage of a request: the connector's owner or the requester's manager."""
+
+    OWNER = "owner"
+    MANAGER = "manager"
+
+
+class RequestState(enum.StrEnum):
+    """``pending`` until decided; only ``approved`` grants (until the request's expiry)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class RequestDecision(enum.StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class RequestPolicy(Base):
+    """Whether and how a connector may be requested: its approval chain (one or two stages,
+    in order), the longest access a request may ask for, and how long approvers have."""
+
+    __tablename__ = "request_policies"
+
+    connector_id: Mapped[int] = mapped_column(
+        ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True
+    )
+    approvers: Mapped[list[str]] = mapped_column(JSON)
+    max_days: Mapped[int] = mapped_column(Integer)
+    decide_within_days: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AccessRequest(Base):
+    """One person's request for a connector, for a time, through its approval chain.
+
+    ``user_id`` is the person the access is for; ``requested_by_id`` who asked (the
+    person, or their manager). ``approvers`` is the chain as it stood when the request
+    was made and ``stage`` the index of the stage now deciding. An approved request is a
+    source of access (:mod:`provisioning.entitlements.sources`) from ``granted_at`` until
+    ``expires_at``; no other state grants anything.
+    """
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    requested_by_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    access_level: Mapped[AccessLevel] = mapped_column(enum_type(AccessLevel))
+    actions: Mapped[list[str] | None] = mapped_column(JSON)
+    justification: Mapped[str] = mapped_column(Text)
+    duration_days: Mapped[int] = mapped_column(Integer)
+    approvers: Mapped[list[str]] = mapped_column(JSON)
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[RequestState] = mapped_column(enum_type(RequestState))
+    # Undecided by then, the request expires.
+    deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(255))
+    granted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When targets were reminded that the access it gave expires soon (once).
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_access_requests_user_connector", "user_id", "connector_id"),
+        Index("ix_access_requests_state", "state", "deadline"),
+    )
+
+
+class RequestStep(Base):
+    """One approver's decision on one stage of a request: who, in what role, when, why."""
+
+    __tablename__ = "request_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("access_requests.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[int] = mapped_column(Integer)
+    role: Mapped[Approver] = mapped_column(enum_type(Approver))
+    approver_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    approver: Mapped[str] = mapped_column(String(255))
+    decision: Mapped[RequestDecision] = mapped_column(enum_type(RequestDecision))
+    comment: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,269 @@
+"""Separation of duties: preventive through check_grant, detective through the scan."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
+
+from provisioning.audit.log import Origin, Source
+from provisioning.database import utcnow
+from provisioning.entitlements import separation
+from provisioning.entitlements.mappings import (
+    SeparationConflict,
+    create_exception,
+    create_mapping,
+)
+from provisioning.entitlements.models import Grant, SeparationExemption
+from provisioning.oversight.models import Finding, FindingKind, FindingState
+from provisioning.oversight.scan import scan
+from tests.org import Org, later
+
+ORIGIN = Origin("property", Source.ADMIN)
+USERS, CONNECTORS = 4, 5
+
+sides = st.tuples(
+    st.sets(st.integers(0, CONNECTORS - 1), min_size=1, max_size=2),
+    st.sets(st.integers(0, CONNECTORS - 1), min_size=1, max_size=2),
+).filter(lambda pair: not pair[0] & pair[1])
+
+
+def _live(session) -> set[tuple]:
+    return set(
+        session.execute(
+            select(Grant.user_id, Grant.connector_id).where(Grant.revoked_at.is_(None))
+        ).all()
+    )
+
+
+def _rules(session, connectors, rules) -> list:
+    """The generated rules (sides as connector indexes), made through the domain."""
+    return [
+        separation.create_rule(
+            session,
+            ORIGIN,
+            name=f"rule-{n}",
+            these=[connectors[i] for i in these],
+            those=[connectors[i] for i in those],
+            owner="risk@example.com",
+            reason="four eyes",
+        )
+        for n, (these, those) in enumerate(rules)
+    ]
+
+
+def _reference(held: set[tuple], rules: list[tuple[set[int], set[int]]]) -> set[tuple]:
+    """Brute force: (rule index, user) for every user holding a connector of each side."""
+    found = set()
+    for index, (these, those) in enumerate(rules):
+        users = {u for u, _ in held}
+        for user in users:
+            mine = {c for u, c in held if u == user}
+            if mine & these and mine & those:
+                found.add((index, user))
+    return found
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    held=st.sets(st.tuples(st.integers(0, USERS - 1), st.integers(0, CONNECTORS - 1))),
+    rules=st.lists(sides, min_size=1, max_size=4),
+)
+def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database, held, rules):
+    database = fresh_database()
+    try:
+        with database.transaction() as session:
+            org = Org(session, ORIGIN)
+            users = [org.user() for _ in range(USERS)]
+            connectors = [org.connector() for _ in range(CONNECTORS)]
+            for u, c in sorted(held):
+                create_exception(
+                    session,
+                    ORIGIN,
+                    users[u],
+                    connectors[c],
+                    "read",
+                    justification="x",
+                    expires_at=later(5),
+                )
+            made = _rules(session, connectors, rules)
+            counts = scan(session)
+        user_ids = [u.id for u in users]
+        expected = {(made[i].id, user_ids[u]) for i, u in _reference(held, rules)}
+        with database.reader() as session:
+            found = {(rule.id, user) for rule, user in separation.violators(session)}
+            assert found == expected
+            findings = set(
+                session.scalars(
+                    select(Finding.subject_id).where(
+                        Finding.kind == FindingKind.SEPARATION_VIOLATION,
+                        Finding.state == FindingState.OPEN,
+                    )
+                )
+            )
+            assert findings == {f"{r}:{u}" for r, u in expected}
+            assert counts["separation_violation"]["opened"] == len(expected)
+    finally:
+        database.dispose()
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rules=st.lists(sides, min_size=1, max_size=3),
+    grants=st.lists(st.tuples(st.integers(0, USERS - 1), st.integers(0, CONNECTORS - 1))),
+)
+def test_no_order_of_deliberate_grants_breaks_a_rule(fresh_database, rules, grants):
+    database = fresh_database()
+    try:
+        with database.transaction() as session:
+            org = Org(session, ORIGIN)
+            users = [org.user() for _ in range(USERS)]
+            connectors = [org.connector() for _ in range(CONNECTORS)]
+            _rules(session, connectors, rules)
+            ids = ([u.id for u in users], [c.id for c in connectors])
+        for u, c in grants:
+            try:
+                with database.transaction() as session:
+                    org = Org(session, ORIGIN)
+                    from provisioning.connectors.models import Connector
+                    from provisioning.identity.models import User
+
+                    create_exception(
+                        session,
+                        ORIGIN,
+                        session.get(User, ids[0][u]),
+                        session.get(Connector, ids[1][c]),
+                        "read",
+                        justification="x",
+                        expires_at=later(5),
+                    )
+            except SeparationConflict as refused:
+                assert refused.conflict.rule.startswith("rule-")
+            with database.reader() as session:
+                assert list(separation.violators(session)) == []
+                held = {(ids[0].index(u), ids[1].index(c)) for u, c in _live(session)}
+                assert _reference(held, rules) == set()
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def ops(database, origin):
+    """Ada holds payments-approve; a rule forbids it with payments-create."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, bob = org.user("ada@example.com"), org.user("bob@example.com")
+        approve, create = org.connector("payments-approve"), org.connector("payments-create")
+        create_exception(
+            session, origin, ada, approve, "read", justification="cfo", expires_at=later(30)
+        )
+        rule = separation.create_rule(
+            session,
+            origin,
+            name="payments four eyes",
+            these=[approve],
+            those=[create],
+            owner="risk@example.com",
+            reason="who approves a payment never creates one",
+        )
+        return {"ada": ada.id, "bob": bob.id, "create": create.id, "rule": rule.id}
+
+
+def test_an_exception_and_a_mapping_that_would_break_a_rule_are_refused(database, origin, ops):
+    from provisioning.connectors.models import Connector
+    from provisioning.identity.models import User
+
+    with database.transaction() as session:
+        ada, bob = session.get(User, ops["ada"]), session.get(User, ops["bob"])
+        create = session.get(Connector, ops["create"])
+        with pytest.raises(SeparationConflict, match="payments four eyes"):
+            create_exception(
+                session, origin, ada, create, "read", justification="x", expires_at=later(1)
+            )
+        org = Org(session, origin)
+        group = org.group("finance")
+        org.join(ada, group)
+        org.join(bob, group)
+        with pytest.raises(SeparationConflict, match="payments four eyes"):
+            create_mapping(session, origin, group, create, "read")
+        assert (ada.id, create.id) not in _live(session)
+
+
+def test_an_exemption_lets_one_person_through_until_it_expires(database, origin, ops):
+    from provisioning.connectors.models import Connector
+    from provisioning.entitlements.models import SeparationRule
+    from provisioning.identity.models import User
+
+    with database.transaction() as session:
+        ada = session.get(User, ops["ada"])
+        create = session.get(Connector, ops["create"])
+        rule = session.get(SeparationRule, ops["rule"])
+        separation.exempt(
+            session, origin, rule, ada.id, justification="quarter close", expires_at=later(2)
+        )
+        create_exception(
+            session, origin, ada, create, "read", justification="close", expires_at=later(10)
+        )
+        assert (ada.id, create.id) in _live(session)
+        assert list(separation.violators(session)) == []
+        assert scan(session)["separation_violation"]["opened"] == 0
+    with database.transaction() as session:
+        session.execute(
+            update(SeparationExemption).values(expires_at=utcnow() - dt.timedelta(seconds=1))
+        )
+        assert [(r.id, u) for r, u in separation.violators(session)] == [(ops["rule"], ada.id)]
+        assert scan(session)["separation_violation"]["opened"] == 1
+        # Resolved once the violation goes.
+        from provisioning.entitlements.mappings import revoke_exception
+        from provisioning.entitlements.models import ManualException
+
+        (latest,) = session.scalars(
+            select(ManualException).where(ManualException.connector_id == create.id)
+        ).all()
+        revoke_exception(session, origin, latest)
+        assert scan(session)["separation_violation"]["resolved"] == 1
+
+
+def test_a_rule_needs_two_disjoint_sides_and_a_new_name(database, origin, ops):
+    from provisioning.connectors.models import Connector
+
+    with database.transaction() as session:
+        create = session.get(Connector, ops["create"])
+        for kwargs in (
+            {"name": "x", "these": [create], "those": [create]},
+            {"name": "x", "these": [], "those": [create]},
+            {"name": "payments four eyes", "these": [create], "those": [create]},
+        ):
+            with pytest.raises(separation.SeparationError):
+                separation.create_rule(session, origin, owner="o", reason="r", **kwargs)
+
+
+def test_the_engine_never_grants_into_a_violation_silently(database, origin, ops):
+    """A membership (the IdP's fact, not refused) that grants into a violation is audited
+    and found by the scan."""
+    from provisioning.audit.models import AuditEvent
+    from provisioning.connectors.models import Connector
+    from provisioning.identity.models import User
+
+    with database.transaction() as session:
+        org = Org(session, origin)
+        group = org.group("payments")
+        create_mapping(session, origin, group, session.get(Connector, ops["create"]), "read")
+        org.join(session.get(User, ops["bob"]), group)  # Bob holds nothing incompatible
+        org.join(session.get(User, ops["ada"]), group)  # Ada holds payments-approve
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "separation.violated")
+        ).all()
+        assert [(e.user_id, e.subject_id) for e in events] == [(ops["ada"], str(ops["rule"]))]
+        assert scan(session)["separation_violation"]["opened"] == 1
