@@ -1,4 +1,4 @@
-"""The `provisioning` command: serve, migrate, tokens, audit log and checkpoints, demo seed."""
+"""The `provisioning` command: serve, migrate, tokens, audit log, Okta runs and mappings, demo."""
 
 from __future__ import annotations
 
@@ -370,6 +370,7 @@ def _report(run: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
+        _not_mapped(record["drift"])
         counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
         mode = f" {record['mode']}" if record["mode"] else ""
         dry = " (dry run: nothing changed)" if record["dry_run"] else ""
@@ -380,6 +381,25 @@ def _report(run: Any, as_json: bool) -> None:
                 click.echo(f"  {name}: {' '.join(entry) if isinstance(entry, list) else entry}")
     if record["status"] != "succeeded":
         _fail(f"{record['kind']} failed: {record['error']}")
+    if record["drift"].get("unknown_groups"):
+        _fail(f"Okta has no group {', '.join(record['drift']['unknown_groups'])}")
+
+
+def _not_mapped(drift: dict[str, Any]) -> None:
+    """Say plainly which groups asked for (``--group``) were not reconciled, and why."""
+    for okta_id, name in drift.get("unmapped_groups", []):
+        click.echo(
+            f"group {okta_id} ({name}) is in Okta but not mapped, so not reconciled; map it "
+            f"with: provisioning mappings add --okta-group {okta_id} --connector SLUG "
+            "--level read --dry-run (or POST /api/v1/mappings with okta_group)",
+            err=True,
+        )
+    for okta_id in drift.get("unknown_groups", []):
+        click.echo(
+            f"group {okta_id}: Okta has no group with this id; a group can also be named: "
+            "provisioning mappings add --okta-group NAME --connector SLUG --level read",
+            err=True,
+        )
 
 
 @main.command()
@@ -608,6 +628,90 @@ def requests_list(ctx: Context, state: str | None) -> None:
                     }
                 )
             )
+
+
+@main.group()
+def mappings() -> None:
+    """Group to connector mappings."""
+
+
+@mappings.command("add")
+@click.option(
+    "--okta-group", required=True, help="An Okta group: its id (00g...) or its exact name."
+)
+@click.option("--connector", required=True, help="The connector's slug.")
+@click.option(
+    "--level",
+    "access_level",
+    required=True,
+    type=click.Choice(["read", "read_write", "interactive"]),
+)
+@click.option("--action", "actions", multiple=True, help="Only this action (repeatable).")
+@click.option("--description", default=None)
+@click.option("--dry-run", is_flag=True, help="Who would gain what; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The result as JSON on stdout.")
+@pass_context
+def mappings_add(
+    ctx: Context,
+    okta_group: str,
+    connector: str,
+    access_level: str,
+    actions: tuple[str, ...],
+    description: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Map an Okta group to a connector: the group is looked up in Okta, recorded under its
+    Okta id, its members brought in as reconciliation brings them, then mapped."""
+    from pydantic import ValidationError
+
+    from provisioning.api import schemas
+    from provisioning.api.mappings import map_okta_group
+    from provisioning.entitlements.mappings import MappingError
+    from provisioning.okta.client import OktaError
+    from provisioning.okta.groups import GroupLookupError
+
+    try:
+        body = schemas.MappingIn(
+            okta_group=okta_group,
+            connector=connector,
+            access_level=access_level,
+            actions=list(actions) or None,
+            description=description,
+        )
+    except ValidationError as exc:
+        _fail(str(exc), 2)
+    database = ctx.migrated()
+    client = _okta(ctx)
+    try:
+        result = map_okta_group(
+            database, client, body, ctx.origin(), dry_run=dry_run, settings=ctx.settings
+        )
+    except GroupLookupError as exc:
+        for candidate in exc.candidates:
+            click.echo(f"  {candidate['id']}  {candidate['name']}", err=True)
+        _fail(str(exc))
+    except (MappingError, OktaError) as exc:
+        _fail(f"{exc}; nothing was written")
+    finally:
+        client.close()
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    okta = result.okta_group
+    assert okta is not None
+    held = "held already" if okta.adopted else "new here"
+    click.echo(f"Okta group {okta.id} ({okta.name}, {held}): {okta.members} members in Okta")
+    for name in okta.people_added:
+        click.echo(f"  new person: {name}")
+    for verb, items in (("gains", result.gain), ("loses", result.lose), ("changes", result.change)):
+        for item in items:
+            click.echo(f"  {item.user_name} {verb} {item.connector} ({item.access_level})")
+    if result.dry_run:
+        click.echo("dry run: nothing written", err=True)
+    else:
+        assert result.mapping is not None
+        click.echo(f"mapping {result.mapping.id} created: {okta.name} -> {connector}")
 
 
 @main.command()

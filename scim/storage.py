@@ -629,15 +629,29 @@ class SqlStorage(ScimStorage):
             return mapping.user_document(user, [], [])
         group_values = mapping.group_fields(resource)
         with self._session(write=True) as session:
-            self._check_group_unique(session, group_values.external_id, None)
-            group = lifecycle.create_group(
-                session,
-                origin,
-                display_name=group_values.display_name,
-                external_id=group_values.external_id,
-                scim_attributes=group_values.extras,
-            )
-            self._set_members(session, origin, group, group_values.members)
+            if group_values.external_id is None:
+                group = lifecycle.create_group(
+                    session,
+                    origin,
+                    display_name=group_values.display_name,
+                    scim_attributes=group_values.extras,
+                )
+                held = False
+            else:
+                # A group already held under this externalId (mapped by its Okta id, or
+                # created by an Okta event) is this one: adopted, not a second group.
+                group, held = lifecycle.adopt_group(
+                    session,
+                    origin,
+                    external_id=group_values.external_id,
+                    display_name=group_values.display_name,
+                    scim_attributes=group_values.extras,
+                )
+            if held and (group.scim_attributes or None) != group_values.extras:
+                group.scim_attributes = group_values.extras
+            # Adopted, the members it holds stay (reconciliation and hooks remove members
+            # Okta no longer lists): those posted are added.
+            self._set_members(session, origin, group, group_values.members, exactly=not held)
             return self._group_documents(session, [group])[0]
 
     def update(
@@ -692,9 +706,16 @@ class SqlStorage(ScimStorage):
         session.flush()
 
     def _set_members(
-        self, session: Session, origin: Origin, group: Group, member_ids: list[str]
+        self,
+        session: Session,
+        origin: Origin,
+        group: Group,
+        member_ids: list[str],
+        *,
+        exactly: bool = True,
     ) -> None:
-        """Make the group's present members exactly ``member_ids``; each change is a new version."""
+        """Make the group's present members exactly ``member_ids`` (or, not ``exactly``, add
+        those it lacks); each change is a new version."""
         wanted: dict[uuid.UUID, str] = {}
         for value in member_ids:
             ident = mapping.parse_id(value)
@@ -726,7 +747,7 @@ class SqlStorage(ScimStorage):
             )
         )
         added = [users[i] for i in wanted if i not in current]
-        removed = [i for i in current if i not in wanted]
+        removed = [i for i in current if i not in wanted] if exactly else []
         for user in added:
             lifecycle.set_membership(
                 session, origin, user, group, True, source=MembershipSource.SCIM

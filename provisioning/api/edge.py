@@ -63,6 +63,7 @@ PROBLEMS = {
     413: "request body too large",
     415: "the body is not sent as JSON",
     422: "invalid request: each invalid field is named",
+    502: "an upstream service (Okta) failed or refused the request; nothing was written",
 }
 
 

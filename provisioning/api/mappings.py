@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.api import schemas
 from provisioning.api.connectors import READ, WRITE
 from provisioning.api.edge import (
@@ -25,12 +26,18 @@ from provisioning.api.edge import (
     settings,
     unprocessable,
 )
+from provisioning.audit.log import Origin
 from provisioning.connectors.models import Connector
+from provisioning.database import Database
 from provisioning.entitlements import mappings as domain
 from provisioning.entitlements.engine import Diff
 from provisioning.entitlements.models import Mapping
 from provisioning.entitlements.previews import preview
 from provisioning.identity.models import Group
+from provisioning.settings import Settings
+
+if TYPE_CHECKING:
+    from provisioning.okta.client import OktaClient
 
 TAG = "mappings"
 
@@ -54,6 +61,39 @@ def mapping_out(session: Session, mapping: Mapping) -> schemas.MappingOut:
     )
 
 
+def outcome(
+    database: Database,
+    dry_run: bool,
+    change: Callable[[Session], tuple[Mapping | None, Diff]],
+    *,
+    creates: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> schemas.MappingResult:
+    """Run a mapping change for real, or as a dry run that writes nothing; what it did.
+
+    A dry-run creation names its not-yet-existing mapping ``mapping:new`` in
+    the reasons, since the id it had inside the rolled-back transaction is not
+    the one a commit will get. ``extra``: more fields of the result, which
+    ``change`` may fill. :class:`~provisioning.entitlements.mappings.MappingError`
+    when the change cannot be made (nothing written).
+    """
+
+    def shaped(session: Session) -> dict[str, Any]:
+        mapping, diff = change(session)
+        out = None if mapping is None or dry_run else mapping_out(session, mapping)
+        result = changes(session, diff, dry_run=dry_run)
+        if dry_run and creates and mapping is not None:
+            own = f"mapping:{mapping.id}"
+            for item in (*result["gain"], *result["change"]):
+                item.reasons = sorted("mapping:new" if r == own else r for r in item.reasons)
+        return {**result, "mapping": out, **(extra or {})}
+
+    if dry_run:
+        return schemas.MappingResult(**preview(database, shaped))
+    with database.transaction() as session:
+        return schemas.MappingResult(**shaped(session))
+
+
 def _run(
     dry_run: bool,
     change: Callable[[Session], tuple[Mapping | None, Diff]],
@@ -61,35 +101,110 @@ def _run(
     *,
     creates: bool = False,
 ) -> Response:
-    """Run a mapping change for real, or as a dry run that writes nothing.
+    """:func:`outcome` as an answer: 200 for a dry run, else ``status``; 422 if refused."""
+    try:
+        result = outcome(database(), dry_run, change, creates=creates)
+    except domain.MappingError as exc:
+        _refused(exc)
+    return _answer(result, status)
 
-    A dry-run creation names its not-yet-existing mapping ``mapping:new`` in
-    the reasons, since the id it had inside the rolled-back transaction is not
-    the one a commit will get.
-    """
 
-    def shaped(session: Session) -> dict[str, Any]:
-        try:
-            mapping, diff = change(session)
-        except domain.SeparationConflict as exc:
-            fail(409, "Conflict", str(exc), "separation-of-duties")
-        except domain.MappingError as exc:
-            unprocessable(str(exc), exc.field)
-        out = None if mapping is None or dry_run else mapping_out(session, mapping)
-        result = changes(session, diff, dry_run=dry_run)
-        if dry_run and creates and mapping is not None:
-            own = f"mapping:{mapping.id}"
-            for item in (*result["gain"], *result["change"]):
-                item.reasons = sorted("mapping:new" if r == own else r for r in item.reasons)
-        return {**result, "mapping": out}
+def _refused(exc: domain.MappingError) -> None:
+    """A refused mapping change as a problem: 409 for a separation-of-duties rule, else 422."""
+    if isinstance(exc, domain.SeparationConflict):
+        fail(409, "Conflict", str(exc), "separation-of-duties")
+    unprocessable(str(exc), exc.field)
 
-    if dry_run:
-        result = schemas.MappingResult(**preview(database(), shaped))
+
+def _answer(result: schemas.MappingResult, status: int) -> Response:
+    if result.dry_run:
         return json_response(result, 200)
-    with database().transaction() as session:
-        result = schemas.MappingResult(**shaped(session))
     etag = etag_of(result.mapping) if result.mapping else None
     return json_response(result, status, etag=etag)
+
+
+def _connector(session: Session, slug: str) -> Connector:
+    connector = session.scalar(select(Connector).where(Connector.slug == slug))
+    if connector is None:
+        raise domain.MappingError(f"no connector {slug}", "connector")
+    return connector
+
+
+def map_okta_group(
+    database: Database,
+    client: OktaClient,
+    body: schemas.MappingIn,
+    origin: Origin,
+    *,
+    dry_run: bool,
+    settings: Settings,
+) -> schemas.MappingResult:
+    """Map the Okta group ``body.okta_group`` names (:mod:`provisioning.okta.groups`): the
+    admin API's and the command's one way. Raises what it refuses with, before anything is
+    written: MappingError, GroupLookupError, OktaError."""
+    from provisioning.okta import groups as okta_groups  # the okta SDK: loaded when used
+
+    assert body.okta_group is not None
+    with database.reader() as session:
+        _connector(session, body.connector)  # before asking Okta anything
+    fetched = okta_groups.fetch(client, body.okta_group)
+    extra: dict[str, Any] = {}
+
+    def change(session: Session) -> tuple[Mapping, Diff]:
+        connector = _connector(session, body.connector)
+        try:
+            mapped = okta_groups.map_group(
+                session,
+                origin,
+                fetched,
+                connector,
+                body.access_level,
+                actions=body.actions,
+                policies=body.policies,
+                expires_at=body.expires_at,
+                description=body.description,
+                settings=settings,
+            )
+        except text.TextError as exc:
+            raise domain.MappingError(
+                f"Okta group {fetched.okta_id}: {exc}", "okta_group"
+            ) from None
+        extra["okta_group"] = schemas.OktaGroupMapped(
+            id=fetched.okta_id,
+            name=fetched.name,
+            members=mapped.members,
+            adopted=mapped.adopted,
+            people_added=mapped.people_added,
+        )
+        return mapped.mapping, mapped.diff
+
+    return outcome(database, dry_run, change, creates=True, extra=extra)
+
+
+def _okta_mapping(dry_run: bool, body: schemas.MappingIn) -> Response:
+    """POST /mappings with ``okta_group``: the problems of an Okta lookup, or the result."""
+    from provisioning.okta import client as okta_client  # the okta SDK: loaded when used
+    from provisioning.okta import groups as okta_groups
+
+    try:
+        client = okta_client.from_settings(settings())
+    except okta_client.OktaError as exc:
+        fail(409, "Conflict", f"no Okta org to look the group up in: {exc}", "okta-not-configured")
+    try:
+        result = map_okta_group(
+            database(), client, body, origin(), dry_run=dry_run, settings=settings()
+        )
+    except domain.MappingError as exc:
+        _refused(exc)
+    except okta_groups.GroupLookupError as exc:
+        kind = "okta-group-ambiguous" if exc.status == 409 else "okta-group-unknown"
+        title = "Conflict" if exc.status == 409 else "Not Found"
+        fail(exc.status, title, str(exc), kind, candidates=exc.candidates)
+    except okta_client.OktaError as exc:
+        fail(502, "Bad Gateway", f"Okta: {exc}; nothing was written", "okta-unavailable")
+    finally:
+        client.close()
+    return _answer(result, 201)
 
 
 @route("GET", "/mappings", READ, tag=TAG, ok={200: schemas.MappingPage})
@@ -120,22 +235,25 @@ def list_mappings(query: schemas.MappingQuery) -> Response:
     WRITE,
     tag=TAG,
     ok={201: schemas.MappingResult, 200: schemas.MappingResult},
-    problems=[404],
-    summary="Map a group to a connector (?dry_run=true: who would gain what, nothing written)",
+    problems=[404, 409, 502],
+    summary=(
+        "Map a group to a connector, a group held here or an Okta group by id or name "
+        "(?dry_run=true: who would gain what, nothing written)"
+    ),
 )
 def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
+    if body.okta_group is not None:
+        return _okta_mapping(query.dry_run, body)
+
     def change(session: Session) -> tuple[Mapping, Diff]:
         group = session.get(Group, body.group_id)
         if group is None:
             unprocessable(f"no group {body.group_id}", "group_id")
-        connector = session.scalar(select(Connector).where(Connector.slug == body.connector))
-        if connector is None:
-            unprocessable(f"no connector {body.connector}", "connector")
         return domain.create_mapping(
             session,
             origin(),
             group,
-            connector,
+            _connector(session, body.connector),
             body.access_level,
             actions=body.actions,
             policies=body.policies,

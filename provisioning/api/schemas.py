@@ -236,13 +236,27 @@ class DryRun(Input):
 
 
 class MappingIn(Input):
-    group_id: uuid.UUID
+    group_id: uuid.UUID | None = Field(None, description="a group the service holds (its id)")
+    okta_group: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        None,
+        description=(
+            "an Okta group, by its Okta id (00g...) or its exact name, looked up through the "
+            "Okta API: recorded under its Okta id, its members brought in as reconciliation "
+            "brings them, then mapped"
+        ),
+    )
     connector: Annotated[str, Field(max_length=100, description="connector slug")]
     access_level: AccessLevel
     actions: list[ActionName] | None = Field(None, max_length=500)
     policies: dict[ActionName, Policy] | None = Field(None, max_length=500)
     expires_at: AwareDatetime | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _one_group(self) -> MappingIn:
+        if (self.group_id is None) == (self.okta_group is None):
+            raise ValueError("give exactly one of group_id, okta_group")
+        return self
 
 
 class MappingPatch(Input):
@@ -307,8 +321,21 @@ class Changes(BaseModel):
     hold_url: str | None = None
 
 
+class OktaGroupMapped(BaseModel):
+    """The Okta group a mapping was made for (``okta_group``), as Okta listed it."""
+
+    id: str = Field(description="Okta's id, kept as the group's externalId")
+    name: str
+    members: int = Field(description="the members Okta lists")
+    adopted: bool = Field(description="the service held the group already (SCIM, a hook)")
+    people_added: list[str] = Field(
+        description="user names of members new to the directory (in a dry run: who would be)"
+    )
+
+
 class MappingResult(Changes):
     mapping: MappingOut | None
+    okta_group: OktaGroupMapped | None = None
 
 
 # -- users, groups -----------------------------------------------------------------

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from okta.client import Client
 from okta.pagination import PaginationHelper
@@ -189,7 +189,8 @@ class OktaClient:
     def groups(
         self, filter_: str | None = None, *, search: str | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Groups matching an Okta ``filter`` or ``search`` expression (all when neither)."""
+        """Groups matching an Okta ``filter`` (e.g. ``lastMembershipUpdated gt``) or
+        ``search`` expression (e.g. ``profile.name eq "Engineering"``); all without."""
         params = {"filter": filter_} if filter_ else {}
         if search:
             params["search"] = search
@@ -197,7 +198,9 @@ class OktaClient:
             yield from page
 
     def group(self, group_id: str) -> dict[str, Any]:
-        body, _ = self.request("GET", f"/api/v1/groups/{group_id}")
+        body, _ = self.request("GET", f"/api/v1/groups/{quote(group_id, safe='')}")
+        if not isinstance(body, dict):
+            raise OktaError(f"GET /api/v1/groups/{group_id}: expected a group")
         return body
 
     def group_members(self, group_id: str) -> Iterator[dict[str, Any]]:

@@ -22,7 +22,9 @@ the next run does the work. Each repair carries the time its data was fetched
 as its ``published`` time: an event Okta published after the fetch still wins.
 An incremental run asks Okta only for groups whose membership changed
 (``lastMembershipUpdated gt``) and users who changed (``lastUpdated gt``)
-since the last successful run started.
+since the last successful run started. A group asked for by Okta id that no
+mapping references is not reconciled but reported: ``unmapped_groups`` (Okta has
+it) or ``unknown_groups`` (Okta does not know it).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from sqlalchemy.orm import Session
 from provisioning import text
 from provisioning.audit.log import Origin, Source
 from provisioning.database import Database, chunked, utcnow
-from provisioning.entitlements import brake
+from provisioning.entitlements import brake, engine
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, Membership, MembershipSource, User
 from provisioning.okta import runs
@@ -136,6 +138,9 @@ def reconcile(
             run.counts, run.drift = counts, drift
             with database.reader() as session:
                 mapped = mapped_groups(session, groups)
+            if groups is not None:
+                asked = [g for g in dict.fromkeys(groups) if g not in {row[0] for row in mapped}]
+                drift["unmapped_groups"], drift["unknown_groups"] = _not_mapped(client, asked)
             if since is not None:
                 changed = {
                     g["id"] for g in client.groups(f'lastMembershipUpdated gt "{okta_time(since)}"')
@@ -165,6 +170,22 @@ def reconcile(
     except OktaError:
         pass  # recorded as failed; the caller reads the record
     return run
+
+
+def _not_mapped(client: OktaClient, okta_groups: list[str]) -> tuple[list, list]:
+    """Of groups asked for by Okta id that no mapping references: those Okta has
+    ([id, name]: to be mapped first), and those it does not know (ids)."""
+    unmapped, unknown = [], []
+    for okta_group in okta_groups:
+        try:
+            found = client.group(okta_group)
+        except OktaError as exc:
+            if exc.status != 404:
+                raise
+            unknown.append(okta_group)
+            continue
+        unmapped.append([okta_group, str((found.get("profile") or {}).get("name") or "")])
+    return unmapped, unknown
 
 
 @dataclass
@@ -259,10 +280,10 @@ def people_for(
 
 def apply_repairs(
     session: Session, repairs: list[Repair], counts: dict[str, int] | None = None
-) -> None:
+) -> engine.Diff:
     """Apply membership repairs set-wise, in order, creating the people to add as needed:
     one audit event per change, the engine run once for them all. ``counts`` gains the
-    people created, linked and refused and the memberships changed."""
+    people created, linked and refused and the memberships changed. What the engine did."""
     counts = counts if counts is not None else {}
     ids = people_for(session, [r.member for r in repairs if r.present], counts)
     groups = {
@@ -285,8 +306,9 @@ def apply_repairs(
                 reason=f"reconciliation of {repair.okta_group}",
             )
         )
-    changed, _ = lifecycle.set_memberships(session, ORIGIN, facts)
+    changed, diff = lifecycle.set_memberships(session, ORIGIN, facts)
     counts["memberships_changed"] = counts.get("memberships_changed", 0) + changed
+    return diff or engine.Diff()
 
 
 def _plan_group(
@@ -301,7 +323,7 @@ def _plan_group(
     """Fetch one group's members, compare them with ours, and add the repairs to the plan."""
     fetched_at = utcnow()
     try:
-        members = {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
+        members = members_of(client, okta_group)
     except OktaError as exc:
         if exc.status == 404:
             counts["groups_vanished"] += 1
@@ -310,17 +332,35 @@ def _plan_group(
         raise
     counts["groups"] += 1
     with database.reader() as session:
-        held = dict(
-            session.execute(
-                select(User.external_id, User.id)
-                .join(Membership, Membership.user_id == User.id)
-                .where(
-                    Membership.group_id == group_id,
-                    Membership.present.is_(True),
-                    User.external_id.is_not(None),
-                )
-            ).all()
-        )
+        plan_members(session, okta_group, group_id, members, fetched_at, drift, plan)
+
+
+def members_of(client: OktaClient, okta_group: str) -> dict[str, dict[str, Any]]:
+    """Okta id -> Okta's record, of every member Okta lists for the group."""
+    return {m["id"]: m for m in client.group_members(okta_group) if m.get("id")}
+
+
+def plan_members(
+    session: Session,
+    okta_group: str,
+    group_id: Any,
+    members: dict[str, dict[str, Any]],
+    fetched_at: dt.datetime,
+    drift: dict[str, list],
+    plan: Plan,
+) -> None:
+    """Compare a group's fetched members with ours; add the repairs to the plan."""
+    held = dict(
+        session.execute(
+            select(User.external_id, User.id)
+            .join(Membership, Membership.user_id == User.id)
+            .where(
+                Membership.group_id == group_id,
+                Membership.present.is_(True),
+                User.external_id.is_not(None),
+            )
+        ).all()
+    )
     missing = sorted(set(members) - set(held))
     extra = sorted(set(held) - set(members))
     drift["missing"] += [[okta_group, u] for u in missing]
@@ -374,6 +414,15 @@ def _batches(plan: Plan) -> Iterator[list[list[Repair]]]:
         size += len(repairs)
     if batch:
         yield batch
+
+
+def repair(session: Session, plan: Plan) -> engine.Diff:
+    """Apply a whole plan in this transaction, each person's additions first (set-wise:
+    :func:`apply_repairs`); what the engine did (mapping an Okta group brings its members in
+    so, in the mapping's transaction: :mod:`provisioning.okta.groups`)."""
+    return apply_repairs(
+        session, [r for batch in _batches(plan) for repairs in batch for r in repairs]
+    )
 
 
 def _okta_statuses(client: OktaClient, since: dt.datetime | None) -> dict[str, Any]:

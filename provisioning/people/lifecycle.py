@@ -24,9 +24,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.audit.log import Origin
+from provisioning.audit.log import Origin, lock
 from provisioning.entitlements import brake, engine
 from provisioning.identity import directory
 from provisioning.identity.directory import (
@@ -50,6 +51,7 @@ __all__ = [
     "NewUser",
     "add_user",
     "add_users",
+    "adopt_group",
     "create_group",
     "create_user",
     "delete_group",
@@ -229,6 +231,37 @@ def create_group(
     )
     _settle(session, group=group)
     return group
+
+
+def adopt_group(
+    session: Session,
+    origin: Origin,
+    *,
+    external_id: str,
+    display_name: str,
+    scim_attributes: dict[str, Any] | None = None,
+) -> tuple[Group, bool]:
+    """The group the IdP knows as ``external_id`` (its Okta id), named ``display_name``:
+    the one held, renamed if its name changed, or a new one (with ``scim_attributes``).
+    Whether it was held already.
+
+    However the group first came (mapped by its Okta id through the admin API, pushed
+    over SCIM, created by an Okta event), it is one group. Writers are serialised
+    first (the audit chain's head), so two edges recording it at once make one group.
+    """
+    lock(session)
+    group = session.scalar(select(Group).where(Group.external_id == external_id))
+    if group is None:
+        group = create_group(
+            session,
+            origin,
+            display_name=display_name,
+            external_id=external_id,
+            scim_attributes=scim_attributes,
+        )
+        return group, False
+    rename_group(session, origin, group, display_name)
+    return group, True
 
 
 def rename_group(session: Session, origin: Origin, group: Group, display_name: str) -> None:

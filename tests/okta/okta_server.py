@@ -197,24 +197,35 @@ class OktaState:
 
 
 # -- the filter language we need: `field op "value"` joined by and/or --------
+# A value is a string with `\"` and `\\` escaped; `and`/`or` inside one are its text.
 
-_CLAUSE = re.compile(r'\s*([\w.]+)\s+(eq|gt|ge|lt|le|sw|pr)\s*(?:"([^"]*)")?\s*', re.I)
+_CLAUSE = re.compile(
+    r'\s*\(?\s*([\w.]+)\s+(eq|gt|ge|lt|le|sw|pr)\s*(?:"((?:[^"\\]|\\.)*)")?\s*\)?\s*'
+    r"(?:(and|or)\s+|$)",
+    re.I,
+)
 
 
 def matches(expression: str | None, item: dict) -> bool:
     if not expression:
         return True
-    for alternative in re.split(r"\s+or\s+", expression.strip("() "), flags=re.I):
-        if all(_clause(part, item) for part in re.split(r"\s+and\s+", alternative, flags=re.I)):
-            return True
-    return False
+    alternatives: list[list[tuple]] = [[]]
+    position = 0
+    while position < len(expression):
+        match = _CLAUSE.match(expression, position)
+        if match is None or match.end() == position:
+            raise ValueError(f"unsupported filter {expression!r}")
+        name, op, value, joiner = match.groups()
+        if value is not None:
+            value = re.sub(r"\\(.)", r"\1", value)
+        alternatives[-1].append((name, op.lower(), value))
+        if joiner and joiner.lower() == "or":
+            alternatives.append([])
+        position = match.end()
+    return any(all(_clause(*c, item) for c in clauses) for clauses in alternatives)
 
 
-def _clause(text: str, item: dict) -> bool:
-    match = _CLAUSE.fullmatch(text.strip("() "))
-    if match is None:
-        raise ValueError(f"unsupported filter {text!r}")
-    name, op, value = match.group(1), match.group(2).lower(), match.group(3)
+def _clause(name: str, op: str, value: str | None, item: dict) -> bool:
     actual: Any = item
     for part in name.split("."):
         actual = actual.get(part) if isinstance(actual, dict) else None
