@@ -225,16 +225,27 @@ def _decide(item_ids: list[int], decision: str | None, comment: str | None, *, b
         return refusal(422, "Choose items", "Tick the items to decide; nothing was changed.")
     try:
         with _database().transaction() as session:
-            items = [session.get(ReviewItem, item_id) for item_id in item_ids]
-            if any(item is None or item.reviewer != g.person.name for item in items):
-                raise _Refused(
-                    404, "Not in your inbox", "Some of these items are not yours to decide."
-                )
-            for item in items:
+            decider = session.get(User, uuid.UUID(g.person.user_id)) if g.person.user_id else None
+            for item_id in item_ids:
+                item = session.get(ReviewItem, item_id)
                 try:
+                    if item is None:
+                        raise campaigns.NotReviewer(f"there is no review item {item_id}")
+                    # The domain says who may decide; here, only the reviewer (an admin's
+                    # fallback and override are the API's).
+                    role = campaigns.decider_role(item, decider, override=False, comment=comment)
+                    if role != "reviewer":
+                        raise campaigns.NotReviewer(f"item {item_id} is not yours to decide")
                     campaigns.decide(
-                        session, g.person.origin, item, ReviewDecision(decision), comment
+                        session,
+                        g.person.origin,
+                        item,
+                        ReviewDecision(decision),
+                        comment,
+                        decider=decider,
                     )
+                except campaigns.NotReviewer as exc:
+                    raise _Refused(404, "Not in your inbox", f"{exc}.") from None
                 except campaigns.ReviewError as exc:
                     raise _Refused(409, "The campaign is closed", str(exc)) from None
     except _Refused as refused:  # rolled back: nothing was decided

@@ -141,7 +141,7 @@ def test_an_admin_maps_a_group_then_offboards_a_person(page, seeded, database, r
     page.reload()
     acknowledged = page.get_by_role("table", name="Acknowledged by each downstream target")
     assert acknowledged.locator("td").last.inner_text() == "yes"
-    assert [e["type"] for e in receiver.received][-2:] == ["grant.revoked", "user.offboarded"]
+    assert {"grant.revoked", "user.offboarded"} <= {e["type"] for e in receiver.received}
     shot(page, "person-offboarded")
 
     page.get_by_role("link", name="Audit").click()
