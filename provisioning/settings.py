@@ -151,6 +151,22 @@ class Settings(BaseSettings):
     audit_signing_key: str | None = Field(default=None, repr=False)
     schedule_audit_checkpoint: str = "0 * * * *"
 
+    # The admin console at /console/ (provisioning/console). Its session cookies are signed
+    # with console_secret_key; unset, with a random key made once and kept in the database.
+    console_secret_key: str | None = Field(default=None, repr=False, min_length=16)
+    # OpenID Connect sign-in (authorization code + PKCE): unset issuer, token sign-in only.
+    console_oidc_issuer: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    console_oidc_client_id: str | None = None
+    console_oidc_client_secret: str | None = Field(default=None, repr=False)
+    # A console role is granted by any of these IdP groups or token scopes (comma-separated);
+    # the highest role matched wins. Static API tokens carry scopes only.
+    console_admin: str = "admin:write"
+    console_reviewer: str = ""
+    console_viewer: str = "admin:read"
+    # Session cookies marked Secure (keep true behind TLS; false only for plain-http tests).
+    console_cookie_secure: bool = True
+    console_session_hours: int = Field(default=8, ge=1, le=168)
+
     @property
     def delivery_allowed_network_list(self) -> tuple[IPv4Network | IPv6Network, ...]:
         return tuple(ip_network(n, strict=False) for n in _items(self.delivery_allowed_networks))

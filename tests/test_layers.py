@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "provisioning",  # the package itself: create_app, loaded lazily
             "provisioning.api",
             "provisioning.cli",
+            "provisioning.console",
             "provisioning.demo",
             "provisioning.hooks",
             "provisioning.integrations",  # the MCP gateway and tool listing (mcp, fastmcp)

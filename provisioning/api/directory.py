@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from flask import Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
-from provisioning import text
 from provisioning.api import schemas
 from provisioning.api.connectors import READ
 from provisioning.api.edge import database, found, json_response, listing, page, route
 from provisioning.entitlements import access
+from provisioning.identity import directory
 from provisioning.identity.models import Group, Membership, User
 
 TAG = "directory"
@@ -31,25 +31,12 @@ def user_out(user: User) -> schemas.UserOut:
     )
 
 
-def _like(value: str) -> str:
-    """A LIKE pattern finding ``value`` in a folded key (:func:`provisioning.text.fold`)."""
-    escaped = text.fold(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 @route("GET", "/users", READ, tag=TAG, ok={200: schemas.UserPage})
 def list_users(query: schemas.UserQuery) -> Response:
     """Users sorted by userName; ``q`` searches userName, display name and email."""
     statement = select(User)
     if query.q:
-        pattern = _like(query.q)
-        statement = statement.where(
-            or_(
-                User.user_name_key.like(pattern, escape="\\"),
-                User.display_name_key.like(pattern, escape="\\"),
-                User.email_key.like(pattern, escape="\\"),
-            )
-        )
+        statement = statement.where(directory.matching(query.q))
     if query.active is not None:
         statement = statement.where(User.active.is_(query.active))
     if query.department is not None:
@@ -95,7 +82,9 @@ def list_groups(query: schemas.GroupQuery) -> Response:
     )
     statement = select(Group, members.label("members"))
     if query.q:
-        statement = statement.where(Group.display_name_key.like(_like(query.q), escape="\\"))
+        statement = statement.where(
+            Group.display_name_key.like(directory.pattern(query.q), escape="\\")
+        )
     with database().reader() as session:
         rows, cursor = page(
             session,

@@ -303,9 +303,14 @@ def export(session: Session, out: IO[str], *, since_id: int = 0) -> int:
     """Write events (after ``since_id``) as JSON lines; return how many."""
     count = 0
     for event in iter_events(session, since_id=since_id):
-        out.write(json.dumps(as_json(event), sort_keys=True, ensure_ascii=False) + "\n")
+        out.write(line(event))
         count += 1
     return count
+
+
+def line(event: AuditEvent) -> str:
+    """One event as the export writes it: a JSON line."""
+    return json.dumps(as_json(event), sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def iter_events(session: Session, *, since_id: int = 0) -> Iterator[AuditEvent]:

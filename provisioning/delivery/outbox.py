@@ -199,6 +199,44 @@ def depth(session: Session) -> Depth:
     )
 
 
+@dataclass(frozen=True)
+class TargetHealth:
+    """One target's share of the outbox: owed, dead-lettered, and the oldest owed."""
+
+    target_id: int
+    name: str
+    enabled: bool
+    pending: int
+    dead: int
+    oldest_pending_at: dt.datetime | None
+
+
+def health(session: Session) -> list[TargetHealth]:
+    """:func:`depth` per target, every target named (those owed nothing too), by name."""
+    owed = (
+        select(
+            OutboxMessage.target_id,
+            func.count().filter(OutboxMessage.state == MessageState.PENDING).label("pending"),
+            func.count().filter(OutboxMessage.state == MessageState.DEAD).label("dead"),
+            func.min(OutboxMessage.created_at)
+            .filter(OutboxMessage.state == MessageState.PENDING)
+            .label("oldest"),
+        )
+        .where(OutboxMessage.state != MessageState.DELIVERED)
+        .group_by(OutboxMessage.target_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Target.id, Target.name, Target.enabled, owed.c.pending, owed.c.dead, owed.c.oldest)
+        .outerjoin(owed, owed.c.target_id == Target.id)
+        .order_by(Target.name)
+    )
+    return [
+        TargetHealth(id_, name, enabled, pending or 0, dead or 0, oldest)
+        for id_, name, enabled, pending, dead, oldest in rows
+    ]
+
+
 def retry_dead(
     session: Session, origin: Origin, *, target_id: int, message_ids: list[int] | None = None
 ) -> int:

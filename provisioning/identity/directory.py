@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -77,6 +77,36 @@ class Change:
     cause: str | None = None
     linked: bool = False
     changed: int = 0  # of many facts (set_memberships): how many changed something
+
+
+def pattern(query: str) -> str:
+    """A LIKE pattern (escape ``\\``) finding ``query`` in a folded key column
+    (:func:`provisioning.text.fold`)."""
+    escaped = text.fold(query).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def matching(query: str) -> ColumnElement[bool]:
+    """People whose userName, display name or email contains ``query``, compared folded,
+    as the admin API and the console search them."""
+    found = pattern(query)
+    return or_(
+        User.user_name_key.like(found, escape="\\"),
+        User.display_name_key.like(found, escape="\\"),
+        User.email_key.like(found, escape="\\"),
+    )
+
+
+def groups_of(session: Session, user_id: uuid.UUID) -> list[Group]:
+    """The groups a person is a present member of, by display name."""
+    return list(
+        session.scalars(
+            select(Group)
+            .join(Membership, Membership.group_id == Group.id)
+            .where(Membership.user_id == user_id, Membership.present.is_(True))
+            .order_by(Group.display_name_key)
+        )
+    )
 
 
 def user_state(user: User) -> dict[str, Any]:

@@ -14,6 +14,7 @@ first one's record with no second effect.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -139,6 +140,18 @@ def request(
     if offboarding.effective_at <= now:
         execute(session, origin, offboarding)
     return Outcome(offboarding, effective_now=effective_now)
+
+
+def of_person(session: Session, user_id: uuid.UUID, *, limit: int = 5) -> list[Offboarding]:
+    """A person's offboardings, the latest first."""
+    return list(
+        session.scalars(
+            select(Offboarding)
+            .where(Offboarding.user_id == user_id)
+            .order_by(Offboarding.requested_at.desc(), Offboarding.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def execute(session: Session, origin: Origin, offboarding: Offboarding) -> engine.Diff:

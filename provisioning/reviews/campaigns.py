@@ -422,6 +422,19 @@ def decide(
     return item
 
 
+def inbox(session: Session, reviewer: str, *, limit: int = 500) -> list[tuple[ReviewItem, str]]:
+    """The items of open campaigns that ``reviewer`` (a userName, or a connector's owner)
+    is to decide, undecided first, each with its campaign's name."""
+    rows = session.execute(
+        select(ReviewItem, ReviewCampaign.name)
+        .join(ReviewCampaign, ReviewCampaign.id == ReviewItem.campaign_id)
+        .where(ReviewCampaign.state == CampaignState.OPEN, ReviewItem.reviewer == reviewer)
+        .order_by(ReviewItem.decision.is_not(None), ReviewItem.id)
+        .limit(limit)
+    )
+    return [(item, name) for item, name in rows]
+
+
 # -- closing ------------------------------------------------------------------------
 
 

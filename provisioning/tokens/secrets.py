@@ -13,6 +13,10 @@ from provisioning.tokens.models import ServiceSecret
 SCIM_CURSORS = "scim-cursors"
 """The key sealing SCIM paging cursors when PROVISIONING_SCIM_CURSOR_SECRET is not set."""
 
+CONSOLE_SESSIONS = "console-sessions"
+"""The key signing the console's session cookies when PROVISIONING_CONSOLE_SECRET_KEY is not
+set."""
+
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 

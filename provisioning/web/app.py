@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 
 from flask import Flask
 
-from provisioning import api
+from provisioning import api, console
 from provisioning.database import Database
 from provisioning.hooks.okta import okta_hooks, secret_digests
 from provisioning.okta.inbox import Processor
@@ -51,6 +51,8 @@ def create_app(
     app.register_blueprint(metrics)
     app.register_blueprint(okta_hooks)
     api.register(app, settings, database)
+    # The admin console at /console/ (provisioning/console): its own sessions and sign-in.
+    console.register(app, settings, database)
     # Edges in other packages (the SCIM provider) mount themselves: entry points
     # "provisioning.web", so that provisioning never imports them.
     for entry in entry_points(group="provisioning.web"):
