@@ -10,20 +10,23 @@
 #   bash deploy/test-image.sh            # by hand or from .ci/run
 #   KEEP=1 bash deploy/test-image.sh     # keep the service's image afterwards
 #
-# Skips (exit 0, saying why) where buildah or mmdebstrap cannot be installed.
+# Installs buildah and mmdebstrap with apt-get where they are missing, and fails (never
+# skips) where they cannot be had: `.ci/run` runs it after the test suites. It relies on
+# nothing outside the clone but the local PostgreSQL and the Debian base image, which it
+# builds itself when buildah's store lacks it (kept afterwards: the next run reuses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v buildah >/dev/null || ! command -v mmdebstrap >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -q buildah mmdebstrap >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q buildah mmdebstrap >/dev/null 2>&1; } \
-      || true
+    echo "== installing buildah and mmdebstrap"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap >/dev/null
   fi
 fi
 if ! command -v buildah >/dev/null || ! command -v mmdebstrap >/dev/null; then
-  echo "SKIP deploy/test-image.sh: buildah and mmdebstrap cannot be installed here"
-  exit 0
+  echo "FAIL deploy/test-image.sh: buildah and mmdebstrap are missing and cannot be installed" >&2
+  exit 1
 fi
 
 work=$(mktemp -d)
