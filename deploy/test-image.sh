@@ -31,9 +31,10 @@ fi
 
 work=$(mktemp -d)
 base=localhost/debian-py:bookworm
-image=localhost/connector-provisioning:test
-port=${PORT:-18765}
-db=provisioning_image_test
+# Names of this run's own, so that two runs on one machine (CI and a developer) do not meet.
+image=localhost/connector-provisioning:test-$$
+port=${PORT:-$((18000 + $$ % 1000))}
+db=provisioning_image_test_$$
 server_pid=
 ctr=
 stop_server() {
@@ -135,4 +136,4 @@ python3 -c "import json,sys; [json.loads(l) for l in open(sys.argv[1]) if l.stri
 step "SIGTERM: gunicorn stops"
 stop_server
 psql -q "$pg/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-echo "image test passed"
+echo "image test passed${KEEP:+; kept $image}"
