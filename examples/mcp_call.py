@@ -39,8 +39,8 @@ async def call(url: str, token: str, tool: str, arguments: dict[str, Any]) -> tu
 async def main(url: str, token: str, tool: str, *pairs: str) -> None:
     try:
         names, answer = await call(url, token, tool, dict(p.split("=", 1) for p in pairs))
-    except MCPError as exc:
-        sys.exit(exc.error.message)
+    except* MCPError as refused:  # the SDK's task group may wrap it
+        sys.exit(refused.exceptions[0].message)
     print("tools:", ", ".join(names))
     print(answer)
 
