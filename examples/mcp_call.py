@@ -39,8 +39,11 @@ async def call(url: str, token: str, tool: str, arguments: dict[str, Any]) -> tu
 async def main(url: str, token: str, tool: str, *pairs: str) -> None:
     try:
         names, answer = await call(url, token, tool, dict(p.split("=", 1) for p in pairs))
-    except* MCPError as refused:  # the SDK's task group may wrap it
-        sys.exit(refused.exceptions[0].message)
+    except* MCPError as refused:  # the SDK's task groups wrap it
+        error: BaseException = refused
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        sys.exit(str(error))
     print("tools:", ", ".join(names))
     print(answer)
 
