@@ -48,4 +48,11 @@ def delete_repository(name: str) -> str:
 
 if __name__ == "__main__":
     port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8001
-    server.run(transport="http", host="127.0.0.1", port=port, path="/mcp")
+    server.run(
+        transport="http",
+        host="127.0.0.1",
+        port=port,
+        path="/mcp",
+        show_banner=False,
+        log_level="warning",
+    )
