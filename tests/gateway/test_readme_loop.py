@@ -6,6 +6,7 @@ offboarding, the next call refused. All over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -88,3 +89,21 @@ def test_the_readme_loop_demo_call_offboard_refused(database, issuer, tmp_path):
         keys.shutdown()
         keys.server_close()
         services.close()
+
+
+def test_the_readme_runs_these_pieces():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("## Try the gateway", 1)[1].split("```")[1]
+    for piece in (
+        "provisioning demo",
+        "examples/github_mcp.py &",
+        "examples/dev_issuer.py serve &",
+        "provisioning connectors set github --mcp-url",
+        "provisioning gateway --connector github &",
+        "examples/dev_issuer.py token ada.lovelace@example.com",
+        "examples/mcp_call.py http://127.0.0.1:8090/mcp",
+        "/api/v1/offboardings",
+    ):
+        assert piece in block, piece
+    for path in re.findall(r"examples/\w+\.py", block):
+        assert (EXAMPLES.parent / path).is_file(), path
