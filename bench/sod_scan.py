@@ -27,7 +27,7 @@ from sqlalchemy import func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fixtures import DEFAULT_POSTGRES, bulk, database_for
+from bench.fixtures import bulk, database_arguments, database_for
 from bench.okta_hooks import seed
 from provisioning.connectors.models import Connector
 from provisioning.database import Database, utcnow
@@ -135,8 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rules", type=int, default=50)
-    parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
+    database_arguments(parser)
     args = parser.parse_args()
     rows = []
     for kind in args.databases.split(","):
