@@ -60,6 +60,12 @@ def database_for(kind: str, postgres_url: str = DEFAULT_POSTGRES):
     return sqlite_database() if kind == "sqlite" else postgres_database(postgres_url)
 
 
+def database_arguments(parser: Any) -> None:
+    """``--databases`` (which to run on, in order) and ``--postgres`` (the server's URL)."""
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
+
+
 def bulk(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), BATCH):
         conn.execute(insert(table), rows[start : start + BATCH])

@@ -137,6 +137,9 @@ PEOPLE = [
     ("leaver.lee@example.com", "Lee Leaver", "Engineering", "E1006", ["all-staff", "eng-platform"]),
 ]
 
+# person -> their manager (the enterprise ``manager``: who approves their access requests)
+MANAGERS = {"contractor.sam@example.com": "grace.hopper@example.com"}
+
 # group, connector, access level, action subset, tightened policies
 MAPPINGS = [
     ("all-staff", "confluence", "read", None, None),
@@ -180,6 +183,7 @@ def seed(session: Session, origin: Origin) -> str:
             family_name=family,
             department=department,
             employee_number=number,
+            manager_id=MANAGERS.get(user_name),
         )
         users[user_name] = user
         for group in member_of:
