@@ -95,6 +95,12 @@ class AccessLogger(glogging.Logger):
     """gunicorn's logger, whose access log atoms (request line, query string, referer,
     credential headers) hold no credentials (``logger_class`` in deploy/gunicorn.conf.py)."""
 
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        # gunicorn writes access lines whenever a logconfig_dict is set; the service logs
+        # its own request line, so gunicorn's is written only when ``accesslog`` asks.
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)
         atoms["r"] = " ".join(

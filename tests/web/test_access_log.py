@@ -9,6 +9,7 @@ import logging
 import time
 from urllib.parse import quote
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -174,3 +175,37 @@ def test_an_unhandled_error_under_scim_is_a_scim_error_and_logged_without_creden
     messages = [record.getMessage() for record in caplog.records]
     assert "unhandled error in GET /scim/v2/Users?access_token=[redacted]" in messages
     assert "SECRET-SCIM" not in caplog.text
+
+
+@pytest.mark.parametrize("accesslog, lines", [(None, 0), ("-", 1)])
+def test_no_access_line_beside_the_request_line_unless_asked(accesslog, lines, caplog):
+    """The defect: with a ``logconfig_dict`` (``provisioning serve``, deploy/gunicorn.conf.py)
+    gunicorn wrote its own access line for every request, beside the service's request
+    line, even with ``accesslog = None``."""
+    from gunicorn.config import Config
+
+    from provisioning.logs import gunicorn_config
+    from provisioning.web.logs import AccessLogger
+
+    config = Config()
+    config.set("logconfig_dict", gunicorn_config("INFO", "json"))
+    config.set("accesslog", accesslog)
+    logger = AccessLogger(config)
+    logger.access_log.addHandler(caplog.handler)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/healthz", "SERVER_PROTOCOL": "HTTP/1.1"}
+
+    class Answer:
+        status = "200 OK"
+        headers = ()
+        sent = 0
+        response_length = 0
+
+    class Request:
+        headers = ()
+
+    try:
+        logger.access(Answer(), Request(), environ, dt.timedelta(seconds=0.01))
+    finally:
+        logger.access_log.removeHandler(caplog.handler)
+    access = [record for record in caplog.records if record.name == "gunicorn.access"]
+    assert len(access) == lines
