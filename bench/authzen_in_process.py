@@ -28,6 +28,7 @@ from typing import Any
 # Appended, not prepended: a tree named first on PYTHONPATH is the one measured.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
+from bench.fixtures import seeded_arguments
 from provisioning.connectors.models import Interface
 from provisioning.database import Database
 from provisioning.entitlements import authzen
@@ -86,10 +87,7 @@ def search() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="database URL")
-    parser.add_argument("--seed", action="store_true", help="create and fill the database")
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--connectors", type=int, default=10)
+    seeded_arguments(parser)
     parser.add_argument("--repeat", type=int, default=300, help="requests of each kind")
     args = parser.parse_args(argv)
     database = Database(args.url)

@@ -26,6 +26,7 @@ from sqlalchemy import select
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench.decision_api import ACTIONS, seed
+from bench.fixtures import seeded_arguments
 from provisioning.connectors.models import Interface
 from provisioning.database import Database
 from provisioning.entitlements.decisions import Question, decide
@@ -34,10 +35,7 @@ from provisioning.identity.models import User
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="database URL")
-    parser.add_argument("--seed", action="store_true", help="create and fill the database")
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--connectors", type=int, default=10)
+    seeded_arguments(parser)
     parser.add_argument("--calls", type=int, default=20_000, help="per round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)

@@ -66,6 +66,15 @@ def database_arguments(parser: Any) -> None:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
 
 
+def seeded_arguments(parser: Any) -> None:
+    """``--url`` (the database), ``--seed`` (create and fill it, then stop), ``--users`` and
+    ``--connectors``: the arguments of the in-process benches that compare two trees."""
+    parser.add_argument("--url", required=True, help="database URL")
+    parser.add_argument("--seed", action="store_true", help="create and fill the database")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--connectors", type=int, default=10)
+
+
 def bulk(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), BATCH):
         conn.execute(insert(table), rows[start : start + BATCH])

@@ -27,6 +27,19 @@ from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure
 
 
+_UNREACHED = (httpcore2.ConnectError, httpcore2.ConnectTimeout)
+
+
+def _addresses(egress: Egress, host: str, port: int) -> list[Any]:
+    """The addresses the policy allows for ``host`` (EgressRefused passes through); a
+    name that does not resolve is a connection error. Each address is then connected to
+    as itself, in turn: no lookup again."""
+    try:
+        return list(egress.addresses(host, port))
+    except OSError as exc:
+        raise httpcore2.ConnectError(str(exc)) from exc
+
+
 class CheckedBackend(httpcore2.SyncBackend):
     """httpcore2's own network backend, connecting only to addresses the policy allows."""
 
@@ -42,17 +55,13 @@ class CheckedBackend(httpcore2.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.NetworkStream:
-        try:
-            addresses = self.egress.addresses(host, port)  # EgressRefused passes through
-        except OSError as exc:  # the name does not resolve
-            raise httpcore2.ConnectError(str(exc)) from exc
         failed: Exception | None = None
-        for address in addresses:  # each as the connection's own address: no lookup again
+        for address in _addresses(self.egress, host, port):
             try:
                 return super().connect_tcp(
                     str(address), port, timeout, local_address, socket_options
                 )
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+            except _UNREACHED as exc:
                 failed = exc
         assert failed is not None
         raise failed
@@ -105,17 +114,13 @@ class CheckedAsyncBackend(httpcore2.AnyIOBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        try:
-            addresses = await anyio.to_thread.run_sync(self.egress.addresses, host, port)
-        except OSError as exc:
-            raise httpcore2.ConnectError(str(exc)) from exc
         failed: Exception | None = None
-        for address in addresses:
+        for address in await anyio.to_thread.run_sync(_addresses, self.egress, host, port):
             try:
                 return await super().connect_tcp(
                     str(address), port, timeout, local_address, socket_options
                 )
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+            except _UNREACHED as exc:
                 failed = exc
         assert failed is not None
         raise failed
