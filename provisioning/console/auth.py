@@ -6,8 +6,9 @@ local install without an IdP) or through the configured IdP (authorization code 
 with PKCE, authlib's Flask client). Either way they resolve to a name (the directory
 user's userName: the IdP's subject, or the person the token is bound to; else the
 token's name) and a role: the highest of admin, reviewer and viewer whose configured
-IdP groups or token scopes they carry (``PROVISIONING_CONSOLE_ADMIN`` and so on). Every change they make is audited with that
-name as actor; signing in is audited too.
+IdP groups or token scopes they carry (``PROVISIONING_CONSOLE_ADMIN`` and so on), or
+requester (the requests pages only). Every change they make is audited with that name as
+actor; signing in is audited too.
 """
 
 from __future__ import annotations
