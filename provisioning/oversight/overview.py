@@ -7,7 +7,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Source
@@ -15,7 +15,7 @@ from provisioning.audit.models import AuditEvent
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.delivery.models import MessageState, OutboxMessage
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements import counts
 from provisioning.identity.models import User
 from provisioning.okta.models import SeenEvent
 from provisioning.oversight.models import Finding, FindingState
@@ -37,40 +37,26 @@ class Totals:
     enabled_connectors: int
 
 
-def _per_day(session: Session, column, since: dt.datetime) -> dict[dt.date, int]:
-    # The day of a timestamp: on SQLite the text's first ten characters (stored as naive
-    # UTC text, so no date parsing per row, which cost four times as much), on PostgreSQL
-    # a cast.
-    if session.get_bind().dialect.name == "sqlite":
-        day = func.substr(column, 1, 10)
-    else:
-        day = cast(column, Date)
-    rows = session.execute(select(day, func.count()).where(column >= since).group_by(day)).all()
-    return {dt.date.fromisoformat(str(d)[:10]): n for d, n in rows}
-
-
 def activity(session: Session, days: int = 30) -> list[Day]:
-    """Grants created and revoked per day (UTC) over the last ``days`` days, today included."""
+    """Grants created and revoked per day (UTC) over the last ``days`` days, today included,
+    as the engine counted them (:mod:`provisioning.entitlements.counts`)."""
     today = utcnow().date()
     first = today - dt.timedelta(days=days - 1)
-    since = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
-    granted = _per_day(session, Grant.granted_at, since)
-    revoked = _per_day(session, Grant.revoked_at, since)
+    counted = counts.per_day(session, first)
     span = (first + dt.timedelta(days=n) for n in range(days))
-    return [Day(d, granted.get(d, 0), revoked.get(d, 0)) for d in span]
+    return [Day(d, *counted.get(d, (0, 0))) for d in span]
 
 
 def totals(session: Session) -> Totals:
-    """Live grants, people (and how many may hold access), connectors (and how many are
-    enabled). Each is a count over its whole table: a million grants take a while."""
+    """Live grants (as the engine counted them), people (and how many may hold access),
+    connectors (and how many are enabled); the people are counted over their table."""
     people, active = session.execute(
         select(func.count(), func.count().filter(User.eligible)).select_from(User)
     ).one()
     connectors, enabled = session.execute(
         select(func.count(), func.count().filter(Connector.enabled)).select_from(Connector)
     ).one()
-    live = session.scalar(select(func.count()).select_from(Grant).where(Grant.revoked_at.is_(None)))
-    return Totals(live or 0, people, active, connectors, enabled)
+    return Totals(counts.live(session), people, active, connectors, enabled)
 
 
 def open_findings(session: Session) -> dict[str, int]:
