@@ -35,9 +35,7 @@ def upgrade() -> None:
     for column, index in (("granted_at", 0), ("revoked_at", 1)):
         day = f"substr({column}, 1, 10)" if bind.dialect.name == "sqlite" else f"{column}::date"
         rows = bind.execute(
-            sa.text(
-                f"SELECT {day}, count(*) FROM grants WHERE {column} IS NOT NULL GROUP BY {day}"
-            )
+            sa.text(f"SELECT {day}, count(*) FROM grants WHERE {column} IS NOT NULL GROUP BY {day}")
         )
         for value, n in rows:
             counted.setdefault(dt.date.fromisoformat(str(value)[:10]), [0, 0])[index] = n
