@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).with_name("provisioning")
@@ -50,18 +51,23 @@ def wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("the server did not become ready")
 
 
+def signed_in(browser: Any, url: str, token: str, home: str) -> Any:
+    """A new browser context's page, signed in with ``token``, at ``home``."""
+    page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
+    page.set_default_timeout(15_000)
+    page.goto("/console/sign-in")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(home)
+    return page
+
+
 def screenshots(url: str, token: str, sam: str, grace: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as manager:
         browser = manager.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
-        page.set_default_timeout(15_000)
-
-        page.goto("/console/")
-        page.get_by_label("API token").fill(token)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url("**/console/")
+        page = signed_in(browser, url, token, "**/console/")
         page.screenshot(path=str(HERE / "overview.png"))
 
         page.get_by_role("link", name="People").click()
@@ -78,23 +84,17 @@ def screenshots(url: str, token: str, sam: str, grace: str) -> None:
         page.locator("#dry-run").scroll_into_view_if_needed()
         page.screenshot(path=str(HERE / "mapping-dry-run.png"))
 
-        for who, secret in (("sam", sam), ("grace", grace)):
-            page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
-            page.set_default_timeout(15_000)
-            page.goto("/console/sign-in")
-            page.get_by_label("API token").fill(secret)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url("**/console/requests")
-            if who == "sam":
-                page.get_by_role("link", name="Request warehouse").click()
-                page.get_by_label("Access level").select_option("read")
-                page.get_by_label("For how many days").fill("10")
-                page.get_by_label("Why you need it").fill("Quarter-end billing reconciliation")
-                page.screenshot(path=str(HERE / "request-new.png"))
-                page.get_by_role("button", name="Send the request").click()
-                page.wait_for_selector("#mine table")
-            else:
-                page.screenshot(path=str(HERE / "requests-inbox.png"))
+        # Sam (a token bound to him) asks; his manager Grace finds it in her inbox.
+        page = signed_in(browser, url, sam, "**/console/requests")
+        page.get_by_role("link", name="Request warehouse").click()
+        page.get_by_label("Access level").select_option("read")
+        page.get_by_label("For how many days").fill("10")
+        page.get_by_label("Why you need it").fill("Quarter-end billing reconciliation")
+        page.screenshot(path=str(HERE / "request-new.png"))
+        page.get_by_role("button", name="Send the request").click()
+        page.wait_for_selector("#mine table")
+        page = signed_in(browser, url, grace, "**/console/requests")
+        page.screenshot(path=str(HERE / "requests-inbox.png"))
         browser.close()
 
 
