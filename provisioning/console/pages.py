@@ -55,8 +55,9 @@ def page(template: str, status: int = 200, **context: Any) -> Any:
 
 
 KEPT_SECONDS = 60.0
-"""How long the overview's totals, chart and latencies are kept per process: each counts a whole
-table (a million grants take seconds); open findings and delivery are read live."""
+"""How long the overview's totals, chart and latencies are kept per process (the people are
+counted over their table, the latencies read the day's revocations and deliveries); open
+findings and delivery are read live."""
 
 
 def _kept(name: str, read: Callable[[Session], Any]) -> tuple[Any, dt.datetime]:
