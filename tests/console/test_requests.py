@@ -126,7 +126,12 @@ def test_a_person_asks_and_their_manager_approves(app, seeded, asking, database)
         "fine",
         "mgr@example.com",
     )
+    # Ada's page says why she holds wiki: the request, its justification and its end.
+    admin = _signed(app, seeded.admin_token)
+    why = admin.get(f"/console/people/{seeded.ada}").get_data(as_text=True)
+    assert f"access request request:{request.id}: “writing the runbook”" in why
     # Decided once: the same form again changes nothing.
+
     again = mgr.post(f"/console/requests/{request.id}/decision", {"decision": "deny"})
     assert again.status_code == 409
     assert str(_requests(database)[0].state) == "approved"
