@@ -179,6 +179,11 @@ def test_a_decision_without_the_csrf_token_changes_nothing(app, asking, database
     path = f"/console/requests/{request.id}/decision"
     assert mgr.post(path, {"decision": "approve"}, csrf=False).status_code == 400
     assert str(_requests(database)[0].state) == "pending"
+    # Hostile forms: no such request, no such decision.
+    assert mgr.post("/console/requests/999/decision", {"decision": "approve"}).status_code == 404
+    assert ada.post("/console/requests/999/cancel", {}).status_code == 404
+    assert mgr.post(path, {"decision": "maybe"}).status_code == 422
+    assert str(_requests(database)[0].state) == "pending"
 
 
 def test_a_requester_sees_only_the_requests_pages(app, seeded, asking, database):
