@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     console_admin: str = "admin:write"
     console_reviewer: str = ""
     console_viewer: str = "admin:read"
+    # The requester sees only the requests pages: asks for access, decides what awaits them.
+    console_requester: str = "requests:write"
     # Session cookies marked Secure (keep true behind TLS; false only for plain-http tests).
     console_cookie_secure: bool = True
     console_session_hours: int = Field(default=8, ge=1, le=168)

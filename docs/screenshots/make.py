@@ -3,7 +3,8 @@
 Runs the real commands on a temporary SQLite database (``db upgrade``, ``demo``,
 ``token create``, ``serve``), signs in to /console/ with the static token through
 Playwright and saves 1280x800 PNGs of the overview, a person's page and a mapping's dry
-run next to this file. Nothing outside the temporary directory is touched.
+run next to this file; then Sam (a token bound to him) asks for the warehouse and his
+manager Grace sees it in her inbox. Nothing outside the temporary directory is touched.
 
     .venv/bin/python docs/screenshots/make.py      # needs /usr/bin/chromium
 """
@@ -18,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).with_name("provisioning")
@@ -49,18 +51,23 @@ def wait_ready(url: str, server: subprocess.Popen) -> None:
     raise SystemExit("the server did not become ready")
 
 
-def screenshots(url: str, token: str) -> None:
+def signed_in(browser: Any, url: str, token: str, home: str) -> Any:
+    """A new browser context's page, signed in with ``token``, at ``home``."""
+    page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
+    page.set_default_timeout(15_000)
+    page.goto("/console/sign-in")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(home)
+    return page
+
+
+def screenshots(url: str, token: str, sam: str, grace: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as manager:
         browser = manager.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
-        page.set_default_timeout(15_000)
-
-        page.goto("/console/")
-        page.get_by_label("API token").fill(token)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url("**/console/")
+        page = signed_in(browser, url, token, "**/console/")
         page.screenshot(path=str(HERE / "overview.png"))
 
         page.get_by_role("link", name="People").click()
@@ -76,6 +83,18 @@ def screenshots(url: str, token: str) -> None:
         page.get_by_role("button", name="Show who gains access").click()
         page.locator("#dry-run").scroll_into_view_if_needed()
         page.screenshot(path=str(HERE / "mapping-dry-run.png"))
+
+        # Sam (a token bound to him) asks; his manager Grace finds it in her inbox.
+        page = signed_in(browser, url, sam, "**/console/requests")
+        page.get_by_role("link", name="Request warehouse").click()
+        page.get_by_label("Access level").select_option("read")
+        page.get_by_label("For how many days").fill("10")
+        page.get_by_label("Why you need it").fill("Quarter-end billing reconciliation")
+        page.screenshot(path=str(HERE / "request-new.png"))
+        page.get_by_role("button", name="Send the request").click()
+        page.wait_for_selector("#mine table")
+        page = signed_in(browser, url, grace, "**/console/requests")
+        page.screenshot(path=str(HERE / "requests-inbox.png"))
         browser.close()
 
 
@@ -89,6 +108,26 @@ def main() -> None:
         provisioning(env, "db", "upgrade")
         provisioning(env, "demo")
         token = provisioning(env, "token", "create", "--name", "admin", "--scope", "admin:write")
+        provisioning(
+            env, "requests", "policy", "warehouse", "--approvers", "manager", "--max-days", "30"
+        )
+        sam, grace = (
+            provisioning(
+                env,
+                "token",
+                "create",
+                "--name",
+                name,
+                "--scope",
+                "requests:write",
+                "--person",
+                person,
+            ).strip()
+            for name, person in (
+                ("sam-laptop", "contractor.sam@example.com"),
+                ("grace-laptop", "grace.hopper@example.com"),
+            )
+        )
         port = free_port()
         url = f"http://localhost:{port}"
         server = subprocess.Popen(
@@ -99,11 +138,11 @@ def main() -> None:
         )
         try:
             wait_ready(url, server)
-            screenshots(url, token.strip())
+            screenshots(url, token.strip(), sam, grace)
         finally:
             server.terminate()
             server.wait(timeout=60)
-    for name in ("overview", "person", "mapping-dry-run"):
+    for name in ("overview", "person", "mapping-dry-run", "request-new", "requests-inbox"):
         print(HERE / f"{name}.png")
 
 

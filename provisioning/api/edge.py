@@ -161,10 +161,9 @@ def speaks_for(session: Session) -> User | None:
     """The active person of the directory the caller speaks for: a JWT's subject (by our
     id, Okta id, userName or email), or the user a static token is bound to; else None."""
     who = caller()
-    reference: Any = who.name
     if who.kind == "token":
-        reference = credentials.bound_person(session, who.name)
-    return directory.person(session, str(reference) if reference else None)
+        return credentials.person_of(session, who.name)
+    return directory.person(session, who.name)
 
 
 def person(session: Session) -> User:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from flask import Flask
 
-from provisioning.console import auth, pages
+from provisioning.console import access_requests, auth, pages  # noqa: F401 (their routes)
 from provisioning.database import Database
 from provisioning.settings import Settings
 

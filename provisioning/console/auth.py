@@ -4,10 +4,11 @@ the person's role, signed-cookie sessions, CSRF tokens, and the role each route 
 A person signs in either with a static API token (``provisioning token create``; a
 local install without an IdP) or through the configured IdP (authorization code flow
 with PKCE, authlib's Flask client). Either way they resolve to a name (the directory
-user's userName where there is one, else the token's name) and a role: the highest of
-admin, reviewer and viewer whose configured IdP groups or token scopes they carry
-(``PROVISIONING_CONSOLE_ADMIN`` and so on). Every change they make is audited with that
-name as actor; signing in is audited too.
+user's userName: the IdP's subject, or the person the token is bound to; else the
+token's name) and a role: the highest of admin, reviewer and viewer whose configured
+IdP groups or token scopes they carry (``PROVISIONING_CONSOLE_ADMIN`` and so on), or
+requester (the requests pages only). Every change they make is audited with that name as
+actor; signing in is audited too.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ CSRF_HEADER = "X-CSRF-Token"
 
 
 class Role(enum.IntEnum):
-    """Console roles, each allowed what the ones below it are."""
+    """Console roles, each allowed what the ones below it are. A requester sees only the
+    requests pages (their own requests and what awaits their decision)."""
 
+    REQUESTER = 0
     VIEWER = 1
     REVIEWER = 2
     ADMIN = 3
@@ -78,6 +81,7 @@ def role_of(settings: Settings, held: Iterable[str]) -> Role | None:
         (Role.ADMIN, settings.console_admin),
         (Role.REVIEWER, settings.console_reviewer),
         (Role.VIEWER, settings.console_viewer),
+        (Role.REQUESTER, settings.console_requester),
     ):
         if names & {item.strip() for item in configured.split(",") if item.strip()}:
             return role
@@ -252,9 +256,10 @@ def needs(role: Role) -> Callable:
     return decorator
 
 
-def _start(name: str, role: Role, via: str, user: User | None) -> Response:
+def _start(name: str, role: Role, via: str, user: User | None, **how: str) -> Response:
     """Begin a fresh session for the person (a new CSRF token too), audited."""
-    target = session.get("next") or url_for("console.overview")
+    home = url_for("console.overview" if role >= Role.VIEWER else "console.requests")
+    target = session.get("next") or home
     session.clear()
     session.permanent = True
     session["person"] = {
@@ -275,11 +280,11 @@ def _start(name: str, role: Role, via: str, user: User | None) -> Response:
                     "person",
                     name,
                     user_id=user.id if user else None,
-                    after={"role": role.label, "via": via},
+                    after={"role": role.label, "via": via, **how},
                 )
             ],
         )
-    return redirect(target if _local(target) else url_for("console.overview"))
+    return redirect(target if _local(target) else home)
 
 
 def _local(target: str) -> bool:
@@ -308,7 +313,9 @@ def sign_in() -> Any:
 
 @console.post("/sign-in")
 def sign_in_with_token() -> Any:
-    """Sign in with a static API token; its name is the person, its scopes give the role."""
+    """Sign in with a static API token: the person it is bound to (``provisioning token
+    create --person``) signs in, else the token itself by its name; its scopes give the
+    role. A token bound to someone no longer active signs nobody in."""
     secret = (request.form.get("token") or "").strip()
     principal = None
     if secret.startswith(credentials.PREFIX):
@@ -316,16 +323,34 @@ def sign_in_with_token() -> Any:
             lambda connection: credentials.authenticate(connection, secret)
         )
     role = role_of(_settings(), principal.scopes) if principal else None
-    if principal is None or role is None:
-        error = (
-            "That token is unknown or revoked."
-            if principal is None
-            else "That token carries no scope that gives a console role."
-        )
+    user, error = None, None
+    if principal is None:
+        error = "That token is unknown or revoked."
+    elif role is None:
+        error = "That token carries no scope that gives a console role."
+    else:
+        user, error = _bound(principal.name)
+    if error is not None:
         oidc = "provisioning.console.oauth" in current_app.extensions
         body = render_template("sign_in.html", oidc=oidc, person=None, error=error)
         return Response(body, status=401, mimetype="text/html")
-    return _start(principal.name, role, "token", _directory_user(principal.name))
+    assert principal is not None and role is not None
+    if user is None:
+        return _start(principal.name, role, "token", None)
+    return _start(user.user_name, role, "token", user, token=principal.name)
+
+
+def _bound(token: str) -> tuple[User | None, str | None]:
+    """The person the token named ``token`` speaks for (None for a service's token), or why
+    it signs nobody in."""
+    with _database().reader() as db:
+        if credentials.bound_person(db, token) is None:
+            return None, None
+        user = credentials.person_of(db, token)
+        if user is None:
+            return None, "That token's person is no longer an active user."
+        db.expunge(user)
+        return user, None
 
 
 @console.get("/sign-in/oidc")

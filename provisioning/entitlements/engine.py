@@ -38,7 +38,7 @@ from provisioning.connectors.governance import grantable
 from provisioning.connectors.models import AccessLevel, Connector
 from provisioning.database import chunked, utcnow
 from provisioning.delivery import outbox
-from provisioning.entitlements import brake, separation
+from provisioning.entitlements import brake, counts, separation
 from provisioning.entitlements.models import Grant
 from provisioning.entitlements.sources import SOURCES, Source, union, withdrawn
 from provisioning.identity.models import Membership, User, UserState
@@ -399,6 +399,7 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
         before = {**_state(c, slugs), "access_level": str(c.previous_level)}
         entries.append(_entry("grant.updated", c, before=before, after=_state(c, slugs)))
 
+    counts.add(session, now.date(), granted=len(diff.created), revoked=len(diff.revoked))
     audit.record(session, origin, entries)
     diff.messages = outbox.enqueue(session, _events(diff, slugs))
     return diff

@@ -6,7 +6,17 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.connectors.models import AccessLevel
@@ -108,6 +118,18 @@ class Grant(Base):
         ),
         Index("ix_grants_user", "user_id"),
     )
+
+
+class GrantDay(Base):
+    """Grants made and revoked on one UTC day, counted by the engine in the transaction
+    that writes them (:mod:`provisioning.entitlements.counts`): the overview's chart and
+    live total read these rows, not every grant."""
+
+    __tablename__ = "grant_days"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    granted: Mapped[int] = mapped_column(BigInteger, default=0)
+    revoked: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class HoldState(enum.StrEnum):

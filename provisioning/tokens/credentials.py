@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import Reader, connection_of, utcnow
 from provisioning.hotpath import Prepared
+from provisioning.identity import directory
+from provisioning.identity.models import User
 from provisioning.tokens.models import ApiToken
 
 PREFIX = "prov_"
@@ -106,6 +108,13 @@ def create(
 def bound_person(session: Session, name: str) -> uuid.UUID | None:
     """The user the token named ``name`` speaks for, if it is bound to one."""
     return session.scalar(select(ApiToken.user_id).where(ApiToken.name == name))
+
+
+def person_of(session: Session, name: str) -> User | None:
+    """The active person of the directory the token named ``name`` speaks for: the user it
+    is bound to, if that user is active; None for a service's token (or a departed person)."""
+    bound = bound_person(session, name)
+    return directory.person(session, str(bound)) if bound is not None else None
 
 
 def revoke(session: Session, name: str, origin: Origin) -> None:

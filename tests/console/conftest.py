@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from sqlalchemy import select
 
 from provisioning.audit.log import Origin, Source
 from provisioning.database import utcnow
@@ -153,3 +155,32 @@ class Console:
 @pytest.fixture
 def console(app) -> Console:
     return Console(app)
+
+
+@dataclass
+class Asking:
+    ada: str  # tokens bound to each person, scope requests:write
+    bob: str
+    mgr: str
+
+
+@pytest.fixture
+def asking(database, origin, seeded) -> Asking:
+    """Wiki takes requests (their manager approves, up to 14 days); Ada, Bob and their
+    manager each hold a token bound to them."""
+    from provisioning.connectors.models import Connector
+    from provisioning.requests import workflow
+
+    with database.transaction() as session:
+        wiki = session.scalar(select(Connector).where(Connector.slug == "wiki"))
+        workflow.set_policy(
+            session, origin, wiki, approvers=["manager"], max_days=14, decide_within_days=5
+        )
+        cli = Origin("test", Source.CLI)
+        tokens = [
+            credentials.create(
+                session, f"{name}-cli", ["requests:write"], cli, person=uuid.UUID(user_id)
+            )
+            for name, user_id in (("ada", seeded.ada), ("bob", seeded.bob), ("mgr", seeded.mgr))
+        ]
+    return Asking(*tokens)

@@ -20,9 +20,11 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from provisioning.audit.models import AuditEvent
+from provisioning.connectors.models import Connector
 from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.models import Grant, Mapping
 from provisioning.identity.models import User
+from provisioning.requests.models import AccessRequest
 from provisioning.reviews.models import ReviewItem
 from provisioning.settings import load
 from tests.delivery.conftest import add_target
@@ -81,6 +83,14 @@ def sign_in(page: Any, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/console/")
+
+
+def sign_in_as(page: Any, token: str, home: str) -> None:
+    page.set_default_timeout(10_000)
+    page.goto("/console/sign-in")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(home)
 
 
 def test_an_admin_maps_a_group_then_offboards_a_person(page, seeded, database, receiver):
@@ -199,3 +209,46 @@ def test_a_forged_post_and_a_viewers_admin_action_are_refused(page, seeded, data
     assert "needs the admin role" in refused.text()
     with database.reader() as session:
         assert str(session.get(User, uuid.UUID(seeded.ada)).state) == "active"
+
+
+def test_a_person_asks_and_their_manager_approves_in_the_browser(
+    browser, live, seeded, asking, database
+):
+    ada = browser.new_context(base_url=live).new_page()
+    sign_in_as(ada, asking.ada, "**/console/requests")
+    ada.get_by_role("link", name="Request wiki").click()
+    ada.get_by_label("Access level").select_option("read")
+    ada.get_by_label("For how many days").fill("7")
+    ada.get_by_label("Why you need it").fill("writing the on-call runbook")
+    shot(ada, "request-new")
+    ada.get_by_role("button", name="Send the request").click()
+    with database.reader() as session:
+        (request,) = session.scalars(select(AccessRequest)).all()
+    assert ada.locator(f"#request-{request.id}-state").inner_text() == "pending"
+    shot(ada, "requests-mine")
+    ada.context.close()
+
+    mgr = browser.new_context(base_url=live).new_page()
+    sign_in_as(mgr, asking.mgr, "**/console/requests")
+    card = mgr.locator(f"#decide-{request.id}")
+    assert "ada@example.com asks for wiki" in card.inner_text()
+    assert "writing the on-call runbook" in card.inner_text()
+    shot(mgr, "requests-inbox")
+    card.get_by_label("Comment").fill("ok for the rotation")
+    card.get_by_role("button", name="Approve").click()
+    assert mgr.locator("#inbox-empty").is_visible()
+    mgr.context.close()
+    with database.reader() as session:
+        request = session.get(AccessRequest, request.id)
+        assert (str(request.state), request.closed_by) == ("approved", "mgr@example.com")
+        wiki = session.scalar(select(Connector.id).where(Connector.slug == "wiki"))
+        grant = session.scalar(
+            select(Grant).where(
+                Grant.user_id == uuid.UUID(seeded.ada),
+                Grant.connector_id == wiki,
+                Grant.revoked_at.is_(None),
+            )
+        )
+        assert grant is not None
+        decided = session.scalar(select(AuditEvent).where(AuditEvent.action == "request.decided"))
+        assert (decided.actor, decided.reason) == ("mgr@example.com", "ok for the rotation")

@@ -378,3 +378,22 @@ def test_an_id_token_the_idp_keys_cannot_verify_is_refused(console, idp, seeded,
     assert "refused" in answer.get_data(as_text=True)
     assert console.get("/console/").status_code == 302
     assert _events(database, "console.signed_in") == []
+
+
+def test_the_overview_shows_how_fast_the_service_acts(console, seeded):
+    console.sign_in(seeded.viewer_token)
+    page = console.get("/console/").get_data(as_text=True)
+    assert "Okta event published → grant revoked" in page
+    assert 'id="latency-delivery"' in page
+
+
+def test_latencies_read_as_people_read_them():
+    from provisioning.console.pages import duration
+
+    assert [duration(s) for s in (None, 0.34, 4.2, 720, 12600)] == [
+        "none",
+        "340 ms",
+        "4.2 s",
+        "12 min",
+        "3.5 h",
+    ]
