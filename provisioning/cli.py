@@ -260,6 +260,54 @@ def token_revoke(ctx: Context, name: str) -> None:
     click.echo(f"token {name} revoked", err=True)
 
 
+@token.command("list")
+@click.option("--all", "everything", is_flag=True, help="Include revoked tokens.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@pass_context
+def token_list(ctx: Context, everything: bool, as_json: bool) -> None:
+    """The tokens: name, scopes, person bound, created, last used (never a secret)."""
+    from provisioning.tokens import credentials
+
+    with ctx.migrated().reader() as session:
+        tokens = credentials.listed(session, revoked=everything)
+
+    def when(moment: Any) -> str | None:
+        return moment.isoformat(timespec="seconds") if moment else None
+
+    rows = [
+        {
+            "name": t.name,
+            "scopes": t.scopes,
+            "person": t.person,
+            "created_at": when(t.created_at),
+            "last_used_at": when(t.last_used_at),
+            **({"revoked_at": when(t.revoked_at)} if everything else {}),
+        }
+        for t in tokens
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    heads = ["NAME", "SCOPES", "PERSON", "CREATED", "LAST USED"] + (
+        ["REVOKED"] if everything else []
+    )
+    table = [heads] + [
+        [
+            row["name"],
+            ",".join(row["scopes"]),
+            row["person"] or "-",
+            row["created_at"],
+            row["last_used_at"] or "never",
+            *([row["revoked_at"] or "-"] if everything else []),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(heads))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
 @main.group("audit")
 def audit_group() -> None:
     """The hash-chained audit log."""
