@@ -1,4 +1,4 @@
-"""The `provisioning` command: serve, migrate, tokens, audit log, Okta runs and mappings, demo.
+"""The `provisioning` command: serve, migrate, tokens, doctor, audit log, Okta runs, mappings, demo.
 
 Each command imports what it uses when it runs: ``provisioning --help`` loads click and
 no more (the settings, the database and the domain cost seconds to import).
@@ -306,6 +306,28 @@ def token_list(ctx: Context, everything: bool, as_json: bool) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(heads))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of text.")
+def doctor(as_json: bool) -> None:
+    """Check the configuration, database, schema, clocks, Okta and each delivery target:
+    one verdict a line (ok, warn, fail); exit 1 on any fail. Changes nothing."""
+    from provisioning.doctor import Verdict, examine
+
+    failed = False
+    for line in examine():
+        failed |= line.verdict is Verdict.FAIL
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {"verdict": line.verdict.value, "check": line.check, "detail": line.detail}
+                )
+            )
+        else:
+            click.echo(f"{line.verdict.value:<5} {line.check:<18} {line.detail}")
+    if failed:
+        sys.exit(1)
 
 
 @main.group("audit")
