@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import Message
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import User
+from tests.test_cli import free_port
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 EXECUTABLE = str(Path(sys.executable).parent / "provisioning")
@@ -42,12 +42,6 @@ def blocks(marker: str) -> list[str]:
     )
     assert found, f"no {marker} block in the README"
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def as_here(command: str, base: str) -> str:
