@@ -99,17 +99,20 @@ def test_token_list_shows_names_scopes_person_and_use_but_no_secret(database, or
     )
     assert run(database, "token", "create", "--name", "old", "--scope", "audit:read").exit_code == 0
     assert run(database, "token", "revoke", "old").exit_code == 0
-    secrets = [gateway.stdout.strip(), admin.stdout.strip()]
+    okta = run(database, "token", "create", "--name", "okta", "--scope", "scim:provision")
+    secrets = [gateway.stdout.strip(), admin.stdout.strip(), okta.stdout.strip()]
 
     client = create_app(load(database_url=database.url), database).test_client()
     for _ in range(3):
         answer = client.get("/api/v1/connectors", headers={"Authorization": f"Bearer {secrets[1]}"})
         assert answer.status_code == 200
+    scim = client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {secrets[2]}"})
+    assert scim.status_code == 200
     with database.reader() as session:
         tokens = {t.name: t for t in session.scalars(select(ApiToken))}
     assert tokens["gw"].last_used_at is None
     first_use = tokens["ada"].last_used_at
-    assert first_use is not None
+    assert first_use is not None and tokens["okta"].last_used_at is not None
 
     listed = run(database, "token", "list", "--json")
     assert listed.exit_code == 0, listed.stderr
@@ -117,6 +120,7 @@ def test_token_list_shows_names_scopes_person_and_use_but_no_secret(database, or
     assert [(r["name"], r["scopes"], r["person"]) for r in rows] == [
         ("ada", ["admin:read", "requests:write"], "ada@example.com"),
         ("gw", ["decisions:check"], None),
+        ("okta", ["scim:provision"], None),
     ]
     assert rows[0]["last_used_at"] == first_use.isoformat(timespec="seconds")
     assert rows[1]["last_used_at"] is None and rows[1]["created_at"]
@@ -131,7 +135,7 @@ def test_token_list_shows_names_scopes_person_and_use_but_no_secret(database, or
         "USED",
         "REVOKED",
     ]
-    assert [line.split()[0] for line in table.splitlines()[1:]] == ["ada", "gw", "old"]
+    assert [line.split()[0] for line in table.splitlines()[1:]] == ["ada", "gw", "okta", "old"]
     hashes = [t.secret_hash for t in tokens.values()]
     for shown in (listed.stdout, table):
         assert not any(secret in shown or secret[5:20] in shown for secret in secrets)

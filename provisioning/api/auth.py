@@ -27,7 +27,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
-from provisioning.database import Database, utcnow
+from provisioning.database import Database
 from provisioning.tokens import credentials
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
@@ -105,9 +105,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         if principal is None:
             raise self._invalid(UNKNOWN)
         self.validate_token(principal, scopes, None)
-        if principal.use_is_stale(utcnow()):
-            with self.database.transaction() as session:
-                credentials.record_use(session, principal)
+        credentials.note_use(self.database, principal)
         return principal
 
     def authenticate_token(self, token_string: str) -> Any:

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import Reader, connection_of, utcnow
+from provisioning.database import Database, Reader, connection_of, utcnow
 from provisioning.hotpath import Prepared
 from provisioning.identity.models import User
 from provisioning.tokens.models import ApiToken
@@ -159,13 +159,15 @@ def authenticate(reader: Reader, secret: str) -> Principal | None:
     return Principal(name=token.name, scopes=frozenset(token.scopes), last_used_at=last_used)
 
 
-def record_use(session: Session, principal: Principal) -> None:
-    """Record that ``principal``'s token was used now, if its recorded use is stale."""
+def note_use(database: Database, principal: Principal) -> None:
+    """Record that ``principal``'s token authenticated a call now, unless its recorded use
+    is under a minute old: every edge that takes a static token calls this."""
     now = utcnow()
     if principal.use_is_stale(now):
-        session.execute(
-            update(ApiToken).where(ApiToken.name == principal.name).values(last_used_at=now)
-        )
+        with database.transaction() as session:
+            session.execute(
+                update(ApiToken).where(ApiToken.name == principal.name).values(last_used_at=now)
+            )
 
 
 @dataclass(frozen=True)

@@ -60,17 +60,14 @@ def test_a_tokens_use_is_recorded_at_most_once_a_minute(database, origin):
         return principal
 
     assert check().last_used_at is None
-    with database.transaction() as session:
-        credentials.record_use(session, check())
+    credentials.note_use(database, check())
     first = check().last_used_at
     assert first is not None and first.tzinfo is not None
-    with database.transaction() as session:
-        credentials.record_use(session, check())  # within the minute: not written
+    credentials.note_use(database, check())  # within the minute: not written
     assert check().last_used_at == first
     with database.reader() as session:
         assert session.scalar(select(ApiToken.last_used_at)) == first
 
     stale = credentials.Principal("gw", frozenset(), first - dt.timedelta(minutes=2))
-    with database.transaction() as session:
-        credentials.record_use(session, stale)
+    credentials.note_use(database, stale)
     assert check().last_used_at > first
