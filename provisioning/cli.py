@@ -1,4 +1,4 @@
-"""The `provisioning` command: serve, migrate, tokens, audit log, Okta runs and mappings, demo.
+"""The `provisioning` command: serve, migrate, tokens, doctor, audit log, Okta runs, mappings, demo.
 
 Each command imports what it uses when it runs: ``provisioning --help`` loads click and
 no more (the settings, the database and the domain cost seconds to import).
@@ -258,6 +258,76 @@ def token_revoke(ctx: Context, name: str) -> None:
     with _transaction(ctx) as session:
         credentials.revoke(session, name, ctx.origin())
     click.echo(f"token {name} revoked", err=True)
+
+
+@token.command("list")
+@click.option("--all", "everything", is_flag=True, help="Include revoked tokens.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@pass_context
+def token_list(ctx: Context, everything: bool, as_json: bool) -> None:
+    """The tokens: name, scopes, person bound, created, last used (never a secret)."""
+    from provisioning.tokens import credentials
+
+    with ctx.migrated().reader() as session:
+        tokens = credentials.listed(session, revoked=everything)
+
+    def when(moment: Any) -> str | None:
+        return moment.isoformat(timespec="seconds") if moment else None
+
+    rows = [
+        {
+            "name": t.name,
+            "scopes": t.scopes,
+            "person": t.person,
+            "created_at": when(t.created_at),
+            "last_used_at": when(t.last_used_at),
+            **({"revoked_at": when(t.revoked_at)} if everything else {}),
+        }
+        for t in tokens
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    heads = ["NAME", "SCOPES", "PERSON", "CREATED", "LAST USED"] + (
+        ["REVOKED"] if everything else []
+    )
+    table = [heads] + [
+        [
+            row["name"],
+            ",".join(row["scopes"]),
+            row["person"] or "-",
+            row["created_at"],
+            row["last_used_at"] or "never",
+            *([row["revoked_at"] or "-"] if everything else []),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(heads))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of text.")
+def doctor(as_json: bool) -> None:
+    """Check the configuration, database, schema, clocks, Okta and each delivery target:
+    one verdict a line (ok, warn, fail); exit 1 on any fail. Changes nothing."""
+    from provisioning.doctor import Verdict, examine
+
+    failed = False
+    for line in examine():
+        failed |= line.verdict is Verdict.FAIL
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {"verdict": line.verdict.value, "check": line.check, "detail": line.detail}
+                )
+            )
+        else:
+            click.echo(f"{line.verdict.value:<5} {line.check:<18} {line.detail}")
+    if failed:
+        sys.exit(1)
 
 
 @main.group("audit")

@@ -380,7 +380,7 @@ class Database:
         try:
             command.upgrade(self._alembic(), revision)
         except SQLAlchemyError as exc:
-            raise DatabaseError(self._explain(exc)) from None
+            raise DatabaseError(self.explain(exc)) from None
 
     def downgrade(self, revision: str) -> None:
         command.downgrade(self._alembic(), revision)
@@ -399,12 +399,13 @@ class Database:
                 conn.execute(text("SELECT 1"))
                 current = MigrationContext.configure(conn).get_current_revision()
         except SQLAlchemyError as exc:
-            raise DatabaseError(self._explain(exc)) from None
+            raise DatabaseError(self.explain(exc)) from None
         head = self.head()
         if current != head:
             raise DatabaseError(f"schema at revision {current}, expected {head}")
 
-    def _explain(self, exc: SQLAlchemyError) -> str:
+    def explain(self, exc: SQLAlchemyError) -> str:
+        """One line on why the database cannot be used, without its password."""
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return f"cannot use the database at {redact(self.url)}: {reason}"
 

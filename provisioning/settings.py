@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
         description="SQLAlchemy URL; sqlite:///path or postgresql://user@host/db",
     )
+    # Tracing (the `otel` extra): each request and its SQL statements as spans, sent over
+    # OTLP/HTTP to this endpoint's /v1/traces. Unset: no OpenTelemetry module is imported.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT", pattern=r"^https?://\S+$"
+    )
+    otel_service_name: str = Field(
+        default="connector-provisioning", validation_alias="OTEL_SERVICE_NAME", min_length=1
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # JSON lines; "auto": plain text when stderr is a terminal (provisioning/logs.py).
     log_format: Literal["auto", "json", "text"] = "auto"

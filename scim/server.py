@@ -24,7 +24,7 @@ from provisioning.audit.log import Origin, Source
 from provisioning.database import Database
 from provisioning.settings import DEFAULTS, Settings
 from provisioning.tokens import secrets
-from provisioning.tokens.credentials import Scope, authenticate
+from provisioning.tokens.credentials import Scope, authenticate, note_use
 from provisioning.web import bodies, logs, problems
 from scim.answers import Kept
 from scim.resources import BULK_MAX_PAYLOAD_SIZE, provider
@@ -76,6 +76,7 @@ class ProvisioningScimServer(ScimServer):
             raise ForbiddenException(
                 detail=f"token {principal.name!r} lacks the scope {Scope.SCIM_PROVISION.value}"
             )
+        note_use(self.database, principal)
         g.scim_principal = principal
         g.scim_origin_token = set_origin(Origin(actor=principal.name, source=Source.SCIM))
 

@@ -74,6 +74,74 @@ def test_revoked_token_no_longer_authenticates(database):
     assert missing.exit_code == 1 and "no token named" in missing.stderr
 
 
+def test_token_list_shows_names_scopes_person_and_use_but_no_secret(database, origin):
+    """`token list`: what each token may do, whom it speaks for, when it was last used
+    (an API call records it, once a minute at most); never its secret or hash."""
+    from provisioning.settings import load
+    from provisioning.web.app import create_app
+    from tests.org import Org
+
+    with database.transaction() as session:
+        Org(session, origin).user("ada@example.com")
+    gateway = run(database, "token", "create", "--name", "gw", "--scope", "decisions:check")
+    admin = run(
+        database,
+        "token",
+        "create",
+        "--name",
+        "ada",
+        "--scope",
+        "admin:read",
+        "--scope",
+        "requests:write",
+        "--person",
+        "ada@example.com",
+    )
+    assert run(database, "token", "create", "--name", "old", "--scope", "audit:read").exit_code == 0
+    assert run(database, "token", "revoke", "old").exit_code == 0
+    okta = run(database, "token", "create", "--name", "okta", "--scope", "scim:provision")
+    secrets = [gateway.stdout.strip(), admin.stdout.strip(), okta.stdout.strip()]
+
+    client = create_app(load(database_url=database.url), database).test_client()
+    for _ in range(3):
+        answer = client.get("/api/v1/connectors", headers={"Authorization": f"Bearer {secrets[1]}"})
+        assert answer.status_code == 200
+    scim = client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {secrets[2]}"})
+    assert scim.status_code == 200
+    with database.reader() as session:
+        tokens = {t.name: t for t in session.scalars(select(ApiToken))}
+    assert tokens["gw"].last_used_at is None
+    first_use = tokens["ada"].last_used_at
+    assert first_use is not None and tokens["okta"].last_used_at is not None
+
+    listed = run(database, "token", "list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["name"], r["scopes"], r["person"]) for r in rows] == [
+        ("ada", ["admin:read", "requests:write"], "ada@example.com"),
+        ("gw", ["decisions:check"], None),
+        ("okta", ["scim:provision"], None),
+    ]
+    assert rows[0]["last_used_at"] == first_use.isoformat(timespec="seconds")
+    assert rows[1]["last_used_at"] is None and rows[1]["created_at"]
+
+    table = run(database, "token", "list", "--all").stdout
+    assert table.splitlines()[0].split() == [
+        "NAME",
+        "SCOPES",
+        "PERSON",
+        "CREATED",
+        "LAST",
+        "USED",
+        "REVOKED",
+    ]
+    assert [line.split()[0] for line in table.splitlines()[1:]] == ["ada", "gw", "okta", "old"]
+    hashes = [t.secret_hash for t in tokens.values()]
+    for shown in (listed.stdout, table):
+        assert not any(secret in shown or secret[5:20] in shown for secret in secrets)
+        assert not any(digest[:16] in shown for digest in hashes)
+
+
 def test_bad_setting_names_the_setting(database):
     result = run(database, "db", "upgrade", PROVISIONING_LOG_LEVEL="loud")
     assert result.exit_code == 2

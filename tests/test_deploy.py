@@ -197,6 +197,33 @@ def test_the_compose_file_names_its_services_and_bakes_no_secret():
     assert "PASSWORD" not in text and "SECRET" not in text and "TOKEN" not in text
 
 
+def compose_errors(document: dict) -> list[str]:
+    """Where ``document`` breaks the compose specification's JSON Schema (as check-jsonschema
+    vendors it from compose-spec/compose-spec), each as path: message."""
+    from importlib.resources import files
+
+    from jsonschema import Draft202012Validator
+
+    vendored = files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json")
+    schema = json.loads(vendored.read_text())
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose_errors(compose) == []
+    # The schema has teeth: a misspelt key or a wrong shape is named.
+    compose["services"]["web"]["depends_on"]["migrate"]["condition"] = "service_done"
+    compose["services"]["worker"]["replica"] = 2
+    errors = compose_errors(compose)
+    assert any(e.startswith("services/web/depends_on:") for e in errors)
+    assert any(e.startswith("services/worker") and "'replica'" in e for e in errors)
+
+
 def test_the_dockerfile_builds_a_wheel_and_runs_unprivileged():
     text = (DEPLOY / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if not line.startswith("#")]

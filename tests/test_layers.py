@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "provisioning.cli",
             "provisioning.console",
             "provisioning.demo",
+            "provisioning.doctor",
             "provisioning.hooks",
             "provisioning.integrations",  # the MCP gateway and tool listing (mcp, fastmcp)
             "provisioning.migrations",

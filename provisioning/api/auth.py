@@ -105,6 +105,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         if principal is None:
             raise self._invalid(UNKNOWN)
         self.validate_token(principal, scopes, None)
+        credentials.note_use(self.database, principal)
         return principal
 
     def authenticate_token(self, token_string: str) -> Any:

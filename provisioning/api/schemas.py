@@ -54,6 +54,16 @@ def _check(value: Any) -> Any:
     return value
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def Absent(**constraints: Any) -> Any:
+    """A patch field that may be left out but never sent as null: None stands for
+    absent in the model, and the schema gives no default (null is no value of its type)."""
+    return Field(None, json_schema_extra=_no_default, **constraints)
+
+
 class Input(BaseModel):
     """A request part: unknown fields are refused, text keeps the character rule
     (:mod:`provisioning.text`)."""
@@ -148,13 +158,13 @@ class ConnectorIn(Input):
 class ConnectorPatch(Input):
     """Fields to change; absent fields are kept. Enabling goes through /enable."""
 
-    name: Name = None  # type: ignore[assignment]
-    kind: ConnectorKind = None  # type: ignore[assignment]
-    capability: AccessLevel = None  # type: ignore[assignment]
-    publisher: Publisher = None  # type: ignore[assignment]
-    interfaces: list[Interface] = Field(default=None, min_length=1, max_length=4)  # type: ignore[assignment]
-    security_review: ReviewStatus = None  # type: ignore[assignment]
-    data_classification: DataClassification = None  # type: ignore[assignment]
+    name: Name = Absent()
+    kind: ConnectorKind = Absent()
+    capability: AccessLevel = Absent()
+    publisher: Publisher = Absent()
+    interfaces: list[Interface] = Absent(min_length=1, max_length=4)
+    security_review: ReviewStatus = Absent()
+    data_classification: DataClassification = Absent()
     compliance_assessment: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     owner: Short | None = None
     reassess_by: dt.date | None = None
@@ -162,7 +172,7 @@ class ConnectorPatch(Input):
     dormant_after_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     # Revoke dormant grants this many days after their finding opens (null: never).
     dormant_grace_days: Annotated[int, Field(ge=1, le=3650)] | None = None
-    unknown_action_policy: Policy = None  # type: ignore[assignment]
+    unknown_action_policy: Policy = Absent()
     resource_uri: ResourceUri | None = None
     resource_type: ResourceType | None = None
     mcp_url: McpUrl | None = None
@@ -218,8 +228,8 @@ class ActionIn(Input):
 
 
 class ActionPatch(Input):
-    kind: ActionKind = None  # type: ignore[assignment]
-    org_policy: Policy = None  # type: ignore[assignment]
+    kind: ActionKind = Absent()
+    org_policy: Policy = Absent()
     description: Annotated[str, Field(max_length=2000)] | None = None
 
 
@@ -306,7 +316,7 @@ class MappingIn(Input):
 
 
 class MappingPatch(Input):
-    access_level: AccessLevel = None  # type: ignore[assignment]
+    access_level: AccessLevel = Absent()
     actions: list[ActionName] | None = Field(None, max_length=500)
     policies: dict[ActionName, Policy] | None = Field(None, max_length=500)
     expires_at: AwareDatetime | None = None

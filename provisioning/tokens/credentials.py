@@ -7,6 +7,7 @@ time. The secret is shown once, at creation.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
 import hmac
@@ -15,11 +16,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.database import Reader, connection_of, utcnow
+from provisioning.database import Database, Reader, connection_of, utcnow
 from provisioning.hotpath import Prepared
 from provisioning.identity import directory
 from provisioning.identity.models import User
@@ -50,6 +51,16 @@ class Principal:
 
     name: str
     scopes: frozenset[str]
+    # The token's recorded last use (None for a credential that is not a static token).
+    last_used_at: dt.datetime | None = None
+
+    def use_is_stale(self, now: dt.datetime) -> bool:
+        """Whether the recorded last use is old enough to be written again."""
+        return self.last_used_at is None or now - self.last_used_at >= USE_RESOLUTION
+
+
+# A token's last use is recorded to this resolution: one write a minute, not one a call.
+USE_RESOLUTION = dt.timedelta(minutes=1)
 
 
 def _digest(secret: str) -> str:
@@ -130,9 +141,13 @@ def revoke(session: Session, name: str, origin: Origin) -> None:
 
 # Checked on every API call: compiled once, run on the driver's cursor.
 _BY_DIGEST = Prepared(
-    select(ApiToken.name, ApiToken.scopes, ApiToken.secret_hash, ApiToken.revoked_at).where(
-        ApiToken.secret_hash == bindparam("digest")
-    )
+    select(
+        ApiToken.name,
+        ApiToken.scopes,
+        ApiToken.secret_hash,
+        ApiToken.revoked_at,
+        ApiToken.last_used_at,
+    ).where(ApiToken.secret_hash == bindparam("digest"))
 )
 
 
@@ -144,4 +159,54 @@ def authenticate(reader: Reader, secret: str) -> Principal | None:
         return None
     if not hmac.compare_digest(token.secret_hash, digest):
         return None
-    return Principal(name=token.name, scopes=frozenset(token.scopes))
+    last_used = token.last_used_at
+    if isinstance(last_used, str):  # the raw SQLite driver returns the stored text
+        last_used = dt.datetime.fromisoformat(last_used)
+    if last_used is not None and last_used.tzinfo is None:
+        last_used = last_used.replace(tzinfo=dt.UTC)
+    return Principal(name=token.name, scopes=frozenset(token.scopes), last_used_at=last_used)
+
+
+def note_use(database: Database, principal: Principal) -> None:
+    """Record that ``principal``'s token authenticated a call now, unless its recorded use
+    is under a minute old: every edge that takes a static token calls this."""
+    now = utcnow()
+    if principal.use_is_stale(now):
+        with database.transaction() as session:
+            session.execute(
+                update(ApiToken).where(ApiToken.name == principal.name).values(last_used_at=now)
+            )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A token as an operator sees it: never its secret or its hash."""
+
+    name: str
+    scopes: list[str]
+    person: str | None  # the bound person's userName
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+def listed(session: Session, *, revoked: bool = False) -> list[Listed]:
+    """Every live token (and the revoked ones too if ``revoked``), by name."""
+    query = (
+        select(ApiToken, User.user_name)
+        .outerjoin(User, User.id == ApiToken.user_id)
+        .order_by(ApiToken.name)
+    )
+    if not revoked:
+        query = query.where(ApiToken.revoked_at.is_(None))
+    return [
+        Listed(
+            name=token.name,
+            scopes=list(token.scopes),
+            person=user_name,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            revoked_at=token.revoked_at,
+        )
+        for token, user_name in session.execute(query)
+    ]

@@ -25,6 +25,8 @@ class ApiToken(Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When it last authenticated a call, to the minute (provisioning.tokens.credentials).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class ServiceSecret(Base):

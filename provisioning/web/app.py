@@ -12,7 +12,7 @@ from provisioning.database import Database
 from provisioning.hooks.okta import okta_hooks, secret_digests
 from provisioning.okta.inbox import Processor
 from provisioning.settings import Settings, load
-from provisioning.web import bodies, logs, problems
+from provisioning.web import bodies, logs, problems, tracing
 from provisioning.web.health import health
 from provisioning.web.metrics import metrics, registry_for
 
@@ -57,4 +57,6 @@ def create_app(
     # "provisioning.web", so that provisioning never imports them.
     for entry in entry_points(group="provisioning.web"):
         entry.load()(app, settings, database)
+    # OpenTelemetry, when an OTLP endpoint is configured (the `otel` extra).
+    tracing.install(app, database, settings)
     return app

@@ -45,3 +45,29 @@ def test_two_tokens_have_different_secrets_and_principals(database, origin):
         assert credentials.authenticate(session, a).name == "a"
         assert credentials.authenticate(session, b).scopes == {"admin:read", "admin:write"}
         assert credentials.authenticate(session, "prov_guess") is None
+
+
+def test_a_tokens_use_is_recorded_at_most_once_a_minute(database, origin):
+    """Read on the hot path as the driver returns it, written only when a minute old."""
+    import datetime as dt
+
+    with database.transaction() as session:
+        secret = credentials.create(session, "gw", ["decisions:check"], origin)
+
+    def check() -> credentials.Principal:
+        principal = database.hot_read(lambda c: credentials.authenticate(c, secret))
+        assert principal is not None
+        return principal
+
+    assert check().last_used_at is None
+    credentials.note_use(database, check())
+    first = check().last_used_at
+    assert first is not None and first.tzinfo is not None
+    credentials.note_use(database, check())  # within the minute: not written
+    assert check().last_used_at == first
+    with database.reader() as session:
+        assert session.scalar(select(ApiToken.last_used_at)) == first
+
+    stale = credentials.Principal("gw", frozenset(), first - dt.timedelta(minutes=2))
+    credentials.note_use(database, stale)
+    assert check().last_used_at > first
