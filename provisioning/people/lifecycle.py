@@ -252,8 +252,9 @@ def adopt_group(
     group by its Okta id), a group pushed over SCIM without an ``externalId`` is it too
     when it is the only group without an IdP id named ``display_name`` (exactly, or else
     differing only in case): it is given the Okta id, audited as an adoption by name
-    (a SCIM push with an ``externalId`` names a group of its own). Writers are serialised first (the audit chain's
-    head), so two edges recording it at once make one group.
+    (a SCIM push with an ``externalId`` names a group of its own). Writers are
+    serialised first (the audit chain's head), so two edges recording it at once make
+    one group.
     """
     lock(session)
     group = session.scalar(select(Group).where(Group.external_id == external_id))
