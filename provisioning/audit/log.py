@@ -212,6 +212,30 @@ def _encoded(value: Any) -> str:
     return _STRING(value) if type(value) is str else "null" if value is None else _ENCODE(value)
 
 
+# As _ENCODE, with anything not JSON-native written as its str(), as _plain copies it.
+_ENCODE_AS_PLAIN = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+).encode
+_CONTAINERS = (dict, list, tuple)
+
+
+def _document(value: Any) -> str:
+    """An entry's before or after as JSON text: ``_encoded(_plain(value))``, without the
+    copy when every key is a str (a dict of values, or of lists of values): then encoding
+    the value as it is writes the same text."""
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                break
+            if isinstance(item, _CONTAINERS) and not (
+                type(item) in (list, tuple) and not any(isinstance(i, _CONTAINERS) for i in item)
+            ):
+                break
+        else:
+            return _ENCODE_AS_PLAIN(value)
+    return _encoded(_plain(value))
+
+
 def _encodings(
     shared: dict[str, Any], origin_reason: str | None, entries: Sequence[Entry], first_id: int
 ) -> Iterator[tuple[str, str | None, str, str]]:
@@ -226,8 +250,8 @@ def _encodings(
         f',"source":{_encoded(shared["source"])},"subject_id":'
     )
     for event_id, entry in enumerate(entries, first_id):
-        before = _encoded(_plain(entry.before))
-        after = _encoded(_plain(entry.after))
+        before = _document(entry.before)
+        after = _document(entry.after)
         user_id = entry.user_id
         reason = _join(origin_reason, entry.reason)
         encoding = "".join(

@@ -209,14 +209,20 @@ _VALUE = st.recursive(
     | st.floats(allow_nan=False, allow_infinity=False)
     | _TEXT
     | st.uuids()
+    | st.datetimes()
     | st.sampled_from(list(audit.Source)),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_TEXT, inner, max_size=3)
+        | st.dictionaries(st.integers(-3, 12) | st.booleans() | st.none(), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 def entry_of(text: st.SearchStrategy, value: st.SearchStrategy) -> st.SearchStrategy:
-    document = st.none() | st.dictionaries(text, value, max_size=4)
+    document = st.none() | st.dictionaries(text | st.integers(0, 12), value, max_size=4)
     return st.builds(
         audit.Entry,
         action=text,
