@@ -30,7 +30,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,6 +65,22 @@ def serve(users: int, groups: int, per_user: int, pipe: Connection) -> None:
         cpu = time.process_time()
         pipe.recv()
         pipe.send((state.requests["total"], time.process_time() - cpu))
+
+
+def postgres_cpu(database: Database) -> float | None:
+    """The CPU seconds PostgreSQL's server processes for this database have used (the
+    pool's connections, still open), from /proc on this machine; None on SQLite."""
+    if database.dialect != "postgresql":
+        return None
+    with database.reader() as session:
+        pids = session.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).all()
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def counts(database: Database) -> dict[str, int]:
@@ -119,6 +135,7 @@ def main() -> None:
         if profile:
             profile.disable()
             profile.dump_stats(args.profile)
+        backends = postgres_cpu(database)
         ours.send("stop")
         served, server_cpu = ours.recv()
         okta.join(10)
@@ -133,13 +150,14 @@ def main() -> None:
     print(f"{args.via}: {made}, counts {result.counts}")
     print()
     print(
-        "| database | path | people | groups | memberships | wall s (cpu s) | Okta server cpu s "
-        "| requests | minimum pages | ratio | load average |"
+        "| database | path | people | groups | memberships | wall s (cpu s) | PostgreSQL cpu s "
+        "| Okta server cpu s | requests | minimum pages | ratio | load average |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {database.dialect} | {args.via} | {made['users']:,} | {args.groups:,} "
-        f"| {made['memberships']:,} | {seconds} | {server_cpu:.1f} "
+        f"| {made['memberships']:,} | {seconds} "
+        f"| {'' if backends is None else f'{backends:.1f}'} | {server_cpu:.1f} "
         f"| {requests:,} (served {served:,}) | {minimum:,} | {requests / minimum:.2f} | {load} |"
     )
     assert made["memberships"] == memberships, (made, memberships)
