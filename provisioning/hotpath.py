@@ -29,7 +29,7 @@ give; driver errors are raised as SQLAlchemy's, and a dropped connection is inva
 from __future__ import annotations
 
 from collections import deque, namedtuple
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -239,11 +239,7 @@ class _Compiled:
         dialect = connection.dialect
         cursor = raw.cursor()
         try:
-            if isinstance(arguments, _Copied):
-                with cursor.copy(arguments.sql) as copy:
-                    for row in arguments:
-                        copy.write_row(row)
-            elif isinstance(arguments, _Each):
+            if isinstance(arguments, _Each):
                 cursor.executemany(self.sql, arguments)
             else:
                 cursor.execute(self.sql, arguments)
@@ -268,15 +264,6 @@ class _Each(list):
     """The arguments of a statement executed once for each of them."""
 
 
-class _Copied(list):
-    """Rows of an INSERT sent by PostgreSQL's ``COPY ... FROM STDIN`` (``sql``), each its
-    values in the order of the columns the ``COPY`` names."""
-
-    def __init__(self, sql: str, rows: Iterable[list[Any]]) -> None:
-        super().__init__(rows)
-        self.sql = sql
-
-
 class PreparedWrite(_OnCursor):
     """An INSERT, UPDATE or DELETE compiled once per dialect and run on the driver's own
     cursor, as :class:`Prepared` runs a SELECT: for the few writes every audited change
@@ -284,13 +271,6 @@ class PreparedWrite(_OnCursor):
     bind processor, as they would through SQLAlchemy. An INSERT names every column of the
     table: each execution gives every value (None for NULL), none is defaulted.
     """
-
-    def __init__(self, statement: UpdateBase, *, copied: bool = False) -> None:
-        """``copied``: an INSERT of every column of a table (no RETURNING, no ON CONFLICT)
-        whose rows :meth:`run_each` sends on PostgreSQL by ``COPY``, which costs the
-        client and the server about half what ``executemany`` does."""
-        super().__init__(statement)
-        self._copied = copied
 
     def run(self, connection: Connection, params: dict[str, Any]) -> int:
         """Execute once; the count of rows it changed."""
@@ -313,17 +293,6 @@ class PreparedWrite(_OnCursor):
         arguments = compiled.arguments_each(params, shared or {}, encoded)
         if len(arguments) == 1:  # the driver's execute: executemany costs more for one
             return compiled.on_cursor(connection, arguments[0], _rowcount)
-        if self._copied and connection.dialect.name == "postgresql":
-            table = self.statement.table  # type: ignore[attr-defined]
-            quote = connection.dialect.identifier_preparer.quote
-            names = [column.key for column in table.columns]
-            sql = (
-                f"COPY {connection.dialect.identifier_preparer.format_table(table)} "
-                f"({', '.join(quote(column.name) for column in table.columns)}) FROM STDIN"
-            )
-            rows = _Copied(sql, ([values[n] for n in names] for values in arguments))
-            compiled.on_cursor(connection, rows, _rowcount)
-            return len(rows)
         return compiled.on_cursor(connection, arguments, _rowcount)
 
 

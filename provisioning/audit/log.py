@@ -134,7 +134,7 @@ _APPEND = AuditEvent.__table__.insert()
 # ... and on the driver's cursor, where SQLAlchemy's work per execution costs more than
 # these statements (see provisioning.hotpath.Prepared).
 _HEAD_ROW = Prepared(_HEAD)
-_APPEND_ROW = PreparedWrite(_APPEND, copied=True)
+_APPEND_ROW = PreparedWrite(_APPEND)
 _ADVANCE_HEAD = PreparedWrite(_ADVANCE)
 
 
