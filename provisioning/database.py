@@ -335,6 +335,14 @@ class Database:
             if self._commits % self._checkpoint_every == 0:
                 self.checkpoint()
 
+    def analyze(self) -> None:
+        """Bring the planner's statistics up to date (``ANALYZE``), as a load that grows
+        tables many-fold should: SQLite keeps none until asked, and without them it takes
+        a boolean index (``users.active``) for a selective one, reading every user to
+        derive the access of a batch of them."""
+        with self.transaction() as session:
+            session.execute(text("ANALYZE"))
+
     def checkpoint(self) -> None:
         """Copy committed WAL pages into the SQLite file without blocking anyone (PASSIVE)."""
         raw = self.engine.raw_connection()

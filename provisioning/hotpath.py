@@ -29,7 +29,7 @@ give; driver errors are raised as SQLAlchemy's, and a dropped connection is inva
 from __future__ import annotations
 
 from collections import deque, namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -201,6 +201,34 @@ class _Compiled:
                 values[name] = processor(values[name])
         return values if self.order is None else [values[n] for n in self.order]
 
+    def arguments_each(
+        self, rows: list[dict[str, Any]], shared: dict[str, Any], encoded: frozenset[str]
+    ) -> _Each:
+        """The driver's parameters for each of ``rows``, with ``shared`` (the same for every
+        row, bound once) and ``encoded`` names (given in the driver's form: not bound)."""
+        base = self.arguments_shared(shared)
+        required = self.required.difference(shared)
+        binders = [(n, p) for n, p in self.binders if n not in shared and n not in encoded]
+        order = self.order
+        each = _Each()
+        for row in rows:
+            if not required <= row.keys():
+                missing = sorted(required.difference(row))
+                raise InvalidRequestError(f"no value for bind parameter(s) {missing}")
+            values = {**base, **row}
+            for name, processor in binders:
+                if name in values:
+                    values[name] = processor(values[name])
+            each.append(values if order is None else [values[n] for n in order])
+        return each
+
+    def arguments_shared(self, shared: dict[str, Any]) -> dict[str, Any]:
+        values = {**self.constants, **shared}
+        for name, processor in self.binders:
+            if name in shared:
+                values[name] = processor(values[name])
+        return values
+
     def run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
         return self.on_cursor(connection, self.arguments(params), lambda cursor: cursor.fetchall())
 
@@ -249,11 +277,23 @@ class PreparedWrite(_OnCursor):
         compiled = self._for(connection.dialect)
         return compiled.on_cursor(connection, compiled.arguments(params), _rowcount)
 
-    def run_each(self, connection: Connection, params: list[dict[str, Any]]) -> int:
+    def run_each(
+        self,
+        connection: Connection,
+        params: Sequence[dict[str, Any]],
+        *,
+        shared: dict[str, Any] | None = None,
+        encoded: frozenset[str] = frozenset(),
+    ) -> int:
         """Execute once for each of ``params`` (the driver's executemany); the count of rows
-        changed in all (both drivers sum it; -1 where one cannot tell)."""
+        changed in all (both drivers sum it; -1 where one cannot tell). ``shared``: values
+        the same for every execution, bound once; ``encoded``: names whose values each of
+        ``params`` gives as the driver takes them, not bound again."""
         compiled = self._for(connection.dialect)
-        return compiled.on_cursor(connection, _Each(map(compiled.arguments, params)), _rowcount)
+        arguments = compiled.arguments_each(params, shared or {}, encoded)
+        if len(arguments) == 1:  # the driver's execute: executemany costs more for one
+            return compiled.on_cursor(connection, arguments[0], _rowcount)
+        return compiled.on_cursor(connection, arguments, _rowcount)
 
 
 def _rowcount(cursor: Any) -> int:

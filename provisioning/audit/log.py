@@ -152,41 +152,132 @@ def lock(session: Session) -> Any:
 
 
 def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[int]:
-    """Append ``entries`` to the chain in this transaction; return their ids."""
+    """Append ``entries`` to the chain in this transaction; return their ids.
+
+    Set-wise: each event's canonical encoding is assembled from the parts the events
+    share and its own (:func:`_encodings`), hashed in turn, and the events inserted by one
+    statement per chunk, their JSON columns given the encoding already made.
+    """
     if not entries:
         return []
     head = lock(session)
     now = utcnow()
     request_id = correlation.current()
+    shared = {
+        "occurred_at": now,
+        "actor": origin.actor,
+        "source": str(origin.source),
+        "request_id": request_id,
+    }
     prev_hash, next_id = head.last_hash, head.last_event_id + 1
+    sha256 = hashlib.sha256
     rows = []
-    for entry in entries:
-        row = {
-            "id": next_id,
-            "occurred_at": now,
-            "actor": origin.actor,
-            "source": str(origin.source),
-            "action": entry.action,
-            "subject_type": entry.subject_type,
-            "subject_id": entry.subject_id,
-            "user_id": entry.user_id,
-            "reason": _join(origin.reason, entry.reason),
-            "before": _plain(entry.before),
-            "after": _plain(entry.after),
-            "request_id": request_id,
-        }
-        row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = chain_hash(prev_hash, row)
-        rows.append(row)
+    for entry, (encoding, reason, before, after) in zip(
+        entries, _encodings(shared, origin.reason, entries, next_id), strict=True
+    ):
+        event_hash = sha256(f"{prev_hash}\n{encoding}".encode()).hexdigest()
+        rows.append(
+            {
+                "id": next_id,
+                "action": entry.action,
+                "subject_type": entry.subject_type,
+                "subject_id": entry.subject_id,
+                "user_id": entry.user_id,
+                "reason": reason,
+                "before": before,
+                "after": after,
+                "prev_hash": prev_hash,
+                "hash": event_hash,
+            }
+        )
+        prev_hash = event_hash
         next_id += 1
     connection = session.connection()
-    if len(rows) == 1:
-        _APPEND_ROW.run(connection, rows[0])
-    else:
-        for chunk in chunked(rows):
-            _APPEND_ROW.run_each(connection, chunk)
+    for chunk in chunked(rows):
+        _APPEND_ROW.run_each(connection, chunk, shared=shared, encoded=_ENCODED)
     _ADVANCE_HEAD.run(connection, {"last_id": next_id - 1, "last": prev_hash})
     return [row["id"] for row in rows]
+
+
+# The columns record() gives as JSON text (the canonical encoding of the value).
+_ENCODED = frozenset({"before", "after"})
+_ENCODE = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+_STRING = json.encoder.encode_basestring  # as the encoder writes a str (ensure_ascii off)
+
+
+def _encoded(value: Any) -> str:
+    """``value`` as :func:`canonical` writes it inside an event."""
+    return _STRING(value) if type(value) is str else "null" if value is None else _ENCODE(value)
+
+
+# As _ENCODE, with anything not JSON-native written as its str(), as _plain copies it.
+_ENCODE_AS_PLAIN = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+).encode
+_CONTAINERS = (dict, list, tuple)
+
+
+def _document(value: Any) -> str:
+    """An entry's before or after as JSON text: ``_encoded(_plain(value))``, without the
+    copy when every key is a str (a dict of values, or of lists of values): then encoding
+    the value as it is writes the same text."""
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                break
+            if isinstance(item, _CONTAINERS) and not (
+                type(item) in (list, tuple) and not any(isinstance(i, _CONTAINERS) for i in item)
+            ):
+                break
+        else:
+            return _ENCODE_AS_PLAIN(value)
+    return _encoded(_plain(value))
+
+
+def _encodings(
+    shared: dict[str, Any], origin_reason: str | None, entries: Sequence[Entry], first_id: int
+) -> Iterator[tuple[str, str | None, str, str]]:
+    """For each entry (the events ``first_id``, ...): the text of its canonical encoding
+    (exactly ``canonical(_hashed_fields(row))``, keys in sorted order), its reason, and
+    its before and after as JSON text."""
+    occurred = shared["occurred_at"].astimezone(dt.UTC).isoformat(timespec="microseconds")
+    actor = _encoded(shared["actor"])
+    at = f',"occurred_at":{_encoded(occurred)},"reason":'
+    request_id = shared["request_id"]
+    source = ("" if request_id is None else f',"request_id":{_encoded(request_id)}') + (
+        f',"source":{_encoded(shared["source"])},"subject_id":'
+    )
+    for event_id, entry in enumerate(entries, first_id):
+        before = _document(entry.before)
+        after = _document(entry.after)
+        user_id = entry.user_id
+        reason = _join(origin_reason, entry.reason)
+        encoding = "".join(
+            (
+                '{"action":',
+                _encoded(entry.action),
+                ',"actor":',
+                actor,
+                ',"after":',
+                after,
+                ',"before":',
+                before,
+                ',"id":',
+                str(event_id),
+                at,
+                _encoded(reason),
+                source,
+                _encoded(entry.subject_id),
+                ',"subject_type":',
+                _encoded(entry.subject_type),
+                ',"user_id":',
+                "null" if user_id is None else _encoded(str(user_id)),
+                "}",
+            )
+        )
+        yield encoding, reason, before, after
 
 
 def _join(*parts: str | None) -> str | None:

@@ -5,7 +5,8 @@ authentication, retries and rate-limit pauses), by its Okta id, or by its exact 
 through the groups API's ``search``; then its members are fetched. Everything is
 fetched before anything is written, so an Okta failure writes nothing. In one
 transaction the group is recorded under its Okta id (``externalId``, the key SCIM
-and the event hooks use: :func:`provisioning.people.lifecycle.adopt_group`), its
+and the event hooks use: :func:`provisioning.people.lifecycle.adopt_group`; a group
+pushed over SCIM without one is found by its name when it is the only one), its
 members are brought in as reconciliation brings them (the same plan and repairs,
 source ``okta-sync``: :func:`provisioning.okta.reconcile.repair`), and the mapping is
 created (:func:`provisioning.entitlements.mappings.create_mapping`). Run inside a
@@ -147,7 +148,7 @@ def map_group(
     nothing). Members first, so the mapping's one engine run grants them all; a held
     group's members Okta no longer lists are removed under the mass-revocation brake."""
     group, adopted = lifecycle.adopt_group(
-        session, origin, external_id=fetched.okta_id, display_name=fetched.name
+        session, origin, external_id=fetched.okta_id, display_name=fetched.name, by_name=True
     )
     plan: reconcile.Plan = {}
     drift: dict[str, list] = {"missing": [], "extra": []}

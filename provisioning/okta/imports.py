@@ -14,7 +14,9 @@ failure, a crash) leaves a consistent state, and the next import resumes the ope
 where it stopped: no committed page is fetched again, and nothing is created twice.
 On an Okta failure the pages already fetched are applied first. An import only adds;
 removing what Okta no longer lists is reconciliation's work. Rate limits are the
-client's (:mod:`provisioning.okta.client`), as for reconciliation.
+client's (:mod:`provisioning.okta.client`), as for reconciliation. As the tables grow,
+the database's planner statistics are refreshed (after the first batch, then at each
+four-fold growth), so that a batch's reads stay proportional to the batch.
 
 A dry run fetches the same pages, writes nothing (not even a run record), and says
 what it would create.
@@ -43,6 +45,9 @@ from provisioning.people import lifecycle
 KIND = "import"
 # Members per transaction (whole pages): one engine run, one checkpoint commit.
 BATCH = 2000
+# The planner's statistics are brought up to date after the first batch, then each time
+# the batches applied grow this many times (Database.analyze): an import fills tables.
+ANALYZE_GROWTH = 4
 # Pages fetched ahead of the batch being written (one request in flight at a time).
 AHEAD = 8
 T = TypeVar("T")
@@ -138,9 +143,14 @@ def import_directory(
                 if resuming is None:
                     summary.import_id = _begin(database, client, run.id, search, all_groups, counts)
                 counts["import_id"] = summary.import_id
-                for pages in _fetched(database, client, summary.import_id, batch, progress):
+                analyzed_at = 1
+                fetched = _fetched(database, client, summary.import_id, batch, progress)
+                for applied, pages in enumerate(fetched, 1):
                     _apply(database, summary.import_id, pages, counts)
                     run.requests = client.requests - requests_before
+                    if applied == analyzed_at:  # the tables grew four-fold since
+                        database.analyze()
+                        analyzed_at *= ANALYZE_GROWTH
                 run.requests = client.requests - requests_before
     except OktaError as exc:
         summary.status, summary.error = "failed", str(exc)

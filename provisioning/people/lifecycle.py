@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning import text
 from provisioning.audit.log import Origin, lock
 from provisioning.entitlements import brake, engine
 from provisioning.identity import directory
@@ -240,17 +241,28 @@ def adopt_group(
     external_id: str,
     display_name: str,
     scim_attributes: dict[str, Any] | None = None,
+    by_name: bool = False,
 ) -> tuple[Group, bool]:
     """The group the IdP knows as ``external_id`` (its Okta id), named ``display_name``:
     the one held, renamed if its name changed, or a new one (with ``scim_attributes``).
     Whether it was held already.
 
     However the group first came (mapped by its Okta id through the admin API, pushed
-    over SCIM, created by an Okta event), it is one group. Writers are serialised
-    first (the audit chain's head), so two edges recording it at once make one group.
+    over SCIM, created by an Okta event), it is one group. With ``by_name`` (mapping the
+    group by its Okta id), a group pushed over SCIM without an ``externalId`` is it too
+    when it is the only group without an IdP id named ``display_name`` (exactly, or else
+    differing only in case): it is given the Okta id, audited as an adoption by name
+    (a SCIM push with an ``externalId`` names a group of its own). Writers are
+    serialised first (the audit chain's head), so two edges recording it at once make
+    one group.
     """
     lock(session)
     group = session.scalar(select(Group).where(Group.external_id == external_id))
+    if group is None and by_name and (group := _unclaimed(session, display_name)):
+        adoption = f"adopted by its name {display_name!r}: held without an IdP id"
+        reason = f"{origin.reason}; {adoption}" if origin.reason else adoption
+        adopting = Origin(origin.actor, origin.source, reason)
+        set_group_external_id(session, adopting, group, external_id)
     if group is None:
         group = create_group(
             session,
@@ -262,6 +274,21 @@ def adopt_group(
         return group, False
     rename_group(session, origin, group, display_name)
     return group, True
+
+
+def _unclaimed(session: Session, display_name: str) -> Group | None:
+    """The one group without an IdP id named ``display_name`` (exactly; else the one whose
+    name differs only in case), if exactly one is."""
+    try:
+        key = text.key(display_name, "displayName")
+    except text.TextError:
+        return None
+    unclaimed = select(Group).where(Group.external_id.is_(None)).limit(2)
+    for named in (Group.display_name == display_name, Group.display_name_key == key):
+        found = session.scalars(unclaimed.where(named)).all()
+        if found:
+            return found[0] if len(found) == 1 else None
+    return None
 
 
 def rename_group(session: Session, origin: Origin, group: Group, display_name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -198,3 +199,115 @@ def _parse(line):
     import datetime as dt
 
     return dt.datetime.fromisoformat(line["occurred_at"])
+
+
+_TEXT = st.text(max_size=12).filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s))
+_VALUE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT
+    | st.uuids()
+    | st.datetimes()
+    | st.sampled_from(list(audit.Source)),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_TEXT, inner, max_size=3)
+        | st.dictionaries(st.integers(-3, 12) | st.booleans() | st.none(), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def entry_of(text: st.SearchStrategy, value: st.SearchStrategy) -> st.SearchStrategy:
+    document = st.none() | st.dictionaries(text | st.integers(0, 12), value, max_size=4)
+    return st.builds(
+        audit.Entry,
+        action=text,
+        subject_type=text,
+        subject_id=text,
+        user_id=st.none() | st.uuids(),
+        reason=st.none() | text,
+        before=document,
+        after=document,
+    )
+
+
+_ENTRY = entry_of(_TEXT, _VALUE)
+# What both databases keep as given: no NUL in PostgreSQL's text, and jsonb's numbers
+# written back as numeric text (1e16 comes back an int, -0.0 as 0), so integers only.
+_KEPT_TEXT = _TEXT.filter(lambda s: "\x00" not in s)
+_KEPT = entry_of(
+    _KEPT_TEXT,
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _KEPT_TEXT | st.uuids(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEPT_TEXT, inner, max_size=3),
+        max_leaves=8,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(_ENTRY, min_size=1, max_size=4),
+    actor=_TEXT,
+    origin_reason=st.none() | _TEXT,
+    request_id=st.none() | _TEXT,
+    first_id=st.integers(1, 2**40),
+)
+def test_an_events_encoding_is_the_canonical_encoding_of_its_fields(
+    entries, actor, origin_reason, request_id, first_id
+):
+    """record() assembles each event's canonical encoding from parts; it is exactly the one
+    verify() hashes (canonical over the event's hashed fields), for any event."""
+    import datetime as dt
+
+    shared = {
+        "occurred_at": dt.datetime(2026, 12, 5, 20, 1, 2, 345678, tzinfo=dt.UTC),
+        "actor": actor,
+        "source": str(audit.Source.OKTA_SYNC),
+        "request_id": request_id,
+    }
+    made = list(audit._encodings(shared, origin_reason, entries, first_id))
+    for event_id, entry, (encoding, reason, before, after) in zip(
+        range(first_id, first_id + len(entries)), entries, made, strict=True
+    ):
+        row = {
+            **shared,
+            "id": event_id,
+            "action": entry.action,
+            "subject_type": entry.subject_type,
+            "subject_id": entry.subject_id,
+            "user_id": entry.user_id,
+            "reason": reason,
+            "before": audit._plain(entry.before),
+            "after": audit._plain(entry.after),
+        }
+        assert encoding.encode() == audit.canonical(audit._hashed_fields(row))
+        assert json.loads(before) == row["before"] and json.loads(after) == row["after"]
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=st.lists(_KEPT, min_size=1, max_size=6), reason=st.none() | _KEPT_TEXT)
+def test_any_events_recorded_verify_and_read_back_as_recorded(fresh_database, entries, reason):
+    database = fresh_database()
+    origin = audit.Origin("admin@example.com", audit.Source.ADMIN, reason)
+    with database.transaction() as session:
+        ids = audit.record(session, origin, entries[:1])  # one event, then many
+        ids += audit.record(session, origin, entries[1:])
+    assert ids == list(range(1, len(entries) + 1))
+    assert verdict(database).intact and verdict(database).checked == len(entries)
+    with database.reader() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    for event, entry in zip(events, entries, strict=True):
+        assert (event.action, event.subject_id, event.user_id) == (
+            entry.action,
+            entry.subject_id,
+            entry.user_id,
+        )
+        assert event.before == audit._plain(entry.before)
+        assert event.after == audit._plain(entry.after)

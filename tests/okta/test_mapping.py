@@ -298,6 +298,69 @@ def test_a_group_scim_pushed_before_is_adopted_not_duplicated(database, origin, 
     assert holders(database) == {ada["id"], bob["id"]}
 
 
+def push_group(admin, name: str, **fields: Any) -> str:
+    """A group pushed over SCIM (as Okta's push would, or a client without ``externalId``)."""
+    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name}
+    pushed = admin.scim_post("/Groups", {**body, **fields})
+    assert pushed.status_code == 201, pushed.get_data(as_text=True)
+    return pushed.get_json()["id"]
+
+
+def test_a_group_pushed_without_external_id_is_adopted_by_its_name(database, origin, okta, admin):
+    eng, ada, bob = an_org(okta, database, origin)
+    with database.reader() as session:
+        bob_id = session.scalar(select(User.id).where(User.external_id == bob["id"]))
+    pushed = push_group(admin, "eng", members=[{"value": str(bob_id)}])
+    other = push_group(admin, "eng-ops")
+    answer = admin.map(okta_group=eng["id"])
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["okta_group"]["adopted"] is True
+    assert answer.get_json()["mapping"]["group_id"] == pushed
+    assert groups_held(database) == [("eng", eng["id"]), ("eng-ops", None)]
+    assert holders(database) == {ada["id"], bob["id"]}
+    with database.reader() as session:
+        adoption = session.execute(
+            select(
+                AuditEvent.subject_id, AuditEvent.before, AuditEvent.after, AuditEvent.reason
+            ).where(AuditEvent.action == "group.updated")
+        ).one()
+    assert adoption.subject_id == pushed and other != pushed
+    assert (adoption.before, adoption.after) == ({"external_id": None}, {"external_id": eng["id"]})
+    assert "adopted by its name 'eng'" in adoption.reason
+    assert actions(database).count("group.created") == 2  # the two pushes; none by the map
+    # Okta's later push, with the Okta id, is the same group.
+    assert push_group(admin, "eng", externalId=eng["id"]) == pushed
+
+
+def test_a_name_two_groups_without_external_id_share_adopts_neither(database, origin, okta, admin):
+    eng, _, _ = an_org(okta, database, origin)
+    first, second = push_group(admin, "eng"), push_group(admin, "eng")
+    third = push_group(admin, "ENG")
+    answer = admin.map(okta_group=eng["id"])
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["okta_group"]["adopted"] is False
+    assert answer.get_json()["mapping"]["group_id"] not in (first, second, third)
+    with database.reader() as session:
+        named = session.execute(select(Group.id, Group.external_id)).all()
+    assert {(str(i), e) for i, e in named} == {
+        (first, None),
+        (second, None),
+        (third, None),
+        (answer.get_json()["mapping"]["group_id"], eng["id"]),
+    }
+    assert "group.updated" not in actions(database)
+
+
+def test_a_group_named_only_in_another_case_is_adopted(database, origin, okta, admin):
+    eng, _, _ = an_org(okta, database, origin)
+    pushed = push_group(admin, "ENG")
+    push_group(admin, "eng", externalId="00gsomeoneelse")  # held with an IdP id: not it
+    answer = admin.map(okta_group=eng["id"])
+    assert answer.get_json()["mapping"]["group_id"] == pushed
+    # Renamed to Okta's name, as a group held by its Okta id would be.
+    assert set(groups_held(database)) == {("eng", "00gsomeoneelse"), ("eng", eng["id"])}
+
+
 def test_a_later_scim_push_of_the_group_merges_into_it(database, origin, okta, admin):
     eng, ada, bob = an_org(okta, database, origin)
     mapped = admin.map(okta_group=eng["id"]).get_json()
