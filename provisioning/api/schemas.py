@@ -220,6 +220,9 @@ class ActionIn(Input):
 class ActionPatch(Input):
     kind: ActionKind = None  # type: ignore[assignment]
     org_policy: Policy = None  # type: ignore[assignment]
+    # With needs_approval: each call is approved by the connector's request-policy chain
+    # (owner and/or manager), not only confirmed by the caller (docs/requests.md).
+    requires_approver: bool = None  # type: ignore[assignment]
     description: Annotated[str, Field(max_length=2000)] | None = None
 
 
@@ -227,6 +230,7 @@ class ActionOut(BaseModel):
     name: str
     kind: ActionKind
     org_policy: Policy
+    requires_approver: bool = False
     description: str | None
     # What the connector's MCP server last said of the tool (hints, untrusted), and when
     # it was last found missing from the server (null: offered at the last sync).

@@ -148,8 +148,9 @@ def _lists(entitlement: Entitlement, action_name: str, *, catalogued: bool) -> b
     return catalogued and action_name in entitlement.actions
 
 
-_KIND_AT = {
+KIND_AT = _KIND_AT = {
     AccessLevel.READ: ActionKind.READ,
     AccessLevel.READ_WRITE: ActionKind.WRITE,
     AccessLevel.INTERACTIVE: ActionKind.INTERACTIVE,
 }
+"""The kind of action each access level adds."""

@@ -191,8 +191,12 @@ def create(
     justification: str,
     duration_days: int,
     actions: list[str] | None = None,
+    idempotency_key: str | None = None,
+    idempotency_digest: str | None = None,
 ) -> AccessRequest:
-    """``requester`` asks for ``user``'s access (themselves, or a report of theirs)."""
+    """``requester`` asks for ``user``'s access (themselves, or a report of theirs);
+    ``idempotency_key``/``idempotency_digest`` (provisioning/requests/calls.py) let a retry
+    find it."""
     if requester.id != user.id:
         boss = directory.manager(session, user)
         if boss is None or boss.id != requester.id:
@@ -242,7 +246,62 @@ def create(
         state=RequestState.PENDING,
         deadline=now + dt.timedelta(days=policy.decide_within_days),
         created_at=now,
+        idempotency_key=idempotency_key,
+        idempotency_digest=idempotency_digest,
     )
+    return _opened(session, origin, request, connector)
+
+
+def open_call(
+    session: Session,
+    origin: Origin,
+    user: User,
+    connector: Connector,
+    *,
+    access_level: AccessLevel,
+    justification: str,
+    deadline: dt.datetime,
+    call: dict[str, Any],
+    task_id: str,
+    binding_jti: str,
+    idempotency_key: str | None,
+    idempotency_digest: str | None,
+) -> AccessRequest:
+    """A call-level approval task (provisioning/requests/calls.py, which checked the
+    binding): the person asks for one call, the connector's chain decides it."""
+    if not user.eligible:
+        raise _conflict(f"user {user.user_name} is {user.state}: no call may be approved")
+    policy = session.get(RequestPolicy, connector.id)
+    if policy is None:
+        raise _conflict(f"connector {connector.slug} takes no access requests")
+    request = AccessRequest(
+        user_id=user.id,
+        requested_by_id=user.id,
+        requested_by=user.user_name,
+        connector_id=connector.id,
+        access_level=access_level,
+        actions=[call["action"]],
+        justification=justification,
+        duration_days=0,
+        approvers=list(policy.approvers),
+        stage=0,
+        state=RequestState.PENDING,
+        deadline=deadline,
+        created_at=utcnow(),
+        kind=RequestKind.CALL,
+        call=call,
+        task_id=task_id,
+        binding_jti=binding_jti,
+        idempotency_key=idempotency_key,
+        idempotency_digest=idempotency_digest,
+    )
+    return _opened(session, origin, request, connector)
+
+
+def _opened(
+    session: Session, origin: Origin, request: AccessRequest, connector: Connector
+) -> AccessRequest:
+    """Check the chain's approvers, store, audit and tell a new request."""
     for role in request.approvers:
         _check_approver(session, role, request, connector)
     session.add(request)
@@ -255,7 +314,7 @@ def create(
                 "request.created",
                 "access_request",
                 str(request.id),
-                user_id=user.id,
+                user_id=request.user_id,
                 reason=request.justification,
                 after=request_state(request),
             )

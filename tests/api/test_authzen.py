@@ -345,6 +345,8 @@ def test_discovery_metadata(database, issuer):
             "search_subject_endpoint": "https://pdp.example.com/access/v1/search/subject",
             "search_resource_endpoint": "https://pdp.example.com/access/v1/search/resource",
             "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
+            "access_request_endpoint": "https://pdp.example.com/access/v1/requests",
+            "capabilities": ["urn:openid:authzen:capability:access-request"],
         }
 
 
