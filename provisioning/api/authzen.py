@@ -301,7 +301,7 @@ def _decider(connection: Any) -> authzen.Decider:
     return authzen.Decider(
         connection,
         Interface(settings.authzen_interface),
-        approvals.Calls(_signer(), _requests_endpoint()),
+        approvals.Calls(_signer, _requests_endpoint()),
     )
 
 
@@ -334,9 +334,7 @@ def _recorded(outcomes: list[authzen.Outcome]) -> list[authzen.Outcome]:
 def _evaluate_one(document: Any) -> Response:
     try:
         question = authzen.evaluation(document)
-        decider = _decider  # bound before the read: the signer may read its secret once
-        _signer()
-        outcome = database().hot_read(lambda c: decider(c).decide(question))
+        outcome = database().hot_read(lambda c: _decider(c).decide(question))
     except authzen.Invalid as exc:
         raise _BadRequest(str(exc)) from None
     return _json(_recorded([outcome])[0].answer())
@@ -360,7 +358,6 @@ def evaluations() -> Response:
         return _evaluate_one(document)
     # Set-wise reads (IN lists, not point lookups): planned for their parameters on
     # PostgreSQL, one snapshot on SQLite (Database.hot_reader).
-    _signer()
     with database().hot_reader() as connection:
         outcomes = _decider(connection).run(asked.items, asked.semantic)
     return _json({"evaluations": [o.answer() for o in _recorded(outcomes)]})

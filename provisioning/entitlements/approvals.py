@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,10 +181,10 @@ _DIGESTS = ("arguments_digest", "policy_version")
 
 @dataclass(frozen=True)
 class Calls:
-    """What the decision path needs to make a denial requestable: the signer, and the
-    Access Request Endpoint the denial names."""
+    """What the decision path needs to make a denial requestable: the signer (read when a
+    denial first needs it), and the Access Request Endpoint the denial names."""
 
-    signer: Signer
+    signer: Callable[[], Signer]
     endpoint: str
 
 

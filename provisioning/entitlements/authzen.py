@@ -658,7 +658,7 @@ class Decider:
             reason, why = verdict.reason, f"the approval presented does not apply: {verdict.reason}"
             call["next_action"] = verdict.next_action
         if rule.requestable and self.calls is not None and call.get("next_action") != "none":
-            token, expires = self.calls.signer.issue(binding, outcome.evaluation_id, now)
+            token, expires = self.calls.signer().issue(binding, outcome.evaluation_id, now)
             call["access_request"] = {
                 "endpoint": self.calls.endpoint,
                 "template": approvals.TEMPLATE,

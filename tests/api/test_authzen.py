@@ -376,7 +376,8 @@ def test_discovery_without_a_public_url_names_the_url_asked(fixture):
         },
         "search_action_endpoint": {"subject": ALICE, "resource": RECORD_1},
     }
-    assert set(metadata) == {"policy_decision_point", *bodies}
+    profile = {"access_request_endpoint", "capabilities"}  # the Access Request profile's
+    assert set(metadata) == {"policy_decision_point", *profile, *bodies}
     for name, body in bodies.items():
         answer = fixture.pep.post(metadata[name], json=body, timeout=10)
         assert answer.status_code == 200, (name, answer.text)
