@@ -493,7 +493,7 @@ def submit_request() -> Response:
         except workflow.RequestError as exc:
             _workflow_refused(exc)
         if not new:
-            calls.record_replay(session, origin(), task)
+            idempotency.record_replay(session, origin(), task)
         answer = _handle(task, 201)
     return answer
 

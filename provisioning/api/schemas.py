@@ -1067,6 +1067,18 @@ class RequestStepOut(BaseModel):
     decided_at: dt.datetime
 
 
+class CallApprovalOut(BaseModel):
+    """What a ``call`` request approves: one call of ``action`` with these arguments (their
+    digest) under this policy version, until ``approved_until`` once approved."""
+
+    action: str | None
+    arguments_digest: str | None
+    policy_version: str | None
+    evaluation_id: str | None
+    task_id: str | None
+    approved_until: dt.datetime | None
+
+
 class AccessRequestOut(BaseModel):
     id: int
     url: str
@@ -1086,6 +1098,9 @@ class AccessRequestOut(BaseModel):
     closed_by: str | None
     granted_at: dt.datetime | None
     expires_at: dt.datetime | None
+    # "access" (a connector for a time) or "call" (one tool call: what it approves in call)
+    kind: str = "access"
+    call: CallApprovalOut | None = None
     steps: list[RequestStepOut]
 
 

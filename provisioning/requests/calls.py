@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.audit.log import Entry, Origin, record
+from provisioning.audit.log import Origin
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.database import utcnow
 from provisioning.entitlements import approvals, authzen
@@ -273,20 +273,3 @@ def cancel(
     if status(request) != RequestState.PENDING:
         raise TaskError("invalid_task_state", f"the task is {status(request)}: nothing to cancel")
     return workflow.withdraw(session, origin, request, origin.actor, reason)
-
-
-def record_replay(session: Session, origin: Origin, request: AccessRequest) -> None:
-    """Audit a submission answered from its Idempotency-Key (nothing else changes)."""
-    record(
-        session,
-        origin,
-        [
-            Entry(
-                "request.replayed",
-                "access_request",
-                str(request.id),
-                user_id=request.user_id,
-                reason="the same Idempotency-Key and body",
-            )
-        ],
-    )

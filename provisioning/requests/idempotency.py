@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioning.audit.log import Entry, Origin, record
 from provisioning.requests.models import AccessRequest
 
 MAX_KEY = 255
@@ -51,3 +52,20 @@ def replayed(session: Session, stored: str | None, body: str) -> AccessRequest |
             "this Idempotency-Key was used with a different body: use a new key for a new request"
         )
     return earlier
+
+
+def record_replay(session: Session, origin: Origin, request: AccessRequest) -> None:
+    """Audit a submission answered from its Idempotency-Key (nothing else changes)."""
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "request.replayed",
+                "access_request",
+                str(request.id),
+                user_id=request.user_id,
+                reason="the same Idempotency-Key and body",
+            )
+        ],
+    )
