@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     schedule_reviews: str = "0 6 1 1,4,7,10 *"
     schedule_reviews_close: str = "15 * * * *"
     review_deadline_days: int = Field(default=14, ge=1, le=365)
+    # The person (userName or email) who decides review items without a reviewer (no
+    # manager, no owner); audited as "fallback". Unset (or no active user): any admin.
+    review_fallback: str | None = None
     # What closing does to an item nobody decided.
     review_no_response: Literal["keep", "revoke"] = "keep"
     dormant_after_days: int = Field(default=90, gt=0)
