@@ -241,6 +241,7 @@ class Outcome:
     last_used_at: dt.datetime | None = None
     agent: str | None = None
     error: str | None = None
+    requires_approver: bool = False  # the engine's: see decisions.Answer
     # Context members of a call-level approval (approvals.py): ``access_request``,
     # ``approval``, ``next_action``, ``evaluated_at``; set, no confirmation is asked for.
     call: dict[str, Any] | None = None
@@ -605,13 +606,13 @@ class Decider:
         self, items: Sequence[Request | Invalid], outcomes: list[Outcome]
     ) -> list[Outcome]:
         """Call-level approval (approvals.py) for the ``needs_approval`` outcomes whose action
-        requires an approver: one statement for their rules, one read per approval shown.
-        Other outcomes (every allow among them) cost nothing."""
+        requires an approver (the engine says so): one statement for their rules, one read
+        per approval shown. Other outcomes cost nothing."""
         asks = [
             (i, item, outcome)
             for i, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
             if isinstance(item, Request)
-            and outcome.decision is Decision.NEEDS_APPROVAL
+            and outcome.requires_approver
             and outcome.connector is not None
             and outcome.action is not None
         ]
@@ -707,6 +708,7 @@ class Decider:
             answer.grant_id,
             answer.last_used_at,
             agent,
+            requires_approver=answer.requires_approver,
         )
 
     def ask_many(self, asked: Sequence[_Asked]) -> list[decisions.Answer]:

@@ -58,6 +58,8 @@ class ActionFacts:
     name: str
     kind: ActionKind
     org_policy: Policy
+    # A needs_approval call a second person approves (provisioning/entitlements/approvals.py)
+    requires_approver: bool = False
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,7 @@ def test_a_named_fallback_reviewer_decides_items_without_a_reviewer(database, or
         cy_slack = items(session, campaign.id)[(team["cy"], team["slack"])]  # nobody reviews
         boss = directory.person(session, "boss@example.com")
         ada = directory.person(session, "ada@example.com")
-        with pytest.raises(campaigns.NotReviewer, match="fallback reviewer boss@example.com"):
+        with pytest.raises(campaigns.NotReviewer, match=r"fallback reviewer boss@example\.com"):
             campaigns.decide(
                 session, origin, cy_slack, ReviewDecision.APPROVE, "fine", fallback=boss
             )
