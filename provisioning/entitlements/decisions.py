@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, select, true
+from sqlalchemy import Integer, Select, and_, bindparam, select, true, type_coerce
 from sqlalchemy.orm import Session
 
 from provisioning import text
@@ -154,7 +154,9 @@ _CONNECTOR_AND_ACTION = (
     _A.c.name.label("action_name"),
     _A.c.kind.label("action_kind"),
     _A.c.org_policy,
-    _A.c.requires_approver,
+    # Read as it is stored (0/1 on SQLite): without the Boolean type's per-row conversion,
+    # which a batch's hundreds of rows would pay (action_facts makes it a bool).
+    type_coerce(_A.c.requires_approver, Integer).label("requires_approver"),
 )
 
 
