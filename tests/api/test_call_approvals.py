@@ -9,12 +9,11 @@ import pytest
 from sqlalchemy import select, update
 
 from provisioning.audit.models import AuditEvent
-from provisioning.delivery import targets
-from provisioning.delivery.models import OutboxMessage, TargetKind
+from provisioning.delivery.models import OutboxMessage
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.requests.models import AccessRequest
-from tests.delivery.conftest import LOCAL
+from tests.delivery.conftest import chat_target
 from tests.org import Org
 
 CHECK, ASK, WRITE = ["decisions:check"], ["requests:write"], ["admin:write"]
@@ -27,17 +26,7 @@ ARGS = {"repo": "acme/api", "number": 42}
 def org(api, database, origin) -> dict:
     """Ada (Boss's report) holds GitHub read-write; merging needs Olga's (the owner's) yes."""
     with database.transaction() as session:
-        # A target, so that the outbox keeps what it would tell (nothing delivers it here).
-        targets.create(
-            session,
-            origin,
-            name="chat",
-            kind=TargetKind.WEBHOOK,
-            url=targets.check_url("http://127.0.0.1:9/hook", LOCAL),
-            secret="s" * 32,
-            connectors=None,
-            max_attempts=5,
-        )
+        chat_target(session, origin)
         o = Org(session, origin)
         boss = o.user("boss@example.com")
         o.user("olga@example.com")
