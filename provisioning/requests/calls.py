@@ -206,7 +206,10 @@ def _requested_until(document: dict[str, Any]) -> str | None:
         raise authzen.Invalid("requested_access.requested_until must be an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise authzen.Invalid("requested_access.requested_until must carry its offset")
-    return moment.astimezone(dt.UTC).isoformat()
+    try:
+        return moment.astimezone(dt.UTC).isoformat()
+    except OverflowError:
+        raise authzen.Invalid("requested_access.requested_until is out of range") from None
 
 
 # -- the task ---------------------------------------------------------------------------
