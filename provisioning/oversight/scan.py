@@ -74,10 +74,10 @@ def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[
     return counts
 
 
-def _separation(session: Session) -> Select | list[tuple[str, dict[str, Any]]]:
+def _separation(session: Session) -> tuple[Select, ...]:
     """Each (rule, person) breaking a separation-of-duties rule, as findings' subjects
-    (``RULE:USER``) with their evidence: one statement built by the database, the rules'
-    intersections and the people's names read and written without leaving it."""
+    (``RULE:USER``) with their evidence: a query per rule, built and written by the
+    database (the intersections and the people's names never leave it)."""
     dialect = session.bind.dialect.name
     parts = []
     for rule, users in separation.violation_sets(session):
@@ -92,9 +92,7 @@ def _separation(session: Session) -> Select | list[tuple[str, dict[str, Any]]]:
                 ).label("evidence"),
             ).join_from(users, User, User.id == users.c.user_id)
         )
-    if not parts:
-        return []
-    return parts[0] if len(parts) == 1 else union_all(*parts)  # type: ignore[return-value]
+    return tuple(parts)
 
 
 def _uuid_text(dialect: str, column: Any) -> Any:
