@@ -220,7 +220,12 @@ PROBLEMS = {
 
 
 def _operation(
-    method: str, path: str, body: type[BaseModel] | None, answer: type[BaseModel]
+    method: str,
+    path: str,
+    body: type[BaseModel] | None,
+    answer: type[BaseModel],
+    more: dict[int, str] | None = None,
+    ok: int = 200,
 ) -> Any:
     """Document an operation: its body (read by the handler itself), answer and problems."""
     operation_id = "authzen_" + path.strip("/").replace("/", "_").replace(".", "").replace("-", "_")
@@ -240,12 +245,13 @@ def _operation(
         if body is not None
         else {k: v for k, v in PROBLEMS.items() if k != 400 and k != 413}
     )
+    problems = {**problems, **(more or {})}
     register = getattr(access, method.lower())
     return register(
         path,
         tags=[TAG],
         operation_id=operation_id,
-        responses={200: answer, **{s: problem_response(d) for s, d in problems.items()}},
+        responses={ok: answer, **{s: problem_response(d) for s, d in problems.items()}},
         security=[{"bearer": [CHECK]}],
         description=f"Needs scope `{CHECK}`. Echoes `X-Request-ID`.",
         openapi_extensions=extensions,
@@ -468,7 +474,20 @@ def _workflow_refused(exc: Any) -> None:
     raise calls.TaskError("not_requestable", str(exc))
 
 
-@_operation("POST", f"{PREFIX}/requests", AccessRequestSubmission, TaskHandle)
+_TASK = {404: "unknown_task: no such task"}
+
+
+@_operation(
+    "POST",
+    f"{PREFIX}/requests",
+    AccessRequestSubmission,
+    TaskHandle,
+    {
+        409: "duplicate_request: the Idempotency-Key was used with another body",
+        410: "expired_denial: the denial's expires_at passed",
+    },
+    ok=201,
+)
 def submit_request() -> Response:
     """Access Request Endpoint: open the approval task of a requestable denial (an
     ``Idempotency-Key`` makes a retry answer the same task)."""
@@ -498,14 +517,20 @@ def submit_request() -> Response:
     return answer
 
 
-@_operation("GET", f"{PREFIX}/requests/<task_id>", None, TaskHandle)
+@_operation("GET", f"{PREFIX}/requests/<task_id>", None, TaskHandle, _TASK)
 def task_status(path: TaskPath) -> Response:
     """Task Status Endpoint: the task's status and, once approved, its approval."""
     with database().reader() as session:
         return _handle(calls.task(session, path.task_id), 200)
 
 
-@_operation("POST", f"{PREFIX}/requests/<task_id>/cancel", TaskCancel, TaskHandle)
+@_operation(
+    "POST",
+    f"{PREFIX}/requests/<task_id>/cancel",
+    TaskCancel,
+    TaskHandle,
+    {**_TASK, 409: "invalid_task_state: the task is closed"},
+)
 def cancel_task(path: TaskPath) -> Response:
     """Cancel a pending task (``invalid_task_state`` once it is closed)."""
     document = request.get_data() and _document()
