@@ -123,12 +123,22 @@ class Settings(BaseSettings):
     schedule_reviews: str = "0 6 1 1,4,7,10 *"
     schedule_reviews_close: str = "15 * * * *"
     review_deadline_days: int = Field(default=14, ge=1, le=365)
+    # The person (userName or email) who decides review items without a reviewer (no
+    # manager, no owner); audited as "fallback". Unset (or no active user): any admin.
+    review_fallback: str | None = None
     # What closing does to an item nobody decided.
     review_no_response: Literal["keep", "revoke"] = "keep"
     dormant_after_days: int = Field(default=90, gt=0)
     # Targets are told this many days ahead of an exception's or mapping's expiry
     # and of an access review's deadline.
     reminder_days: int = Field(default=7, ge=0, le=365)
+    # Call-level approval (docs/requests.md): how long an approved call may be made, and
+    # how long a call's approval task waits for its approvers.
+    call_approval_minutes: int = Field(default=60, ge=1, le=10_080)
+    call_task_hours: int = Field(default=24, ge=1, le=720)
+    # Signs the binding tokens of requestable denials; every replica must share it. When
+    # unset, a random one is made on first use and kept in the database (service_secrets).
+    approval_secret: str | None = Field(default=None, repr=False, min_length=16)
     # How often a standby worker tries to take over the schedule (seconds).
     # Delivery to downstream targets: retries back off exponentially (with jitter)
     # from delivery_backoff_seconds up to delivery_max_backoff_seconds; after a

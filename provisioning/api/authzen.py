@@ -24,12 +24,15 @@ from provisioning.api.edge import (
     authenticate,
     caller,
     database,
+    origin,
     problem_response,
 )
 from provisioning.connectors.models import Interface
-from provisioning.entitlements import authzen
+from provisioning.entitlements import approvals, authzen
 from provisioning.entitlements.decisions import LastUseRecorder
+from provisioning.requests import calls, idempotency, workflow
 from provisioning.tokens.credentials import Scope
+from provisioning.tokens.secrets import APPROVAL_BINDINGS, shared
 from provisioning.web import bodies
 from provisioning.web.problems import problem
 
@@ -43,6 +46,8 @@ ENDPOINTS = {
     "search_subject_endpoint": f"{PREFIX}/search/subject",
     "search_resource_endpoint": f"{PREFIX}/search/resource",
     "search_action_endpoint": f"{PREFIX}/search/action",
+    # The draft Access Request & Approval profile: where a requestable denial is submitted.
+    "access_request_endpoint": f"{PREFIX}/requests",
 }
 
 access = APIBlueprint("authzen", __name__)
@@ -201,6 +206,8 @@ class PdpMetadata(BaseModel):
     search_subject_endpoint: str
     search_resource_endpoint: str
     search_action_endpoint: str
+    access_request_endpoint: str
+    capabilities: list[str]
 
 
 TAG = Tag(name="authzen", description="OpenID AuthZEN Authorization API 1.0 (docs/authzen.md)")
@@ -213,7 +220,12 @@ PROBLEMS = {
 
 
 def _operation(
-    method: str, path: str, body: type[BaseModel] | None, answer: type[BaseModel]
+    method: str,
+    path: str,
+    body: type[BaseModel] | None,
+    answer: type[BaseModel],
+    more: dict[int, str] | None = None,
+    ok: int = 200,
 ) -> Any:
     """Document an operation: its body (read by the handler itself), answer and problems."""
     operation_id = "authzen_" + path.strip("/").replace("/", "_").replace(".", "").replace("-", "_")
@@ -233,12 +245,13 @@ def _operation(
         if body is not None
         else {k: v for k, v in PROBLEMS.items() if k != 400 and k != 413}
     )
+    problems = {**problems, **(more or {})}
     register = getattr(access, method.lower())
     return register(
         path,
         tags=[TAG],
         operation_id=operation_id,
-        responses={200: answer, **{s: problem_response(d) for s, d in problems.items()}},
+        responses={ok: answer, **{s: problem_response(d) for s, d in problems.items()}},
         security=[{"bearer": [CHECK]}],
         description=f"Needs scope `{CHECK}`. Echoes `X-Request-ID`.",
         openapi_extensions=extensions,
@@ -275,9 +288,27 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=200, mimetype="application/json")
 
 
+def _signer() -> approvals.Signer:
+    """The binding tokens' signer: PROVISIONING_APPROVAL_SECRET, or the stored secret."""
+    signer = current_app.extensions.get("provisioning.approvals")
+    if signer is None:
+        settings = current_app.extensions["provisioning.settings"]
+        secret = settings.approval_secret or shared(database(), APPROVAL_BINDINGS)
+        signer = current_app.extensions["provisioning.approvals"] = approvals.Signer(secret)
+    return signer
+
+
+def _requests_endpoint() -> str:
+    return base_url() + ENDPOINTS["access_request_endpoint"]
+
+
 def _decider(connection: Any) -> authzen.Decider:
     settings = current_app.extensions["provisioning.settings"]
-    return authzen.Decider(connection, Interface(settings.authzen_interface))
+    return authzen.Decider(
+        connection,
+        Interface(settings.authzen_interface),
+        approvals.Calls(_signer, _requests_endpoint()),
+    )
 
 
 def _recorded(outcomes: list[authzen.Outcome]) -> list[authzen.Outcome]:
@@ -381,6 +412,134 @@ def base_url() -> str:
 def metadata() -> Response:
     """Policy Decision Point metadata (AuthZEN 1.0 section 9)."""
     base = base_url()
-    body = {"policy_decision_point": base}
+    body: dict[str, Any] = {"policy_decision_point": base}
     body.update({name: base + path for name, path in ENDPOINTS.items()})
+    body["capabilities"] = [approvals.CAPABILITY]
     return _json(body)
+
+
+# -- the draft Access Request & Approval profile: call-level approval tasks ------------------
+
+
+class AccessRequestSubmission(_Open):
+    """A requestable denial submitted (the draft profile's Access Request)."""
+
+    subject: AuthzenEntity
+    resource: AuthzenEntity
+    action: AuthzenAction
+    context: dict[str, Any] | None = Field(None, description="`arguments` as evaluated")
+    denial: dict[str, Any] = Field(description="`binding_token` and `expires_at`, echoed")
+    requested_access: dict[str, Any] | None = None
+
+
+class TaskHandle(BaseModel):
+    task: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+
+class TaskPath(BaseModel):
+    task_id: str
+
+
+class TaskCancel(_Open):
+    reason: str | None = None
+    comment: str | None = None
+
+
+@access.errorhandler(calls.TaskError)
+def _task_error(error: calls.TaskError) -> Response:
+    return problem(error.status, _TASK_TITLES[error.code], error.detail, type=error.type)
+
+
+_TASK_TITLES = {
+    "not_requestable": "Access is not requestable",
+    "invalid_denial_binding": "Invalid denial binding",
+    "expired_denial": "Denial expired",
+    "duplicate_request": "Duplicate request",
+    "unknown_task": "Unknown task",
+    "task_expired": "Task expired",
+    "invalid_task_state": "Invalid task state",
+}
+
+
+def _handle(request_row: Any, status: int) -> Response:
+    body = calls.handle(request_row, _requests_endpoint())
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    response.headers["Location"] = body["task"]["status_endpoint"]
+    return response
+
+
+def _workflow_refused(exc: Any) -> None:
+    """A request the approval chain cannot take (no approver, the requester approving)."""
+    raise calls.TaskError("not_requestable", str(exc))
+
+
+_TASK = {404: "unknown_task: no such task"}
+
+
+@_operation(
+    "POST",
+    f"{PREFIX}/requests",
+    AccessRequestSubmission,
+    TaskHandle,
+    {
+        409: "duplicate_request: the Idempotency-Key was used with another body",
+        410: "expired_denial: the denial's expires_at passed",
+    },
+    ok=201,
+)
+def submit_request() -> Response:
+    """Access Request Endpoint: open the approval task of a requestable denial (an
+    ``Idempotency-Key`` makes a retry answer the same task)."""
+    document = _document()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= idempotency.MAX_KEY:
+        raise _BadRequest(f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} characters")
+    settings = current_app.extensions["provisioning.settings"]
+    signer = _signer()
+    with database().transaction() as session:
+        try:
+            task, new = calls.submit(
+                session,
+                origin(),
+                document,
+                signer,
+                key=idempotency.key(caller().name, key),
+                settings=settings,
+            )
+        except authzen.Invalid as exc:
+            raise _BadRequest(str(exc)) from None
+        except workflow.RequestError as exc:
+            _workflow_refused(exc)
+        if not new:
+            idempotency.record_replay(session, origin(), task)
+        answer = _handle(task, 201)
+    return answer
+
+
+@_operation("GET", f"{PREFIX}/requests/<task_id>", None, TaskHandle, _TASK)
+def task_status(path: TaskPath) -> Response:
+    """Task Status Endpoint: the task's status and, once approved, its approval."""
+    with database().reader() as session:
+        return _handle(calls.task(session, path.task_id), 200)
+
+
+@_operation(
+    "POST",
+    f"{PREFIX}/requests/<task_id>/cancel",
+    TaskCancel,
+    TaskHandle,
+    {**_TASK, 409: "invalid_task_state: the task is closed"},
+)
+def cancel_task(path: TaskPath) -> Response:
+    """Cancel a pending task (``invalid_task_state`` once it is closed)."""
+    document = request.get_data() and _document()
+    reason = None
+    if isinstance(document, dict):
+        given = document.get("reason") or document.get("comment")
+        reason = given[:1000] if isinstance(given, str) else None
+    elif document:
+        raise _BadRequest("the body, when sent, is a JSON object")
+    with database().transaction() as session:
+        task = calls.cancel(session, origin(), path.task_id, reason)
+        return _handle(task, 200)

@@ -61,6 +61,7 @@ def action_out(action: Action) -> schemas.ActionOut:
         name=action.name,
         kind=action.kind,
         org_policy=action.org_policy,
+        requires_approver=action.requires_approver,
         description=action.description,
         annotations=action.annotations,
         vanished_at=action.vanished_at,

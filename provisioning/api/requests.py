@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response
+from flask import request as flask_request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,6 +11,7 @@ from provisioning.api import schemas
 from provisioning.api.connectors import READ, WRITE
 from provisioning.api.edge import (
     PREFIX,
+    caller,
     database,
     fail,
     json_response,
@@ -22,8 +24,8 @@ from provisioning.api.edge import (
 )
 from provisioning.connectors.models import Connector
 from provisioning.identity.models import User
-from provisioning.requests import workflow
-from provisioning.requests.models import AccessRequest, RequestPolicy, RequestStep
+from provisioning.requests import idempotency, workflow
+from provisioning.requests.models import AccessRequest, RequestKind, RequestPolicy, RequestStep
 from provisioning.tokens.credentials import Scope
 
 TAG = "requests"
@@ -79,6 +81,8 @@ def _out(session: Session, request: AccessRequest) -> schemas.AccessRequestOut:
         closed_by=request.closed_by,
         granted_at=request.granted_at,
         expires_at=request.expires_at,
+        kind=request.kind,
+        call=_call(request),
         steps=[
             schemas.RequestStepOut(
                 stage=s.stage,
@@ -90,6 +94,19 @@ def _out(session: Session, request: AccessRequest) -> schemas.AccessRequestOut:
             )
             for s in steps
         ],
+    )
+
+
+def _call(request: AccessRequest) -> schemas.CallApprovalOut | None:
+    if request.kind != RequestKind.CALL or request.call is None:
+        return None
+    return schemas.CallApprovalOut(
+        action=request.call.get("action"),
+        arguments_digest=request.call.get("arguments_digest"),
+        policy_version=request.call.get("policy_version"),
+        evaluation_id=request.call.get("evaluation_id"),
+        task_id=request.task_id,
+        approved_until=request.approved_until,
     )
 
 
@@ -216,7 +233,21 @@ def get_request(path: schemas.AccessRequestPath) -> Response:
     summary="Ask for a connector for a time (for yourself, or for a report of yours)",
 )
 def create_request(body: schemas.AccessRequestIn) -> Response:
+    """With an ``Idempotency-Key``, a retry with the same body answers the request made the
+    first time; the same key with another body is 409 ``duplicate-request``."""
+    key = idempotency.key(caller().name, _idempotency_key())
+    sent = idempotency.digest(body.model_dump(mode="json", exclude_unset=True))
     with database().transaction() as session:
+        try:
+            earlier = idempotency.replayed(session, key, sent)
+        except idempotency.Reused as exc:
+            fail(409, "Conflict", str(exc), "duplicate-request")
+        if earlier is not None and earlier.kind == RequestKind.ACCESS:
+            idempotency.record_replay(session, origin(), earlier)
+            result = _out(session, earlier)
+            return _created(result)
+        if earlier is not None:
+            fail(409, "Conflict", "this Idempotency-Key named another request", "duplicate-request")
         requester = person(session)
         user = requester
         if body.user_id is not None and body.user_id != requester.id:
@@ -235,13 +266,28 @@ def create_request(body: schemas.AccessRequestIn) -> Response:
                 justification=body.justification,
                 duration_days=body.duration_days,
                 actions=body.actions,
+                idempotency_key=key,
+                idempotency_digest=sent if key is not None else None,
             )
         except workflow.RequestError as exc:
             _refused(exc)
         result = _out(session, request)
+    return _created(result)
+
+
+def _created(result: schemas.AccessRequestOut) -> Response:
     response = json_response(result, 201)
     response.headers["Location"] = result.url
     return response
+
+
+def _idempotency_key() -> str | None:
+    value = flask_request.headers.get("Idempotency-Key")
+    if value is not None and not 1 <= len(value) <= idempotency.MAX_KEY:
+        unprocessable(
+            f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} characters", "Idempotency-Key"
+        )
+    return value
 
 
 @route(

@@ -18,11 +18,13 @@ from provisioning.api.edge import (
     origin,
     page,
     route,
+    settings,
     speaks_for,
     unprocessable,
 )
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.identity import directory
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import (
     CampaignState,
@@ -199,6 +201,7 @@ def decide_review_item(path: schemas.ReviewItemPath, body: schemas.ReviewDecisio
                 body.comment,
                 decider=speaks_for(session),
                 override=body.override,
+                fallback=directory.person(session, settings().review_fallback),
             )
         except campaigns.CampaignClosed as exc:
             fail(409, "Conflict", str(exc), "review-closed")

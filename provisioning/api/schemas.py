@@ -230,6 +230,9 @@ class ActionIn(Input):
 class ActionPatch(Input):
     kind: ActionKind = Absent()
     org_policy: Policy = Absent()
+    # With needs_approval: each call is approved by the connector's request-policy chain
+    # (owner and/or manager), not only confirmed by the caller (docs/requests.md).
+    requires_approver: bool = Absent()
     description: Annotated[str, Field(max_length=2000)] | None = None
 
 
@@ -237,6 +240,7 @@ class ActionOut(BaseModel):
     name: str
     kind: ActionKind
     org_policy: Policy
+    requires_approver: bool = False
     description: str | None
     # What the connector's MCP server last said of the tool (hints, untrusted), and when
     # it was last found missing from the server (null: offered at the last sync).
@@ -1073,6 +1077,18 @@ class RequestStepOut(BaseModel):
     decided_at: dt.datetime
 
 
+class CallApprovalOut(BaseModel):
+    """What a ``call`` request approves: one call of ``action`` with these arguments (their
+    digest) under this policy version, until ``approved_until`` once approved."""
+
+    action: str | None
+    arguments_digest: str | None
+    policy_version: str | None
+    evaluation_id: str | None
+    task_id: str | None
+    approved_until: dt.datetime | None
+
+
 class AccessRequestOut(BaseModel):
     id: int
     url: str
@@ -1092,6 +1108,9 @@ class AccessRequestOut(BaseModel):
     closed_by: str | None
     granted_at: dt.datetime | None
     expires_at: dt.datetime | None
+    # "access" (a connector for a time) or "call" (one tool call: what it approves in call)
+    kind: str = "access"
+    call: CallApprovalOut | None = None
     steps: list[RequestStepOut]
 
 

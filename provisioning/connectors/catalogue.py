@@ -207,7 +207,14 @@ def add_action(
     return action
 
 
-_ACTION_FIELDS = ("kind", "org_policy", "description", "annotations", "vanished_at")
+_ACTION_FIELDS = (
+    "kind",
+    "org_policy",
+    "requires_approver",
+    "description",
+    "annotations",
+    "vanished_at",
+)
 
 
 def action_state(action: Action) -> dict[str, Any]:
@@ -231,7 +238,7 @@ def update_action(session: Session, origin: Origin, action: Action, **changes: A
     action.kind = kind
     if "org_policy" in changes:
         action.org_policy = Policy(changes["org_policy"])
-    for name in ("description", "annotations", "vanished_at"):
+    for name in ("requires_approver", "description", "annotations", "vanished_at"):
         if name in changes:
             setattr(action, name, changes[name])
     after = action_state(action)

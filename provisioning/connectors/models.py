@@ -6,7 +6,17 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from provisioning.database import Base, utcnow
@@ -163,6 +173,9 @@ class Action(Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[ActionKind] = mapped_column(enum_type(ActionKind))
     org_policy: Mapped[Policy] = mapped_column(enum_type(Policy), default=Policy.NEEDS_APPROVAL)
+    # A ``needs_approval`` action whose calls a second person approves (the connector's
+    # request-policy chain: provisioning/entitlements/approvals.py), not the caller alone.
+    requires_approver: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     description: Mapped[str | None] = mapped_column(Text)
     # The tool's annotations as its MCP server last stated them: hints kept for reviewers
     # (readOnlyHint, destructiveHint, idempotentHint, openWorldHint, title), never trusted.

@@ -22,13 +22,14 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
 from provisioning.connectors.models import Action, Connector, Interface
-from provisioning.entitlements import decisions
+from provisioning.database import utcnow
+from provisioning.entitlements import approvals, decisions
 from provisioning.entitlements.models import Grant
 from provisioning.entitlements.policy import Decision
 from provisioning.identity.models import User
@@ -240,6 +241,10 @@ class Outcome:
     last_used_at: dt.datetime | None = None
     agent: str | None = None
     error: str | None = None
+    requires_approver: bool = False  # the engine's: see decisions.Answer
+    # Context members of a call-level approval (approvals.py): ``access_request``,
+    # ``approval``, ``next_action``, ``evaluated_at``; set, no confirmation is asked for.
+    call: dict[str, Any] | None = None
 
     @property
     def allowed(self) -> bool:
@@ -255,7 +260,9 @@ class Outcome:
         }
         if self.error is not None:
             context["error"] = {"status": 400, "message": self.error}
-        if self.decision is Decision.NEEDS_APPROVAL:
+        if self.call is not None:
+            context.update(self.call)
+        elif self.decision is Decision.NEEDS_APPROVAL:
             # What the enforcement point must do before the call may go ahead.
             context["approval"] = {
                 "type": "confirmation",
@@ -344,9 +351,15 @@ class Decider:
     What is read is kept for the rest of the request.
     """
 
-    def __init__(self, connection: Connection, default_interface: Interface) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        default_interface: Interface,
+        calls: approvals.Calls | None = None,
+    ) -> None:
         self.connection = connection
         self.default_interface = default_interface
+        self.calls = calls  # None: no denial is requestable (no Access Request Endpoint)
         self._people: dict[str, str | None] = {}
         # Connector slugs (the first two, in slug order) by what names them.
         self._by_uri: dict[str, list[str]] = {}
@@ -570,7 +583,7 @@ class Decider:
         asked = self._read(request)
         if isinstance(asked, Outcome):
             return asked
-        return self._outcome(asked, self.ask_many([asked])[0])
+        return self.approvals([request], [self._outcome(asked, self.ask_many([asked])[0])])[0]
 
     def outcomes(self, items: Sequence[Request | Invalid]) -> list[Outcome]:
         """The outcome of each evaluation, in order, decided set-wise; an evaluation that
@@ -586,7 +599,74 @@ class Decider:
                 read.append(failed(exc))
         asked = [r for r in read if isinstance(r, _Asked)]
         answers = iter(self.ask_many(asked))
-        return [r if isinstance(r, Outcome) else self._outcome(r, next(answers)) for r in read]
+        found = [r if isinstance(r, Outcome) else self._outcome(r, next(answers)) for r in read]
+        return self.approvals(items, found)
+
+    def approvals(
+        self, items: Sequence[Request | Invalid], outcomes: list[Outcome]
+    ) -> list[Outcome]:
+        """Call-level approval (approvals.py) for the ``needs_approval`` outcomes whose action
+        requires an approver (the engine says so): one statement for their rules, one read
+        per approval shown. Other outcomes cost nothing."""
+        asks = [
+            (i, item, outcome)
+            for i, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
+            if isinstance(item, Request)
+            and outcome.requires_approver
+            and outcome.connector is not None
+            and outcome.action is not None
+        ]
+        if not asks:
+            return outcomes
+        found = approvals.rules(self.connection, {(o.connector, o.action) for _, _, o in asks})
+        now = utcnow()
+        for i, item, outcome in asks:
+            rule = found.get((outcome.connector, outcome.action))  # type: ignore[arg-type]
+            if rule is not None and rule.requires_approver:
+                outcomes[i] = self._approver(item, outcome, rule, now)
+        return outcomes
+
+    def _approver(
+        self, request: Request, outcome: Outcome, rule: approvals.Rule, now: dt.datetime
+    ) -> Outcome:
+        assert outcome.connector is not None and outcome.action is not None
+        binding = approvals.Binding(
+            self.person(request.subject.id or "") or "",
+            outcome.connector,
+            outcome.action,
+            approvals.arguments_digest(request.context),
+            rule.version,
+        )
+        call: dict[str, Any] = {"evaluated_at": approvals.timestamp(now)}
+        reason, why = "approval_required", "a call of this action needs an approver's yes"
+        presented = request.context.get("approval")
+        if presented is not None:
+            verdict = approvals.applies(self.connection, presented, binding, now)
+            if verdict.allowed:
+                assert verdict.approval is not None
+                call["approval"] = verdict.approval
+                return replace(
+                    outcome,
+                    decision=Decision.ALLOW,
+                    reason="approved",
+                    reasons=(
+                        *outcome.reasons,
+                        f"approved by {verdict.approval['id']} until "
+                        f"{verdict.approval['approved_until']}",
+                    ),
+                    call=call,
+                )
+            reason, why = verdict.reason, f"the approval presented does not apply: {verdict.reason}"
+            call["next_action"] = verdict.next_action
+        if rule.requestable and self.calls is not None and call.get("next_action") != "none":
+            token, expires = self.calls.signer().issue(binding, outcome.evaluation_id, now)
+            call["access_request"] = {
+                "endpoint": self.calls.endpoint,
+                "template": approvals.TEMPLATE,
+                "expires_at": approvals.timestamp(expires),
+                "binding_token": token,
+            }
+        return replace(outcome, reason=reason, reasons=(*outcome.reasons, why), call=call)
 
     def _read(self, request: Request) -> _Asked | Outcome:
         """The question an evaluation asks the engine, or its outcome when it needs none."""
@@ -628,6 +708,7 @@ class Decider:
             answer.grant_id,
             answer.last_used_at,
             agent,
+            requires_approver=answer.requires_approver,
         )
 
     def ask_many(self, asked: Sequence[_Asked]) -> list[decisions.Answer]:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, select, true
+from sqlalchemy import Integer, Select, and_, bindparam, select, true, type_coerce
 from sqlalchemy.orm import Session
 
 from provisioning import text
@@ -86,6 +86,9 @@ class Answer:
     # last use recorded for it so far.
     grant_id: int | None = None
     last_used_at: dt.datetime | None = None
+    # A needs_approval whose action wants a second person's approval of the call, not
+    # only the caller's confirmation (provisioning/entitlements/approvals.py).
+    requires_approver: bool = False
 
 
 def find_user(session: Session, user: str) -> User | None:
@@ -151,6 +154,9 @@ _CONNECTOR_AND_ACTION = (
     _A.c.name.label("action_name"),
     _A.c.kind.label("action_kind"),
     _A.c.org_policy,
+    # Read as it is stored (0/1 on SQLite): without the Boolean type's per-row conversion,
+    # which a batch's hundreds of rows would pay (action_facts makes it a bool).
+    type_coerce(_A.c.requires_approver, Integer).label("requires_approver"),
 )
 
 
@@ -255,7 +261,12 @@ def action_facts(row: Any) -> ActionFacts | None:
     connector's catalogue does not hold it)."""
     if row.action_name is None:
         return None
-    return ActionFacts(row.action_name, ActionKind(row.action_kind), Policy(row.org_policy))
+    return ActionFacts(
+        row.action_name,
+        ActionKind(row.action_kind),
+        Policy(row.org_policy),
+        bool(row.requires_approver),
+    )
 
 
 def _answer(
@@ -274,7 +285,12 @@ def _answer(
     )
     if verdict.decision is Decision.DENY:
         return Answer(verdict.decision, verdict.reasons)
-    return Answer(verdict.decision, verdict.reasons, grant_id, last_used_at)
+    approver = (
+        verdict.decision is Decision.NEEDS_APPROVAL
+        and action is not None
+        and action.requires_approver
+    )
+    return Answer(verdict.decision, verdict.reasons, grant_id, last_used_at, approver)
 
 
 # A batch's statements, built once: each takes its keys as one expanding IN parameter.

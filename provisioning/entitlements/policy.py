@@ -58,6 +58,8 @@ class ActionFacts:
     name: str
     kind: ActionKind
     org_policy: Policy
+    # A needs_approval call a second person approves (provisioning/entitlements/approvals.py)
+    requires_approver: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,9 @@ def _lists(entitlement: Entitlement, action_name: str, *, catalogued: bool) -> b
     return catalogued and action_name in entitlement.actions
 
 
-_KIND_AT = {
+KIND_AT = _KIND_AT = {
     AccessLevel.READ: ActionKind.READ,
     AccessLevel.READ_WRITE: ActionKind.WRITE,
     AccessLevel.INTERACTIVE: ActionKind.INTERACTIVE,
 }
+"""The kind of action each access level adds."""

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, Subquery, exists, select
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
@@ -130,9 +130,9 @@ def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list
     return found
 
 
-def violators(session: Session) -> Iterator[tuple[SeparationRule, uuid.UUID]]:
-    """Every (rule, person) where the person holds both sides of the rule, unexempt: one
-    query per rule (an intersection of two sets of live grants)."""
+def violation_sets(session: Session) -> Iterator[tuple[SeparationRule, Subquery]]:
+    """Each rule with the query of the people breaking it (column ``user_id``): those
+    holding both sides, unexempt (an intersection of two sets of live grants)."""
     now = utcnow()
     for rule in session.scalars(select(SeparationRule).order_by(SeparationRule.id)):
         side = [
@@ -140,9 +140,15 @@ def violators(session: Session) -> Iterator[tuple[SeparationRule, uuid.UUID]]:
             for ids in (rule.these, rule.those)
         ]
         both = side[0].intersect(side[1]).subquery()
-        for (user_id,) in session.execute(
-            select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
-        ):
+        users = select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
+        yield rule, users.subquery()
+
+
+def violators(session: Session) -> Iterator[tuple[SeparationRule, uuid.UUID]]:
+    """Every (rule, person) where the person holds both sides of the rule, unexempt: one
+    query per rule."""
+    for rule, users in violation_sets(session):
+        for (user_id,) in session.execute(select(users.c.user_id)):
             yield rule, user_id
 
 

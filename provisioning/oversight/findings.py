@@ -62,11 +62,12 @@ def observe(
     kind: FindingKind,
     severity: Severity,
     subject_type: str,
-    subjects: Select | list[tuple[str, dict[str, Any]]],
+    subjects: Select | tuple[Select, ...] | list[tuple[str, dict[str, Any]]],
 ) -> dict[str, int]:
     """Make the current findings of ``kind`` exactly ``subjects``; return counts.
 
-    ``subjects`` is a query of (subject_id, evidence) columns, or those pairs.
+    ``subjects`` is a query of (subject_id, evidence) columns (or several, whose subjects
+    differ), or those pairs.
     Set-based whatever the size: the subjects go to a temporary table, then
     one statement each resolves the open findings whose cause is gone, opens
     the new ones and refreshes ``last_seen`` of suppressed ones still seen.
@@ -88,11 +89,15 @@ def observe(
                 session.execute(insert(scratch), rows)
             seen = len(subjects)
         else:
-            seen = session.execute(
-                insert(scratch)
-                .from_select(["subject_id", "evidence"], subjects)
-                .execution_options(preserve_rowcount=True)
-            ).rowcount
+            seen = 0
+            # Several queries (a tuple) are inserted one by one: each planned on its own,
+            # small (PostgreSQL JIT-compiled one 50-part UNION for seconds).
+            for query in subjects if isinstance(subjects, tuple) else (subjects,):
+                seen += session.execute(
+                    insert(scratch)
+                    .from_select(["subject_id", "evidence"], query)
+                    .execution_options(preserve_rowcount=True)
+                ).rowcount
         present = exists().where(scratch.c.subject_id == Finding.subject_id)
         # Last seen by the previous observation of the kind, which saw every open finding.
         last_seen = Finding.recorded_last_seen

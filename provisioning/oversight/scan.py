@@ -26,13 +26,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, String, and_, cast, func, or_, select, union_all, update
+from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Origin, Source
 from provisioning.connectors import governance
 from provisioning.connectors.models import Connector
-from provisioning.database import chunked, utcnow
+from provisioning.database import utcnow
 from provisioning.entitlements import engine, separation, sources
 from provisioning.entitlements.models import Grant
 from provisioning.identity.models import User
@@ -74,21 +74,40 @@ def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[
     return counts
 
 
-def _separation(session: Session) -> list[tuple[str, dict[str, Any]]]:
-    """Each (rule, person) breaking a separation-of-duties rule, as findings' subjects."""
-    found = list(separation.violators(session))
-    names: dict[Any, str] = {}
-    for chunk in chunked(sorted({user_id for _, user_id in found})):
-        names.update(
-            session.execute(select(User.id, User.user_name).where(User.id.in_(chunk))).all()
+def _separation(session: Session) -> tuple[Select, ...]:
+    """Each (rule, person) breaking a separation-of-duties rule, as findings' subjects
+    (``RULE:USER``) with their evidence: a query per rule, built and written by the
+    database (the intersections and the people's names never leave it)."""
+    dialect = session.bind.dialect.name
+    parts = []
+    for rule, users in separation.violation_sets(session):
+        parts.append(
+            select(
+                (literal(f"{rule.id}:") + _uuid_text(dialect, users.c.user_id)).label("subject_id"),
+                json_object(
+                    dialect,
+                    rule=literal(rule.name),
+                    owner=literal(rule.owner),
+                    user=User.user_name,
+                ).label("evidence"),
+            ).join_from(users, User, User.id == users.c.user_id)
         )
-    return [
-        (
-            f"{rule.id}:{user_id}",
-            {"rule": rule.name, "owner": rule.owner, "user": names.get(user_id, str(user_id))},
-        )
-        for rule, user_id in found
-    ]
+    return tuple(parts)
+
+
+def _uuid_text(dialect: str, column: Any) -> Any:
+    """A UUID column as its canonical text (``str(uuid)``): PostgreSQL's cast; on SQLite,
+    where it is stored as 32 hex digits, the same digits with their four dashes."""
+    if dialect == "postgresql":
+        return cast(column, String)
+    pieces = [func.substr(column, start, size) for start, size in _UUID_GROUPS]
+    text = pieces[0]
+    for piece in pieces[1:]:
+        text = text + "-" + piece
+    return func.lower(text)
+
+
+_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
 
 
 def _inactive_holders(session: Session) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
@@ -52,8 +53,21 @@ class RequestPolicy(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class RequestKind(enum.StrEnum):
+    """``access``: a connector for a time; ``call``: one tool call (call-level approval)."""
+
+    ACCESS = "access"
+    CALL = "call"
+
+
 class AccessRequest(Base):
     """One person's request for a connector, for a time, through its approval chain.
+
+    A ``call`` request asks for one tool call instead (the AuthZEN Access Request &
+    Approval profile, provisioning/requests/calls.py): ``call`` holds its binding (person,
+    connector, tool, argument digest, policy version), ``task_id`` and ``approval_id`` are
+    its opaque handles, and an approval lasts until ``approved_until``. It never sets
+    ``granted_at``/``expires_at``, so it is never a source of access.
 
     ``user_id`` is the person the access is for; ``requested_by_id`` who asked (the
     person, or their manager). ``approvers`` is the chain as it stood when the request
@@ -85,10 +99,25 @@ class AccessRequest(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When targets were reminded that the access it gave expires soon (once).
     reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(
+        String(16), default=RequestKind.ACCESS, server_default="access"
+    )
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    approval_id: Mapped[str | None] = mapped_column(String(64))
+    binding_jti: Mapped[str | None] = mapped_column(String(64))
+    approved_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    call: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A digest of the credential and its Idempotency-Key, and of the body it came with.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    idempotency_digest: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_access_requests_user_connector", "user_id", "connector_id"),
         Index("ix_access_requests_state", "state", "deadline"),
+        Index("ux_access_requests_task_id", "task_id", unique=True),
+        Index("ux_access_requests_approval_id", "approval_id", unique=True),
+        Index("ux_access_requests_binding_jti", "binding_jti", unique=True),
+        Index("ux_access_requests_idempotency_key", "idempotency_key", unique=True),
     )
 
 

@@ -23,6 +23,7 @@ decision, a cancellation and an expiry without decision) and, from
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +33,7 @@ from provisioning.audit.log import Entry, Origin, record
 from provisioning.connectors.models import AccessLevel, Connector
 from provisioning.database import utcnow
 from provisioning.delivery import outbox
-from provisioning.entitlements import engine
+from provisioning.entitlements import approvals, engine
 from provisioning.entitlements.mappings import MappingError, SeparationConflict, check_grant
 from provisioning.identity import directory
 from provisioning.identity.models import User
@@ -40,10 +41,12 @@ from provisioning.requests.models import (
     AccessRequest,
     Approver,
     RequestDecision,
+    RequestKind,
     RequestPolicy,
     RequestState,
     RequestStep,
 )
+from provisioning.settings import DEFAULTS, Settings
 
 MAX_DAYS = 365
 MAX_DECIDE_DAYS = 90
@@ -188,8 +191,12 @@ def create(
     justification: str,
     duration_days: int,
     actions: list[str] | None = None,
+    idempotency_key: str | None = None,
+    idempotency_digest: str | None = None,
 ) -> AccessRequest:
-    """``requester`` asks for ``user``'s access (themselves, or a report of theirs)."""
+    """``requester`` asks for ``user``'s access (themselves, or a report of theirs);
+    ``idempotency_key``/``idempotency_digest`` (provisioning/requests/calls.py) let a retry
+    find it."""
     if requester.id != user.id:
         boss = directory.manager(session, user)
         if boss is None or boss.id != requester.id:
@@ -239,7 +246,62 @@ def create(
         state=RequestState.PENDING,
         deadline=now + dt.timedelta(days=policy.decide_within_days),
         created_at=now,
+        idempotency_key=idempotency_key,
+        idempotency_digest=idempotency_digest,
     )
+    return _opened(session, origin, request, connector)
+
+
+def open_call(
+    session: Session,
+    origin: Origin,
+    user: User,
+    connector: Connector,
+    *,
+    access_level: AccessLevel,
+    justification: str,
+    deadline: dt.datetime,
+    call: dict[str, Any],
+    task_id: str,
+    binding_jti: str,
+    idempotency_key: str | None,
+    idempotency_digest: str | None,
+) -> AccessRequest:
+    """A call-level approval task (provisioning/requests/calls.py, which checked the
+    binding): the person asks for one call, the connector's chain decides it."""
+    if not user.eligible:
+        raise _conflict(f"user {user.user_name} is {user.state}: no call may be approved")
+    policy = session.get(RequestPolicy, connector.id)
+    if policy is None:
+        raise _conflict(f"connector {connector.slug} takes no access requests")
+    request = AccessRequest(
+        user_id=user.id,
+        requested_by_id=user.id,
+        requested_by=user.user_name,
+        connector_id=connector.id,
+        access_level=access_level,
+        actions=[call["action"]],
+        justification=justification,
+        duration_days=0,
+        approvers=list(policy.approvers),
+        stage=0,
+        state=RequestState.PENDING,
+        deadline=deadline,
+        created_at=utcnow(),
+        kind=RequestKind.CALL,
+        call=call,
+        task_id=task_id,
+        binding_jti=binding_jti,
+        idempotency_key=idempotency_key,
+        idempotency_digest=idempotency_digest,
+    )
+    return _opened(session, origin, request, connector)
+
+
+def _opened(
+    session: Session, origin: Origin, request: AccessRequest, connector: Connector
+) -> AccessRequest:
+    """Check the chain's approvers, store, audit and tell a new request."""
     for role in request.approvers:
         _check_approver(session, role, request, connector)
     session.add(request)
@@ -252,7 +314,7 @@ def create(
                 "request.created",
                 "access_request",
                 str(request.id),
-                user_id=user.id,
+                user_id=request.user_id,
                 reason=request.justification,
                 after=request_state(request),
             )
@@ -274,6 +336,11 @@ def request_state(request: AccessRequest) -> dict[str, Any]:
         "requested_by": request.requested_by,
         "deadline": request.deadline,
         "expires_at": request.expires_at,
+        **(
+            {"kind": request.kind, "call": request.call, "approved_until": request.approved_until}
+            if request.kind == RequestKind.CALL
+            else {}
+        ),
     }
 
 
@@ -296,10 +363,44 @@ def _tell(
             "justification": request.justification,
             "deadline": request.deadline.isoformat(),
             "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+            **(_call_members(request) if request.kind == RequestKind.CALL else {}),
             **extra,
         }
     }
     outbox.enqueue(session, [outbox.Event(kind, request.user_id, data, connector.id)])
+
+
+def _call_members(request: AccessRequest) -> dict[str, Any]:
+    call = request.call or {}
+    return {
+        "kind": request.kind,
+        "action": call.get("action"),
+        "arguments_digest": call.get("arguments_digest"),
+        "task_id": request.task_id,
+        "approved_until": request.approved_until.isoformat() if request.approved_until else None,
+    }
+
+
+def approved_until(request: AccessRequest, now: dt.datetime, settings: Settings) -> dt.datetime:
+    """The end of an approved call's window: the window the settings give, or the earlier
+    time the submission asked for (``requested_access.requested_until``)."""
+    until = now + dt.timedelta(minutes=settings.call_approval_minutes)
+    asked = (request.call or {}).get("requested_until")
+    if asked:
+        until = min(until, max(now, dt.datetime.fromisoformat(asked)))
+    return until
+
+
+def _still_bound(session: Session, request: AccessRequest, connector: Connector) -> None:
+    """A call is approved only under the policy it was asked under (a changed policy voids
+    it: provisioning/entitlements/approvals.py)."""
+    call = request.call or {}
+    rule = approvals.rule(session.connection(), connector.slug, str(call.get("action")))
+    if rule is None or not rule.requires_approver or rule.version != call.get("policy_version"):
+        raise _conflict(
+            f"request {request.id}: the action's policy changed since the call was asked for; "
+            "it cannot be approved (the caller asks again)"
+        )
 
 
 # -- deciding -----------------------------------------------------------------------
@@ -336,6 +437,7 @@ def decide(
     approver: User,
     decision: RequestDecision | str,
     comment: str | None = None,
+    settings: Settings = DEFAULTS,
 ) -> tuple[AccessRequest, engine.Diff]:
     """``approver`` decides the request's current stage: a denial closes it, the last
     approval grants it (through the engine) until ``now + duration``."""
@@ -355,7 +457,11 @@ def decide(
     now = utcnow()
     before = request_state(request)
     diff = engine.Diff()
-    if decision is RequestDecision.APPROVE and request.stage + 1 == len(request.approvers):
+    call = request.kind == RequestKind.CALL
+    last = decision is RequestDecision.APPROVE and request.stage + 1 == len(request.approvers)
+    if last and call:
+        _still_bound(session, request, connector)
+    elif last:
         try:  # the connector, or what the person holds, may have changed since they asked
             check_grant(
                 session,
@@ -387,8 +493,12 @@ def decide(
         request.stage += 1
     else:
         _close(request, RequestState.APPROVED, now, approver.user_name)
-        request.granted_at = now
-        request.expires_at = now + dt.timedelta(days=request.duration_days)
+        if call:  # one call's approval: no access is granted (provisioning/requests/calls.py)
+            request.approval_id = "apr_" + secrets.token_urlsafe(24)
+            request.approved_until = approved_until(request, now, settings)
+        else:
+            request.granted_at = now
+            request.expires_at = now + dt.timedelta(days=request.duration_days)
     session.flush()
     record(
         session,
@@ -420,7 +530,7 @@ def decide(
         role=role,
         approver=approver.user_name,
     )
-    if request.state is RequestState.APPROVED:
+    if request.state is RequestState.APPROVED and not call:
         diff = engine.apply(session, engine.Affected.users(request.user_id), origin)
     return request, diff
 
@@ -432,10 +542,17 @@ def cancel(
     request = _pending(session, request_id)
     if person.id not in (request.requested_by_id, request.user_id):
         raise _forbidden(f"only who asked ({request.requested_by}) may cancel request {request.id}")
+    return withdraw(session, origin, request, person.user_name, reason)
+
+
+def withdraw(
+    session: Session, origin: Origin, request: AccessRequest, by: str, reason: str | None
+) -> AccessRequest:
+    """Cancel a pending request (locked, checked by the caller): audited, told."""
     connector = session.get(Connector, request.connector_id)
     assert connector is not None
     before = request_state(request)
-    _close(request, RequestState.CANCELLED, utcnow(), person.user_name)
+    _close(request, RequestState.CANCELLED, utcnow(), by)
     session.flush()
     record(
         session,

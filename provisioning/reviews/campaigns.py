@@ -337,12 +337,18 @@ def _decision_state(item: ReviewItem) -> dict[str, Any]:
 
 
 def decider_role(
-    item: ReviewItem, decider: User | None, *, override: bool, comment: str | None
+    item: ReviewItem,
+    decider: User | None,
+    *,
+    override: bool,
+    comment: str | None,
+    fallback: User | None = None,
 ) -> str:
     """As what ``decider`` (None: an admin credential speaking for no person) may decide
-    ``item``: ``reviewer``, ``fallback`` (the item has no reviewer; an admin decides) or
-    ``override`` (an admin instead of the named reviewer, saying why); else
-    :class:`NotReviewer`."""
+    ``item``: ``reviewer``, ``fallback`` (the item has no reviewer: the fallback reviewer
+    decides it, PROVISIONING_REVIEW_FALLBACK, or any admin when none is named) or
+    ``override`` (an admin instead of the reviewer or the fallback reviewer, saying why);
+    else :class:`NotReviewer`."""
     if decider is not None and decider.id == item.user_id:
         raise NotReviewer("nobody decides the review of their own access")
     named = {text.fold(item.reviewer)} if item.reviewer else set()
@@ -350,16 +356,21 @@ def decider_role(
         decider.id == item.reviewer_user_id or named & {decider.user_name_key, decider.email_key}
     ):
         return "reviewer"
-    if item.reviewer is None and item.reviewer_user_id is None:
+    unreviewed = item.reviewer is None and item.reviewer_user_id is None
+    if unreviewed and (fallback is None or (decider is not None and decider.id == fallback.id)):
         return "fallback"
     if override:
         if not comment:
             raise NotReviewer("an override of the reviewer says why, in a comment")
         return "override"
     who = decider.user_name if decider is not None else "a credential bound to no person"
+    named = (
+        f"the fallback reviewer {fallback.user_name}"
+        if unreviewed and fallback
+        else (f"its reviewer {item.reviewer}")
+    )
     raise NotReviewer(
-        f"item {item.id} is decided by its reviewer {item.reviewer}, not {who} "
-        "(an admin may override, saying why)"
+        f"item {item.id} is decided by {named}, not {who} (an admin may override, saying why)"
     )
 
 
@@ -372,6 +383,7 @@ def decide(
     *,
     decider: User | None = None,
     override: bool = False,
+    fallback: User | None = None,
 ) -> ReviewItem:
     """Record a decision on an item by ``decider`` (:func:`decider_role`); a later one
     replaces it until the campaign closes.
@@ -390,7 +402,7 @@ def decide(
             f"review campaign {campaign.id} passed its deadline "
             f"({campaign.deadline.isoformat()}) and is closing"
         )
-    role = decider_role(item, decider, override=override, comment=comment)
+    role = decider_role(item, decider, override=override, comment=comment, fallback=fallback)
     before = _decision_state(item)
     item.decision = ReviewDecision(decision)
     item.comment = comment

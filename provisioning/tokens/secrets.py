@@ -17,6 +17,10 @@ CONSOLE_SESSIONS = "console-sessions"
 """The key signing the console's session cookies when PROVISIONING_CONSOLE_SECRET_KEY is not
 set."""
 
+APPROVAL_BINDINGS = "approval-bindings"
+"""The key signing requestable denials' binding tokens when PROVISIONING_APPROVAL_SECRET is
+not set."""
+
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 

@@ -345,6 +345,8 @@ def test_discovery_metadata(database, issuer):
             "search_subject_endpoint": "https://pdp.example.com/access/v1/search/subject",
             "search_resource_endpoint": "https://pdp.example.com/access/v1/search/resource",
             "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
+            "access_request_endpoint": "https://pdp.example.com/access/v1/requests",
+            "capabilities": ["urn:openid:authzen:capability:access-request"],
         }
 
 
@@ -374,7 +376,8 @@ def test_discovery_without_a_public_url_names_the_url_asked(fixture):
         },
         "search_action_endpoint": {"subject": ALICE, "resource": RECORD_1},
     }
-    assert set(metadata) == {"policy_decision_point", *bodies}
+    profile = {"access_request_endpoint", "capabilities"}  # the Access Request profile's
+    assert set(metadata) == {"policy_decision_point", *profile, *bodies}
     for name, body in bodies.items():
         answer = fixture.pep.post(metadata[name], json=body, timeout=10)
         assert answer.status_code == 200, (name, answer.text)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from provisioning.entitlements import engine
 from provisioning.entitlements.mappings import create_exception, create_mapping
+from provisioning.tokens.secrets import APPROVAL_BINDINGS, shared
 from tests import hostile
 from tests.api.conftest import Api, make_app
 from tests.entitlements.test_decisions_agree import (
@@ -319,6 +320,7 @@ ROUTES = [
     "/access/v1/search/subject",
     "/access/v1/search/resource",
     "/access/v1/search/action",
+    "/access/v1/requests",  # the approval profile's Access Request Endpoint
 ]
 FIELDS = (
     "subject",
@@ -334,12 +336,18 @@ FIELDS = (
     "properties",
     "token",
     "limit",
+    "denial",
+    "binding_token",
+    "expires_at",
+    "requested_access",
+    "items",
 )
 
 
 def test_no_authzen_request_is_a_server_error_and_a_refused_one_writes_nothing(api, org):
     """Budget: 300 examples in CI; EDGE_FUZZ_EXAMPLES for more."""
     token = api.static_token("fuzzer", CHECK)
+    shared(api.database, APPROVAL_BINDINGS)  # the binding key, made on first use: made now
     tally: Counter = Counter()
     good = [authzen("ada", "github", "merge", "web"), POOL[1][0]]
     documents = (
@@ -374,7 +382,7 @@ def test_no_authzen_request_is_a_server_error_and_a_refused_one_writes_nothing(a
         assert response.status_code < 500, (route, body[:200], response.get_data(as_text=True))
         if response.status_code >= 400:
             assert response.mimetype == "application/problem+json"
-        assert rows(api.database) == before  # evaluations and searches write nothing
+        assert rows(api.database) == before  # evaluations, searches, refusals write nothing
 
     check_one()
     print(hostile.report("authzen", tally))

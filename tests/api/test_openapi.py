@@ -40,6 +40,7 @@ def concrete(path: str) -> str:
         "review_id": "1",
         "item_id": "1",
         "request_id": "1",
+        "task_id": "arq_1",
         "rule_id": "1",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)

@@ -278,3 +278,23 @@ def test_a_request_that_would_break_a_separation_rule_is_refused_naming_it(api, 
     assert [r["name"] for r in api.get("/api/v1/separation-rules", scopes=READ).json["items"]] == [
         "code and pay"
     ]
+
+
+def test_idempotency_key_same_body_same_request_other_body_409(api, database, org):
+    headers = {"Idempotency-Key": "ask-1"}
+    first = api.post(BASE, json=ASKED, scopes=ASK, headers=headers)
+    again = api.post(BASE, json=dict(reversed(list(ASKED.items()))), scopes=ASK, headers=headers)
+    assert first.status_code == again.status_code == 201, again.json
+    assert first.json["id"] == again.json["id"] and again.headers["Location"] == first.json["url"]
+    other = api.post(BASE, json={**ASKED, "duration_days": 3}, scopes=ASK, headers=headers)
+    assert_problem(other, 409, "duplicate-request")
+    too_long = api.post(BASE, json=ASKED, scopes=ASK, headers={"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 422
+    with database.reader() as session:
+        from provisioning.requests.models import AccessRequest
+
+        assert session.query(AccessRequest).count() == 1
+        replays = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.action == "request.replayed")
+        ).all()
+        assert replays == ["request.replayed"]

@@ -23,6 +23,21 @@ RECEIVERS = "127.0.0.1/32"
 LOCAL = Egress((ip_network(RECEIVERS),))
 
 
+def chat_target(session, origin: Origin) -> None:
+    """A webhook target, so that the outbox keeps what it would tell (nothing delivers it
+    in the test)."""
+    targets.create(
+        session,
+        origin,
+        name="chat",
+        kind=TargetKind.WEBHOOK,
+        url=targets.check_url("http://127.0.0.1:9/hook", LOCAL),
+        secret="s" * 32,
+        connectors=None,
+        max_attempts=5,
+    )
+
+
 def add_target(database, kind: str, url: str, secret: str, **fields):
     fields.setdefault("connectors", None)
     fields.setdefault("max_attempts", 5)

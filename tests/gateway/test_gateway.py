@@ -351,3 +351,59 @@ def test_a_tool_not_catalogued_is_answered_by_the_unknown_action_policy(gateway,
     client = gateway.session("alice", answer="decline")
     assert refused(client, "export_records").code == proxy.REFUSED and client.asked
     assert upstream.calls == []
+
+
+def test_a_call_an_approver_approves_opens_a_task_and_goes_through_once_approved(
+    gateway, upstream, live
+):
+    """update_record needs the owner's yes to each call: the gateway opens the task and
+    refuses; Olga approves; the same call goes through, another argument does not."""
+    olga = person(live, "olga")
+    patched = live.admin.patch(
+        f"{live.base}/api/v1/connectors/{SLUG}", json={"owner": "olga@example.com"}, timeout=10
+    )
+    assert patched.status_code == 200, patched.text
+    policy = {"approvers": ["owner"], "max_days": 7, "decide_within_days": 1}
+    put = live.admin.put(f"{live.base}/api/v1/request-policies/{SLUG}", json=policy, timeout=10)
+    assert put.status_code == 200, put.text
+    action = live.admin.patch(
+        f"{live.base}/api/v1/connectors/{SLUG}/actions/update_record",
+        json={"org_policy": "needs_approval", "requires_approver": True},
+        timeout=10,
+    )
+    assert action.status_code == 200, action.text
+    assert "update_record" in run(names(gateway.session("alice")))  # still listed
+    first = pending(gateway, id="1", text="x")
+    assert first.code == proxy.REFUSED and "approval task" in first.message
+    assert "pending" in first.message and upstream.calls == []
+    task_id = first.data["task"]["id"]
+    again = pending(gateway, id="1", text="x")  # the same task, still pending
+    assert again.data["task"]["id"] == task_id
+    with live.database.reader() as session:
+        from provisioning.requests.models import AccessRequest
+
+        request_id = session.scalar(
+            select(AccessRequest.id).where(AccessRequest.task_id == task_id)
+        )
+        assert session.query(AccessRequest).count() == 1
+    decided = live.admin.post(
+        f"{live.base}/api/v1/requests/{request_id}/decision",
+        json={"decision": "approve"},
+        headers={"Authorization": f"Bearer {gateway.issuer.token(sub='olga@example.com')}"},
+        timeout=10,
+    )
+    assert decided.status_code == 200 and olga, decided.text
+    result = run(call(gateway.session("alice"), "update_record", id="1", text="x"))
+    done = [("update_record", {"id": "1", "text": "x"})]
+    assert not result.is_error and upstream.calls == done
+    other = pending(gateway, id="1", text="y")  # other arguments: another task, pending
+    assert other.data["task"]["id"] != task_id and upstream.calls == done
+
+
+def pending(gateway: Gateway, **arguments: Any) -> MCPError:
+    """Alice's update_record with these arguments, refused while its approval is pending."""
+    with pytest.raises(BaseException) as caught:
+        run(call(gateway.session("alice"), "update_record", **arguments))
+    error = mcp_error(caught.value)
+    assert error.code == proxy.REFUSED and "pending" in error.message, error.message
+    return error

@@ -9,14 +9,13 @@ from sqlalchemy import select, update
 
 from provisioning.audit.models import AuditEvent
 from provisioning.database import utcnow
-from provisioning.delivery import targets
-from provisioning.delivery.models import OutboxMessage, TargetKind
+from provisioning.delivery.models import OutboxMessage
 from provisioning.entitlements.expiry import expire, remind
 from provisioning.entitlements.models import Grant
 from provisioning.requests import workflow
 from provisioning.requests.models import AccessRequest, RequestState, RequestStep
 from provisioning.requests.workflow import RequestError
-from tests.delivery.conftest import LOCAL
+from tests.delivery.conftest import chat_target
 from tests.org import Org
 
 
@@ -49,17 +48,7 @@ def messages(session, kind: str) -> int:
 def people(database, origin):
     """owner of the connector, a manager, and their report ada; the connector needs both."""
     with database.transaction() as session:
-        # A target, so that the outbox keeps what it would tell (nothing delivers it here).
-        targets.create(
-            session,
-            origin,
-            name="chat",
-            kind=TargetKind.WEBHOOK,
-            url=targets.check_url("http://127.0.0.1:9/hook", LOCAL),
-            secret="s" * 32,
-            connectors=None,
-            max_attempts=5,
-        )
+        chat_target(session, origin)
         org = Org(session, origin)
         owner = org.user("owner@example.com")
         boss = org.user("boss@example.com")

@@ -481,3 +481,40 @@ def test_only_the_reviewer_decides_unless_an_admin_overrides_saying_why(database
         decide(session, origin, cy_slack, ReviewDecision.APPROVE, "fine", override=False)
         roles = [e.after["as"] for e in actions(session, "review.decided")]
         assert roles == ["reviewer", "override", "fallback"]
+
+
+def test_a_named_fallback_reviewer_decides_items_without_a_reviewer(database, origin, team):
+    """With PROVISIONING_REVIEW_FALLBACK naming a person, only they decide an item nobody
+    reviews (audited as fallback); an admin still may, overriding and saying why."""
+    with database.transaction() as session:
+        campaign = open_campaign(session, origin)
+        cy_slack = items(session, campaign.id)[(team["cy"], team["slack"])]  # nobody reviews
+        boss = directory.person(session, "boss@example.com")
+        ada = directory.person(session, "ada@example.com")
+        with pytest.raises(campaigns.NotReviewer, match=r"fallback reviewer boss@example\.com"):
+            campaigns.decide(
+                session, origin, cy_slack, ReviewDecision.APPROVE, "fine", fallback=boss
+            )
+        with pytest.raises(campaigns.NotReviewer, match="fallback reviewer"):
+            campaigns.decide(
+                session, origin, cy_slack, ReviewDecision.APPROVE, "x", decider=ada, fallback=boss
+            )
+        assert actions(session, "review.decided") == []
+        campaigns.decide(
+            session, REVIEWER, cy_slack, ReviewDecision.REVOKE, "gone", decider=boss, fallback=boss
+        )
+        campaigns.decide(
+            session,
+            origin,
+            cy_slack,
+            ReviewDecision.APPROVE,
+            "boss is away",
+            override=True,
+            fallback=boss,
+        )
+        events = actions(session, "review.decided")
+        assert [(e.after["as"], e.after["decision"]) for e in events] == [
+            ("fallback", "revoke"),
+            ("override", "approve"),
+        ]
+        assert cy_slack.decided_by == "test-admin"

@@ -23,10 +23,19 @@ class Decision:
     outcome: str
     message: str
     evaluation_id: str | None
+    # A call an approver must approve (call-level approval, docs/authzen.md): the denial's
+    # ``access_request`` (None: not requestable), and an approval that allowed the call.
+    access_request: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
 
     @property
     def needs_approval(self) -> bool:
         return self.reason == "needs_approval"
+
+    @property
+    def requestable(self) -> bool:
+        """False, but an approver's yes to this very call would allow it."""
+        return not self.allowed and self.access_request is not None
 
 
 def _decision(answer: Any) -> Decision:
@@ -34,12 +43,16 @@ def _decision(answer: Any) -> Decision:
         raise Unavailable("the decision service's answer is not a decision")
     context = answer.get("context") if isinstance(answer.get("context"), dict) else {}
     reason = str(context.get("reason") or ("allow" if answer["decision"] else "deny"))
+    access = context.get("access_request")
+    approval = context.get("approval") if answer["decision"] else None
     return Decision(
         answer["decision"],
         reason,
         str(context.get("outcome") or reason),
         str(context.get("message") or reason),
         context.get("evaluation_id"),
+        access if isinstance(access, dict) else None,
+        approval if isinstance(approval, dict) else None,
     )
 
 
@@ -70,9 +83,19 @@ class Pdp:
         )
 
     def _question(
-        self, person: str, agent: str | None, tool: str, method: str = "tools/call"
+        self,
+        person: str,
+        agent: str | None,
+        tool: str,
+        method: str = "tools/call",
+        arguments: dict[str, Any] | None = None,
+        approval: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         context: dict[str, Any] = {}
+        if arguments is not None:
+            context["arguments"] = arguments
+        if approval is not None:
+            context["approval"] = approval
         if agent:
             context["agent"] = agent
         if self.interface:
@@ -101,11 +124,53 @@ class Pdp:
         except ValueError:
             raise Unavailable("the decision service's answer is not JSON") from None
 
-    async def decide(self, person: str, agent: str | None, tool: str) -> Decision:
-        """The decision on one ``tools/call``; :class:`Unavailable` when there is none."""
-        return _decision(
-            await self._post("/access/v1/evaluation", self._question(person, agent, tool))
-        )
+    async def decide(
+        self,
+        person: str,
+        agent: str | None,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        approval: dict[str, Any] | None = None,
+    ) -> Decision:
+        """The decision on one ``tools/call`` (with its arguments, and an approval of it
+        if one was given); :class:`Unavailable` when there is none."""
+        question = self._question(person, agent, tool, "tools/call", arguments, approval)
+        return _decision(await self._post("/access/v1/evaluation", question))
+
+    async def request_approval(
+        self, person: str, agent: str | None, tool: str, arguments: Any, denial: Decision
+    ) -> dict[str, Any]:
+        """Open the approval task of a requestable denial (its evaluation id the
+        Idempotency-Key); the task handle. :class:`Unavailable` when it cannot be opened."""
+        assert denial.access_request is not None
+        body = self._question(person, agent, tool, "tools/call", arguments)
+        body["denial"] = {
+            "evaluation_id": denial.evaluation_id,
+            "expires_at": denial.access_request.get("expires_at"),
+            "binding_token": denial.access_request.get("binding_token"),
+        }
+        url = str(denial.access_request.get("endpoint") or "/access/v1/requests")
+        try:
+            response = await self.http.post(
+                url, json=body, headers={"Idempotency-Key": str(denial.evaluation_id)}
+            )
+            task = response.json().get("task") if response.status_code == 201 else None
+        except (httpx2.HTTPError, ValueError, AttributeError):
+            task = None
+        if not isinstance(task, dict) or not isinstance(task.get("status_endpoint"), str):
+            raise Unavailable("the approval request could not be opened")
+        return task
+
+    async def task(self, status_endpoint: str) -> dict[str, Any]:
+        """A task's status answer (``task``, and ``result`` once approved)."""
+        try:
+            response = await self.http.get(status_endpoint)
+            answer = response.json() if response.status_code == 200 else None
+        except (httpx2.HTTPError, ValueError):
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("task"), dict):
+            raise Unavailable("the approval task's status cannot be read")
+        return answer
 
     async def may_use(self, person: str, agent: str | None, method: str) -> Decision:
         """Whether the person may use the connector's server for ``method`` (COAZ-MCP's

@@ -9,16 +9,23 @@ obeys our decisions.
   person is asked to confirm through MCP elicitation (a ``2026-07-28`` connection gets an
   ``InputRequiredResult`` and its client retries with the answer; an older one gets
   ``elicitation/create``), forwarded only on accept; a client that cannot ask is refused.
+  ``approval_required`` (an approver, not the person, approves this call: call-level
+  approval) → the gateway opens the approval task and refuses with ``-32001`` saying it
+  is pending; the same call (same person, tool and arguments) made again is forwarded
+  once the task is approved, re-evaluated with its approval.
   Otherwise refused with JSON-RPC error ``-32001`` naming the reason code, and nothing
   goes upstream. No decision (the service down, slow, wrong) → refused, ``-32603``.
 
-Nothing is cached: every call is decided on the service's committed state, so a
+No decision is cached: every call is decided on the service's committed state, so a
 revocation is enforced from the first call after it commits (docs/gateway.md measures
-it). Each decision is logged with its ``evaluation_id`` (and the confirmation, if any).
+it); only the handles of approval tasks opened are kept, in memory, to present their
+approval when the call is made again. Each decision is logged with its
+``evaluation_id`` (and the confirmation, if any).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +76,8 @@ class Enforcement(Middleware):
     def __init__(self, pdp: Pdp, person_claim: str) -> None:
         self.pdp = pdp
         self.person_claim = person_claim
+        # Approval tasks opened, by (person, tool, the call's arguments as canonical JSON).
+        self.tasks: dict[tuple[str, str, str], str] = {}
 
     def _who(self) -> tuple[str, str | None]:
         token = get_access_token()
@@ -87,7 +96,11 @@ class Enforcement(Middleware):
             decisions = await self.pdp.decide_all(person, agent, [t.name for t in listed])
         except Unavailable as exc:
             raise MCPError(NO_DECISION, f"refused: {exc}") from None
-        return [t for t, d in zip(listed, decisions, strict=True) if d.allowed or d.needs_approval]
+        return [
+            t
+            for t, d in zip(listed, decisions, strict=True)
+            if d.allowed or d.needs_approval or d.requestable
+        ]
 
     async def _server_use(self, method: str) -> None:
         """Refuse unless the person may use the connector's server (resources, prompts)."""
@@ -131,8 +144,11 @@ class Enforcement(Middleware):
     ) -> ToolResult:
         person, agent = self._who()
         tool = context.message.name
+        arguments = dict(context.message.arguments or {})
         try:
-            decision = await self.pdp.decide(person, agent, tool)
+            decision = await self.pdp.decide(person, agent, tool, arguments)
+            if decision.requestable:
+                decision = await self._approved(person, agent, tool, arguments, decision)
         except Unavailable as exc:
             log.warning("gateway: %s for %s on %s: refused, no decision", exc, person, tool)
             raise MCPError(NO_DECISION, f"refused: {exc}") from None
@@ -154,6 +170,46 @@ class Enforcement(Middleware):
             )
         self._record(decision, person, agent, tool, "confirmed" if confirmed else "forwarded")
         return await call_next(context)
+
+    async def _approved(
+        self, person: str, agent: str | None, tool: str, arguments: Any, denial: Decision
+    ) -> Decision:
+        """The decision on a call an approver approves: re-evaluated with the approval of
+        the task opened for this very call once approved; otherwise that task (or a new
+        one) is pending, and the call is refused saying so."""
+        key = (person, tool, json.dumps(arguments, sort_keys=True, separators=(",", ":")))
+        endpoint = self.tasks.get(key)
+        if endpoint is not None:
+            answer = await self.pdp.task(endpoint)
+            status = answer["task"].get("status")
+            approval = (answer.get("result") or {}).get("approval")
+            if status == "approved" and isinstance(approval, dict):
+                decision = await self.pdp.decide(person, agent, tool, arguments, approval)
+                if decision.allowed:
+                    return decision
+                self.tasks.pop(key, None)  # spent or out of scope: ask again
+            elif status == "pending":
+                return self._pending(denial, answer["task"], person, agent, tool)
+            else:
+                self.tasks.pop(key, None)  # denied, expired, cancelled: ask again
+        task = await self.pdp.request_approval(person, agent, tool, arguments, denial)
+        self.tasks[key] = task["status_endpoint"]
+        return self._pending(denial, task, person, agent, tool)
+
+    def _pending(
+        self, denial: Decision, task: dict[str, Any], person: str, agent: str | None, tool: str
+    ) -> Decision:
+        self._record(denial, person, agent, tool, "approval pending")
+        raise MCPError(
+            REFUSED,
+            f"refused: {tool} with these arguments needs an approver's yes; approval task "
+            f"{task.get('id')} is {task.get('status')}: call again once it is approved",
+            {
+                "reason": denial.reason,
+                "evaluation_id": denial.evaluation_id,
+                "task": {k: task.get(k) for k in ("id", "status", "status_endpoint")},
+            },
+        )
 
     async def _confirm(
         self, context: MiddlewareContext[Any], decision: Decision, tool: str

@@ -1,7 +1,7 @@
 """Grants made and revoked per day, counted by the engine (the overview reads these).
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-05
 
 ``grant_days`` holds, per UTC day, how many grants the engine made and revoked
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

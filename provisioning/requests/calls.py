@@ -1,0 +1,278 @@
+"""Call-level approval tasks (the draft OpenID AuthZEN Access Request & Approval profile):
+opening one from a requestable denial, idempotently, reading its status, cancelling it.
+
+A PEP that got ``false`` with ``context.access_request`` submits the call (``subject``,
+``resource``, ``action``, ``context`` with its ``arguments``, and ``denial`` echoing
+``expires_at`` and ``binding_token``). The binding token must be ours, unexpired, unused,
+and bound to exactly the submitted person, connector, tool and argument digest under the
+action's current policy (:mod:`provisioning.entitlements.approvals`). The task is an
+access request of kind ``call``: the connector's request-policy chain decides it through
+:func:`provisioning.requests.workflow.decide`, like any request (one approval chain), and
+the same audit events and ``request.*`` outbox notifications tell of it. Approved, it
+carries an approval (``apr_…``) valid until ``approved_until``; nothing is granted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Origin
+from provisioning.connectors.models import Action, Connector, Interface
+from provisioning.database import utcnow
+from provisioning.entitlements import approvals, authzen
+from provisioning.entitlements.policy import KIND_AT
+from provisioning.identity.models import User
+from provisioning.requests import idempotency, workflow
+from provisioning.requests.models import (
+    AccessRequest,
+    RequestKind,
+    RequestPolicy,
+    RequestState,
+)
+from provisioning.settings import DEFAULTS, Settings
+
+PROBLEM = "urn:openid:authzen:access-request:error:"
+MAX_JUSTIFICATION = 2000
+
+
+class TaskError(Exception):
+    """The profile's error: ``code`` (``not_requestable``, ``expired_denial``,
+    ``invalid_denial_binding``, ``duplicate_request``, ``unknown_task``,
+    ``invalid_task_state``) and its HTTP status; nothing was changed."""
+
+    STATUS: ClassVar[dict[str, int]] = {
+        "not_requestable": 400,
+        "invalid_denial_binding": 400,
+        "expired_denial": 410,
+        "duplicate_request": 409,
+        "unknown_task": 404,
+        "task_expired": 410,
+        "invalid_task_state": 409,
+    }
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.status = code, detail, self.STATUS[code]
+
+    @property
+    def type(self) -> str:
+        return PROBLEM + self.code
+
+
+def _binding(claims: dict[str, Any], submitted: approvals.Binding) -> None:
+    expected = approvals.bound(claims)
+    for name in ("user_id", "connector", "action", "arguments_digest"):
+        if getattr(expected, name) != getattr(submitted, name):
+            what = {"user_id": "subject", "arguments_digest": "context.arguments"}.get(name, name)
+            raise TaskError(
+                "invalid_denial_binding", f"the denial's binding does not cover this {what}"
+            )
+
+
+def submit(
+    session: Session,
+    origin: Origin,
+    document: Any,
+    signer: approvals.Signer,
+    *,
+    key: str | None = None,
+    settings: Settings = DEFAULTS,
+) -> tuple[AccessRequest, bool]:
+    """Open a call's approval task from a requestable denial; (the task, whether it is new).
+    :class:`authzen.Invalid` for a body that is not a submission, :class:`TaskError` for
+    one that cannot be accepted."""
+    body = idempotency.digest(document)
+    try:
+        earlier = idempotency.replayed(session, key, body)
+    except idempotency.Reused as exc:
+        raise TaskError("duplicate_request", str(exc)) from None
+    if earlier is not None:
+        if earlier.kind != RequestKind.CALL:
+            raise TaskError("duplicate_request", "this Idempotency-Key named another request")
+        return earlier, False
+    question = authzen.evaluation(document)
+    if document.get("items") is not None:
+        raise TaskError("not_requestable", "bundled submissions (items) are not supported")
+    denial = document.get("denial")
+    if not isinstance(denial, dict):
+        raise TaskError("invalid_denial_binding", "denial is required (binding_token, expires_at)")
+    if "binding_token" not in denial:
+        raise TaskError(
+            "invalid_denial_binding",
+            "denial.binding_token is required: this service binds denials by token only",
+        )
+    try:
+        claims = signer.read(denial["binding_token"])
+    except approvals.BindingError as exc:
+        raise TaskError("invalid_denial_binding", str(exc)) from None
+    if denial.get("expires_at") != claims["denial_expires_at"]:
+        raise TaskError(
+            "invalid_denial_binding", "denial.expires_at is not the expiry the denial carried"
+        )
+    now = utcnow()
+    if claims["exp"] <= now.timestamp():
+        raise TaskError("expired_denial", "the denial expired: evaluate the call again")
+    # The submission, read as the decision path read the call.
+    decider = authzen.Decider(session.connection(), Interface(settings.authzen_interface))
+    target = decider.target(question)
+    person_id = decider.person(question.subject.id or "")
+    if target.connector is None or target.action is None or person_id is None:
+        raise TaskError("invalid_denial_binding", "the denial's binding does not cover this call")
+    rule = approvals.rule(session.connection(), target.connector, target.action)
+    submitted = approvals.Binding(
+        person_id,
+        target.connector,
+        target.action,
+        approvals.arguments_digest(question.context),
+        rule.version if rule is not None else "",
+    )
+    _binding(claims, submitted)
+    if rule is None or not rule.requires_approver or not rule.requestable:
+        raise TaskError("not_requestable", "a call of this action is not approved by a person")
+    if rule.version != claims["policy_version"]:
+        raise TaskError(
+            "not_requestable", "the action's policy changed since the denial: evaluate again"
+        )
+    if session.scalar(select(AccessRequest.id).where(AccessRequest.binding_jti == claims["jti"])):
+        raise TaskError(
+            "invalid_denial_binding",
+            "this denial was already submitted: one task per denial (send the same "
+            "Idempotency-Key to find it)",
+        )
+    user = session.get(User, uuid.UUID(person_id))
+    connector = session.scalar(select(Connector).where(Connector.slug == target.connector))
+    action = (
+        session.scalar(
+            select(Action).where(Action.connector_id == connector.id, Action.name == target.action)
+        )
+        if connector is not None
+        else None
+    )
+    policy = session.get(RequestPolicy, connector.id) if connector is not None else None
+    if user is None or connector is None or action is None or policy is None:
+        raise TaskError("not_requestable", "a call of this action is not approved by a person")
+    request = workflow.open_call(
+        session,
+        origin,
+        user,
+        connector,
+        access_level=_KIND_AT_LEVEL[action.kind],
+        justification=_justification(question.context, target.action),
+        deadline=now + dt.timedelta(hours=settings.call_task_hours),
+        call={
+            "connector": target.connector,
+            "action": target.action,
+            "arguments_digest": submitted.arguments_digest,
+            "policy_version": submitted.policy_version,
+            "evaluation_id": claims.get("evaluation_id"),
+            "requested_until": _requested_until(document),
+            "subject": document["subject"],
+            "resource": document["resource"],
+            "act": document["action"],
+            "client": document.get("client") if isinstance(document.get("client"), dict) else None,
+        },
+        task_id="arq_" + secrets.token_urlsafe(24),
+        binding_jti=claims["jti"],
+        idempotency_key=key,
+        idempotency_digest=body if key is not None else None,
+    )
+    return request, True
+
+
+_KIND_AT_LEVEL = {kind: level for level, kind in KIND_AT.items()}
+
+
+def _justification(context: dict[str, Any], action: str) -> str:
+    given = context.get("business_justification")
+    if isinstance(given, str) and given.strip():
+        return given.strip()[:MAX_JUSTIFICATION]
+    return f"a call of {action}"
+
+
+def _requested_until(document: dict[str, Any]) -> str | None:
+    asked = document.get("requested_access")
+    if not isinstance(asked, dict) or asked.get("requested_until") is None:
+        return None
+    value = asked["requested_until"]
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise authzen.Invalid("requested_access.requested_until must be an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise authzen.Invalid("requested_access.requested_until must carry its offset")
+    try:
+        return moment.astimezone(dt.UTC).isoformat()
+    except OverflowError:
+        raise authzen.Invalid("requested_access.requested_until is out of range") from None
+
+
+# -- the task ---------------------------------------------------------------------------
+
+
+def task(session: Session, task_id: str, *, lock: bool = False) -> AccessRequest:
+    """The call task with this handle, or :class:`TaskError` ``unknown_task``."""
+    statement = select(AccessRequest).where(
+        AccessRequest.task_id == task_id, AccessRequest.kind == RequestKind.CALL
+    )
+    if lock:
+        statement = statement.with_for_update()
+    found = session.scalar(statement) if 1 <= len(task_id) <= 64 else None
+    if found is None:
+        raise TaskError("unknown_task", "no such task")
+    return found
+
+
+def status(request: AccessRequest, now: dt.datetime | None = None) -> str:
+    """The profile's status: a pending task past its deadline is ``expired`` at once (the
+    expiry job closes it)."""
+    if request.state is RequestState.PENDING and request.deadline <= (now or utcnow()):
+        return str(RequestState.EXPIRED)
+    return str(request.state)
+
+
+def handle(request: AccessRequest, endpoint: str) -> dict[str, Any]:
+    """The task handle and, once approved, its result (re-evaluation mode)."""
+    url = f"{endpoint}/{request.task_id}"
+    state = status(request)
+    body: dict[str, Any] = {
+        "task": {
+            "id": request.task_id,
+            "status": state,
+            "status_endpoint": url,
+            "expires_at": approvals.timestamp(request.deadline),
+            "progress": {
+                "current_step": min(request.stage + 1, len(request.approvers)),
+                "total_steps": len(request.approvers),
+                "step_name": f"{request.approvers[min(request.stage, len(request.approvers) - 1)]}"
+                "_approval",
+            },
+        }
+    }
+    if state == RequestState.PENDING:
+        body["task"]["links"] = {"cancel": f"{url}/cancel"}
+    if state == RequestState.APPROVED and request.approval_id and request.approved_until:
+        body["result"] = {
+            "mode": "reevaluate",
+            "approval": {
+                "id": request.approval_id,
+                "approved_at": approvals.timestamp(request.closed_at or request.approved_until),
+                "approved_until": approvals.timestamp(request.approved_until),
+            },
+        }
+    return body
+
+
+def cancel(
+    session: Session, origin: Origin, task_id: str, reason: str | None = None
+) -> AccessRequest:
+    """The PEP cancels a pending task; ``invalid_task_state`` once it is closed."""
+    request = task(session, task_id, lock=True)
+    if status(request) != RequestState.PENDING:
+        raise TaskError("invalid_task_state", f"the task is {status(request)}: nothing to cancel")
+    return workflow.withdraw(session, origin, request, origin.actor, reason)

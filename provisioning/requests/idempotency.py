@@ -1,0 +1,71 @@
+"""Idempotency-Key on request submissions: the same key and an equivalent body answer the
+request made the first time; the same key with another body is refused.
+
+A key belongs to the credential that sent it (the same key from two credentials is two
+keys) and is stored as a digest of both (``access_requests.idempotency_key``), beside a
+digest of the body's canonical JSON (sorted keys, no whitespace). Keys are kept with
+their requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.audit.log import Entry, Origin, record
+from provisioning.requests.models import AccessRequest
+
+MAX_KEY = 255
+
+
+class Reused(ValueError):
+    """The key was used before with a body that is not equivalent to this one."""
+
+
+def key(credential: str, value: str | None) -> str | None:
+    """The stored form of an ``Idempotency-Key`` sent by ``credential`` (None: none sent)."""
+    if value is None:
+        return None
+    return hashlib.sha256(f"{credential}\x00{value}".encode()).hexdigest()
+
+
+def digest(document: Any) -> str:
+    """What makes two bodies equivalent: SHA-256 of their canonical JSON."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def replayed(session: Session, stored: str | None, body: str) -> AccessRequest | None:
+    """The request made before under this key with an equivalent body; None for a new key
+    (or none); :class:`Reused` for another body."""
+    if stored is None:
+        return None
+    earlier = session.scalar(select(AccessRequest).where(AccessRequest.idempotency_key == stored))
+    if earlier is None:
+        return None
+    if earlier.idempotency_digest != body:
+        raise Reused(
+            "this Idempotency-Key was used with a different body: use a new key for a new request"
+        )
+    return earlier
+
+
+def record_replay(session: Session, origin: Origin, request: AccessRequest) -> None:
+    """Audit a submission answered from its Idempotency-Key (nothing else changes)."""
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "request.replayed",
+                "access_request",
+                str(request.id),
+                user_id=request.user_id,
+                reason="the same Idempotency-Key and body",
+            )
+        ],
+    )
