@@ -497,6 +497,10 @@ def submit_request() -> Response:
         raise _BadRequest(f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} characters")
     settings = current_app.extensions["provisioning.settings"]
     signer = _signer()
+    return idempotency.settled(lambda: _submit(document, key, settings, signer))
+
+
+def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Response:
     with database().transaction() as session:
         try:
             task, new = calls.submit(

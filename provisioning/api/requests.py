@@ -237,7 +237,18 @@ def create_request(body: schemas.AccessRequestIn) -> Response:
     first time; the same key with another body is 409 ``duplicate-request``."""
     key = idempotency.key(caller().name, _idempotency_key())
     sent = idempotency.digest(body.model_dump(mode="json", exclude_unset=True))
+    return idempotency.settled(lambda: _create_request(body, key, sent))
+
+
+def _create_request(body: schemas.AccessRequestIn, key: str | None, sent: str) -> Response:
     with database().transaction() as session:
+        requester = person(session)
+        user = requester
+        if body.user_id is not None and body.user_id != requester.id:
+            user = session.get(User, body.user_id)
+            if user is None:
+                unprocessable(f"no user {body.user_id}", "user_id")
+        workflow.hold(session, user)  # a racing retry waits, then finds this one's request
         try:
             earlier = idempotency.replayed(session, key, sent)
         except idempotency.Reused as exc:
@@ -248,12 +259,6 @@ def create_request(body: schemas.AccessRequestIn) -> Response:
             return _created(result)
         if earlier is not None:
             fail(409, "Conflict", "this Idempotency-Key named another request", "duplicate-request")
-        requester = person(session)
-        user = requester
-        if body.user_id is not None and body.user_id != requester.id:
-            user = session.get(User, body.user_id)
-            if user is None:
-                unprocessable(f"no user {body.user_id}", "user_id")
         connector = _connector(session, body.connector, "connector")
         try:
             request = workflow.create(

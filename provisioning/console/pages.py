@@ -225,7 +225,9 @@ class _Refused(Exception):
 @needs(Role.REVIEWER)
 def reviews() -> Any:
     with _database().reader() as session:
-        items = campaigns.inbox(session, g.person.name)
+        fallback = _fallback_reviewer(session)
+        decider = g.person.user_id and fallback and str(fallback.id) == g.person.user_id
+        items = campaigns.inbox(session, g.person.name, unreviewed=bool(decider))
         names = {item.campaign_id: name for item, name in items}
         progress = campaigns.tally(session, sorted(names))
     return page("reviews.html", items=items, names=names, progress=progress)
@@ -243,15 +245,19 @@ def _decide(item_ids: list[int], decision: str | None, comment: str | None, *, b
     try:
         with _database().transaction() as session:
             decider = session.get(User, uuid.UUID(g.person.user_id)) if g.person.user_id else None
+            fallback = _fallback_reviewer(session)
             for item_id in item_ids:
                 item = session.get(ReviewItem, item_id)
                 try:
                     if item is None:
                         raise campaigns.NotReviewer(f"there is no review item {item_id}")
-                    # The domain says who may decide; here, only the reviewer (an admin's
-                    # fallback and override are the API's).
-                    role = campaigns.decider_role(item, decider, override=False, comment=comment)
-                    if role != "reviewer":
+                    # The domain says who may decide; here, only the reviewer, or the
+                    # configured fallback reviewer (any admin's fallback and an override
+                    # are the API's).
+                    role = campaigns.decider_role(
+                        item, decider, override=False, comment=comment, fallback=fallback
+                    )
+                    if role != "reviewer" and (role != "fallback" or fallback is None):
                         raise campaigns.NotReviewer(f"item {item_id} is not yours to decide")
                     campaigns.decide(
                         session,
@@ -260,6 +266,7 @@ def _decide(item_ids: list[int], decision: str | None, comment: str | None, *, b
                         ReviewDecision(decision),
                         comment,
                         decider=decider,
+                        fallback=fallback,
                     )
                 except campaigns.NotReviewer as exc:
                     raise _Refused(404, "Not in your inbox", f"{exc}.") from None
@@ -435,6 +442,11 @@ def _settings() -> Any:
     from flask import current_app
 
     return current_app.extensions["provisioning.settings"]
+
+
+def _fallback_reviewer(session: Session) -> User | None:
+    """The configured fallback reviewer (PROVISIONING_REVIEW_FALLBACK), if an active user."""
+    return directory.person(session, _settings().review_fallback)
 
 
 def _version(mapping: Mapping) -> str:

@@ -26,7 +26,6 @@ from provisioning import correlation
 from provisioning.delivery.egress import Egress
 from provisioning.delivery.message import DeliveryFailed, Failure
 
-
 _UNREACHED = (httpcore2.ConnectError, httpcore2.ConnectTimeout)
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.requests.models import AccessRequest
 
 MAX_KEY = 255
+T = TypeVar("T")
 
 
 class Reused(ValueError):
@@ -52,6 +55,16 @@ def replayed(session: Session, stored: str | None, body: str) -> AccessRequest |
             "this Idempotency-Key was used with a different body: use a new key for a new request"
         )
     return earlier
+
+
+def settled(attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` (a whole transaction), and once more if it lost a race at a unique
+    index (two submissions with one new key, or for one denial): the second time it
+    finds the winner, and answers as a replay or refuses as a reuse."""
+    try:
+        return attempt()
+    except IntegrityError:
+        return attempt()
 
 
 def record_replay(session: Session, origin: Origin, request: AccessRequest) -> None:

@@ -180,6 +180,13 @@ def _check_approver(
 # -- asking -------------------------------------------------------------------------
 
 
+def hold(session: Session, user: User) -> None:
+    """Take ``user``'s row for this transaction: requests for one person are made one at a
+    time, so a second one waits for the first's commit and then sees it (its pending
+    request, its Idempotency-Key). A no-op on SQLite, whose writers are one at a time."""
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+
+
 def create(
     session: Session,
     origin: Origin,
@@ -205,6 +212,7 @@ def create(
             )
     if not user.eligible:
         raise _conflict(f"user {user.user_name} is {user.state}: no access may be requested")
+    hold(session, user)
     if not justification or not justification.strip():
         raise RequestError("a request needs a justification", field="justification")
     policy = session.get(RequestPolicy, connector.id)
@@ -227,6 +235,7 @@ def create(
     open_one = select(AccessRequest.id).where(
         AccessRequest.user_id == user.id,
         AccessRequest.connector_id == connector.id,
+        AccessRequest.kind == RequestKind.ACCESS,  # call tasks are approved call by call
         AccessRequest.state == RequestState.PENDING,
         AccessRequest.deadline > now,  # one past its deadline only waits for the job
     )

@@ -434,13 +434,19 @@ def decide(
     return item
 
 
-def inbox(session: Session, reviewer: str, *, limit: int = 500) -> list[tuple[ReviewItem, str]]:
+def inbox(
+    session: Session, reviewer: str, *, unreviewed: bool = False, limit: int = 500
+) -> list[tuple[ReviewItem, str]]:
     """The items of open campaigns that ``reviewer`` (a userName, or a connector's owner)
-    is to decide, undecided first, each with its campaign's name."""
+    is to decide, undecided first, each with its campaign's name; with ``unreviewed`` (the
+    reviewer is the configured fallback reviewer) also the items without a reviewer."""
+    mine = ReviewItem.reviewer == reviewer
+    if unreviewed:
+        mine = or_(mine, and_(ReviewItem.reviewer.is_(None), ReviewItem.reviewer_user_id.is_(None)))
     rows = session.execute(
         select(ReviewItem, ReviewCampaign.name)
         .join(ReviewCampaign, ReviewCampaign.id == ReviewItem.campaign_id)
-        .where(ReviewCampaign.state == CampaignState.OPEN, ReviewItem.reviewer == reviewer)
+        .where(ReviewCampaign.state == CampaignState.OPEN, mine)
         .order_by(ReviewItem.decision.is_not(None), ReviewItem.id)
         .limit(limit)
     )

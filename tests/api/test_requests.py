@@ -298,3 +298,34 @@ def test_idempotency_key_same_body_same_request_other_body_409(api, database, or
             select(AuditEvent.action).where(AuditEvent.action == "request.replayed")
         ).all()
         assert replays == ["request.replayed"]
+
+
+@pytest.mark.parametrize("key", ["race-1", None])
+def test_concurrent_submissions_make_one_request_and_no_server_error(api, database, org, key):
+    """The defect: two submissions racing past the check (the same new Idempotency-Key, or
+    the same person and connector) met the unique index at commit and answered 500."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provisioning.requests.models import AccessRequest
+
+    headers = {**api.headers(ASK), **({"Idempotency-Key": key} if key else {})}
+    racers = 6
+    barrier = threading.Barrier(racers)
+
+    def submit(_: int):
+        client = api.app.test_client()
+        barrier.wait()
+        return client.post(BASE, json=ASKED, headers=headers)
+
+    with ThreadPoolExecutor(racers) as pool:
+        answers = list(pool.map(submit, range(racers)))
+    statuses = sorted(answer.status_code for answer in answers)
+    with database.reader() as session:
+        made = session.scalars(select(AccessRequest.id)).all()
+    assert len(made) == 1
+    if key:  # every retry is answered with the one request
+        assert statuses == [201] * racers
+        assert {answer.json["id"] for answer in answers} == set(made)
+    else:  # one is made; the others are told a request is pending
+        assert statuses == [201] + [409] * (racers - 1), [a.json for a in answers]

@@ -397,3 +397,39 @@ def test_latencies_read_as_people_read_them():
         "12 min",
         "3.5 h",
     ]
+
+
+def test_the_configured_fallback_reviewer_decides_items_without_a_reviewer(idp, seeded, database):
+    """The defect: the console let only a named reviewer decide, so with
+    PROVISIONING_REVIEW_FALLBACK set, items without a reviewer reached nobody's inbox."""
+    from sqlalchemy import update
+
+    from provisioning.web.app import create_app
+    from tests.console.conftest import Console, console_settings
+
+    with database.transaction() as session:
+        items = {i.snapshot["user_name"]: i.id for i in session.scalars(select(ReviewItem))}
+        session.execute(
+            update(ReviewItem)
+            .where(ReviewItem.id == items["ada@example.com"])
+            .values(reviewer=None, reviewer_user_id=None)
+        )
+    unreviewed = items["ada@example.com"]
+    for fallback, sees in ((None, False), ("bob@example.com", True)):
+        settings = console_settings(database, idp, review_fallback=fallback)
+        bob = Console(create_app(settings, database, background=False))
+        bob.sign_in_oidc(idp, preferred_username="bob@example.com", groups=["managers"])
+        page = bob.get("/console/reviews").get_data(as_text=True)
+        assert ("ada@example.com · github" in page) is sees
+        # Mona reviews Bob's item, not the unreviewed one, whoever the fallback is.
+        mona = Console(create_app(settings, database, background=False))
+        mona.sign_in_oidc(idp, preferred_username="mgr@example.com", groups=["managers"])
+        refused = mona.post(f"/console/reviews/{unreviewed}", {"decision": "approve"})
+        assert refused.status_code == 404
+    answer = bob.post(f"/console/reviews/{unreviewed}", {"decision": "revoke", "comment": "left"})
+    assert answer.status_code == 303
+    with database.reader() as session:
+        item = session.get(ReviewItem, unreviewed)
+        assert (item.decision, item.decided_by) == ("revoke", "bob@example.com")
+    (event,) = _events(database, "review.decided")
+    assert event.after["as"] == "fallback"
