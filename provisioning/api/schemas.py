@@ -1144,7 +1144,8 @@ class RequestCancelIn(Input):
 
 
 class SeparationRuleIn(Input):
-    """Nobody may hold any connector of ``these`` with any connector of ``those``."""
+    """Nobody may hold any entry of ``these`` with any of ``those``: a connector's slug, or
+    ``slug:action`` for one of its actions."""
 
     name: Name
     these: list[Annotated[str, Field(max_length=100)]] = Field(min_length=1, max_length=200)

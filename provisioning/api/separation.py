@@ -16,7 +16,7 @@ from provisioning.api.edge import (
     route,
     unprocessable,
 )
-from provisioning.connectors.models import Connector
+from provisioning.connectors.models import Action, Connector
 from provisioning.database import utcnow
 from provisioning.entitlements import separation
 from provisioning.entitlements.models import SeparationRule
@@ -25,24 +25,64 @@ from provisioning.identity.models import User
 TAG = "separation of duties"
 
 
-def _connectors(session: Session, slugs: list[str], field: str) -> list[Connector]:
-    found_ = list(session.scalars(select(Connector).where(Connector.slug.in_(slugs))))
-    if missing := sorted(set(slugs) - {c.slug for c in found_}):
-        unprocessable(f"no connector(s) {', '.join(missing)}", field)
-    return found_
+def _parts(session: Session, names: list[str], field: str) -> list[Connector | Action]:
+    """A side as given: connector slugs, or ``slug:action`` for one action of one."""
+    wanted = [(name.partition(":")[0], name.partition(":")[2] or None) for name in names]
+    by_slug = {
+        c.slug: c
+        for c in session.scalars(
+            select(Connector).where(Connector.slug.in_({slug for slug, _ in wanted}))
+        )
+    }
+    actions = {
+        (a.connector_id, a.name): a
+        for a in session.scalars(
+            select(Action).where(
+                Action.connector_id.in_([c.id for c in by_slug.values()]),
+                Action.name.in_({action for _, action in wanted if action}),
+            )
+        )
+    }
+    out: list[Connector | Action] = []
+    missing = []
+    for name, (slug, action) in zip(names, wanted, strict=True):
+        connector = by_slug.get(slug)
+        entry = (
+            connector
+            if connector is None or action is None
+            else actions.get((connector.id, action))
+        )
+        if entry is None or (action is None and name.endswith(":")):
+            missing.append(name)
+        else:
+            out.append(entry)
+    if missing:
+        unprocessable(f"no connector(s) or action(s) {', '.join(sorted(missing))}", field)
+    return out
 
 
 def _out(session: Session, rule: SeparationRule) -> schemas.SeparationRuleOut:
+    these, those = separation.parts(rule.these), separation.parts(rule.those)
     slugs = dict(
         session.execute(
-            select(Connector.id, Connector.slug).where(Connector.id.in_(rule.these + rule.those))
+            select(Connector.id, Connector.slug).where(
+                Connector.id.in_({p.connector_id for p in these + those})
+            )
         ).all()
     )
+
+    def named(side: list[separation.Part]) -> list[str]:
+        return sorted(
+            slugs[p.connector_id] + (f":{p.action}" if p.action else "")
+            for p in side
+            if p.connector_id in slugs
+        )
+
     return schemas.SeparationRuleOut(
         id=rule.id,
         name=rule.name,
-        these=sorted(slugs[i] for i in rule.these if i in slugs),
-        those=sorted(slugs[i] for i in rule.those if i in slugs),
+        these=named(these),
+        those=named(those),
         owner=rule.owner,
         reason=rule.reason,
         created_by=rule.created_by,
@@ -64,12 +104,12 @@ def list_separation_rules() -> Response:
     WRITE,
     tag=TAG,
     ok={201: schemas.SeparationRuleOut},
-    summary="Nobody may hold any of these connectors together with any of those",
+    summary="Nobody may hold any of these connectors or actions with any of those",
 )
 def create_separation_rule(body: schemas.SeparationRuleIn) -> Response:
     with database().transaction() as session:
-        these = _connectors(session, body.these, "these")
-        those = _connectors(session, body.those, "those")
+        these = _parts(session, body.these, "these")
+        those = _parts(session, body.those, "those")
         try:
             rule = separation.create_rule(
                 session,

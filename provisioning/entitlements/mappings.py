@@ -66,7 +66,9 @@ def check_grant(
             checked_policies = {name: str(Policy(p)) for name, p in sorted(policies.items())}
         except ValueError:
             raise MappingError("policies must be always_allow, needs_approval or blocked") from None
-    if (conflict := separation.first_conflict(session, connector.id, holders)) is not None:
+    if (
+        conflict := separation.first_conflict(session, connector.id, holders, level, actions)
+    ) is not None:
         raise SeparationConflict(conflict)
     return (sorted(set(actions)) if actions is not None else None), checked_policies
 

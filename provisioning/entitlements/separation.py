@@ -28,13 +28,52 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Subquery, exists, select
+from sqlalchemy import (
+    Boolean,
+    Select,
+    Subquery,
+    exists,
+    false,
+    select,
+    union,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from provisioning.audit.log import Entry, Origin, record
-from provisioning.connectors.models import Connector
+from provisioning.connectors.models import AccessLevel, Action, ActionKind, Connector
 from provisioning.database import chunked, utcnow
+from provisioning.entitlements import sources
 from provisioning.entitlements.models import Grant, SeparationExemption, SeparationRule
+from provisioning.identity.models import User
+
+
+class lists(FunctionElement):
+    """SQL: a source's ``actions`` (JSON) lists ``name``: no subset (NULL, JSON null), or
+    an array holding it."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "lists"
+
+
+@compiles(lists)
+def _lists_sqlite(element: lists, compiler: Any, **kw: Any) -> str:
+    column, name = (compiler.process(c, **kw) for c in element.clauses)
+    return (
+        f"({column} IS NULL OR json_type({column}) != 'array' OR EXISTS "
+        f"(SELECT 1 FROM json_each({column}) WHERE json_each.value = {name}))"
+    )
+
+
+@compiles(lists, "postgresql")
+def _lists_postgresql(element: lists, compiler: Any, **kw: Any) -> str:
+    column, name = (compiler.process(c, **kw) for c in element.clauses)
+    return (
+        f"({column} IS NULL OR json_typeof({column}) != 'array' OR "
+        f"CAST({column} AS JSONB) @> jsonb_build_array(CAST({name} AS TEXT)))"
+    )
 
 
 class SeparationError(ValueError):
@@ -74,34 +113,128 @@ def _exempt(rule_id: Any, user_id: Any, now: dt.datetime) -> Any:
     )
 
 
-def _holding(rule: SeparationRule, other: list[int], users: Any, now: dt.datetime) -> Select:
-    """Those of ``users`` holding a connector of ``other`` (a side of ``rule``), unexempt."""
-    return select(Grant.user_id).where(
-        Grant.revoked_at.is_(None),
-        Grant.connector_id.in_(other),
-        Grant.user_id.in_(users),
-        ~_exempt(rule.id, Grant.user_id, now),
+@dataclass(frozen=True, order=True)
+class Part:
+    """One entry of a rule's side: a whole connector, or one action of it (by name)."""
+
+    connector_id: int
+    action: str | None = None
+
+    @property
+    def stored(self) -> int | list[Any]:
+        """As the rule's JSON keeps it: the connector's id, or ``[id, action]``."""
+        return self.connector_id if self.action is None else [self.connector_id, self.action]
+
+
+def parts(side: list[Any]) -> list[Part]:
+    """A rule's stored side as its parts."""
+    return [Part(e) if isinstance(e, int) else Part(int(e[0]), str(e[1])) for e in side]
+
+
+Kinds = dict[tuple[int, str], ActionKind]
+
+
+def _kinds(session: Session, rules: Iterable[SeparationRule]) -> Kinds:
+    """The kind of every action the rules name (one query); a vanished one is absent."""
+    named = {
+        (p.connector_id, p.action)
+        for rule in rules
+        for p in parts(rule.these) + parts(rule.those)
+        if p.action is not None
+    }
+    if not named:
+        return {}
+    rows = session.execute(
+        select(Action.connector_id, Action.name, Action.kind).where(
+            Action.connector_id.in_({c for c, _ in named}), Action.name.in_({a for _, a in named})
+        )
+    )
+    return {(c, a): kind for c, a, kind in rows if (c, a) in named}
+
+
+def _levels(kind: ActionKind) -> list[AccessLevel]:
+    return [level for level in AccessLevel if level.allows(kind)]
+
+
+def covers(
+    part: Part, connector_id: int, level: AccessLevel, actions: Iterable[str] | None, kinds: Kinds
+) -> bool:
+    """Whether a source of ``connector_id`` at ``level`` listing ``actions`` (None: all)
+    gives ``part``: the rule of holding an action, in Python (:func:`_holders` in SQL)."""
+    if part.connector_id != connector_id:
+        return False
+    if part.action is None:
+        return True
+    kind = kinds.get((connector_id, part.action))
+    return (
+        kind is not None and level.allows(kind) and (actions is None or part.action in set(actions))
     )
 
 
+def _holders(part: Part, kinds: Kinds, now: dt.datetime) -> Select:
+    """The people holding ``part``. A connector: a live grant of it. An action: a live grant
+    of its connector and a live source of that access covering the action, i.e. listing it
+    (no action subset, or one naming it) at an access level allowing its kind -- what the
+    decision path needs to allow a call of it (policy aside)."""
+    held = select(Grant.user_id).where(
+        Grant.revoked_at.is_(None), Grant.connector_id == part.connector_id
+    )
+    if part.action is None:
+        return held
+    kind = kinds.get((part.connector_id, part.action))
+    if kind is None:
+        return held.where(false())
+    covering = sources.union(
+        lambda source: source.select(source.user_id.label("user_id"), now=now).where(
+            source.connector_id == part.connector_id,
+            source.access_level.in_(_levels(kind)),
+            lists(source.actions, part.action),
+        )
+    )
+    return held.where(Grant.user_id.in_(covering))
+
+
+def _side(side: list[Any], kinds: Kinds, now: dt.datetime) -> Select:
+    """The people holding any part of ``side`` (column ``user_id``)."""
+    first, *rest = (_holders(part, kinds, now) for part in parts(side))
+    if not rest:
+        return first
+    held = union(first, *rest).subquery()
+    return select(held.c.user_id)
+
+
 def first_conflict(
-    session: Session, connector_id: int, holders: Iterable[uuid.UUID] | Select
+    session: Session,
+    connector_id: int,
+    holders: Iterable[uuid.UUID] | Select,
+    level: AccessLevel = AccessLevel.INTERACTIVE,
+    actions: Iterable[str] | None = None,
 ) -> Conflict | None:
-    """The first rule granting ``connector_id`` to any of ``holders`` (ids, or a query of
-    them) would break: one of them holds a connector of the rule's other side, unexempt."""
+    """The first rule a grant of ``connector_id`` at ``level`` listing ``actions`` (None:
+    all) to any of ``holders`` (ids, or a query of them) would break: it gives a part of
+    both sides, or a part of one side to someone holding a part of the other, unexempt."""
     now = utcnow()
     if not isinstance(holders, Select):
         holders = list(holders)
         if not holders:
             return None
-    for rule in session.scalars(select(SeparationRule).order_by(SeparationRule.id)):
-        if connector_id in rule.these:
-            other = rule.those
-        elif connector_id in rule.those:
-            other = rule.these
+    rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
+    kinds = _kinds(session, rules)
+    for rule in rules:
+        given = [
+            any(covers(p, connector_id, level, actions, kinds) for p in parts(side))
+            for side in (rule.these, rule.those)
+        ]
+        if given[0] and given[1]:
+            users = select(User.id).where(User.id.in_(holders))
+        elif given[0] or given[1]:
+            other = _side(rule.those if given[0] else rule.these, kinds, now).subquery()
+            users = select(other.c.user_id).where(other.c.user_id.in_(holders))
         else:
             continue
-        user_id = session.scalar(_holding(rule, other, holders, now).limit(1))
+        user_id = session.scalar(
+            users.where(~_exempt(rule.id, users.selected_columns[0], now)).limit(1)
+        )
         if user_id is not None:
             return Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
     return None
@@ -117,31 +250,39 @@ def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list
     if not by_connector:
         return []
     now = utcnow()
+    rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
+    kinds = _kinds(session, rules)
     found: list[Conflict] = []
-    for rule in session.scalars(select(SeparationRule).order_by(SeparationRule.id)):
-        for side, other in ((rule.these, rule.those), (rule.those, rule.these)):
-            for connector_id in set(side) & set(by_connector):
-                for chunk in chunked(sorted(by_connector[connector_id])):
-                    users = session.scalars(_holding(rule, other, chunk, now).distinct())
-                    found += [
-                        Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
-                        for user_id in users
-                    ]
+    for rule in rules:
+        named = {p.connector_id for p in parts(rule.these) + parts(rule.those)}
+        for connector_id in sorted(named & set(by_connector)):
+            breaking = _breaking(rule, kinds, now)
+            for chunk in chunked(sorted(by_connector[connector_id])):
+                users = session.scalars(
+                    select(breaking.c.user_id).where(breaking.c.user_id.in_(chunk))
+                )
+                found += [
+                    Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
+                    for user_id in users
+                ]
     return found
+
+
+def _breaking(rule: SeparationRule, kinds: Kinds, now: dt.datetime) -> Subquery:
+    """The people holding a part of each side of ``rule``, unexempt (column ``user_id``)."""
+    both = _side(rule.these, kinds, now).intersect(_side(rule.those, kinds, now)).subquery()
+    users = select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
+    return users.subquery()
 
 
 def violation_sets(session: Session) -> Iterator[tuple[SeparationRule, Subquery]]:
     """Each rule with the query of the people breaking it (column ``user_id``): those
-    holding both sides, unexempt (an intersection of two sets of live grants)."""
+    holding a part of both sides, unexempt (an intersection of two sets of holders)."""
     now = utcnow()
-    for rule in session.scalars(select(SeparationRule).order_by(SeparationRule.id)):
-        side = [
-            select(Grant.user_id).where(Grant.revoked_at.is_(None), Grant.connector_id.in_(ids))
-            for ids in (rule.these, rule.those)
-        ]
-        both = side[0].intersect(side[1]).subquery()
-        users = select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
-        yield rule, users.subquery()
+    rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
+    kinds = _kinds(session, rules)
+    for rule in rules:
+        yield rule, _breaking(rule, kinds, now)
 
 
 def violators(session: Session) -> Iterator[tuple[SeparationRule, uuid.UUID]]:
@@ -157,24 +298,29 @@ def create_rule(
     origin: Origin,
     *,
     name: str,
-    these: list[Connector],
-    those: list[Connector],
+    these: list[Connector | Action],
+    those: list[Connector | Action],
     owner: str,
     reason: str,
 ) -> SeparationRule:
-    """A new rule of incompatible access (it applies to grants made from now on; the scan
-    reports who already breaks it)."""
+    """A new rule of incompatible access, each side connectors or actions of them (it
+    applies to grants made from now on; the scan reports who already breaks it)."""
     if not these or not those:
-        raise SeparationError("a rule names connectors on both sides", "these")
-    ids_these, ids_those = sorted({c.id for c in these}), sorted({c.id for c in those})
-    if set(ids_these) & set(ids_those):
-        raise SeparationError("a connector cannot be incompatible with itself", "those")
+        raise SeparationError("a rule names connectors or actions on both sides", "these")
+    one, other = (sorted({_part(entry) for entry in side}) for side in (these, those))
+    for a in one:
+        for b in other:
+            if (a.connector_id == b.connector_id and None in (a.action, b.action)) or a == b:
+                raise SeparationError(
+                    "a connector or action cannot be incompatible with itself", "those"
+                )
     if session.scalar(select(SeparationRule.id).where(SeparationRule.name == name)) is not None:
         raise SeparationError(f"a rule named {name!r} exists", "name")
+    stored = [p.stored for p in one], [p.stored for p in other]
     rule = SeparationRule(
         name=name,
-        these=ids_these,
-        those=ids_those,
+        these=stored[0],
+        those=stored[1],
         owner=owner,
         reason=reason,
         created_by=origin.actor,
@@ -190,11 +336,17 @@ def create_rule(
                 "separation_rule",
                 str(rule.id),
                 reason=reason,
-                after={"name": name, "these": ids_these, "those": ids_those, "owner": owner},
+                after={"name": name, "these": stored[0], "those": stored[1], "owner": owner},
             )
         ],
     )
     return rule
+
+
+def _part(entry: Connector | Action) -> Part:
+    if isinstance(entry, Action):
+        return Part(entry.connector_id, entry.name)
+    return Part(entry.id)
 
 
 def delete_rule(session: Session, origin: Origin, rule: SeparationRule) -> None:

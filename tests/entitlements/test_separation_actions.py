@@ -1,0 +1,188 @@
+"""Separation of duties over actions: a rule's sides name connectors or their actions."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from provisioning.connectors.models import Action, Connector
+from provisioning.entitlements import separation
+from provisioning.entitlements.mappings import (
+    SeparationConflict,
+    create_exception,
+    create_mapping,
+)
+from provisioning.entitlements.models import Grant
+from provisioning.identity.models import User
+from provisioning.oversight.models import Finding, FindingKind, FindingState
+from provisioning.oversight.scan import scan
+from tests.org import Org, later
+
+ACTIONS = (
+    ("list_pull_requests", "read", "always_allow"),
+    ("open_pull_request", "write", "always_allow"),
+    ("merge_pull_request", "write", "always_allow"),
+)
+
+
+def _action(session, connector, name) -> Action:
+    return session.scalar(
+        select(Action).where(Action.connector_id == connector.id, Action.name == name)
+    )
+
+
+@pytest.fixture
+def github(database, origin):
+    """Ada may open pull requests on github (an exception listing only that action);
+    a rule forbids opening and merging to the same person."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, bob = org.user("ada@example.com"), org.user("bob@example.com")
+        github = org.connector("github", actions=ACTIONS)
+        create_exception(
+            session,
+            origin,
+            ada,
+            github,
+            "read_write",
+            justification="author",
+            expires_at=later(30),
+            actions=["open_pull_request"],
+        )
+        rule = separation.create_rule(
+            session,
+            origin,
+            name="two-person merge",
+            these=[_action(session, github, "open_pull_request")],
+            those=[_action(session, github, "merge_pull_request")],
+            owner="risk@example.com",
+            reason="who writes a change never merges it",
+        )
+        return {"ada": ada.id, "bob": bob.id, "github": github.id, "rule": rule.id}
+
+
+def _live(session) -> set[tuple]:
+    return set(
+        session.execute(
+            select(Grant.user_id, Grant.connector_id).where(Grant.revoked_at.is_(None))
+        ).all()
+    )
+
+
+def test_a_grant_of_the_conflicting_action_is_refused(database, origin, github):
+    with database.transaction() as session:
+        ada, bob = session.get(User, github["ada"]), session.get(User, github["bob"])
+        connector = session.get(Connector, github["github"])
+        for actions in (["merge_pull_request"], None):
+            with pytest.raises(SeparationConflict, match="two-person merge"):
+                create_exception(
+                    session,
+                    origin,
+                    ada,
+                    connector,
+                    "read_write",
+                    justification="x",
+                    expires_at=later(1),
+                    actions=actions,
+                )
+        # A grant giving both actions at once breaks it alone, even to someone holding nothing.
+        with pytest.raises(SeparationConflict, match="two-person merge"):
+            create_exception(
+                session,
+                origin,
+                bob,
+                connector,
+                "read_write",
+                justification="x",
+                expires_at=later(1),
+            )
+        org = Org(session, origin)
+        group = org.group("reviewers")
+        org.join(ada, group)
+        with pytest.raises(SeparationConflict, match="two-person merge"):
+            create_mapping(session, origin, group, connector, "read_write")
+        assert (bob.id, connector.id) not in _live(session)
+
+
+def test_a_grant_without_the_conflicting_action_is_allowed(database, origin, github):
+    with database.transaction() as session:
+        ada, bob = session.get(User, github["ada"]), session.get(User, github["bob"])
+        connector = session.get(Connector, github["github"])
+        # Read access covers no write action; a subset without merge does not either.
+        org = Org(session, origin)
+        group = org.group("readers")
+        org.join(ada, group)
+        org.join(bob, group)
+        create_mapping(session, origin, group, connector, "read")
+        create_exception(
+            session,
+            origin,
+            ada,
+            connector,
+            "read_write",
+            justification="x",
+            expires_at=later(1),
+            actions=["list_pull_requests", "open_pull_request"],
+        )
+        create_exception(
+            session,
+            origin,
+            bob,
+            connector,
+            "read_write",
+            justification="merger",
+            expires_at=later(1),
+            actions=["merge_pull_request"],
+        )
+        assert (bob.id, connector.id) in _live(session)
+        assert list(separation.violators(session)) == []
+        assert scan(session)["separation_violation"]["opened"] == 0
+
+
+def test_the_scan_finds_the_existing_holders_of_both_actions(database, origin, github):
+    from provisioning.entitlements.models import SeparationRule
+
+    with database.transaction() as session:
+        ada = session.get(User, github["ada"])
+        connector = session.get(Connector, github["github"])
+        # Ada already also merges; a new rule over the two actions finds her (and only her).
+        session.delete(session.get(SeparationRule, github["rule"]))
+        create_exception(
+            session,
+            origin,
+            ada,
+            connector,
+            "read_write",
+            justification="merger",
+            expires_at=later(1),
+            actions=["merge_pull_request"],
+        )
+        rule = separation.create_rule(
+            session,
+            origin,
+            name="two-person merge again",
+            these=[_action(session, connector, "open_pull_request")],
+            those=[_action(session, connector, "merge_pull_request")],
+            owner="risk@example.com",
+            reason="four eyes",
+        )
+        assert [(r.id, u) for r, u in separation.violators(session)] == [(rule.id, ada.id)]
+        assert scan(session)["separation_violation"]["opened"] == 1
+        (subject,) = session.scalars(
+            select(Finding.subject_id).where(
+                Finding.kind == FindingKind.SEPARATION_VIOLATION,
+                Finding.state == FindingState.OPEN,
+            )
+        ).all()
+        assert subject == f"{rule.id}:{ada.id}"
+
+
+def test_an_action_and_its_own_connector_are_never_two_sides(database, origin, github):
+    with database.transaction() as session:
+        connector = session.get(Connector, github["github"])
+        merge = _action(session, connector, "merge_pull_request")
+        for these, those in (([connector], [merge]), ([merge], [merge])):
+            with pytest.raises(separation.SeparationError):
+                separation.create_rule(
+                    session, origin, name="x", these=these, those=those, owner="o", reason="r"
+                )
