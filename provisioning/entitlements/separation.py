@@ -113,7 +113,7 @@ def _exempt(rule_id: Any, user_id: Any, now: dt.datetime) -> Any:
     )
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Part:
     """One entry of a rule's side: a whole connector, or one action of it (by name)."""
 
@@ -307,7 +307,7 @@ def create_rule(
     applies to grants made from now on; the scan reports who already breaks it)."""
     if not these or not those:
         raise SeparationError("a rule names connectors or actions on both sides", "these")
-    one, other = (sorted({_part(entry) for entry in side}) for side in (these, those))
+    one, other = (sorted({_part(entry) for entry in side}, key=_order) for side in (these, those))
     for a in one:
         for b in other:
             if (a.connector_id == b.connector_id and None in (a.action, b.action)) or a == b:
@@ -341,6 +341,10 @@ def create_rule(
         ],
     )
     return rule
+
+
+def _order(part: Part) -> tuple[int, str]:
+    return part.connector_id, part.action or ""
 
 
 def _part(entry: Connector | Action) -> Part:

@@ -25,10 +25,29 @@ from tests.org import Org, later
 ORIGIN = Origin("property", Source.ADMIN)
 USERS, CONNECTORS = 4, 5
 
+# A rule's part: (connector index, None) for the whole connector, or (index, action).
+# Every connector offers a read action ``a0`` and a write action ``a1``.
+ACTIONS = (("a0", "read", "always_allow"), ("a1", "write", "always_allow"))
+KIND = {"a0": "read", "a1": "write"}
+part = st.tuples(st.integers(0, CONNECTORS - 1), st.sampled_from([None, "a0", "a1"]))
+
+
+def _disjoint(pair) -> bool:
+    return not any(
+        a == b or (a[0] == b[0] and None in (a[1], b[1])) for a in pair[0] for b in pair[1]
+    )
+
+
 sides = st.tuples(
-    st.sets(st.integers(0, CONNECTORS - 1), min_size=1, max_size=2),
-    st.sets(st.integers(0, CONNECTORS - 1), min_size=1, max_size=2),
-).filter(lambda pair: not pair[0] & pair[1])
+    st.sets(part, min_size=1, max_size=2), st.sets(part, min_size=1, max_size=2)
+).filter(_disjoint)
+# A source of access: (user, connector, access level, action subset or None).
+source = st.tuples(
+    st.integers(0, USERS - 1),
+    st.integers(0, CONNECTORS - 1),
+    st.sampled_from(["read", "read_write"]),
+    st.sampled_from([None, ("a0",), ("a1",), ("a0", "a1")]),
+)
 
 
 def _live(session) -> set[tuple]:
@@ -40,14 +59,23 @@ def _live(session) -> set[tuple]:
 
 
 def _rules(session, connectors, rules) -> list:
-    """The generated rules (sides as connector indexes), made through the domain."""
+    """The generated rules (sides as parts over connector indexes), made through the domain."""
+    from provisioning.connectors.models import Action
+
+    def entry(c, action):
+        if action is None:
+            return connectors[c]
+        return session.scalar(
+            select(Action).where(Action.connector_id == connectors[c].id, Action.name == action)
+        )
+
     return [
         separation.create_rule(
             session,
             ORIGIN,
             name=f"rule-{n}",
-            these=[connectors[i] for i in these],
-            those=[connectors[i] for i in those],
+            these=[entry(*p) for p in sorted(these, key=str)],
+            those=[entry(*p) for p in sorted(those, key=str)],
             owner="risk@example.com",
             reason="four eyes",
         )
@@ -55,16 +83,50 @@ def _rules(session, connectors, rules) -> list:
     ]
 
 
-def _reference(held: set[tuple], rules: list[tuple[set[int], set[int]]]) -> set[tuple]:
-    """Brute force: (rule index, user) for every user holding a connector of each side."""
+def _holds(sources: set[tuple], user: int, part: tuple) -> bool:
+    """Brute force: a source of the user on the part's connector gives it (the whole
+    connector; or the action listed, at a level allowing its kind)."""
+    c, action = part
+    for u, connector, level, actions in sources:
+        if u != user or connector != c:
+            continue
+        if action is None:
+            return True
+        if (actions is None or action in actions) and (
+            KIND[action] == "read" or level == "read_write"
+        ):
+            return True
+    return False
+
+
+def _reference(sources: set[tuple], rules: list) -> set[tuple]:
+    """Brute force: (rule index, user) for every user holding a part of each side."""
     found = set()
     for index, (these, those) in enumerate(rules):
-        users = {u for u, _ in held}
-        for user in users:
-            mine = {c for u, c in held if u == user}
-            if mine & these and mine & those:
+        for user in {s[0] for s in sources}:
+            if any(_holds(sources, user, p) for p in these) and any(
+                _holds(sources, user, p) for p in those
+            ):
                 found.add((index, user))
     return found
+
+
+def _sources(session, user_ids, connector_ids) -> set[tuple]:
+    from provisioning.entitlements.models import ManualException
+
+    return {
+        (
+            user_ids.index(e.user_id),
+            connector_ids.index(e.connector_id),
+            str(e.access_level),
+            tuple(e.actions) if e.actions is not None else None,
+        )
+        for e in session.scalars(
+            select(ManualException).where(
+                ManualException.revoked_at.is_(None), ManualException.expires_at > utcnow()
+            )
+        )
+    }
 
 
 @settings(
@@ -73,7 +135,7 @@ def _reference(held: set[tuple], rules: list[tuple[set[int], set[int]]]) -> set[
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    held=st.sets(st.tuples(st.integers(0, USERS - 1), st.integers(0, CONNECTORS - 1))),
+    held=st.sets(source),
     rules=st.lists(sides, min_size=1, max_size=4),
 )
 def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database, held, rules):
@@ -82,16 +144,17 @@ def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database,
         with database.transaction() as session:
             org = Org(session, ORIGIN)
             users = [org.user() for _ in range(USERS)]
-            connectors = [org.connector() for _ in range(CONNECTORS)]
-            for u, c in sorted(held):
+            connectors = [org.connector(actions=ACTIONS) for _ in range(CONNECTORS)]
+            for u, c, level, actions in sorted(held, key=str):
                 create_exception(
                     session,
                     ORIGIN,
                     users[u],
                     connectors[c],
-                    "read",
+                    level,
                     justification="x",
                     expires_at=later(5),
+                    actions=list(actions) if actions is not None else None,
                 )
             made = _rules(session, connectors, rules)
             counts = scan(session)
@@ -121,7 +184,7 @@ def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database,
 )
 @given(
     rules=st.lists(sides, min_size=1, max_size=3),
-    grants=st.lists(st.tuples(st.integers(0, USERS - 1), st.integers(0, CONNECTORS - 1))),
+    grants=st.lists(source),
 )
 def test_no_order_of_deliberate_grants_breaks_a_rule(fresh_database, rules, grants):
     database = fresh_database()
@@ -129,10 +192,10 @@ def test_no_order_of_deliberate_grants_breaks_a_rule(fresh_database, rules, gran
         with database.transaction() as session:
             org = Org(session, ORIGIN)
             users = [org.user() for _ in range(USERS)]
-            connectors = [org.connector() for _ in range(CONNECTORS)]
+            connectors = [org.connector(actions=ACTIONS) for _ in range(CONNECTORS)]
             _rules(session, connectors, rules)
             ids = ([u.id for u in users], [c.id for c in connectors])
-        for u, c in grants:
+        for u, c, level, actions in grants:
             try:
                 with database.transaction() as session:
                     org = Org(session, ORIGIN)
@@ -144,16 +207,16 @@ def test_no_order_of_deliberate_grants_breaks_a_rule(fresh_database, rules, gran
                         ORIGIN,
                         session.get(User, ids[0][u]),
                         session.get(Connector, ids[1][c]),
-                        "read",
+                        level,
                         justification="x",
                         expires_at=later(5),
+                        actions=list(actions) if actions is not None else None,
                     )
             except SeparationConflict as refused:
                 assert refused.conflict.rule.startswith("rule-")
             with database.reader() as session:
                 assert list(separation.violators(session)) == []
-                held = {(ids[0].index(u), ids[1].index(c)) for u, c in _live(session)}
-                assert _reference(held, rules) == set()
+                assert _reference(_sources(session, *ids), rules) == set()
     finally:
         database.dispose()
 
