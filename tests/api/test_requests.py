@@ -329,3 +329,69 @@ def test_concurrent_submissions_make_one_request_and_no_server_error(api, databa
         assert {answer.json["id"] for answer in answers} == set(made)
     else:  # one is made; the others are told a request is pending
         assert statuses == [201] + [409] * (racers - 1), [a.json for a in answers]
+
+
+def test_a_rule_over_actions_refuses_only_who_would_hold_both(api, database, org):
+    from provisioning.audit.log import Origin, Source
+    from provisioning.entitlements.mappings import create_exception
+    from tests.org import later
+
+    admin = Origin("test", Source.ADMIN)
+    with database.transaction() as session:
+        payroll = Org(session, admin).connector(
+            "payroll",
+            actions=(
+                ("view_payslips", "read", "always_allow"),
+                ("run_payroll", "write", "always_allow"),
+            ),
+        )
+        ada = session.get(User, uuid.UUID(org["ada"]))
+        boss = session.get(User, uuid.UUID(org["boss"]))
+        # Ada views payslips only (an action subset); Boss holds every payroll action.
+        for user, actions in ((ada, ["view_payslips"]), (boss, None)):
+            create_exception(
+                session,
+                admin,
+                user,
+                payroll,
+                "read_write",
+                justification="hr",
+                expires_at=later(30),
+                actions=actions,
+            )
+    rule = {
+        "name": "repos and pay runs",
+        "these": ["github:list_repos"],
+        "those": ["payroll:run_payroll"],
+        "owner": "risk@example.com",
+        "reason": "who reads the code does not run payroll",
+    }
+    before = rows(database)
+    for these, those in (
+        (["github:nope"], ["payroll"]),
+        (["github:"], ["payroll"]),
+        ([":list_repos"], ["payroll"]),
+        (["nope:list_repos"], ["payroll"]),
+        (["github:list_repos:x"], ["payroll"]),
+        (["github:list_repos\x00"], ["payroll"]),
+        (["github"], ["github:list_repos"]),
+        (["payroll:run_payroll"], ["payroll:run_payroll"]),
+    ):
+        bad = {**rule, "these": these, "those": those}
+        assert_problem(
+            api.post("/api/v1/separation-rules", json=bad, scopes=WRITE), 422, "invalid-request"
+        )
+    assert rows(database) == before
+    made = api.post("/api/v1/separation-rules", json=rule, scopes=WRITE)
+    assert made.status_code == 201, made.json
+    assert made.json["these"] == ["github:list_repos"]
+    assert made.json["those"] == ["payroll:run_payroll"]
+    # The scan finds nobody: nobody holds both actions yet.
+    with database.transaction() as session:
+        from provisioning.entitlements import separation
+
+        assert list(separation.violators(session)) == []
+    assert api.post(BASE, json=ASKED, scopes=ASK, sub="ada@example.com").status_code == 201
+    refused = api.post(BASE, json=ASKED, scopes=ASK, sub="boss@example.com")
+    assert_problem(refused, 409, "separation-of-duties")
+    assert "repos and pay runs" in refused.json["detail"]
