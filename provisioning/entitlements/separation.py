@@ -1,17 +1,23 @@
 """Separation of duties: rules of incompatible access, exemptions, and who would break them.
 
 A :class:`~provisioning.entitlements.models.SeparationRule` says nobody holds
-any connector of ``these`` together with any of ``those``. It is enforced:
+any part of ``these`` together with any part of ``those``; a part is a whole
+connector or one action of it (:class:`Part`). Holding an action, stated once
+(:func:`covers` for a grant being given, :func:`_holders` in SQL): a live grant
+of its connector, and a live source of that access (mapping, exception,
+approved request) that lists the action (no action subset, or one naming it) at
+an access level allowing its kind -- what the decision path needs to let a call
+of it through, policy aside. Rules are enforced:
 
 - **before** a deliberate grant: :func:`provisioning.entitlements.mappings.check_grant`
   (every mapping, manual exception and access request passes it) asks
-  :func:`first_conflict` whether any of the people who would receive the
-  connector already hold one it is incompatible with, and refuses naming the
-  rule; a live :class:`~provisioning.entitlements.models.SeparationExemption`
+  :func:`first_conflict` whether the grant gives a part of both sides, or gives
+  a part of one side to someone holding a part of the other, and refuses naming
+  the rule; a live :class:`~provisioning.entitlements.models.SeparationExemption`
   (justified, approved, expiring) lets that one person through;
 - **after** the fact: the stale-access scan reports every person holding both
-  sides without a live exemption (:func:`violators`), a finding resolved when
-  the violation goes or an exemption covers it.
+  sides without a live exemption (:func:`violators`, one query per rule), a
+  finding resolved when the violation goes or an exemption covers it.
 
 Membership facts from the IdP are not refused (they are the IdP's): the engine
 grants what they justify, but never silently: each grant it creates into a
@@ -195,11 +201,18 @@ def _holders(part: Part, kinds: Kinds, now: dt.datetime) -> Select:
 
 
 def _side(side: list[Any], kinds: Kinds, now: dt.datetime) -> Select:
-    """The people holding any part of ``side`` (column ``user_id``)."""
-    first, *rest = (_holders(part, kinds, now) for part in parts(side))
-    if not rest:
-        return first
-    held = union(first, *rest).subquery()
+    """The people holding any part of ``side`` (column ``user_id``): the whole connectors in
+    one ``IN`` over live grants, each action with its covering sources."""
+    whole = sorted(p.connector_id for p in parts(side) if p.action is None)
+    selects = [_holders(p, kinds, now) for p in parts(side) if p.action is not None]
+    if whole:
+        selects.insert(
+            0,
+            select(Grant.user_id).where(Grant.revoked_at.is_(None), Grant.connector_id.in_(whole)),
+        )
+    if len(selects) == 1:
+        return selects[0]
+    held = union(*selects).subquery()
     return select(held.c.user_id)
 
 
