@@ -191,9 +191,10 @@ class ReviewRevocation(Base):
 
 
 class SeparationRule(Base):
-    """Incompatible access (separation of duties): nobody may hold any connector of ``these``
-    together with any connector of ``those`` (ids; the two sides never overlap), unless a
-    live :class:`SeparationExemption` says so for that person. ``owner`` answers for it."""
+    """Incompatible access (separation of duties): nobody may hold any part of ``these``
+    together with any part of ``those`` (each a connector's id, or ``[id, action name]`` for
+    one of its actions; the two sides never overlap), unless a live
+    :class:`SeparationExemption` says so for that person. ``owner`` answers for it."""
 
     __tablename__ = "separation_rules"
 

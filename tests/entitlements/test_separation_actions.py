@@ -31,6 +31,33 @@ def _action(session, connector, name) -> Action:
     )
 
 
+def _give(session, origin, user, connector, actions=None, level="read_write", why="x"):
+    """A manual exception of ``connector`` to ``user`` (``actions``: its subset or None)."""
+    return create_exception(
+        session,
+        origin,
+        user,
+        connector,
+        level,
+        justification=why,
+        expires_at=later(30),
+        actions=actions,
+    )
+
+
+def _merge_rule(session, origin, github, name="two-person merge"):
+    """Nobody both opens and merges pull requests on ``github``."""
+    return separation.create_rule(
+        session,
+        origin,
+        name=name,
+        these=[_action(session, github, "open_pull_request")],
+        those=[_action(session, github, "merge_pull_request")],
+        owner="risk@example.com",
+        reason="who writes a change never merges it",
+    )
+
+
 @pytest.fixture
 def github(database, origin):
     """Ada may open pull requests on github (an exception listing only that action);
@@ -39,25 +66,8 @@ def github(database, origin):
         org = Org(session, origin)
         ada, bob = org.user("ada@example.com"), org.user("bob@example.com")
         github = org.connector("github", actions=ACTIONS)
-        create_exception(
-            session,
-            origin,
-            ada,
-            github,
-            "read_write",
-            justification="author",
-            expires_at=later(30),
-            actions=["open_pull_request"],
-        )
-        rule = separation.create_rule(
-            session,
-            origin,
-            name="two-person merge",
-            these=[_action(session, github, "open_pull_request")],
-            those=[_action(session, github, "merge_pull_request")],
-            owner="risk@example.com",
-            reason="who writes a change never merges it",
-        )
+        _give(session, origin, ada, github, ["open_pull_request"], why="author")
+        rule = _merge_rule(session, origin, github)
         return {"ada": ada.id, "bob": bob.id, "github": github.id, "rule": rule.id}
 
 
@@ -75,27 +85,10 @@ def test_a_grant_of_the_conflicting_action_is_refused(database, origin, github):
         connector = session.get(Connector, github["github"])
         for actions in (["merge_pull_request"], None):
             with pytest.raises(SeparationConflict, match="two-person merge"):
-                create_exception(
-                    session,
-                    origin,
-                    ada,
-                    connector,
-                    "read_write",
-                    justification="x",
-                    expires_at=later(1),
-                    actions=actions,
-                )
+                _give(session, origin, ada, connector, actions)
         # A grant giving both actions at once breaks it alone, even to someone holding nothing.
         with pytest.raises(SeparationConflict, match="two-person merge"):
-            create_exception(
-                session,
-                origin,
-                bob,
-                connector,
-                "read_write",
-                justification="x",
-                expires_at=later(1),
-            )
+            _give(session, origin, bob, connector)
         org = Org(session, origin)
         group = org.group("reviewers")
         org.join(ada, group)
@@ -114,26 +107,8 @@ def test_a_grant_without_the_conflicting_action_is_allowed(database, origin, git
         org.join(ada, group)
         org.join(bob, group)
         create_mapping(session, origin, group, connector, "read")
-        create_exception(
-            session,
-            origin,
-            ada,
-            connector,
-            "read_write",
-            justification="x",
-            expires_at=later(1),
-            actions=["list_pull_requests", "open_pull_request"],
-        )
-        create_exception(
-            session,
-            origin,
-            bob,
-            connector,
-            "read_write",
-            justification="merger",
-            expires_at=later(1),
-            actions=["merge_pull_request"],
-        )
+        _give(session, origin, ada, connector, ["list_pull_requests", "open_pull_request"])
+        _give(session, origin, bob, connector, ["merge_pull_request"], why="merger")
         assert (bob.id, connector.id) in _live(session)
         assert list(separation.violators(session)) == []
         assert scan(session)["separation_violation"]["opened"] == 0
@@ -147,25 +122,8 @@ def test_the_scan_finds_the_existing_holders_of_both_actions(database, origin, g
         connector = session.get(Connector, github["github"])
         # Ada already also merges; a new rule over the two actions finds her (and only her).
         session.delete(session.get(SeparationRule, github["rule"]))
-        create_exception(
-            session,
-            origin,
-            ada,
-            connector,
-            "read_write",
-            justification="merger",
-            expires_at=later(1),
-            actions=["merge_pull_request"],
-        )
-        rule = separation.create_rule(
-            session,
-            origin,
-            name="two-person merge again",
-            these=[_action(session, connector, "open_pull_request")],
-            those=[_action(session, connector, "merge_pull_request")],
-            owner="risk@example.com",
-            reason="four eyes",
-        )
+        _give(session, origin, ada, connector, ["merge_pull_request"], why="merger")
+        rule = _merge_rule(session, origin, connector, "two-person merge again")
         assert [(r.id, u) for r, u in separation.violators(session)] == [(rule.id, ada.id)]
         assert scan(session)["separation_violation"]["opened"] == 1
         (subject,) = session.scalars(
