@@ -200,9 +200,10 @@ def _holders(part: Part, kinds: Kinds, now: dt.datetime) -> Select:
     return held.where(Grant.user_id.in_(covering))
 
 
-def _side(side: list[Any], kinds: Kinds, now: dt.datetime) -> Select:
-    """The people holding any part of ``side`` (column ``user_id``): the whole connectors in
-    one ``IN`` over live grants, each action with its covering sources."""
+def _side(side: list[Any], kinds: Kinds, now: dt.datetime, within: Any = None) -> Select:
+    """The people holding any part of ``side`` (column ``user_id``), of ``within`` (ids, or
+    a query of them) if given: the whole connectors in one ``IN`` over live grants, each
+    action with its covering sources."""
     whole = sorted(p.connector_id for p in parts(side) if p.action is None)
     selects = [_holders(p, kinds, now) for p in parts(side) if p.action is not None]
     if whole:
@@ -211,9 +212,10 @@ def _side(side: list[Any], kinds: Kinds, now: dt.datetime) -> Select:
             select(Grant.user_id).where(Grant.revoked_at.is_(None), Grant.connector_id.in_(whole)),
         )
     if len(selects) == 1:
-        return selects[0]
+        return selects[0] if within is None else selects[0].where(Grant.user_id.in_(within))
     held = union(*selects).subquery()
-    return select(held.c.user_id)
+    users = select(held.c.user_id)
+    return users if within is None else users.where(held.c.user_id.in_(within))
 
 
 def first_conflict(
@@ -241,8 +243,8 @@ def first_conflict(
         if given[0] and given[1]:
             users = select(User.id).where(User.id.in_(holders))
         elif given[0] or given[1]:
-            other = _side(rule.those if given[0] else rule.these, kinds, now).subquery()
-            users = select(other.c.user_id).where(other.c.user_id.in_(holders))
+            other = _side(rule.those if given[0] else rule.these, kinds, now, holders).subquery()
+            users = select(other.c.user_id)
         else:
             continue
         user_id = session.scalar(
@@ -269,11 +271,9 @@ def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list
     for rule in rules:
         named = {p.connector_id for p in parts(rule.these) + parts(rule.those)}
         for connector_id in sorted(named & set(by_connector)):
-            breaking = _breaking(rule, kinds, now)
             for chunk in chunked(sorted(by_connector[connector_id])):
-                users = session.scalars(
-                    select(breaking.c.user_id).where(breaking.c.user_id.in_(chunk))
-                )
+                breaking = _breaking(rule, kinds, now, chunk)
+                users = session.scalars(select(breaking.c.user_id))
                 found += [
                     Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
                     for user_id in users
@@ -281,9 +281,11 @@ def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list
     return found
 
 
-def _breaking(rule: SeparationRule, kinds: Kinds, now: dt.datetime) -> Subquery:
-    """The people holding a part of each side of ``rule``, unexempt (column ``user_id``)."""
-    both = _side(rule.these, kinds, now).intersect(_side(rule.those, kinds, now)).subquery()
+def _breaking(rule: SeparationRule, kinds: Kinds, now: dt.datetime, within: Any = None) -> Subquery:
+    """The people (of ``within``, if given) holding a part of each side of ``rule``,
+    unexempt (column ``user_id``)."""
+    these, those = (_side(side, kinds, now, within) for side in (rule.these, rule.those))
+    both = these.intersect(those).subquery()
     users = select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
     return users.subquery()
 
