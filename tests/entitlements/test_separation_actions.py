@@ -144,3 +144,27 @@ def test_an_action_and_its_own_connector_are_never_two_sides(database, origin, g
                 separation.create_rule(
                     session, origin, name="x", these=these, those=those, owner="o", reason="r"
                 )
+
+
+def test_a_membership_granting_both_actions_is_audited_and_found(database, origin, github):
+    """The IdP's fact is not refused. A grant it creates into an action-level violation is
+    said aloud (``separation.violated``); a new source on a grant the person already had
+    (Ada's) creates no grant and so no event, and the scan finds both."""
+    from provisioning.audit.models import AuditEvent
+
+    with database.transaction() as session:
+        ada = session.get(User, github["ada"])
+        connector = session.get(Connector, github["github"])
+        org = Org(session, origin)
+        carol = org.user("carol@example.com")
+        maintainers = org.group("maintainers")
+        create_mapping(session, origin, maintainers, connector, "read_write")
+        org.join(carol, maintainers)
+        org.join(ada, maintainers)
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "separation.violated")
+        ).all()
+        assert [(e.user_id, e.subject_id) for e in events] == [(carol.id, str(github["rule"]))]
+        found = sorted((r.id, str(u)) for r, u in separation.violators(session))
+        assert found == sorted((github["rule"], str(u)) for u in (ada.id, carol.id))
+        assert scan(session)["separation_violation"]["opened"] == 2
