@@ -30,11 +30,10 @@ from __future__ import annotations
 
 from collections import deque, namedtuple
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any, TypeVar
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Pool, Select, event
+from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.sql.dml import UpdateBase
@@ -238,7 +237,6 @@ class _Compiled:
         and return what ``then`` makes of the cursor."""
         raw = connection.connection
         dialect = connection.dialect
-        settle(connection)
         cursor = raw.cursor()
         try:
             if isinstance(arguments, _Each):
@@ -296,85 +294,6 @@ class PreparedWrite(_OnCursor):
         if len(arguments) == 1:  # the driver's execute: executemany costs more for one
             return compiled.on_cursor(connection, arguments[0], _rowcount)
         return compiled.on_cursor(connection, arguments, _rowcount)
-
-    def send_each(
-        self,
-        connection: Connection,
-        params: Sequence[dict[str, Any]],
-        *,
-        shared: dict[str, Any] | None = None,
-        encoded: frozenset[str] = frozenset(),
-    ) -> None:
-        """As :meth:`run_each`, for writes whose count nobody reads: on PostgreSQL they are
-        sent in pipeline mode and not waited for, so that the client goes on with its own
-        work while the server writes them; :func:`settle` waits for them (and raises
-        their error, if any) before the connection's next statement, commit or rollback.
-        Elsewhere (SQLite) they run as :meth:`run_each` runs them."""
-        driver = connection.connection.driver_connection
-        if connection.dialect.driver != "psycopg" or not hasattr(driver, "pipeline"):
-            self.run_each(connection, params, shared=shared, encoded=encoded)
-            return
-        compiled = self._for(connection.dialect)
-        arguments = compiled.arguments_each(params, shared or {}, encoded)
-        if driver not in _SENT:
-            pipeline = driver.pipeline()
-            pipeline.__enter__()
-            _SENT[driver] = pipeline
-        try:
-            with driver.cursor() as cursor:
-                cursor.executemany(compiled.sql, arguments)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            settle(connection, failed=True)
-            raise DBAPIError.instance(
-                compiled.sql,
-                arguments,
-                exc,
-                connection.dialect.loaded_dbapi.Error,
-                dialect=connection.dialect,
-            ) from exc
-
-
-# Driver connections with writes sent and not yet waited for (PreparedWrite.send_each):
-# their pipeline, open until settle() closes it.
-_SENT: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
-
-
-def settle(connection: Connection, failed: bool = False) -> None:
-    """Wait for the writes sent on this connection (:meth:`PreparedWrite.send_each`): the
-    server has done them, or their error is raised here, as SQLAlchemy's. ``failed``: the
-    transaction is being abandoned; an error is not raised again."""
-    if not _SENT or (pipeline := _SENT.pop(connection.connection.driver_connection, None)) is None:
-        return
-    dialect = connection.dialect
-    try:
-        pipeline.__exit__(None, None, None)
-    except dialect.loaded_dbapi.Error as exc:
-        if not failed:
-            raise DBAPIError.instance(
-                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
-
-
-@event.listens_for(Engine, "before_cursor_execute")
-def _settle_before_statement(connection, cursor, statement, parameters, context, many):
-    settle(connection)
-
-
-@event.listens_for(Engine, "commit")
-def _settle_before_commit(connection):
-    settle(connection)
-
-
-@event.listens_for(Engine, "rollback")
-def _settle_before_rollback(connection):
-    settle(connection, failed=True)
-
-
-@event.listens_for(Pool, "reset")
-def _settle_before_reset(driver, record, state):  # a connection back to the pool
-    if _SENT and (pipeline := _SENT.pop(driver, None)) is not None:
-        with suppress(Exception):  # abandoned with its transaction
-            pipeline.__exit__(None, None, None)
 
 
 def _rowcount(cursor: Any) -> int:

@@ -194,8 +194,8 @@ def record(session: Session, origin: Origin, entries: Sequence[Entry]) -> list[i
         next_id += 1
     connection = session.connection()
     for chunk in chunked(rows):
-        _APPEND_ROW.send_each(connection, chunk, shared=shared, encoded=_ENCODED)
-    _ADVANCE_HEAD.send_each(connection, [{"last_id": next_id - 1, "last": prev_hash}])
+        _APPEND_ROW.run_each(connection, chunk, shared=shared, encoded=_ENCODED)
+    _ADVANCE_HEAD.run(connection, {"last_id": next_id - 1, "last": prev_hash})
     return [row["id"] for row in rows]
 
 

@@ -496,7 +496,7 @@ def set_memberships(session: Session, origin: Origin, facts: Iterable[Membership
             )
     connection = session.connection()
     for chunk in chunked(list(inserts.values())):
-        _INSERT_MEMBERSHIP.send_each(connection, list(chunk))
+        _INSERT_MEMBERSHIP.run_each(connection, list(chunk))
     params = [
         {"u": r["user_id"], "g": r["group_id"], **{k: r[k] for k in _UPDATED}}
         for r in updates.values()
