@@ -48,10 +48,8 @@ BATCH = 2000
 # The planner's statistics are brought up to date after the first batch, then each time
 # the batches applied grow this many times (Database.analyze): an import fills tables.
 ANALYZE_GROWTH = 4
-# Pages fetched ahead of the batch being written (one request in flight at a time): a
-# batch's worth of small pages (2,000 members in pages of 40 are 50), so that the next
-# batch is fetched while one is written; at most 64,000 members held at Okta's largest.
-AHEAD = 64
+# Pages fetched ahead of the batch being written (one request in flight at a time).
+AHEAD = 8
 T = TypeVar("T")
 COUNTS = (
     "groups",
