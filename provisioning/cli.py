@@ -623,9 +623,12 @@ def okta_import(
         c = summary.counts
         verb = "would create" if dry_run else "created"
         head = "dry run (nothing written)" if dry_run else f"import {summary.import_id}"
+        adopt = "would adopt" if dry_run else "adopted"
+        adopted = f", {adopt} {c['groups_adopted']} by name" if c.get("groups_adopted") else ""
         click.echo(f"okta {head}, {summary.mode}: {summary.status} in {summary.seconds:.1f}s")
         click.echo(
-            f"  groups {c.get('groups', 0)} ({verb} {c.get('groups_created', 0)}); people "
+            f"  groups {c.get('groups', 0)} ({verb} {c.get('groups_created', 0)}{adopted}); "
+            f"people "
             f"{verb} {c.get('people_created', 0)}, given their Okta id "
             f"{c.get('people_linked', 0)}, refused {c.get('people_refused', 0)}; memberships "
             f"{'to add' if dry_run else 'added'} {c.get('memberships_changed', 0)}"

@@ -1,7 +1,9 @@
 """The initial import from Okta (``provisioning okta import``): people and groups, resumable.
 
 Which groups: those mappings reference (by default), or every Okta group matching a
-search expression, or all of them (created here, with their Okta ids, when new). Each
+search expression, or all of them (created here, with their Okta ids, when new; a group
+pushed over SCIM without an Okta id is adopted by its name, as mapping by Okta id does:
+:func:`provisioning.people.lifecycle.adopt_group`). Each
 group's members are fetched page by page and applied in batches of about :data:`BATCH`
 members by the path reconciliation repairs with
 (:func:`provisioning.okta.reconcile.apply_repairs`): people created set-wise (or given
@@ -54,6 +56,7 @@ T = TypeVar("T")
 COUNTS = (
     "groups",
     "groups_created",
+    "groups_adopted",
     "groups_done",
     "pages",
     "people_created",
@@ -183,6 +186,28 @@ def _held(session: Session, okta_ids: list[str]) -> dict[str, Any]:
     return held
 
 
+def _any_unclaimed(session: Session) -> bool:
+    """Whether a group is held without an IdP id (pushed over SCIM without ``externalId``):
+    only then may an Okta group new here be one of them, adopted by its name."""
+    return session.scalar(select(Group.id).where(Group.external_id.is_(None)).limit(1)) is not None
+
+
+def _unheld(session: Session, listed: list[dict[str, Any]], held: dict[str, Any]) -> dict:
+    """For the dry run: Okta group id -> the group its import would adopt by name (None:
+    one it would create), for the groups listed and not held, as :func:`_begin` goes."""
+    taken: set[Any] = set()
+    by_name = _any_unclaimed(session)
+    unheld: dict[str, Any] = {}
+    for okta_group in listed:
+        if okta_group["id"] in held or okta_group["id"] in unheld:
+            continue
+        name = (okta_group.get("profile") or {}).get("name") or okta_group["id"]
+        group = lifecycle.unclaimed_group(session, name, taken) if by_name else None
+        unheld[okta_group["id"]] = group.id if group else None
+        taken |= {group.id} if group else set()
+    return unheld
+
+
 def _begin(
     database: Database,
     client: OktaClient,
@@ -198,6 +223,7 @@ def _begin(
             groups = reconcile.mapped_groups(session, None)
         else:
             held = _held(session, [g["id"] for g in listed])
+            by_name = _any_unclaimed(session)
             groups = []
             for okta_group in listed:
                 okta_id = okta_group["id"]
@@ -209,11 +235,16 @@ def _begin(
                         reconcile.log.warning("okta group %s not added: %s", okta_id, exc)
                         counts["groups_refused"] = counts.get("groups_refused", 0) + 1
                         continue
-                    group = lifecycle.create_group(
-                        session, reconcile.ORIGIN, display_name=name, external_id=okta_id
+                    group, adopted = lifecycle.adopt_group(
+                        session,
+                        reconcile.ORIGIN,
+                        display_name=name,
+                        external_id=okta_id,
+                        by_name=by_name,
                     )
                     held[okta_id] = group.id
-                    counts["groups_created"] = counts.get("groups_created", 0) + 1
+                    made = "groups_adopted" if adopted else "groups_created"
+                    counts[made] = counts.get(made, 0) + 1
                 groups.append((okta_id, held[okta_id]))
         session.add_all(
             ImportGroup(import_id=import_id, okta_group_id=okta_id, group_id=group_id, pages=0)
@@ -378,8 +409,11 @@ def _preview(
                 groups = [(o, g, None) for o, g in reconcile.mapped_groups(session, None)]
             else:
                 held = _held(session, [g["id"] for g in listed])
+                unheld = _unheld(session, listed, held)
+                held |= {o: g for o, g in unheld.items() if g is not None}
                 groups = [(g["id"], held.get(g["id"]), None) for g in listed]
-                counts["groups_created"] = sum(g["id"] not in held for g in listed)
+                counts["groups_created"] = sum(g is None for g in unheld.values())
+                counts["groups_adopted"] = len(unheld) - counts["groups_created"]
     counts["groups"] = len(groups)
     new_people: set[str] = set()
     for pages in _fetched(database, client, None, batch, progress, groups):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -67,6 +67,7 @@ __all__ = [
     "set_group_external_id",
     "set_membership",
     "set_memberships",
+    "unclaimed_group",
     "update_user",
 ]
 
@@ -258,7 +259,7 @@ def adopt_group(
     """
     lock(session)
     group = session.scalar(select(Group).where(Group.external_id == external_id))
-    if group is None and by_name and (group := _unclaimed(session, display_name)):
+    if group is None and by_name and (group := unclaimed_group(session, display_name)):
         adoption = f"adopted by its name {display_name!r}: held without an IdP id"
         reason = f"{origin.reason}; {adoption}" if origin.reason else adoption
         adopting = Origin(origin.actor, origin.source, reason)
@@ -276,16 +277,18 @@ def adopt_group(
     return group, True
 
 
-def _unclaimed(session: Session, display_name: str) -> Group | None:
+def unclaimed_group(
+    session: Session, display_name: str, taken: Collection[Any] = ()
+) -> Group | None:
     """The one group without an IdP id named ``display_name`` (exactly; else the one whose
-    name differs only in case), if exactly one is."""
+    name differs only in case), if exactly one is, leaving out the ids in ``taken``."""
     try:
         key = text.key(display_name, "displayName")
     except text.TextError:
         return None
-    unclaimed = select(Group).where(Group.external_id.is_(None)).limit(2)
+    unclaimed = select(Group).where(Group.external_id.is_(None)).limit(2 + len(taken))
     for named in (Group.display_name == display_name, Group.display_name_key == key):
-        found = session.scalars(unclaimed.where(named)).all()
+        found = [g for g in session.scalars(unclaimed.where(named)) if g.id not in taken]
         if found:
             return found[0] if len(found) == 1 else None
     return None

@@ -17,6 +17,7 @@ from provisioning.identity.models import Group, Membership, User
 from provisioning.okta import client as okta_client
 from provisioning.okta.imports import import_directory, open_import, total_pages
 from provisioning.okta.models import ImportGroup, SyncRun
+from provisioning.people.lifecycle import create_group
 from tests.okta.okta_server import TOKEN
 from tests.org import holders, mapped_okta_group
 
@@ -151,6 +152,42 @@ def test_a_dry_run_writes_nothing_and_says_what_it_would_create(database, origin
     assert done.status == "succeeded", done.error
     for name in ("groups_created", "people_created", "memberships_changed"):
         assert done.counts[name] == summary.counts[name]
+
+
+def test_an_import_of_all_groups_adopts_a_group_pushed_without_an_okta_id(
+    database, origin, okta, client
+):
+    """A group SCIM pushed without ``externalId`` is the Okta group of its name (exactly,
+    else differing only in case), as mapping by Okta id finds it: given the Okta id, its
+    members added, no second group made; the dry run says so first."""
+    org(okta, database, origin)
+    with database.transaction() as session:
+        pushed = create_group(session, origin, display_name="UNMAPPED").id
+        ambiguous = [create_group(session, origin, display_name="twice").id for _ in range(2)]
+    twice = okta.state.add_group("twice", okta_id="00g8twice")
+    groups_before = tally(database)["groups"]
+    dry = import_directory(database, client, dry_run=True, all_groups=True)
+    assert dry.status == "succeeded", dry.error
+    assert (dry.counts["groups_adopted"], dry.counts["groups_created"]) == (1, 1)
+    done = import_directory(database, client, all_groups=True)
+    assert done.status == "succeeded", done.error
+    assert (done.counts["groups_adopted"], done.counts["groups_created"]) == (1, 1)
+    with database.reader() as session:
+        held = dict(session.execute(select(Group.id, Group.external_id)).all())
+        members = session.scalar(
+            select(func.count()).where(Membership.group_id == pushed, Membership.present)
+        )
+        adoption = session.scalar(
+            select(AuditEvent.reason).where(
+                AuditEvent.action == "group.updated", AuditEvent.subject_id == str(pushed)
+            )
+        )
+    assert held[pushed] == "00g9unmapped" and members == 1
+    assert "adopted by its name" in adoption
+    # Two groups of one name: neither is adopted, the Okta group is made anew.
+    assert [held[g] for g in ambiguous] == [None, None]
+    assert list(held.values()).count(twice["id"]) == 1
+    assert tally(database)["groups"] == groups_before + 1
 
 
 def test_the_rate_limit_is_waited_for(database, origin, okta, client):
