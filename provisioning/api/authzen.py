@@ -503,7 +503,7 @@ def submit_request() -> Response:
 def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Response:
     with database().transaction() as session:
         try:
-            task, new = calls.submit(
+            task, _ = calls.submit(
                 session,
                 origin(),
                 document,
@@ -515,8 +515,6 @@ def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Respo
             raise _BadRequest(str(exc)) from None
         except workflow.RequestError as exc:
             _workflow_refused(exc)
-        if not new:
-            idempotency.record_replay(session, origin(), task)
         answer = _handle(task, 201)
     return answer
 

@@ -248,32 +248,30 @@ def _create_request(body: schemas.AccessRequestIn, key: str | None, sent: str) -
             user = session.get(User, body.user_id)
             if user is None:
                 unprocessable(f"no user {body.user_id}", "user_id")
-        workflow.hold(session, user)  # a racing retry waits, then finds this one's request
         try:
-            earlier = idempotency.replayed(session, key, sent)
-        except idempotency.Reused as exc:
-            fail(409, "Conflict", str(exc), "duplicate-request")
-        if earlier is not None and earlier.kind == RequestKind.ACCESS:
-            idempotency.record_replay(session, origin(), earlier)
-            result = _out(session, earlier)
-            return _created(result)
-        if earlier is not None:
-            fail(409, "Conflict", "this Idempotency-Key named another request", "duplicate-request")
-        connector = _connector(session, body.connector, "connector")
-        try:
-            request = workflow.create(
+            request, _ = workflow.replay_or_create(
                 session,
                 origin(),
-                requester,
-                user,
-                connector,
-                body.access_level,
-                justification=body.justification,
-                duration_days=body.duration_days,
-                actions=body.actions,
-                idempotency_key=key,
-                idempotency_digest=sent if key is not None else None,
+                key=key,
+                body=sent,
+                kind=RequestKind.ACCESS,
+                person=lambda: user,
+                create=lambda asked_for: workflow.create(
+                    session,
+                    origin(),
+                    requester,
+                    asked_for,
+                    _connector(session, body.connector, "connector"),
+                    body.access_level,
+                    justification=body.justification,
+                    duration_days=body.duration_days,
+                    actions=body.actions,
+                    idempotency_key=key,
+                    idempotency_digest=sent if key is not None else None,
+                ),
             )
+        except idempotency.Reused as exc:
+            fail(409, "Conflict", str(exc), "duplicate-request")
         except workflow.RequestError as exc:
             _refused(exc)
         result = _out(session, request)
