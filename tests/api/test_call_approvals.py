@@ -282,3 +282,53 @@ def test_status_cancel_and_unknown_tasks(api, database, org):
     with database.reader() as session:
         kinds = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
     assert "request.cancelled" in kinds
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        ["one"] * 6,  # one key: every retry is answered with the one task
+        ["k1", "k2", "k3", "k4", "k5", "k6"],  # one denial under six keys: one task per denial
+        ["one", "one*", "one", "two", "two*", "one*"],  # *: another body under that key
+    ],
+    ids=["one-key", "six-keys", "mixed"],
+)
+def test_concurrent_submissions_of_one_denial_make_one_task_and_no_server_error(
+    api, database, org, plan
+):
+    """Racing submissions of one binding token (threads, each its own client): exactly one
+    task; the others are its replay, ``duplicate_request`` (the key with another body) or
+    ``invalid_denial_binding`` (the denial under another key), never a 5xx."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    denial = evaluate(api, call())
+    body = submission(call(), denial)
+    other = {**body, "requested_access": {"requested_until": "2030-01-01T00:00:00Z"}}
+    barrier = threading.Barrier(len(plan))
+
+    def race(entry: str):
+        client = api.app.test_client()
+        headers = api.headers(CHECK, **{"Idempotency-Key": entry.rstrip("*")})
+        barrier.wait()
+        return client.post(REQUESTS, json=other if entry.endswith("*") else body, headers=headers)
+
+    with ThreadPoolExecutor(len(plan)) as pool:
+        answers = list(pool.map(race, plan))
+    assert all(a.status_code < 500 for a in answers), [a.json for a in answers]
+    with database.reader() as session:
+        (task_id,) = session.scalars(select(AccessRequest.task_id)).all()
+        created = session.scalars(
+            select(AuditEvent.id).where(AuditEvent.action == "request.created")
+        ).all()
+    assert len(created) == 1
+    won = {entry for entry, a in zip(plan, answers, strict=True) if a.status_code == 201}
+    assert len(won) == 1, [a.json for a in answers]  # one key and one body
+    (winner,) = won
+    for entry, answer in zip(plan, answers, strict=True):
+        if entry == winner:
+            assert answer.status_code == 201 and answer.json["task"]["id"] == task_id
+        elif entry.rstrip("*") == winner.rstrip("*"):
+            assert_profile_problem(answer, 409, "duplicate_request")
+        else:
+            assert_profile_problem(answer, 400, "invalid_denial_binding")
