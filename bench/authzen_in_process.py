@@ -181,7 +181,9 @@ def calls_of() -> Any:
     except ImportError:
         return None
     signer = approvals.Signer("bench-approval-secret")
-    return approvals.Calls(lambda: signer, "https://pdp.bench.example/access/v1/requests")
+    return approvals.Calls(
+        lambda: signer, "https://pdp.bench.example/access/v1/requests", "https://pdp.bench.example"
+    )
 
 
 def govern(database: Database, users: int) -> None:

@@ -279,9 +279,10 @@ def status(request: AccessRequest, now: dt.datetime | None = None) -> str:
     return str(request.state)
 
 
-def handle(request: AccessRequest, endpoint: str) -> dict[str, Any]:
-    """The task handle and, once approved, its result (re-evaluation mode)."""
-    url = f"{endpoint}/{request.task_id}"
+def handle(request: AccessRequest, where: approvals.Calls) -> dict[str, Any]:
+    """The task handle and, once approved, its result (re-evaluation mode) with the
+    approval's signed ``state``."""
+    url = f"{where.endpoint}/{request.task_id}"
     state = status(request)
     body: dict[str, Any] = {
         "task": {
@@ -306,6 +307,7 @@ def handle(request: AccessRequest, endpoint: str) -> dict[str, Any]:
                 "id": request.approval_id,
                 "approved_at": approvals.timestamp(request.closed_at or request.approved_until),
                 "approved_until": approvals.timestamp(request.approved_until),
+                "state": where.signer().state(request, where.pdp),
             },
         }
     return body
