@@ -248,27 +248,20 @@ def _create_request(body: schemas.AccessRequestIn, key: str | None, sent: str) -
             user = session.get(User, body.user_id)
             if user is None:
                 unprocessable(f"no user {body.user_id}", "user_id")
+        connector = _connector(session, body.connector, "connector")
         try:
-            request, _ = workflow.replay_or_create(
+            request = workflow.create(
                 session,
                 origin(),
-                key=key,
-                body=sent,
-                kind=RequestKind.ACCESS,
-                person=lambda: user,
-                create=lambda asked_for: workflow.create(
-                    session,
-                    origin(),
-                    requester,
-                    asked_for,
-                    _connector(session, body.connector, "connector"),
-                    body.access_level,
-                    justification=body.justification,
-                    duration_days=body.duration_days,
-                    actions=body.actions,
-                    idempotency_key=key,
-                    idempotency_digest=sent if key is not None else None,
-                ),
+                requester,
+                user,
+                connector,
+                body.access_level,
+                justification=body.justification,
+                duration_days=body.duration_days,
+                actions=body.actions,
+                idempotency_key=key,
+                idempotency_digest=sent if key is not None else None,
             )
         except idempotency.Reused as exc:
             fail(409, "Conflict", str(exc), "duplicate-request")

@@ -20,7 +20,7 @@ from provisioning.console.pages import _database, page
 from provisioning.identity import directory
 from provisioning.identity.models import User
 from provisioning.requests import reads, workflow
-from provisioning.requests.models import RequestDecision, RequestKind, RequestPolicy
+from provisioning.requests.models import RequestDecision, RequestPolicy
 
 # workflow.RequestError.kind -> the page's status
 _STATUS = {"invalid": 422, "conflict": 409, "separation": 409, "forbidden": 403, "not-found": 404}
@@ -114,7 +114,7 @@ def new_request() -> Any:
 @console.post("/requests")
 @needs(Role.REQUESTER)
 def ask() -> Any:
-    """Ask for a connector for oneself, through :func:`workflow.replay_or_create`."""
+    """Ask for a connector for oneself, through :func:`workflow.create`."""
     form = request.form
     slug = (form.get("connector") or "").strip()[:100]
     level = form.get("access_level", "")
@@ -135,26 +135,17 @@ def ask() -> Any:
                 raise workflow.RequestError(f"there is no connector {slug}", "not-found")
             if problem is not None:
                 raise workflow.RequestError(problem)
-            created, _ = workflow.replay_or_create(
+            created_id = workflow.create(
                 session,
                 g.person.origin,
-                key=None,
-                body=None,
-                kind=RequestKind.ACCESS,
-                person=lambda: me,
-                create=lambda user: workflow.create(
-                    session,
-                    g.person.origin,
-                    me,
-                    user,
-                    connector,
-                    level,
-                    justification=justification,
-                    duration_days=days,
-                    actions=actions,
-                ),
-            )
-            created_id = created.id
+                me,
+                me,
+                connector,
+                level,
+                justification=justification,
+                duration_days=days,
+                actions=actions,
+            ).id
     except _NoPerson:
         return _no_person()
     except workflow.RequestError as exc:

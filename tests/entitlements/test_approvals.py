@@ -12,8 +12,9 @@ from sqlalchemy import update
 
 from provisioning.database import utcnow
 from provisioning.entitlements import approvals
-from provisioning.requests.models import AccessRequest, RequestKind, RequestState
-from tests.org import Org
+from provisioning.identity.models import User
+from provisioning.requests.models import AccessRequest, RequestState
+from tests.org import Org, call_task
 
 ARGUMENTS = {"repo": "acme/api", "number": 42}
 json_values = st.recursive(
@@ -43,19 +44,11 @@ def approval(database, origin) -> dict:
             "policy_version": version,
         }
         session.add(
-            AccessRequest(
-                user_id=ada.id,
-                requested_by_id=ada.id,
-                requested_by=ada.user_name,
-                connector_id=github.id,
-                access_level="read_write",
-                actions=["merge_pull_request"],
-                justification="a call",
-                duration_days=0,
-                approvers=["owner"],
+            call_task(
+                ada,
+                github.id,
+                "merge_pull_request",
                 state=RequestState.APPROVED,
-                deadline=now + dt.timedelta(days=1),
-                kind=RequestKind.CALL,
                 call=call,
                 task_id="arq_t",
                 approval_id="apr_a",
@@ -210,19 +203,11 @@ def two(database, origin, approval) -> dict:
     with database.transaction() as session:
         ada = session.query(AccessRequest).filter_by(approval_id="apr_a").one()
         session.add(
-            AccessRequest(
-                user_id=uuid.UUID(approval["people"]["eve"]),
-                requested_by_id=uuid.UUID(approval["people"]["eve"]),
-                requested_by="eve@example.com",
-                connector_id=ada.connector_id,
-                access_level="read_write",
-                actions=["merge_pull_request"],
-                justification="a call",
-                duration_days=0,
-                approvers=["owner"],
+            call_task(
+                session.get(User, uuid.UUID(approval["people"]["eve"])),
+                ada.connector_id,
+                "merge_pull_request",
                 state=RequestState.APPROVED,
-                deadline=ada.deadline,
-                kind=RequestKind.CALL,
                 call=dict(ada.call),
                 task_id="arq_u",
                 approval_id="apr_b",

@@ -3,16 +3,15 @@ run again; any other integrity error is a defect and propagates."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from provisioning.database import utcnow
+from provisioning.identity.models import User
 from provisioning.requests import idempotency
-from provisioning.requests.models import AccessRequest, RequestKind, RequestState
-from tests.org import Org
+from provisioning.requests.models import AccessRequest
+from tests.org import Org, call_task
 
 
 @pytest.fixture
@@ -22,25 +21,15 @@ def made(database, origin) -> dict:
         org = Org(session, origin)
         ada = org.user("ada@example.com")
         github = org.connector("github", actions=(("merge", "write", "needs_approval"),))
-        session.add(_row(ada.id, github.id, "t", "a", "j", "k"))
-    return {"user": ada.id, "connector": github.id}
+        session.add(_row(ada, github.id, "t", "a", "j", "k"))
+    return {"user": ada, "connector": github.id}
 
 
-def _row(user_id, connector_id, task, approval, jti, key) -> AccessRequest:
-    return AccessRequest(
-        user_id=user_id,
-        requested_by_id=user_id,
-        requested_by="ada@example.com",
-        connector_id=connector_id,
-        access_level="read_write",
-        actions=["merge"],
-        justification="a call",
-        duration_days=0,
-        approvers=["owner"],
-        state=RequestState.PENDING,
-        deadline=utcnow() + dt.timedelta(days=1),
-        kind=RequestKind.CALL,
-        call={},
+def _row(user, connector_id, task, approval, jti, key) -> AccessRequest:
+    return call_task(
+        user,
+        connector_id,
+        "merge",
         task_id=f"arq_{task}",
         approval_id=f"apr_{approval}" if approval else None,
         binding_jti=jti,
@@ -60,7 +49,9 @@ def _row(user_id, connector_id, task, approval, jti, key) -> AccessRequest:
 )
 def test_settled_runs_again_only_after_a_race_at_its_indexes(database, made, clash, runs):
     handles = {"task": "t2", "approval": None, "jti": "j2", "key": "k2", "user": None, **clash}
-    user = uuid.uuid4() if handles["user"] == "nobody" else made["user"]
+    user = made["user"]
+    if handles["user"] == "nobody":
+        user = User(id=uuid.uuid4(), user_name="nobody@example.com")
     calls = []
 
     def attempt() -> None:
