@@ -464,7 +464,7 @@ _TASK_TITLES = {
 
 
 def _handle(request_row: Any, status: int) -> Response:
-    body = calls.handle(request_row, _calls())
+    body = calls.handle(request_row, _requests_endpoint(), _calls())
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     response.headers["Location"] = body["task"]["status_endpoint"]
     return response

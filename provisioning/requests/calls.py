@@ -279,10 +279,12 @@ def status(request: AccessRequest, now: dt.datetime | None = None) -> str:
     return str(request.state)
 
 
-def handle(request: AccessRequest, where: approvals.Calls) -> dict[str, Any]:
-    """The task handle and, once approved, its result (re-evaluation mode) with the
-    approval's signed ``state``."""
-    url = f"{where.endpoint}/{request.task_id}"
+def handle(
+    request: AccessRequest, endpoint: str, signed: approvals.Calls | None = None
+) -> dict[str, Any]:
+    """The task handle and, once approved, its result (re-evaluation mode), with the
+    approval's ``state`` signed for ``signed.pdp`` when ``signed`` is given."""
+    url = f"{endpoint}/{request.task_id}"
     state = status(request)
     body: dict[str, Any] = {
         "task": {
@@ -307,9 +309,10 @@ def handle(request: AccessRequest, where: approvals.Calls) -> dict[str, Any]:
                 "id": request.approval_id,
                 "approved_at": approvals.timestamp(request.closed_at or request.approved_until),
                 "approved_until": approvals.timestamp(request.approved_until),
-                "state": where.signer().state(request, where.pdp),
             },
         }
+        if signed is not None:
+            body["result"]["approval"]["state"] = signed.signer().state(request, signed.pdp)
     return body
 
 
