@@ -143,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         "evaluations (100 tools)": lambda: evaluate(tools_list()),
         "search/resource": lambda: find(search()),
     }
-    approved = approved_calls(database)
+    approved = approved_calls(database, calls)
     if approved:
-        kinds["evaluation (approved call)"] = lambda: one(random.choice(approved))
+        looked_up = [a for a in approved if "state" not in a["context"]["approval"]]
+        kinds["evaluation (approved call)"] = lambda: one(random.choice(looked_up))
+    sealed = [a for a in approved if "state" in a["context"]["approval"]]
+    if sealed:
+        kinds["evaluation (approved call, state)"] = lambda: one(random.choice(sealed))
     for work in kinds.values():  # warm up: compiled statements, caches
         for _ in range(20):
             work()
@@ -181,7 +185,10 @@ def calls_of() -> Any:
     except ImportError:
         return None
     signer = approvals.Signer("bench-approval-secret")
-    return approvals.Calls(lambda: signer, "https://pdp.bench.example/access/v1/requests")
+    endpoint = "https://pdp.bench.example/access/v1/requests"
+    if "pdp" not in approvals.Calls.__dataclass_fields__:  # a tree that signs no states
+        return approvals.Calls(lambda: signer, endpoint)  # type: ignore[call-arg]
+    return approvals.Calls(lambda: signer, endpoint, "https://pdp.bench.example")
 
 
 def govern(database: Database, users: int) -> None:
@@ -285,8 +292,10 @@ def needs_approver(database: Database) -> None:
         )
 
 
-def approved_calls(database: Database) -> list[dict[str, Any]]:
-    """Re-evaluations presenting an approved call's approval (with --approver), 200 of them."""
+def approved_calls(database: Database, calls: Any) -> list[dict[str, Any]]:
+    """Re-evaluations presenting an approved call's approval (with --approver), 200 of them;
+    on a tree that signs approval states, the same 200 again presenting it with its
+    ``state``."""
     try:
         from sqlalchemy import select
 
@@ -300,23 +309,26 @@ def approved_calls(database: Database) -> list[dict[str, Any]]:
         if not session.scalar(select(Action.id).where(Action.requires_approver.is_(True))):
             return []
         rows = session.execute(
-            select(AccessRequest.user_id, AccessRequest.approval_id, Connector.slug)
+            select(AccessRequest, Connector.slug)
             .join(Connector, Connector.id == AccessRequest.connector_id)
             .where(AccessRequest.approval_id.is_not(None))
             .limit(200)
         ).all()
+        signing = calls is not None and hasattr(calls.signer(), "state")
+        approvals = [({"id": row.approval_id}, row, slug) for row, slug in rows]
+        if signing:
+            approvals += [
+                ({"id": row.approval_id, "state": calls.signer().state(row, calls.pdp)}, row, slug)
+                for row, slug in rows
+            ]
     return [
         {
-            "subject": {"type": "user", "id": str(user_id)},
+            "subject": {"type": "user", "id": str(row.user_id)},
             "resource": {"type": "connector", "id": slug},
             "action": {"name": "update_item"},
-            "context": {
-                "interface": "web",
-                "arguments": CALL_ARGUMENTS,
-                "approval": {"id": approval_id},
-            },
+            "context": {"interface": "web", "arguments": CALL_ARGUMENTS, "approval": approval},
         }
-        for user_id, approval_id, slug in rows
+        for approval, row, slug in approvals
     ]
 
 

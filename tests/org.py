@@ -13,6 +13,7 @@ from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
 from provisioning.identity.models import Group, MembershipSource, User
 from provisioning.people.lifecycle import create_group, create_user, set_membership
+from provisioning.requests.models import AccessRequest, RequestKind, RequestState
 
 
 class Org:
@@ -60,6 +61,28 @@ class Org:
                 self.session, self.origin, connector, name=name, kind=kind, org_policy=policy
             )
         return connector
+
+
+def call_task(user: User, connector_id: int, action: str, **row: Any) -> AccessRequest:
+    """A call approval task of ``user``'s (a row, for tests of what reads it), pending for a
+    day unless ``row`` says otherwise."""
+    fields: dict[str, Any] = {
+        "user_id": user.id,
+        "requested_by_id": user.id,
+        "requested_by": user.user_name,
+        "connector_id": connector_id,
+        "access_level": "read_write",
+        "actions": [action],
+        "justification": "a call",
+        "duration_days": 0,
+        "approvers": ["owner"],
+        "state": RequestState.PENDING,
+        "deadline": utcnow() + dt.timedelta(days=1),
+        "kind": RequestKind.CALL,
+        "call": {},
+        **row,
+    }
+    return AccessRequest(**fields)
 
 
 def later(days: float = 1) -> dt.datetime:

@@ -302,13 +302,14 @@ def _requests_endpoint() -> str:
     return base_url() + ENDPOINTS["access_request_endpoint"]
 
 
+def _calls() -> approvals.Calls:
+    """Denials made requestable here; approval states signed for this PDP."""
+    return approvals.Calls(_signer, _requests_endpoint(), base_url())
+
+
 def _decider(connection: Any) -> authzen.Decider:
     settings = current_app.extensions["provisioning.settings"]
-    return authzen.Decider(
-        connection,
-        Interface(settings.authzen_interface),
-        approvals.Calls(_signer, _requests_endpoint()),
-    )
+    return authzen.Decider(connection, Interface(settings.authzen_interface), _calls())
 
 
 def _recorded(outcomes: list[authzen.Outcome]) -> list[authzen.Outcome]:
@@ -463,7 +464,7 @@ _TASK_TITLES = {
 
 
 def _handle(request_row: Any, status: int) -> Response:
-    body = calls.handle(request_row, _requests_endpoint())
+    body = calls.handle(request_row, _requests_endpoint(), _calls())
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     response.headers["Location"] = body["task"]["status_endpoint"]
     return response
@@ -503,7 +504,7 @@ def submit_request() -> Response:
 def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Response:
     with database().transaction() as session:
         try:
-            task, new = calls.submit(
+            task, _ = calls.submit(
                 session,
                 origin(),
                 document,
@@ -515,8 +516,6 @@ def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Respo
             raise _BadRequest(str(exc)) from None
         except workflow.RequestError as exc:
             _workflow_refused(exc)
-        if not new:
-            idempotency.record_replay(session, origin(), task)
         answer = _handle(task, 201)
     return answer
 

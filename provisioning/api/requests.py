@@ -248,17 +248,6 @@ def _create_request(body: schemas.AccessRequestIn, key: str | None, sent: str) -
             user = session.get(User, body.user_id)
             if user is None:
                 unprocessable(f"no user {body.user_id}", "user_id")
-        workflow.hold(session, user)  # a racing retry waits, then finds this one's request
-        try:
-            earlier = idempotency.replayed(session, key, sent)
-        except idempotency.Reused as exc:
-            fail(409, "Conflict", str(exc), "duplicate-request")
-        if earlier is not None and earlier.kind == RequestKind.ACCESS:
-            idempotency.record_replay(session, origin(), earlier)
-            result = _out(session, earlier)
-            return _created(result)
-        if earlier is not None:
-            fail(409, "Conflict", "this Idempotency-Key named another request", "duplicate-request")
         connector = _connector(session, body.connector, "connector")
         try:
             request = workflow.create(
@@ -274,6 +263,8 @@ def _create_request(body: schemas.AccessRequestIn, key: str | None, sent: str) -
                 idempotency_key=key,
                 idempotency_digest=sent if key is not None else None,
             )
+        except idempotency.Reused as exc:
+            fail(409, "Conflict", str(exc), "duplicate-request")
         except workflow.RequestError as exc:
             _refused(exc)
         result = _out(session, request)

@@ -10,10 +10,14 @@ JWT over the person, the connector, the tool, a digest of the call's arguments a
 policy version. Nothing is stored for it: the decision path stays read-only.
 
 An approval is bound to the same five things and lasts until its ``approved_until``. The
-PEP re-evaluates with the approval at ``context.approval``; :func:`applies` allows the call
-only when the approval's record (one indexed read by its id) is approved, unexpired and
-bound to exactly this person, connector, tool, argument digest and policy version.
-Everything else is ignored, and the answer is ``false`` again with why.
+completed task carries it with ``state``, an HS256 JWS with the same key
+(:meth:`Signer.state`): the approval and task ids and the binding, addressed to this PDP.
+The PEP re-evaluates with the approval at ``context.approval``; :func:`applies` allows the
+call only when its ``state``, if present, is one we signed for this PDP, unexpired and for
+the same approval and task, and the approval's record (one indexed read by its id) is
+approved, unexpired and bound to exactly this person, connector, tool, argument digest and
+policy version: the state is proof, never a grant by itself. Everything else is ignored,
+and the answer is ``false`` again with why.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ TEMPLATE = "call_approval"
 ISSUER = "urn:provisioning:pdp"
 AUDIENCE = "urn:provisioning:access-requests"
 ALGORITHM = "HS256"
+STATE_TYPE = "approval-state+jwt"
+"""The ``typ`` of an ``approval.state``: never read as a binding token, nor one as it."""
 BINDING_MINUTES = 10
 """How long a requestable denial may be turned into a request."""
 CONTEXT_MEMBERS = ("arguments",)
@@ -138,6 +144,7 @@ class Signer:
 
     def __init__(self, secret: str) -> None:
         self.key = OctKey.import_key(hashlib.sha256(secret.encode()).digest())
+        self.kid = self.key.thumbprint()  # RFC 7638: names the key, never reveals it
 
     def issue(
         self, binding: Binding, evaluation_id: str, now: dt.datetime
@@ -175,17 +182,66 @@ class Signer:
             raise BindingError("denial.binding_token is malformed")
         return claims
 
+    def state(self, request: AccessRequest, audience: str) -> str:
+        """The ``approval.state`` of an approved call: issued by the Access Request Service
+        (``iss``) to the PDP ``audience`` (its ``policy_decision_point``), until
+        ``approved_until`` (``exp``); the same for every read of the task."""
+        assert request.approval_id and request.approved_until and request.task_id
+        call = request.call or {}
+        approved_at = request.closed_at or request.approved_until
+        claims = {
+            "iss": AUDIENCE,
+            "aud": audience,
+            "exp": int(request.approved_until.timestamp()),
+            "approval_id": request.approval_id,
+            "task_id": request.task_id,
+            "evaluation_id": call.get("evaluation_id"),
+            "approved_at": int(approved_at.timestamp()),
+            **Binding(
+                str(request.user_id),
+                str(call.get("connector")),
+                str(call.get("action")),
+                str(call.get("arguments_digest")),
+                str(call.get("policy_version")),
+            ).claims(),
+        }
+        header = {"alg": ALGORITHM, "typ": STATE_TYPE, "kid": self.kid}
+        return jwt.encode(header, claims, self.key)
+
+    def read_state(self, token: Any, audience: str) -> dict[str, Any]:
+        """The claims of an ``approval.state`` we signed for ``audience`` (expiry is checked
+        by the caller); :class:`BindingError` otherwise."""
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            raise BindingError("approval.state is not one this service issued")
+        try:
+            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
+        except (JoseError, ValueError, TypeError):
+            raise BindingError("approval.state is not one this service issued") from None
+        header, claims = decoded.header, decoded.claims
+        if header.get("typ") != STATE_TYPE or header.get("kid") != self.kid:
+            raise BindingError("approval.state is not one this service issued")
+        if claims.get("iss") != AUDIENCE or claims.get("aud") != audience:
+            raise BindingError("approval.state was not issued for this PDP")
+        texts = ("sub", "connector", "action", "approval_id", "task_id", *_DIGESTS)
+        if not all(isinstance(claims.get(n), str) for n in texts) or not (
+            isinstance(claims.get("exp"), int)
+        ):
+            raise BindingError("approval.state is malformed")
+        return claims
+
 
 _DIGESTS = ("arguments_digest", "policy_version")
 
 
 @dataclass(frozen=True)
 class Calls:
-    """What the decision path needs to make a denial requestable: the signer (read when a
-    denial first needs it), and the Access Request Endpoint the denial names."""
+    """What the decision path needs to make a denial requestable and to verify an
+    ``approval.state``: the signer (read when first needed), the Access Request Endpoint
+    the denial names, and this PDP's identifier (the state's audience)."""
 
     signer: Callable[[], Signer]
     endpoint: str
+    pdp: str
 
 
 def bound(claims: dict[str, Any]) -> Binding:
@@ -220,18 +276,37 @@ class Verdict:
 _UNVERIFIABLE = Verdict(False, "approval_unverifiable", "none")
 
 
-def applies(connection: Connection, presented: Any, binding: Binding, now: dt.datetime) -> Verdict:
-    """Whether the approval at ``context.approval`` allows exactly this call now."""
+def applies(
+    connection: Connection,
+    presented: Any,
+    binding: Binding,
+    now: dt.datetime,
+    calls: Calls | None = None,
+) -> Verdict:
+    """Whether the approval at ``context.approval`` allows exactly this call now: its
+    ``state``, when present, verified with ``calls``' signer for ``calls.pdp`` and naming
+    this approval, and the approval's record, whatever the state says."""
     if not isinstance(presented, dict) or not isinstance(presented.get("id"), str):
         return _UNVERIFIABLE
     ident = presented["id"]
     if not 1 <= len(ident) <= 64:
         return _UNVERIFIABLE
+    sealed: dict[str, Any] | None = None
+    if "state" in presented:
+        if calls is None:
+            return _UNVERIFIABLE
+        try:
+            sealed = calls.signer().read_state(presented["state"], calls.pdp)
+        except BindingError:
+            return _UNVERIFIABLE
+        if sealed["approval_id"] != ident:
+            return _UNVERIFIABLE
     row = connection.execute(
         select(
             AccessRequest.kind,
             AccessRequest.state,
             AccessRequest.user_id,
+            AccessRequest.task_id,
             AccessRequest.approved_until,
             AccessRequest.call,
         ).where(AccessRequest.approval_id == ident)
@@ -239,6 +314,18 @@ def applies(connection: Connection, presented: Any, binding: Binding, now: dt.da
     if row is None or row.kind != RequestKind.CALL or row.state != RequestState.APPROVED:
         return _UNVERIFIABLE
     call = row.call or {}
+    if sealed is not None and (
+        sealed["task_id"] != row.task_id
+        or bound(sealed)
+        != Binding(
+            str(row.user_id),
+            call.get("connector"),
+            call.get("action"),
+            call.get("arguments_digest"),
+            call.get("policy_version"),
+        )
+    ):
+        return _UNVERIFIABLE  # signed for another task or call than the record's
     approval = {"id": ident, "approved_until": timestamp(row.approved_until)}
     same = (
         str(row.user_id) == binding.user_id
@@ -248,6 +335,7 @@ def applies(connection: Connection, presented: Any, binding: Binding, now: dt.da
     )
     if not same:
         return Verdict(False, "out_of_scope", "request")
-    if row.approved_until <= now or call.get("policy_version") != binding.policy_version:
+    lapsed = row.approved_until <= now or (sealed is not None and sealed["exp"] <= now.timestamp())
+    if lapsed or call.get("policy_version") != binding.policy_version:
         return Verdict(False, "approval_expired", "request")
     return Verdict(True, "approved", "none", approval)

@@ -641,7 +641,7 @@ class Decider:
         reason, why = "approval_required", "a call of this action needs an approver's yes"
         presented = request.context.get("approval")
         if presented is not None:
-            verdict = approvals.applies(self.connection, presented, binding, now)
+            verdict = approvals.applies(self.connection, presented, binding, now, self.calls)
             if verdict.allowed:
                 assert verdict.approval is not None
                 call["approval"] = verdict.approval

@@ -9,7 +9,9 @@ action's current policy (:mod:`provisioning.entitlements.approvals`). The task i
 access request of kind ``call``: the connector's request-policy chain decides it through
 :func:`provisioning.requests.workflow.decide`, like any request (one approval chain), and
 the same audit events and ``request.*`` outbox notifications tell of it. Approved, it
-carries an approval (``apr_…``) valid until ``approved_until``; nothing is granted.
+carries an approval (``apr_…``, with its signed ``state``: :meth:`approvals.Signer.state`)
+valid until ``approved_until``; nothing is granted. Submissions are made through
+:func:`provisioning.requests.workflow.replay_or_create`, one person at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -85,17 +88,47 @@ def submit(
     settings: Settings = DEFAULTS,
 ) -> tuple[AccessRequest, bool]:
     """Open a call's approval task from a requestable denial; (the task, whether it is new).
-    :class:`authzen.Invalid` for a body that is not a submission, :class:`TaskError` for
-    one that cannot be accepted."""
+    A retry under the same key is answered before the denial is read again (it may have
+    expired since). :class:`authzen.Invalid` for a body that is not a submission,
+    :class:`TaskError` for one that cannot be accepted."""
     body = idempotency.digest(document)
+    checked: list[_Submission] = []
+
+    def person() -> User:
+        checked.append(_check(session, document, signer, settings))
+        return checked[0].user
+
     try:
-        earlier = idempotency.replayed(session, key, body)
+        return workflow.replay_or_create(
+            session,
+            origin,
+            key=key,
+            body=body,
+            kind=RequestKind.CALL,
+            person=person,
+            create=lambda _: _open(session, origin, checked[0], document, key, body, settings),
+        )
     except idempotency.Reused as exc:
         raise TaskError("duplicate_request", str(exc)) from None
-    if earlier is not None:
-        if earlier.kind != RequestKind.CALL:
-            raise TaskError("duplicate_request", "this Idempotency-Key named another request")
-        return earlier, False
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """A submission whose denial binds it: what the task is opened with."""
+
+    user: User
+    connector: Connector
+    action: Action
+    claims: dict[str, Any]
+    binding: approvals.Binding
+    context: dict[str, Any]
+    now: dt.datetime
+
+
+def _check(
+    session: Session, document: Any, signer: approvals.Signer, settings: Settings
+) -> _Submission:
+    """The submission read as the decision path read the call, its denial verified."""
     question = authzen.evaluation(document)
     if document.get("items") is not None:
         raise TaskError("not_requestable", "bundled submissions (items) are not supported")
@@ -118,7 +151,6 @@ def submit(
     now = utcnow()
     if claims["exp"] <= now.timestamp():
         raise TaskError("expired_denial", "the denial expired: evaluate the call again")
-    # The submission, read as the decision path read the call.
     decider = authzen.Decider(session.connection(), Interface(settings.authzen_interface))
     target = decider.target(question)
     person_id = decider.person(question.subject.id or "")
@@ -139,12 +171,6 @@ def submit(
         raise TaskError(
             "not_requestable", "the action's policy changed since the denial: evaluate again"
         )
-    if session.scalar(select(AccessRequest.id).where(AccessRequest.binding_jti == claims["jti"])):
-        raise TaskError(
-            "invalid_denial_binding",
-            "this denial was already submitted: one task per denial (send the same "
-            "Idempotency-Key to find it)",
-        )
     user = session.get(User, uuid.UUID(person_id))
     connector = session.scalar(select(Connector).where(Connector.slug == target.connector))
     action = (
@@ -157,17 +183,37 @@ def submit(
     policy = session.get(RequestPolicy, connector.id) if connector is not None else None
     if user is None or connector is None or action is None or policy is None:
         raise TaskError("not_requestable", "a call of this action is not approved by a person")
-    request = workflow.open_call(
+    return _Submission(user, connector, action, claims, submitted, question.context, now)
+
+
+def _open(
+    session: Session,
+    origin: Origin,
+    checked: _Submission,
+    document: dict[str, Any],
+    key: str | None,
+    body: str,
+    settings: Settings,
+) -> AccessRequest:
+    """The task, under the person's hold: one per denial."""
+    claims, submitted = checked.claims, checked.binding
+    if session.scalar(select(AccessRequest.id).where(AccessRequest.binding_jti == claims["jti"])):
+        raise TaskError(
+            "invalid_denial_binding",
+            "this denial was already submitted: one task per denial (send the same "
+            "Idempotency-Key to find it)",
+        )
+    return workflow.open_call(
         session,
         origin,
-        user,
-        connector,
-        access_level=_KIND_AT_LEVEL[action.kind],
-        justification=_justification(question.context, target.action),
-        deadline=now + dt.timedelta(hours=settings.call_task_hours),
+        checked.user,
+        checked.connector,
+        access_level=_KIND_AT_LEVEL[checked.action.kind],
+        justification=_justification(checked.context, submitted.action),
+        deadline=checked.now + dt.timedelta(hours=settings.call_task_hours),
         call={
-            "connector": target.connector,
-            "action": target.action,
+            "connector": submitted.connector,
+            "action": submitted.action,
             "arguments_digest": submitted.arguments_digest,
             "policy_version": submitted.policy_version,
             "evaluation_id": claims.get("evaluation_id"),
@@ -182,7 +228,6 @@ def submit(
         idempotency_key=key,
         idempotency_digest=body if key is not None else None,
     )
-    return request, True
 
 
 _KIND_AT_LEVEL = {kind: level for level, kind in KIND_AT.items()}
@@ -236,8 +281,11 @@ def status(request: AccessRequest, now: dt.datetime | None = None) -> str:
     return str(request.state)
 
 
-def handle(request: AccessRequest, endpoint: str) -> dict[str, Any]:
-    """The task handle and, once approved, its result (re-evaluation mode)."""
+def handle(
+    request: AccessRequest, endpoint: str, signed: approvals.Calls | None = None
+) -> dict[str, Any]:
+    """The task handle and, once approved, its result (re-evaluation mode), with the
+    approval's ``state`` signed for ``signed.pdp`` when ``signed`` is given."""
     url = f"{endpoint}/{request.task_id}"
     state = status(request)
     body: dict[str, Any] = {
@@ -265,6 +313,8 @@ def handle(request: AccessRequest, endpoint: str) -> dict[str, Any]:
                 "approved_until": approvals.timestamp(request.approved_until),
             },
         }
+        if signed is not None:
+            body["result"]["approval"]["state"] = signed.signer().state(request, signed.pdp)
     return body
 
 

@@ -42,7 +42,7 @@ def digest(document: Any) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def replayed(session: Session, stored: str | None, body: str) -> AccessRequest | None:
+def replayed(session: Session, stored: str | None, body: str | None) -> AccessRequest | None:
     """The request made before under this key with an equivalent body; None for a new key
     (or none); :class:`Reused` for another body."""
     if stored is None:
@@ -57,13 +57,36 @@ def replayed(session: Session, stored: str | None, body: str) -> AccessRequest |
     return earlier
 
 
+RACES = ("ux_access_requests_idempotency_key", "ux_access_requests_binding_jti")
+"""The unique indexes two racing submissions meet: one new key, or one denial's token."""
+_RACED_COLUMNS = {
+    ", ".join(f"{AccessRequest.__tablename__}.{column.name}" for column in index.columns)
+    for index in AccessRequest.__table__.indexes
+    if index.name in RACES
+}
+
+
+def raced(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is a unique index of :data:`RACES` refusing a second row: PostgreSQL
+    names the index (psycopg's ``diag.constraint_name``), SQLite the columns."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:
+        return getattr(diag, "constraint_name", None) in RACES
+    message = str(exc.orig)
+    prefix = "UNIQUE constraint failed: "
+    return message.startswith(prefix) and message[len(prefix) :] in _RACED_COLUMNS
+
+
 def settled(attempt: Callable[[], T]) -> T:
     """Run ``attempt`` (a whole transaction), and once more if it lost a race at a unique
-    index (two submissions with one new key, or for one denial): the second time it
-    finds the winner, and answers as a replay or refuses as a reuse."""
+    index of :data:`RACES` (two submissions with one new key, or for one denial): the
+    second time it finds the winner, and answers as a replay or refuses as a reuse. Any
+    other integrity error is a defect, and propagates."""
     try:
         return attempt()
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not raced(exc):
+            raise
         return attempt()
 
 

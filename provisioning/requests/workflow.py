@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +38,7 @@ from provisioning.entitlements import approvals, engine
 from provisioning.entitlements.mappings import MappingError, SeparationConflict, check_grant
 from provisioning.identity import directory
 from provisioning.identity.models import User
+from provisioning.requests import idempotency
 from provisioning.requests.models import (
     AccessRequest,
     Approver,
@@ -187,6 +189,38 @@ def hold(session: Session, user: User) -> None:
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
 
 
+def replay_or_create(
+    session: Session,
+    origin: Origin,
+    *,
+    key: str | None,
+    body: str | None,
+    kind: RequestKind,
+    person: Callable[[], User],
+    create: Callable[[User], AccessRequest],
+) -> tuple[AccessRequest, bool]:
+    """Every request is made here: (the request, whether it is new).
+
+    ``key`` is the stored Idempotency-Key (:func:`idempotency.key`; None: none sent) and
+    ``body`` the submission's digest. The request made before under the key with an
+    equivalent body is answered (audited as a replay); another body, or a request of
+    another ``kind``, is :class:`idempotency.Reused`. Otherwise ``person()`` says who the
+    request is for (checking the submission, and raising if it cannot be taken), that person
+    is held (:func:`hold`), the key is looked for once more (a racing twin committed while
+    this one waited) and ``create(person)`` makes the request under the hold."""
+    earlier = idempotency.replayed(session, key, body)
+    if earlier is None:
+        user = person()
+        hold(session, user)
+        earlier = idempotency.replayed(session, key, body)
+        if earlier is None:
+            return create(user), True
+    if earlier.kind != kind:
+        raise idempotency.Reused("this Idempotency-Key named another request")
+    idempotency.record_replay(session, origin, earlier)
+    return earlier, False
+
+
 def create(
     session: Session,
     origin: Origin,
@@ -201,64 +235,77 @@ def create(
     idempotency_key: str | None = None,
     idempotency_digest: str | None = None,
 ) -> AccessRequest:
-    """``requester`` asks for ``user``'s access (themselves, or a report of theirs);
-    ``idempotency_key``/``idempotency_digest`` (provisioning/requests/calls.py) let a retry
-    find it."""
-    if requester.id != user.id:
-        boss = directory.manager(session, user)
-        if boss is None or boss.id != requester.id:
-            raise _forbidden(
-                f"{requester.user_name} may ask only for themselves or for a report of theirs"
+    """``requester`` asks for ``user``'s access (themselves, or a report of theirs): made
+    under :func:`replay_or_create`'s hold, or the request made before under
+    ``idempotency_key`` (a digest, :func:`idempotency.key`) with an equivalent body
+    (``idempotency_digest``)."""
+
+    def made(_: User) -> AccessRequest:
+        if requester.id != user.id:
+            boss = directory.manager(session, user)
+            if boss is None or boss.id != requester.id:
+                raise _forbidden(
+                    f"{requester.user_name} may ask only for themselves or for a report of theirs"
+                )
+        if not user.eligible:
+            raise _conflict(f"user {user.user_name} is {user.state}: no access may be requested")
+        if not justification or not justification.strip():
+            raise RequestError("a request needs a justification", field="justification")
+        policy = session.get(RequestPolicy, connector.id)
+        if policy is None:
+            raise _conflict(f"connector {connector.slug} takes no access requests")
+        if not 1 <= duration_days <= policy.max_days:
+            raise RequestError(
+                f"duration_days is between 1 and connector {connector.slug}'s maximum, "
+                f"{policy.max_days}",
+                field="duration_days",
             )
-    if not user.eligible:
-        raise _conflict(f"user {user.user_name} is {user.state}: no access may be requested")
-    hold(session, user)
-    if not justification or not justification.strip():
-        raise RequestError("a request needs a justification", field="justification")
-    policy = session.get(RequestPolicy, connector.id)
-    if policy is None:
-        raise _conflict(f"connector {connector.slug} takes no access requests")
-    if not 1 <= duration_days <= policy.max_days:
-        raise RequestError(
-            f"duration_days is between 1 and connector {connector.slug}'s maximum, "
-            f"{policy.max_days}",
-            field="duration_days",
+        level = AccessLevel(access_level)
+        try:
+            checked, _ = check_grant(session, connector, level, actions, None, [user.id])
+        except SeparationConflict as exc:
+            raise RequestError(str(exc), "separation", "connector") from None
+        except MappingError as exc:
+            raise RequestError(str(exc), field=exc.field) from None
+        now = utcnow()
+        open_one = select(AccessRequest.id).where(
+            AccessRequest.user_id == user.id,
+            AccessRequest.connector_id == connector.id,
+            AccessRequest.kind == RequestKind.ACCESS,  # call tasks are approved call by call
+            AccessRequest.state == RequestState.PENDING,
+            AccessRequest.deadline > now,  # one past its deadline only waits for the job
         )
-    level = AccessLevel(access_level)
-    try:
-        checked, _ = check_grant(session, connector, level, actions, None, [user.id])
-    except SeparationConflict as exc:
-        raise RequestError(str(exc), "separation", "connector") from None
-    except MappingError as exc:
-        raise RequestError(str(exc), field=exc.field) from None
-    now = utcnow()
-    open_one = select(AccessRequest.id).where(
-        AccessRequest.user_id == user.id,
-        AccessRequest.connector_id == connector.id,
-        AccessRequest.kind == RequestKind.ACCESS,  # call tasks are approved call by call
-        AccessRequest.state == RequestState.PENDING,
-        AccessRequest.deadline > now,  # one past its deadline only waits for the job
+        if (pending := session.scalar(open_one)) is not None:
+            raise _conflict(f"request {pending} for this access is already pending")
+        request = AccessRequest(
+            user_id=user.id,
+            requested_by_id=requester.id,
+            requested_by=requester.user_name,
+            connector_id=connector.id,
+            access_level=level,
+            actions=checked,
+            justification=justification.strip(),
+            duration_days=duration_days,
+            approvers=list(policy.approvers),
+            stage=0,
+            state=RequestState.PENDING,
+            deadline=now + dt.timedelta(days=policy.decide_within_days),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            idempotency_digest=idempotency_digest,
+        )
+        return _opened(session, origin, request, connector)
+
+    request, _ = replay_or_create(
+        session,
+        origin,
+        key=idempotency_key,
+        body=idempotency_digest,
+        kind=RequestKind.ACCESS,
+        person=lambda: user,
+        create=made,
     )
-    if (pending := session.scalar(open_one)) is not None:
-        raise _conflict(f"request {pending} for this access is already pending")
-    request = AccessRequest(
-        user_id=user.id,
-        requested_by_id=requester.id,
-        requested_by=requester.user_name,
-        connector_id=connector.id,
-        access_level=level,
-        actions=checked,
-        justification=justification.strip(),
-        duration_days=duration_days,
-        approvers=list(policy.approvers),
-        stage=0,
-        state=RequestState.PENDING,
-        deadline=now + dt.timedelta(days=policy.decide_within_days),
-        created_at=now,
-        idempotency_key=idempotency_key,
-        idempotency_digest=idempotency_digest,
-    )
-    return _opened(session, origin, request, connector)
+    return request
 
 
 def open_call(
@@ -277,7 +324,8 @@ def open_call(
     idempotency_digest: str | None,
 ) -> AccessRequest:
     """A call-level approval task (provisioning/requests/calls.py, which checked the
-    binding): the person asks for one call, the connector's chain decides it."""
+    binding), under :func:`replay_or_create`'s hold: the person asks for one call, the
+    connector's chain decides it."""
     if not user.eligible:
         raise _conflict(f"user {user.user_name} is {user.state}: no call may be approved")
     policy = session.get(RequestPolicy, connector.id)

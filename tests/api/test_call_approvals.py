@@ -282,3 +282,115 @@ def test_status_cancel_and_unknown_tasks(api, database, org):
     with database.reader() as session:
         kinds = [e.action for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
     assert "request.cancelled" in kinds
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        ["one"] * 6,  # one key: every retry is answered with the one task
+        ["k1", "k2", "k3", "k4", "k5", "k6"],  # one denial under six keys: one task per denial
+        ["one", "one*", "one", "two", "two*", "one*"],  # *: another body under that key
+    ],
+    ids=["one-key", "six-keys", "mixed"],
+)
+def test_concurrent_submissions_of_one_denial_make_one_task_and_no_server_error(
+    api, database, org, plan
+):
+    """Racing submissions of one binding token (threads, each its own client): exactly one
+    task; the others are its replay, ``duplicate_request`` (the key with another body) or
+    ``invalid_denial_binding`` (the denial under another key), never a 5xx."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    denial = evaluate(api, call())
+    body = submission(call(), denial)
+    other = {**body, "requested_access": {"requested_until": "2030-01-01T00:00:00Z"}}
+    barrier = threading.Barrier(len(plan))
+
+    def race(entry: str):
+        client = api.app.test_client()
+        headers = api.headers(CHECK, **{"Idempotency-Key": entry.rstrip("*")})
+        barrier.wait()
+        return client.post(REQUESTS, json=other if entry.endswith("*") else body, headers=headers)
+
+    with ThreadPoolExecutor(len(plan)) as pool:
+        answers = list(pool.map(race, plan))
+    assert all(a.status_code < 500 for a in answers), [a.json for a in answers]
+    with database.reader() as session:
+        (task_id,) = session.scalars(select(AccessRequest.task_id)).all()
+        created = session.scalars(
+            select(AuditEvent.id).where(AuditEvent.action == "request.created")
+        ).all()
+    assert len(created) == 1
+    won = {entry for entry, a in zip(plan, answers, strict=True) if a.status_code == 201}
+    assert len(won) == 1, [a.json for a in answers]  # one key and one body
+    (winner,) = won
+    for entry, answer in zip(plan, answers, strict=True):
+        if entry == winner:
+            assert answer.status_code == 201 and answer.json["task"]["id"] == task_id
+        elif entry.rstrip("*") == winner.rstrip("*"):
+            assert_profile_problem(answer, 409, "duplicate_request")
+        else:
+            assert_profile_problem(answer, 400, "invalid_denial_binding")
+
+
+def test_the_approval_carries_a_signed_state_the_pdp_verifies(api, database, org):
+    """``approval.state``: a JWS for this PDP naming the approval, the task and the call;
+    re-evaluation verifies it and still reads the approval's record."""
+    import base64
+    import json
+
+    status, approval = approved(api, org)
+    state = approval["state"]
+    header, claims = (
+        json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        for part in state.split(".")[:2]
+    )
+    metadata = api.get("/.well-known/authzen-configuration", scopes=CHECK).json
+    assert header["alg"] == "HS256" and header["kid"] and header["typ"] == "approval-state+jwt"
+    assert claims["aud"] == metadata["policy_decision_point"] and claims["iss"]
+    with database.reader() as session:
+        row = session.scalar(
+            select(AccessRequest).where(AccessRequest.approval_id == approval["id"])
+        )
+    assert claims["approval_id"] == approval["id"] and claims["task_id"] == status["task"]["id"]
+    assert claims["sub"] == org["ada"] and claims["action"] == "merge_pull_request"
+    assert claims["arguments_digest"] == row.call["arguments_digest"]
+    assert claims["policy_version"] == row.call["policy_version"]
+    until = dt.datetime.fromisoformat(approval["approved_until"].replace("Z", "+00:00"))
+    assert claims["exp"] == int(until.timestamp())
+    # The same state on every read of the task.
+    again = api.get(f"{REQUESTS}/{status['task']['id']}", scopes=CHECK).json
+    assert again["result"]["approval"]["state"] == state
+
+    assert evaluate(api, call(approval=approval))["decision"] is True
+    lookup = {k: v for k, v in approval.items() if k != "state"}
+    assert evaluate(api, call(approval=lookup))["decision"] is True  # without state: the lookup
+    for forged in (
+        {**approval, "state": state[:-3] + ("AAA" if not state.endswith("AAA") else "BBB")},
+        {**approval, "state": None},
+        {**approval, "state": "a.b.c"},
+    ):
+        answer = evaluate(api, call(approval=forged))
+        assert answer["decision"] is False, forged
+        assert answer["context"]["reason"] == "approval_unverifiable"
+    # Under another PDP identifier (the audience), the same state is not ours to accept.
+    from tests.api.conftest import Api, make_app
+
+    elsewhere = Api(
+        make_app(database, api.issuer, public_url="https://pdp.elsewhere.example"),
+        database,
+        api.issuer,
+    )
+    answer = evaluate(elsewhere, call(approval=approval))
+    assert answer["decision"] is False
+    assert answer["context"]["reason"] == "approval_unverifiable"
+    assert evaluate(elsewhere, call(approval=lookup))["decision"] is True
+    # The record still decides: a state does not outlive its approval's withdrawal.
+    with database.transaction() as session:
+        session.execute(
+            update(AccessRequest).where(AccessRequest.id == row.id).values(state="cancelled")
+        )
+    withdrawn = evaluate(api, call(approval=approval))
+    assert withdrawn["decision"] is False
+    assert withdrawn["context"]["reason"] == "approval_unverifiable"
