@@ -25,10 +25,11 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Origin
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements import approvals, authzen
 from provisioning.entitlements.policy import KIND_AT
 from provisioning.identity.models import User
-from provisioning.requests import idempotency, workflow
+from provisioning.requests import callbacks, idempotency, workflow
 from provisioning.requests.models import (
     AccessRequest,
     RequestKind,
@@ -83,10 +84,16 @@ def submit(
     *,
     key: str | None = None,
     settings: Settings = DEFAULTS,
+    callback: callbacks.Callback | None = None,
+    tasks_endpoint: str = "",
 ) -> tuple[AccessRequest, bool]:
     """Open a call's approval task from a requestable denial; (the task, whether it is new).
     :class:`authzen.Invalid` for a body that is not a submission, :class:`TaskError` for
-    one that cannot be accepted."""
+    one that cannot be accepted. ``callback`` is the body's callback as
+    :func:`callbacks.read` checked it (before the transaction), kept with the task and its
+    status endpoint (``tasks_endpoint``/id)."""
+    if isinstance(document, dict) and document.get("callback") is not None and callback is None:
+        raise callbacks.CallbackError("the callback was not checked")
     body = idempotency.digest(document)
     try:
         earlier = idempotency.replayed(session, key, body)
@@ -157,6 +164,7 @@ def submit(
     policy = session.get(RequestPolicy, connector.id) if connector is not None else None
     if user is None or connector is None or action is None or policy is None:
         raise TaskError("not_requestable", "a call of this action is not approved by a person")
+    task_id = "arq_" + secrets.token_urlsafe(24)
     request = workflow.open_call(
         session,
         origin,
@@ -177,11 +185,14 @@ def submit(
             "act": document["action"],
             "client": document.get("client") if isinstance(document.get("client"), dict) else None,
         },
-        task_id="arq_" + secrets.token_urlsafe(24),
+        task_id=task_id,
         binding_jti=claims["jti"],
         idempotency_key=key,
         idempotency_digest=body if key is not None else None,
     )
+    if callback is not None:
+        request.callback = callback.stored(f"{tasks_endpoint}/{task_id}")
+        outbox.callback_target(session, settings.delivery_max_attempts)
     return request, True
 
 
