@@ -5,7 +5,6 @@ not call are refused at submission, and nothing is made."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +36,7 @@ from tests.delivery.conftest import keep_delivering
 from tests.delivery.servers import CallbackReceiver
 
 SECRET = "callback-key-0123456789"
+pytestmark = pytest.mark.usefixtures("org")
 
 
 @pytest.fixture
@@ -106,9 +106,7 @@ def counts(database) -> tuple[int, int]:
     return tasks, len(callback_messages(database))
 
 
-def test_an_approved_task_notifies_its_callback_signed_and_retried(
-    api, database, org, pep, deliverer
-):
+def test_an_approved_task_notifies_its_callback_signed_and_retried(api, database, pep, deliverer):
     state = {"session": "s-1", "turn": 7}
     task = opened(api, {"endpoint": f"{pep.url}/t/1?run=a", "state": state})
     with database.reader() as session:
@@ -150,7 +148,7 @@ def test_an_approved_task_notifies_its_callback_signed_and_retried(
     assert status["task"]["status"] == "approved" and status["result"]["approval"]["id"]
 
 
-def test_cancelled_and_expired_tasks_notify(api, database, org, pep, deliverer):
+def test_cancelled_and_expired_tasks_notify(api, database, pep, deliverer):
     cancelled = opened(api, {"endpoint": f"{pep.url}/c", "state": "one"}, key="k-1")
     answer = api.post(f"{REQUESTS}/{cancelled['id']}/cancel", scopes=CHECK)
     assert answer.status_code == 200
@@ -182,7 +180,7 @@ def test_cancelled_and_expired_tasks_notify(api, database, org, pep, deliverer):
     }
 
 
-def test_only_the_events_asked_for_are_told(api, database, org, pep, deliverer):
+def test_only_the_events_asked_for_are_told(api, database, pep, deliverer):
     quiet = opened(api, {"endpoint": f"{pep.url}/q", "events": ["approved"]}, key="k-1")
     decide(api, quiet, "deny")
     assert callback_messages(database) == []
@@ -196,7 +194,7 @@ def test_only_the_events_asked_for_are_told(api, database, org, pep, deliverer):
     }
 
 
-def test_a_two_stage_chain_tells_only_when_the_task_closes(api, database, org, pep):
+def test_a_two_stage_chain_tells_only_when_the_task_closes(api, database, pep):
     policy = {"approvers": ["manager", "owner"], "max_days": 14, "decide_within_days": 5}
     answer = api.request(
         "PUT", "/api/v1/request-policies/github", json=policy, scopes=["admin:write"]
@@ -218,7 +216,7 @@ def test_a_two_stage_chain_tells_only_when_the_task_closes(api, database, org, p
     ]
 
 
-def test_the_callback_is_part_of_the_idempotent_body(api, database, org, pep):
+def test_the_callback_is_part_of_the_idempotent_body(api, database, pep):
     body = call()
     denial = evaluate(api, body)
     first = submission(body, denial, callback={"endpoint": f"{pep.url}/i", "state": "a"})
@@ -244,7 +242,7 @@ def refused(api, database, callback, detail: str | None = None) -> None:
     assert counts(database) == before
 
 
-def test_callbacks_the_service_must_not_call_are_refused(api, database, org, pep):
+def test_callbacks_the_service_must_not_call_are_refused(api, database, pep):
     base = pep.url
     for callback, detail in [
         ("https://x", "is an object"),
@@ -280,7 +278,7 @@ def test_callbacks_the_service_must_not_call_are_refused(api, database, org, pep
     ],
 )
 def test_internal_and_plain_http_endpoints_are_refused_unless_allowed(
-    database, issuer, org, pep, allowlist, endpoint, detail
+    database, issuer, pep, allowlist, endpoint, detail
 ):
     api = Api(
         make_app(
@@ -296,14 +294,14 @@ def test_internal_and_plain_http_endpoints_are_refused_unless_allowed(
     refused(api, database, {"endpoint": endpoint}, detail)
 
 
-def test_without_an_allowlist_no_callback_is_taken(database, issuer, org, pep):
+def test_without_an_allowlist_no_callback_is_taken(database, issuer, pep):
     api = Api(make_app(database, issuer), database, issuer)
     refused(api, database, {"endpoint": f"{pep.url}/x"}, "ALLOWLIST is empty")
     # A submission without a callback is taken as before.
     assert opened(api, None)["status"] == "pending"
 
 
-def test_the_callback_target_hears_of_nothing_else(api, database, org, pep):
+def test_the_callback_target_hears_of_nothing_else(api, database, pep):
     task = opened(api, {"endpoint": f"{pep.url}/x"})
     with database.reader() as session:
         target = session.scalar(select(Target).where(Target.kind == TargetKind.CALLBACK))
@@ -331,7 +329,7 @@ def test_the_callback_target_hears_of_nothing_else(api, database, org, pep):
     assert pointed.status_code == 422
 
 
-def test_without_the_key_nothing_is_sent(database, org, pep, api, configured):
+def test_without_the_key_nothing_is_sent(database, pep, api, configured):
     task = opened(api, {"endpoint": f"{pep.url}/x"})
     decide(api, task, "approve")
     unsigned = {**configured, "callback_allowlist": "", "callback_secret": None}
@@ -343,25 +341,6 @@ def test_without_the_key_nothing_is_sent(database, org, pep, api, configured):
     assert pep.received == [] and pep.refused == 0
     [message] = callback_messages(database)
     assert message.state == MessageState.PENDING and "CALLBACK_SECRET" in message.last_error
-
-
-@pytest.mark.parametrize(
-    ("prefix", "endpoint", "covered"),
-    [
-        ("https://pep.example.com/cb/", "https://pep.example.com/cb/x", True),
-        ("https://pep.example.com/cb", "https://pep.example.com/cb", True),
-        ("https://pep.example.com/cb", "https://pep.example.com/cb/x", True),
-        ("https://pep.example.com/cb", "https://pep.example.com/cbx", False),
-        ("https://pep.example.com", "https://pep.example.com/anything", True),
-        ("https://pep.example.com", "https://pep.example.com:443/x", True),
-        ("https://pep.example.com", "https://pep.example.com:8443/x", False),
-        ("https://pep.example.com", "https://pep.example.com.evil.org/x", False),
-        ("https://pep.example.com", "http://pep.example.com/x", False),
-        ("https://PEP.example.com/cb", "https://pep.EXAMPLE.com/cb/x", True),
-    ],
-)
-def test_an_allowlisted_prefix_covers(prefix, endpoint, covered):
-    assert callbacks.covers(prefix, endpoint) is covered
 
 
 JSON = st.recursive(
@@ -377,7 +356,7 @@ JSON = st.recursive(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-def test_no_callback_body_is_a_5xx_and_a_refused_one_makes_nothing(api, database, org, pep, data):
+def test_no_callback_body_is_a_5xx_and_a_refused_one_makes_nothing(api, database, pep, data):
     endpoint = data.draw(
         st.one_of(
             JSON,
