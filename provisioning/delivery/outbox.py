@@ -11,7 +11,8 @@ Event types: ``grant.created``, ``grant.updated`` (access level changed),
 ``grant.dormant`` (revoked when the connector's grace ends),
 ``exception.expiring``, ``mapping.expiring``, ``review.deadline``. A target
 limited to some connectors gets only the events of those connectors, and every
-event about no connector.
+event about no connector. The callback target gets none of them: only the
+``request.callback`` messages :func:`enqueue_callback` writes for it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ action's current policy (:mod:`provisioning.entitlements.approvals`). The task i
 access request of kind ``call``: the connector's request-policy chain decides it through
 :func:`provisioning.requests.workflow.decide`, like any request (one approval chain), and
 the same audit events and ``request.*`` outbox notifications tell of it. Approved, it
-carries an approval (``apr_…``) valid until ``approved_until``; nothing is granted.
+carries an approval (``apr_…``) valid until ``approved_until``; nothing is granted. A
+submission's ``callback`` (:mod:`provisioning.requests.callbacks`) is kept with the task.
 """
 
 from __future__ import annotations
