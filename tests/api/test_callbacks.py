@@ -77,14 +77,16 @@ def opened(api, callback, key="k-1") -> dict:
     return answer.json["task"]
 
 
-def decide(api, task: dict, decision: str) -> None:
+def decide(api, task: dict, decision: str, who: str = "olga@example.com") -> dict:
+    """The stage's approver (Olga, the owner, by default) decides; the request answered."""
     answer = api.post(
         f"/api/v1/requests/{_request_id(api, task['id'])}/decision",
         json={"decision": decision},
         scopes=ASK,
-        sub="olga@example.com",
+        sub=who,
     )
     assert answer.status_code == 200, answer.json
+    return answer.json
 
 
 def callback_messages(database) -> list[OutboxMessage]:
@@ -201,14 +203,7 @@ def test_a_two_stage_chain_tells_only_when_the_task_closes(api, database, pep):
     )
     assert answer.status_code == 200
     task = opened(api, {"endpoint": f"{pep.url}/two"})
-    request_id = _request_id(api, task["id"])
-    first = api.post(
-        f"/api/v1/requests/{request_id}/decision",
-        json={"decision": "approve"},
-        scopes=ASK,
-        sub="boss@example.com",
-    )
-    assert first.status_code == 200 and first.json["state"] == "pending"
+    assert decide(api, task, "approve", who="boss@example.com")["state"] == "pending"
     assert callback_messages(database) == []
     decide(api, task, "approve")
     assert [m.payload["body"]["task"]["status"] for m in callback_messages(database)] == [

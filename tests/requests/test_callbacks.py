@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provisioning.requests import callbacks
+from provisioning.settings import SettingsError, load
 
 
 @pytest.mark.parametrize(
@@ -24,3 +25,17 @@ from provisioning.requests import callbacks
 )
 def test_an_allowlisted_prefix_covers(prefix, endpoint, covered):
     assert callbacks.covers(prefix, endpoint) is covered
+
+
+def test_the_service_does_not_start_with_callbacks_it_cannot_sign_or_a_bad_prefix():
+    with pytest.raises(SettingsError, match="PROVISIONING_CALLBACK_SECRET"):
+        load(callback_allowlist="https://pep.example.com/cb")
+    with pytest.raises(SettingsError, match="PROVISIONING_CALLBACK_ALLOWLIST"):
+        load(callback_allowlist="pep.example.com/cb", callback_secret="k" * 16)
+    with pytest.raises(SettingsError, match="PROVISIONING_CALLBACK_ALLOWLIST"):
+        load(callback_allowlist="https://pep.example.com/cb?x=1", callback_secret="k" * 16)
+    taken = load(
+        callback_allowlist=" https://a.example/cb , https://b.example ", callback_secret="k" * 16
+    )
+    assert taken.callback_prefix_list == ("https://a.example/cb", "https://b.example")
+    assert load().callback_prefix_list == ()
