@@ -63,7 +63,9 @@ class Callback:
 
 
 def _port(parts: Any) -> int:
-    return parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.port is not None:
+        return int(parts.port)
+    return 443 if parts.scheme == "https" else 80
 
 
 def covers(prefix: str, endpoint: str) -> bool:
@@ -80,6 +82,12 @@ def covers(prefix: str, endpoint: str) -> bool:
     return path.startswith(base if base.endswith("/") else base + "/")
 
 
+def _hidden(segment: str) -> bool:
+    """A path segment a server may read as another place than the prefix it is under."""
+    decoded = unquote(segment)
+    return decoded in (".", "..") or "/" in decoded or "\\" in decoded
+
+
 def _endpoint(value: Any, settings: Settings, egress: Egress) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ENDPOINT:
         raise CallbackError(f"callback.endpoint is a URL of 1 to {MAX_ENDPOINT} characters")
@@ -94,8 +102,10 @@ def _endpoint(value: Any, settings: Settings, egress: Egress) -> str:
         raise CallbackError("callback.endpoint is an https URL with a host")
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise CallbackError("callback.endpoint carries no credentials and no #fragment")
-    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
-        raise CallbackError("callback.endpoint has no . or .. path segment")
+    if "\\" in value or any(_hidden(segment) for segment in parts.path.split("/")):
+        raise CallbackError(
+            "callback.endpoint has no . or .. path segment, backslash or encoded slash"
+        )
     if not any(covers(prefix, value) for prefix in settings.callback_prefix_list):
         raise CallbackError(
             "callback.endpoint is not under a callback URL this service allows "

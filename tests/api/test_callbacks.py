@@ -248,6 +248,10 @@ def test_callbacks_the_service_must_not_call_are_refused(api, database, pep):
         ({"endpoint": f"http://localhost:{pep.port}/callbacks/x"}, "ALLOWLIST"),
         ({"endpoint": f"{base}/../admin"}, ".."),
         ({"endpoint": f"{base}/%2e%2e/admin"}, ".."),
+        ({"endpoint": f"{base}/x%2F..%2F..%2Fadmin"}, "encoded slash"),
+        ({"endpoint": f"{base}/x\\..\\admin"}, "backslash"),
+        ({"endpoint": f"http://127.0.0.1:{pep.port}:1/callbacks/x"}, "not a URL"),
+        ({"endpoint": "http://127.0.0.1:0/callbacks/x"}, "ALLOWLIST"),
         ({"endpoint": f"http://user:pw@127.0.0.1:{pep.port}/callbacks/x"}, "credentials"),
         ({"endpoint": f"{base}/x#frag"}, "fragment"),
         ({"endpoint": f"{base}/a b"}, "space"),
@@ -256,6 +260,7 @@ def test_callbacks_the_service_must_not_call_are_refused(api, database, pep):
         ({"endpoint": f"{base}/x", "events": "approved"}, "events"),
         ({"endpoint": f"{base}/x", "state": "x" * 1100}, "1024 bytes"),
         ({"endpoint": f"{base}/x", "state": {"k": ["é" * 600]}}, "1024 bytes"),
+        ({"endpoint": f"{base}/x", "state": {"k": "\ud800"}}, "JSON this service can keep"),
     ]:
         refused(api, database, callback, detail)
 
