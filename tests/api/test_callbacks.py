@@ -397,3 +397,12 @@ def test_no_callback_body_is_a_5xx_and_a_refused_one_makes_nothing(api, database
         assert kept["endpoint"] == callback["endpoint"]
         assert kept.get("state") == callback.get("state")
         assert set(kept["events"]) <= set(callbacks.EVENTS)
+
+
+def test_state_comes_back_unmodified(api, database, pep, deliverer):
+    state = {"z": [1, 2.5, None, True], "a": "nul\x00 é 😀", "n": -0.0, "big": 2**70}
+    task = opened(api, {"endpoint": f"{pep.url}/s", "state": state, "events": ["cancelled"]})
+    assert api.post(f"{REQUESTS}/{task['id']}/cancel", scopes=CHECK).status_code == 200
+    keep_delivering(deliverer, lambda: len(pep.received) == 1)
+    assert pep.received[0]["body"]["state"] == state
+    assert list(pep.received[0]["body"]["state"]) == ["z", "a", "n", "big"]
