@@ -501,6 +501,9 @@ _TASK = {404: "unknown_task: no such task"}
     AccessRequestSubmission,
     TaskHandle,
     {
+        400: "a request the API cannot read (`invalid-request`), a callback this service "
+        "will not call (`invalid-callback`), or the profile's `invalid_denial_binding`, "
+        "`not_requestable`",
         409: "duplicate_request: the Idempotency-Key was used with another body",
         410: "expired_denial: the denial's expires_at passed",
     },
