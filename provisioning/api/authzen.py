@@ -524,7 +524,11 @@ def submit_request() -> Response:
 
 
 def _submit(
-    document: Any, key: str | None, settings: Any, signer: Any, callback: Any = None
+    document: Any,
+    key: str | None,
+    settings: Any,
+    signer: Any,
+    callback: callbacks.Callback | None = None,
 ) -> Response:
     with database().transaction() as session:
         try:
