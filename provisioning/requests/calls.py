@@ -165,7 +165,6 @@ def submit(
     policy = session.get(RequestPolicy, connector.id) if connector is not None else None
     if user is None or connector is None or action is None or policy is None:
         raise TaskError("not_requestable", "a call of this action is not approved by a person")
-    task_id = "arq_" + secrets.token_urlsafe(24)
     request = workflow.open_call(
         session,
         origin,
@@ -186,13 +185,13 @@ def submit(
             "act": document["action"],
             "client": document.get("client") if isinstance(document.get("client"), dict) else None,
         },
-        task_id=task_id,
+        task_id="arq_" + secrets.token_urlsafe(24),
         binding_jti=claims["jti"],
         idempotency_key=key,
         idempotency_digest=body if key is not None else None,
     )
     if callback is not None:
-        request.callback = callback.stored(f"{tasks_endpoint}/{task_id}")
+        request.callback = callback.stored(f"{tasks_endpoint}/{request.task_id}")
         outbox.callback_target(session, settings.delivery_max_attempts)
     return request, True
 
