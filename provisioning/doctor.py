@@ -24,7 +24,7 @@ from provisioning.database import Database, redact
 from provisioning.delivery import transport
 from provisioning.delivery.egress import Egress, EgressRefused
 from provisioning.delivery.message import DeliveryFailed
-from provisioning.delivery.models import Target
+from provisioning.delivery.models import Target, TargetKind
 from provisioning.settings import Settings, SettingsError, load
 
 # How far a clock may drift before it matters: Okta events and JWTs carry times, and the
@@ -141,7 +141,13 @@ def _database(database: Database, clock: Clock) -> Iterator[Line]:
 def _targets(settings: Settings, database: Database, timeout: float) -> Iterator[Line]:
     try:
         with database.reader() as session:
-            found = list(session.execute(select(Target.name, Target.url, Target.enabled)))
+            found = list(
+                session.execute(
+                    select(Target.name, Target.url, Target.enabled).where(
+                        Target.kind != TargetKind.CALLBACK  # its URLs are each task's
+                    )
+                )
+            )
     except SQLAlchemyError:  # a schema too old to have targets: the schema line said so
         return
     if not found:

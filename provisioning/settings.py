@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -158,6 +159,14 @@ class Settings(BaseSettings):
     # Comma-separated CIDRs that targets may resolve to besides public addresses
     # (provisioning/delivery/egress.py), e.g. 10.20.0.0/16 for an internal receiver.
     delivery_allowed_networks: str = ""
+    # Callback completion of call-approval tasks (docs/authzen.md): comma-separated URL
+    # prefixes (scheme://host[:port][/path]) a submission's callback.endpoint must fall
+    # under; empty, callbacks are refused. Each notification is signed as webhooks are,
+    # with callback_secret (the key the enforcement points verify with).
+    callback_allowlist: str = ""
+    callback_secret: str | None = Field(
+        default=None, repr=False, min_length=16, validate_default=True
+    )
     # A reconciliation, mapping change or group deletion revoking more than this
     # share of all live grants is held until an admin confirms it.
     mass_revocation_share: float = Field(default=0.10, gt=0, le=1)
@@ -199,6 +208,30 @@ class Settings(BaseSettings):
                 ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not a network (CIDR, e.g. 10.0.0.0/8)") from None
+        return value
+
+    @property
+    def callback_prefix_list(self) -> tuple[str, ...]:
+        return tuple(_items(self.callback_allowlist))
+
+    @field_validator("callback_allowlist")
+    @classmethod
+    def _callback_prefixes(cls, value: str, info: ValidationInfo) -> str:
+        for item in _items(value):
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{item!r} is not an http(s) URL prefix with a host")
+            if parts.query or parts.fragment or parts.username or parts.password:
+                raise ValueError(f"{item!r}: a prefix has no query, fragment or credentials")
+        return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callbacks_signed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _items(info.data.get("callback_allowlist") or "") and not value:
+            raise ValueError(
+                "required with PROVISIONING_CALLBACK_ALLOWLIST: callbacks are never sent unsigned"
+            )
         return value
 
     @property

@@ -28,9 +28,10 @@ from provisioning.api.edge import (
     problem_response,
 )
 from provisioning.connectors.models import Interface
+from provisioning.delivery.egress import Egress
 from provisioning.entitlements import approvals, authzen
 from provisioning.entitlements.decisions import LastUseRecorder
-from provisioning.requests import calls, idempotency, workflow
+from provisioning.requests import callbacks, calls, idempotency, workflow
 from provisioning.tokens.credentials import Scope
 from provisioning.tokens.secrets import APPROVAL_BINDINGS, shared
 from provisioning.web import bodies
@@ -422,6 +423,17 @@ def metadata() -> Response:
 # -- the draft Access Request & Approval profile: call-level approval tasks ------------------
 
 
+class CallbackRequest(_Open):
+    """Where to notify when the task closes (docs/authzen.md, "Callbacks"): an endpoint
+    under PROVISIONING_CALLBACK_ALLOWLIST; refused with 400 `invalid-callback` otherwise."""
+
+    endpoint: str = Field(min_length=1, max_length=callbacks.MAX_ENDPOINT)
+    state: Any = Field(None, description="returned unmodified; at most 1 KiB of JSON")
+    events: list[str] | None = Field(
+        None, description="a subset of " + ", ".join(callbacks.EVENTS) + " (default: all)"
+    )
+
+
 class AccessRequestSubmission(_Open):
     """A requestable denial submitted (the draft profile's Access Request)."""
 
@@ -431,6 +443,7 @@ class AccessRequestSubmission(_Open):
     context: dict[str, Any] | None = Field(None, description="`arguments` as evaluated")
     denial: dict[str, Any] = Field(description="`binding_token` and `expires_at`, echoed")
     requested_access: dict[str, Any] | None = None
+    callback: CallbackRequest | None = None
 
 
 class TaskHandle(BaseModel):
@@ -445,6 +458,11 @@ class TaskPath(BaseModel):
 class TaskCancel(_Open):
     reason: str | None = None
     comment: str | None = None
+
+
+@access.errorhandler(callbacks.CallbackError)
+def _callback_error(error: callbacks.CallbackError) -> Response:
+    return problem(400, "Invalid callback", str(error), type=PROBLEM_TYPE + "invalid-callback")
 
 
 @access.errorhandler(calls.TaskError)
@@ -484,6 +502,9 @@ _TASK = {404: "unknown_task: no such task"}
     AccessRequestSubmission,
     TaskHandle,
     {
+        400: "a request the API cannot read (`invalid-request`), a callback this service "
+        "will not call (`invalid-callback`), or the profile's `invalid_denial_binding`, "
+        "`not_requestable`",
         409: "duplicate_request: the Idempotency-Key was used with another body",
         410: "expired_denial: the denial's expires_at passed",
     },
@@ -498,10 +519,18 @@ def submit_request() -> Response:
         raise _BadRequest(f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} characters")
     settings = current_app.extensions["provisioning.settings"]
     signer = _signer()
-    return idempotency.settled(lambda: _submit(document, key, settings, signer))
+    # Checked before the transaction: it resolves the endpoint's host.
+    callback = callbacks.read(document, settings, Egress(settings.delivery_allowed_network_list))
+    return idempotency.settled(lambda: _submit(document, key, settings, signer, callback))
 
 
-def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Response:
+def _submit(
+    document: Any,
+    key: str | None,
+    settings: Any,
+    signer: Any,
+    callback: callbacks.Callback | None = None,
+) -> Response:
     with database().transaction() as session:
         try:
             task, _ = calls.submit(
@@ -511,6 +540,8 @@ def _submit(document: Any, key: str | None, settings: Any, signer: Any) -> Respo
                 signer,
                 key=idempotency.key(caller().name, key),
                 settings=settings,
+                callback=callback,
+                tasks_endpoint=_requests_endpoint(),
             )
         except authzen.Invalid as exc:
             raise _BadRequest(str(exc)) from None

@@ -135,12 +135,25 @@ class Egress:
         """Why delivery may not connect to ``address``; None when it may."""
         if address in METADATA_ADDRESSES:
             return "a cloud metadata address"
+        if self.listed(address):
+            return None
+        return internal(address)
+
+    def listed(self, address: IPAddress) -> bool:
+        """Whether ``address`` (or the IPv4 address inside it) is in an allowed network."""
         forms = [address]
         if isinstance(address, IPv6Address) and (inner := ipv4_inside(address)) is not None:
             forms.append(inner)
-        if any(form in network for form in forms for network in self.allowed):
-            return None
-        return internal(address)
+        return any(form in network for form in forms for network in self.allowed)
+
+    def all_listed(self, host: str, port: int) -> bool:
+        """Whether ``host`` resolves, and only to allowed networks' addresses (never a
+        metadata one): where an operator vouched for the receiver, plain http may go."""
+        try:
+            found = self.addresses(host, port)
+        except (OSError, EgressRefused):
+            return False
+        return all(self.listed(address) for address in found)
 
     def addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses to connect to for ``host``: all it resolves to, when all are allowed.

@@ -16,6 +16,9 @@ from provisioning.types import SerialId, UTCDateTime, enum_type
 class TargetKind(enum.StrEnum):
     WEBHOOK = "webhook"  # signed JSON events POSTed to a URL
     SCIM = "scim"  # an outbound SCIM 2.0 server: users, and one group per connector
+    # AuthZEN task notifications (provisioning/delivery/callbacks.py), each POSTed to the
+    # endpoint its message names: one such target, made by the service on first use.
+    CALLBACK = "callback"
 
 
 class Target(Base):
@@ -40,6 +43,17 @@ class Target(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        # There is one callback target (provisioning.delivery.outbox.callback_target).
+        Index(
+            "ux_targets_callback",
+            "kind",
+            unique=True,
+            postgresql_where=text("kind = 'callback'"),
+            sqlite_where=text("kind = 'callback'"),
+        ),
+    )
 
 
 class MessageState(enum.StrEnum):

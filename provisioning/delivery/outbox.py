@@ -11,7 +11,8 @@ Event types: ``grant.created``, ``grant.updated`` (access level changed),
 ``grant.dormant`` (revoked when the connector's grace ends),
 ``exception.expiring``, ``mapping.expiring``, ``review.deadline``. A target
 limited to some connectors gets only the events of those connectors, and every
-event about no connector.
+event about no connector. The callback target gets none of them: only the
+``request.callback`` messages :func:`enqueue_callback` writes for it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from provisioning import correlation
 from provisioning.audit.log import Entry, Origin, record
 from provisioning.database import chunked, utcnow
-from provisioning.delivery.models import MessageState, OutboxMessage, Target
+from provisioning.delivery.models import MessageState, OutboxMessage, Target, TargetKind
 from provisioning.identity.models import User
 from provisioning.oversight.findings import observe
 from provisioning.oversight.models import FindingKind, Severity
@@ -89,7 +91,9 @@ def _wake_after_commit(session: Session) -> None:
 
 def _targets(session: Session) -> list[tuple[int, frozenset[int] | None]]:
     rows = session.execute(
-        select(Target.id, Target.connector_ids).where(Target.enabled.is_(True)).order_by(Target.id)
+        select(Target.id, Target.connector_ids)
+        .where(Target.enabled.is_(True), Target.kind != TargetKind.CALLBACK)
+        .order_by(Target.id)
     )
     return [(tid, None if ids is None else frozenset(ids)) for tid, ids in rows]
 
@@ -166,6 +170,66 @@ def enqueue(session: Session, events: Iterable[Event]) -> list[int]:
     if ids:
         _wake_after_commit(session)
     return ids
+
+
+# -- callbacks: one message to the endpoint a task named ------------------------
+
+CALLBACK_TARGET = "authzen callbacks"  # not a name the targets API accepts
+CALLBACK_EVENT = "request.callback"
+
+
+def callback_target(session: Session, max_attempts: int) -> int:
+    """The id of the callback target, made on first use (race-safe: one unique index on
+    its kind, ``ON CONFLICT DO NOTHING``). An admin may disable it (callbacks wait),
+    change its ``max_attempts``, retry its dead letters; its messages name their URLs."""
+    found = session.scalar(select(Target.id).where(Target.kind == TargetKind.CALLBACK))
+    if found is not None:
+        return found
+    now = utcnow()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(Target)
+        .on_conflict_do_nothing()
+        .values(
+            name=CALLBACK_TARGET,
+            kind=TargetKind.CALLBACK,
+            url="callback:each task's callback.endpoint",
+            secret="",  # the key is PROVISIONING_CALLBACK_SECRET
+            connector_ids=None,
+            enabled=True,
+            max_attempts=max_attempts,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+    )
+    return session.scalar(select(Target.id).where(Target.kind == TargetKind.CALLBACK))
+
+
+def enqueue_callback(
+    session: Session, user_id: uuid.UUID, endpoint: str, body: dict[str, Any], max_attempts: int
+) -> int:
+    """Owe ``body`` to ``endpoint`` (a task's callback, about ``user_id``'s call), in the
+    caller's transaction; the message's id. Delivered as every message is: in order per
+    person, retried, dead-lettered (provisioning/delivery/callbacks.py sends it)."""
+    now = utcnow()
+    message_id = session.scalar(
+        insert(OutboxMessage).returning(OutboxMessage.id),
+        {
+            "event_id": uuid.uuid4(),
+            "target_id": callback_target(session, max_attempts),
+            "user_id": user_id,
+            "event_type": CALLBACK_EVENT,
+            "payload": {"endpoint": endpoint, "body": body},
+            "created_at": now,
+            "state": MessageState.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "request_id": correlation.current(),
+        },
+    )
+    _wake_after_commit(session)
+    return message_id
 
 
 # -- reading and re-queueing -------------------------------------------------

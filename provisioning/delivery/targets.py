@@ -107,6 +107,8 @@ def create(
     max_attempts: int,
     enabled: bool = True,
 ) -> Target:
+    if kind == TargetKind.CALLBACK:
+        raise TargetError("kind", "the callback target is the service's own: webhook or scim")
     if session.scalar(select(Target.id).where(Target.name == name)) is not None:
         raise TargetError("name", f"a target named {name!r} exists")
     target = Target(
@@ -132,6 +134,12 @@ def update(session: Session, origin: Origin, target: Target, changes: dict[str, 
     """Apply ``changes`` (any of url - a :class:`CheckedUrl` -, secret, connectors, enabled,
     max_attempts, name)."""
     before = describe(session, target)
+    if target.kind == TargetKind.CALLBACK:
+        for key in ("url", "secret", "connectors"):
+            if key in changes:
+                raise TargetError(
+                    key, f"the callback target's {key} is not set here (docs/authzen.md)"
+                )
     if "name" in changes and changes["name"] != target.name:
         if session.scalar(select(Target.id).where(Target.name == changes["name"])) is not None:
             raise TargetError("name", f"a target named {changes['name']!r} exists")

@@ -52,6 +52,32 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: float = 300) -> 
     return hmac.compare_digest(expected, given)
 
 
+def post(
+    http: httpx2.Client, url: httpx2.URL | str, secret: str, body: bytes, headers: dict[str, str]
+) -> None:
+    """POST ``body`` as JSON, signed with ``secret``; :class:`DeliveryFailed` unless a 2xx
+    answers (only the status counts: the answer's body is never kept)."""
+    headers = {
+        "Content-Type": "application/json",
+        **headers,
+        SIGNATURE_HEADER: sign(secret, int(time.time()), body),
+    }
+    try:
+        with http.stream("POST", url, content=body, headers=headers) as response:
+            status = response.status_code
+            # A short answer is read to its end, so that the connection can be used again;
+            # a longer one is dropped with the connection.
+            read = 0
+            for chunk in response.iter_raw():
+                read += len(chunk)
+                if read > ANSWER_READ_LIMIT:
+                    break
+    except httpx2.HTTPError as exc:
+        raise transport.failure(exc) from None
+    if not 200 <= status < 300:
+        raise transport.status_failure(status)
+
+
 class WebhookSender:
     """Sends one target's events over a kept-alive connection pool (safe across threads)."""
 
@@ -63,25 +89,10 @@ class WebhookSender:
     def send(self, message: Message) -> None:
         body = json.dumps(message.document(), separators=(",", ":")).encode()
         headers = {
-            "Content-Type": "application/json",
             EVENT_ID_HEADER: str(message.event_id),
             EVENT_TYPE_HEADER: message.event_type,
-            SIGNATURE_HEADER: sign(self._secret, int(time.time()), body),
         }
-        try:
-            with self._http.stream("POST", self.url, content=body, headers=headers) as response:
-                status = response.status_code
-                # Only the status counts. A short answer is read to its end, so that the
-                # connection can be used again; a longer one is dropped with the connection.
-                read = 0
-                for chunk in response.iter_raw():
-                    read += len(chunk)
-                    if read > ANSWER_READ_LIMIT:
-                        break
-        except httpx2.HTTPError as exc:
-            raise transport.failure(exc) from None
-        if not 200 <= status < 300:
-            raise transport.status_failure(status)
+        post(self._http, self.url, self._secret, body, headers)
 
     def close(self) -> None:
         self._http.close()

@@ -56,13 +56,19 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-def sender_for(target: Target, *, timeout: float, egress: Egress) -> Sender:
+def sender_for(
+    target: Target, *, timeout: float, egress: Egress, callback_secret: str | None = None
+) -> Sender:
     """The target's sender; imported here, so that a sender that cannot even be imported
     fails its target's attempts instead of the worker."""
     if target.kind == TargetKind.WEBHOOK:
         from provisioning.delivery.webhook import WebhookSender
 
         return WebhookSender(target.url, target.secret, timeout=timeout, egress=egress)
+    if target.kind == TargetKind.CALLBACK:
+        from provisioning.delivery.callbacks import CallbackSender
+
+        return CallbackSender(callback_secret, timeout=timeout, egress=egress)
     from provisioning.delivery.outbound_scim import ScimSender
 
     return ScimSender(target.url, target.secret, timeout=timeout, egress=egress)
@@ -248,7 +254,10 @@ class Deliverer:
                 held[1].close()
             try:
                 sender = sender_for(
-                    target, timeout=self.settings.delivery_timeout_seconds, egress=self.egress
+                    target,
+                    timeout=self.settings.delivery_timeout_seconds,
+                    egress=self.egress,
+                    callback_secret=self.settings.callback_secret,
                 )
             except Exception as exc:  # tried again next round; each message's attempt fails
                 self._unbuilt[target.id] = exc

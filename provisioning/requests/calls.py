@@ -11,7 +11,8 @@ access request of kind ``call``: the connector's request-policy chain decides it
 the same audit events and ``request.*`` outbox notifications tell of it. Approved, it
 carries an approval (``apr_…``, with its signed ``state``: :meth:`approvals.Signer.state`)
 valid until ``approved_until``; nothing is granted. Submissions are made through
-:func:`provisioning.requests.workflow.replay_or_create`, one person at a time.
+:func:`provisioning.requests.workflow.replay_or_create`, one person at a time. A
+submission's ``callback`` (:mod:`provisioning.requests.callbacks`) is kept with the task.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from sqlalchemy.orm import Session
 from provisioning.audit.log import Origin
 from provisioning.connectors.models import Action, Connector, Interface
 from provisioning.database import utcnow
+from provisioning.delivery import outbox
 from provisioning.entitlements import approvals, authzen
 from provisioning.entitlements.policy import KIND_AT
 from provisioning.identity.models import User
-from provisioning.requests import idempotency, workflow
+from provisioning.requests import callbacks, idempotency, workflow
 from provisioning.requests.models import (
     AccessRequest,
     RequestKind,
@@ -86,11 +88,17 @@ def submit(
     *,
     key: str | None = None,
     settings: Settings = DEFAULTS,
+    callback: callbacks.Callback | None = None,
+    tasks_endpoint: str = "",
 ) -> tuple[AccessRequest, bool]:
     """Open a call's approval task from a requestable denial; (the task, whether it is new).
     A retry under the same key is answered before the denial is read again (it may have
     expired since). :class:`authzen.Invalid` for a body that is not a submission,
-    :class:`TaskError` for one that cannot be accepted."""
+    :class:`TaskError` for one that cannot be accepted. ``callback`` is the body's callback
+    as :func:`callbacks.read` checked it (before the transaction), kept with the task and
+    its status endpoint (``tasks_endpoint``/id)."""
+    if isinstance(document, dict) and document.get("callback") is not None and callback is None:
+        raise callbacks.CallbackError("the callback was not checked")
     body = idempotency.digest(document)
     checked: list[_Submission] = []
 
@@ -106,7 +114,9 @@ def submit(
             body=body,
             kind=RequestKind.CALL,
             person=person,
-            create=lambda _: _open(session, origin, checked[0], document, key, body, settings),
+            create=lambda _: _open(
+                session, origin, checked[0], document, key, body, settings, callback, tasks_endpoint
+            ),
         )
     except idempotency.Reused as exc:
         raise TaskError("duplicate_request", str(exc)) from None
@@ -194,8 +204,10 @@ def _open(
     key: str | None,
     body: str,
     settings: Settings,
+    callback: callbacks.Callback | None,
+    tasks_endpoint: str,
 ) -> AccessRequest:
-    """The task, under the person's hold: one per denial."""
+    """The task, under the person's hold: one per denial, with its callback if any."""
     claims, submitted = checked.claims, checked.binding
     if session.scalar(select(AccessRequest.id).where(AccessRequest.binding_jti == claims["jti"])):
         raise TaskError(
@@ -203,7 +215,7 @@ def _open(
             "this denial was already submitted: one task per denial (send the same "
             "Idempotency-Key to find it)",
         )
-    return workflow.open_call(
+    request = workflow.open_call(
         session,
         origin,
         checked.user,
@@ -228,6 +240,10 @@ def _open(
         idempotency_key=key,
         idempotency_digest=body if key is not None else None,
     )
+    if callback is not None:
+        request.callback = callback.stored(f"{tasks_endpoint}/{request.task_id}")
+        outbox.callback_target(session, settings.delivery_max_attempts)
+    return request
 
 
 _KIND_AT_LEVEL = {kind: level for level, kind in KIND_AT.items()}

@@ -110,6 +110,9 @@ class AccessRequest(Base):
     # A digest of the credential and its Idempotency-Key, and of the body it came with.
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
     idempotency_digest: Mapped[str | None] = mapped_column(String(64))
+    # A call task's callback (provisioning/requests/callbacks.py): endpoint, state, events
+    # and the task's status endpoint; None without one.
+    callback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_access_requests_user_connector", "user_id", "connector_id"),

@@ -17,7 +17,9 @@ a separation-of-duties rule is refused when made and again at its approval
 Every step is audited in the caller's transaction, and told to the targets
 through the outbox: ``request.created``, ``request.decided`` (each stage's
 decision, a cancellation and an expiry without decision) and, from
-:func:`provisioning.entitlements.expiry.remind`, ``request.expiring``.
+:func:`provisioning.entitlements.expiry.remind`, ``request.expiring``; a call
+task that closes owes its callback, if it named one, a notification
+(:mod:`provisioning.requests.callbacks`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from provisioning.entitlements import approvals, engine
 from provisioning.entitlements.mappings import MappingError, SeparationConflict, check_grant
 from provisioning.identity import directory
 from provisioning.identity.models import User
-from provisioning.requests import idempotency
+from provisioning.requests import callbacks, idempotency
 from provisioning.requests.models import (
     AccessRequest,
     Approver,
@@ -587,6 +589,8 @@ def decide(
         role=role,
         approver=approver.user_name,
     )
+    if request.state is not RequestState.PENDING:
+        callbacks.tell(session, request, settings)
     if request.state is RequestState.APPROVED and not call:
         diff = engine.apply(session, engine.Affected.users(request.user_id), origin)
     return request, diff
@@ -627,6 +631,7 @@ def withdraw(
         ],
     )
     _tell(session, "request.decided", request, connector, decision="cancel")
+    callbacks.tell(session, request)
     return request
 
 
@@ -665,6 +670,7 @@ def lapse(session: Session, origin: Origin, now: dt.datetime | None = None) -> i
             }
         }
         events.append(outbox.Event("request.decided", request.user_id, data, request.connector_id))
+        callbacks.tell(session, request)
     session.flush()
     if entries:
         record(session, origin, entries)

@@ -138,3 +138,47 @@ class ScimServer(_Served):
 
     def groups(self) -> list[str]:
         return sorted(g.display_name for g in self._resources("Group"))
+
+
+class CallbackReceiver(_Served):
+    """An enforcement point's callback endpoint: accepts POSTs under ``/callbacks/`` whose
+    ``X-Provisioning-Signature`` verifies with ``secret`` (401 otherwise), keeping each one's
+    path, event id and body; ``answer`` (a status) refuses instead, to make delivery retry."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.received: list[dict[str, Any]] = []
+        self.raw: list[tuple[str, bytes]] = []  # (signature header, body) as received
+        self.rejected_signatures = 0
+        self.answer: int | None = None
+        self.refused = 0
+        self.lock = threading.Lock()
+        super().__init__(self._app)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callbacks"
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        body = request.get_data()
+        if self.answer is not None:
+            with self.lock:
+                self.refused += 1
+            return Response("not now", status=self.answer)(environ, start_response)
+        signature = request.headers.get(webhook.SIGNATURE_HEADER, "")
+        if not webhook.verify(self.secret, signature, body):
+            with self.lock:
+                self.rejected_signatures += 1
+            return Response("bad signature", status=401)(environ, start_response)
+        with self.lock:
+            self.raw.append((signature, body))
+            self.received.append(
+                {
+                    "path": request.path,
+                    "event_id": request.headers.get(webhook.EVENT_ID_HEADER),
+                    "event_type": request.headers.get(webhook.EVENT_TYPE_HEADER),
+                    "body": json.loads(body),
+                }
+            )
+        return Response(status=204)(environ, start_response)
