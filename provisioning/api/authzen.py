@@ -438,10 +438,18 @@ class AccessRequestSubmission(_Open):
     """A requestable denial submitted (the draft profile's Access Request)."""
 
     subject: AuthzenEntity
-    resource: AuthzenEntity
-    action: AuthzenAction
+    resource: AuthzenEntity | None = Field(None, description="absent with `items`")
+    action: AuthzenAction | None = Field(None, description="absent with `items`")
     context: dict[str, Any] | None = Field(None, description="`arguments` as evaluated")
-    denial: dict[str, Any] = Field(description="`binding_token` and `expires_at`, echoed")
+    items: list[dict[str, Any]] | None = Field(
+        None,
+        max_length=calls.MAX_ITEMS,
+        description="a bundle: each item's `resource`, `action`, its own `denial` and, if "
+        "its arguments differ, its own `context` (over the top-level one)",
+    )
+    denial: dict[str, Any] | None = Field(
+        None, description="`binding_token` and `expires_at`, echoed (in each item with `items`)"
+    )
     requested_access: dict[str, Any] | None = None
     callback: CallbackRequest | None = None
 

@@ -107,6 +107,17 @@ def _call(request: AccessRequest) -> schemas.CallApprovalOut | None:
         evaluation_id=request.call.get("evaluation_id"),
         task_id=request.task_id,
         approved_until=request.approved_until,
+        items=[
+            schemas.CallItemOut(
+                action=i.get("action"),
+                arguments_digest=i.get("arguments_digest"),
+                policy_version=i.get("policy_version"),
+                evaluation_id=i.get("evaluation_id"),
+            )
+            for i in request.call["items"]
+        ]
+        if isinstance(request.call.get("items"), list)
+        else None,
     )
 
 

@@ -1077,9 +1077,20 @@ class RequestStepOut(BaseModel):
     decided_at: dt.datetime
 
 
+class CallItemOut(BaseModel):
+    """One call of a bundled task: ``action`` with these arguments (their digest) under
+    this policy version."""
+
+    action: str | None
+    arguments_digest: str | None
+    policy_version: str | None
+    evaluation_id: str | None
+
+
 class CallApprovalOut(BaseModel):
     """What a ``call`` request approves: one call of ``action`` with these arguments (their
-    digest) under this policy version, until ``approved_until`` once approved."""
+    digest) under this policy version (or a bundle's ``items``, each such a call, decided
+    as one), until ``approved_until`` once approved."""
 
     action: str | None
     arguments_digest: str | None
@@ -1087,6 +1098,7 @@ class CallApprovalOut(BaseModel):
     evaluation_id: str | None
     task_id: str | None
     approved_until: dt.datetime | None
+    items: list[CallItemOut] | None = None
 
 
 class AccessRequestOut(BaseModel):

@@ -162,7 +162,8 @@ class Signer:
             "binding_context_members": list(CONTEXT_MEMBERS),
             **binding.claims(),
         }
-        return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self.key), expires
+        header = {"alg": ALGORITHM, "typ": "JWT", "kid": self.kid}
+        return jwt.encode(header, claims, self.key), expires
 
     def read(self, token: Any) -> dict[str, Any]:
         """The claims of a binding token this service issued (expiry is checked by the
@@ -170,9 +171,12 @@ class Signer:
         if not isinstance(token, str) or not token or len(token) > 4096:
             raise BindingError("denial.binding_token must be the token the denial carried")
         try:
-            claims = jwt.decode(token, self.key, algorithms=[ALGORITHM]).claims
+            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
         except (JoseError, ValueError, TypeError):
             raise BindingError("denial.binding_token is not one this service issued") from None
+        if decoded.header.get("kid") != self.kid or decoded.header.get("typ") == STATE_TYPE:
+            raise BindingError("denial.binding_token is not one this service issued")
+        claims = decoded.claims
         if claims.get("iss") != ISSUER or claims.get("aud") != AUDIENCE:
             raise BindingError("denial.binding_token was not issued for this service")
         texts = ("sub", "jti", "denial_expires_at", "connector", "action")
@@ -182,28 +186,24 @@ class Signer:
             raise BindingError("denial.binding_token is malformed")
         return claims
 
-    def state(self, request: AccessRequest, audience: str) -> str:
-        """The ``approval.state`` of an approved call: issued by the Access Request Service
-        (``iss``) to the PDP ``audience`` (its ``policy_decision_point``), until
-        ``approved_until`` (``exp``); the same for every read of the task."""
+    def state(self, request: AccessRequest, audience: str, item: int | None = None) -> str:
+        """The ``approval.state`` of an approved call (of a bundle's ``item``): issued by the
+        Access Request Service (``iss``) to the PDP ``audience`` (its
+        ``policy_decision_point``), until ``approved_until`` (``exp``); the same for every
+        read of the task."""
         assert request.approval_id and request.approved_until and request.task_id
         call = request.call or {}
+        one = items(call)[item] if item is not None else call
         approved_at = request.closed_at or request.approved_until
         claims = {
             "iss": AUDIENCE,
             "aud": audience,
             "exp": int(request.approved_until.timestamp()),
-            "approval_id": request.approval_id,
+            "approval_id": one.get("approval_id", request.approval_id),
             "task_id": request.task_id,
-            "evaluation_id": call.get("evaluation_id"),
+            "evaluation_id": one.get("evaluation_id"),
             "approved_at": int(approved_at.timestamp()),
-            **Binding(
-                str(request.user_id),
-                str(call.get("connector")),
-                str(call.get("action")),
-                str(call.get("arguments_digest")),
-                str(call.get("policy_version")),
-            ).claims(),
+            **approved(request.user_id, call, one).claims(),
         }
         header = {"alg": ALGORITHM, "typ": STATE_TYPE, "kid": self.kid}
         return jwt.encode(header, claims, self.key)
@@ -242,6 +242,23 @@ class Calls:
     signer: Callable[[], Signer]
     endpoint: str
     pdp: str
+
+
+def items(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """The calls a task asks for: a bundle's ``items``, or the one call it is."""
+    bundled = call.get("items")
+    return bundled if isinstance(bundled, list) else [call]
+
+
+def approved(user_id: Any, call: dict[str, Any], one: dict[str, Any]) -> Binding:
+    """The binding of one call of a task (``one``: the task's call or one of its items)."""
+    return Binding(
+        str(user_id),
+        str(call.get("connector")),
+        str(one.get("action")),
+        str(one.get("arguments_digest")),
+        str(one.get("policy_version")),
+    )
 
 
 def bound(claims: dict[str, Any]) -> Binding:
@@ -291,6 +308,8 @@ def applies(
     ident = presented["id"]
     if not 1 <= len(ident) <= 64:
         return _UNVERIFIABLE
+    # A bundle's item approval is its task's approval id, a dot and the item's own part.
+    task_approval, dot, _ = ident.partition(".")
     sealed: dict[str, Any] | None = None
     if "state" in presented:
         if calls is None:
@@ -309,33 +328,30 @@ def applies(
             AccessRequest.task_id,
             AccessRequest.approved_until,
             AccessRequest.call,
-        ).where(AccessRequest.approval_id == ident)
+        ).where(AccessRequest.approval_id == task_approval)
     ).first()
     if row is None or row.kind != RequestKind.CALL or row.state != RequestState.APPROVED:
         return _UNVERIFIABLE
     call = row.call or {}
-    if sealed is not None and (
-        sealed["task_id"] != row.task_id
-        or bound(sealed)
-        != Binding(
-            str(row.user_id),
-            call.get("connector"),
-            call.get("action"),
-            call.get("arguments_digest"),
-            call.get("policy_version"),
-        )
-    ):
+    if "items" in call:  # only an item's own approval id names it
+        one = next((i for i in items(call) if i.get("approval_id") == ident), None)
+    else:
+        one = None if dot else call
+    if one is None:
+        return _UNVERIFIABLE
+    recorded = approved(row.user_id, call, one)
+    if sealed is not None and (sealed["task_id"] != row.task_id or bound(sealed) != recorded):
         return _UNVERIFIABLE  # signed for another task or call than the record's
     approval = {"id": ident, "approved_until": timestamp(row.approved_until)}
     same = (
-        str(row.user_id) == binding.user_id
-        and call.get("connector") == binding.connector
-        and call.get("action") == binding.action
-        and call.get("arguments_digest") == binding.arguments_digest
+        recorded.user_id == binding.user_id
+        and recorded.connector == binding.connector
+        and recorded.action == binding.action
+        and recorded.arguments_digest == binding.arguments_digest
     )
     if not same:
         return Verdict(False, "out_of_scope", "request")
     lapsed = row.approved_until <= now or (sealed is not None and sealed["exp"] <= now.timestamp())
-    if lapsed or call.get("policy_version") != binding.policy_version:
+    if lapsed or recorded.policy_version != binding.policy_version:
         return Verdict(False, "approval_expired", "request")
     return Verdict(True, "approved", "none", approval)

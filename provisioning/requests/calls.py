@@ -44,6 +44,8 @@ from provisioning.settings import DEFAULTS, Settings
 
 PROBLEM = "urn:openid:authzen:access-request:error:"
 MAX_JUSTIFICATION = 2000
+MAX_ITEMS = 20
+"""The most calls one bundled submission (``items``) may ask for."""
 
 
 class TaskError(Exception):
@@ -103,7 +105,7 @@ def submit(
     checked: list[_Submission] = []
 
     def person() -> User:
-        checked.append(_check(session, document, signer, settings))
+        checked.extend(_check(session, document, signer, settings))
         return checked[0].user
 
     try:
@@ -115,7 +117,7 @@ def submit(
             kind=RequestKind.CALL,
             person=person,
             create=lambda _: _open(
-                session, origin, checked[0], document, key, body, settings, callback, tasks_endpoint
+                session, origin, checked, document, key, body, settings, callback, tasks_endpoint
             ),
         )
     except idempotency.Reused as exc:
@@ -133,16 +135,63 @@ class _Submission:
     binding: approvals.Binding
     context: dict[str, Any]
     now: dt.datetime
+    document: dict[str, Any]  # the call as evaluated
+    item: dict[str, Any]  # where it came from: the submission, or a bundle's item
 
 
 def _check(
     session: Session, document: Any, signer: approvals.Signer, settings: Settings
+) -> list[_Submission]:
+    """Each call the submission asks for (one, or a bundle's items), read as the decision
+    path read it, its denial verified; a bundle is one person's calls of one connector, each
+    with its own denial (this service issues no bundle denials)."""
+    if not isinstance(document, dict) or document.get("items") is None:
+        return [_check_call(session, document, document, signer, settings)]
+    bundled = document["items"]
+    if not isinstance(bundled, list) or not 1 <= len(bundled) <= MAX_ITEMS:
+        raise authzen.Invalid(f"items must be an array of 1 to {MAX_ITEMS} items")
+    if "resource" in document or "action" in document:
+        raise authzen.Invalid("a submission with items carries no top-level resource or action")
+    context = document.get("context")
+    checked = []
+    for n, item in enumerate(bundled):
+        if not isinstance(item, dict):
+            raise authzen.Invalid(f"items[{n}] must be an object")
+        if "subject" in item:
+            raise authzen.Invalid(f"items[{n}]: the bundle's subject is its top-level subject")
+        own = item.get("context")
+        if own is not None and not isinstance(own, dict):
+            raise authzen.Invalid(f"items[{n}].context must be an object")
+        call = {
+            "subject": document.get("subject"),
+            "resource": item.get("resource"),
+            "action": item.get("action"),
+            "context": {**(context if isinstance(context, dict) else {}), **(own or {})},
+        }
+        if context is not None and not isinstance(context, dict):
+            call["context"] = context  # refused as the decision path refuses it
+        checked.append(_check_call(session, call, item, signer, settings))
+    if len({c.claims["jti"] for c in checked}) < len(checked):
+        raise TaskError("invalid_denial_binding", "an item repeats another's denial")
+    if len({c.binding.connector for c in checked}) > 1:
+        raise TaskError(
+            "not_requestable",
+            "a bundle's items are calls of one connector (one approval chain decides them)",
+        )
+    return checked
+
+
+def _check_call(
+    session: Session,
+    document: Any,
+    bound_by: Any,
+    signer: approvals.Signer,
+    settings: Settings,
 ) -> _Submission:
-    """The submission read as the decision path read the call, its denial verified."""
+    """One call read as the decision path read it, its denial (``bound_by["denial"]``)
+    verified."""
     question = authzen.evaluation(document)
-    if document.get("items") is not None:
-        raise TaskError("not_requestable", "bundled submissions (items) are not supported")
-    denial = document.get("denial")
+    denial = bound_by.get("denial")
     if not isinstance(denial, dict):
         raise TaskError("invalid_denial_binding", "denial is required (binding_token, expires_at)")
     if "binding_token" not in denial:
@@ -193,13 +242,15 @@ def _check(
     policy = session.get(RequestPolicy, connector.id) if connector is not None else None
     if user is None or connector is None or action is None or policy is None:
         raise TaskError("not_requestable", "a call of this action is not approved by a person")
-    return _Submission(user, connector, action, claims, submitted, question.context, now)
+    return _Submission(
+        user, connector, action, claims, submitted, question.context, now, document, bound_by
+    )
 
 
 def _open(
     session: Session,
     origin: Origin,
-    checked: _Submission,
+    checked: list[_Submission],
     document: dict[str, Any],
     key: str | None,
     body: str,
@@ -208,35 +259,32 @@ def _open(
     tasks_endpoint: str,
 ) -> AccessRequest:
     """The task, under the person's hold: one per denial, with its callback if any."""
-    claims, submitted = checked.claims, checked.binding
-    if session.scalar(select(AccessRequest.id).where(AccessRequest.binding_jti == claims["jti"])):
-        raise TaskError(
-            "invalid_denial_binding",
-            "this denial was already submitted: one task per denial (send the same "
-            "Idempotency-Key to find it)",
-        )
+    first = checked[0]
+    _unused(session, first.user, [c.claims["jti"] for c in checked])
+    calls = [_call(c, _requested_until(document, c.item)) for c in checked]
+    if document.get("items") is None:
+        call = calls[0]
+    else:
+        asked = [c["requested_until"] for c in calls if c["requested_until"]]
+        call = {
+            "connector": first.binding.connector,
+            "items": calls,
+            "requested_until": min(asked, default=None),
+            "subject": document["subject"],
+        }
+    client = document.get("client")
+    call["client"] = client if isinstance(client, dict) else None
     request = workflow.open_call(
         session,
         origin,
-        checked.user,
-        checked.connector,
-        access_level=_KIND_AT_LEVEL[checked.action.kind],
-        justification=_justification(checked.context, submitted.action),
-        deadline=checked.now + dt.timedelta(hours=settings.call_task_hours),
-        call={
-            "connector": submitted.connector,
-            "action": submitted.action,
-            "arguments_digest": submitted.arguments_digest,
-            "policy_version": submitted.policy_version,
-            "evaluation_id": claims.get("evaluation_id"),
-            "requested_until": _requested_until(document),
-            "subject": document["subject"],
-            "resource": document["resource"],
-            "act": document["action"],
-            "client": document.get("client") if isinstance(document.get("client"), dict) else None,
-        },
+        first.user,
+        first.connector,
+        access_level=max((_KIND_AT_LEVEL[c.action.kind] for c in checked), key=_LEVELS.index),
+        justification=_justification(first.context, [c.binding.action for c in checked]),
+        deadline=first.now + dt.timedelta(hours=settings.call_task_hours),
+        call=call,
         task_id="arq_" + secrets.token_urlsafe(24),
-        binding_jti=claims["jti"],
+        binding_jti=first.claims["jti"],
         idempotency_key=key,
         idempotency_digest=body if key is not None else None,
     )
@@ -246,19 +294,65 @@ def _open(
     return request
 
 
+def _call(checked: _Submission, requested_until: str | None) -> dict[str, Any]:
+    """What a task keeps of one call: its binding and what the PEP sent of it."""
+    submitted = checked.binding
+    return {
+        "connector": submitted.connector,
+        "action": submitted.action,
+        "arguments_digest": submitted.arguments_digest,
+        "policy_version": submitted.policy_version,
+        "evaluation_id": checked.claims.get("evaluation_id"),
+        "binding_jti": checked.claims["jti"],
+        "requested_until": requested_until,
+        "subject": checked.document["subject"],
+        "resource": checked.document["resource"],
+        "act": checked.document["action"],
+    }
+
+
+def _unused(session: Session, user: User, jtis: list[str]) -> None:
+    """One task per denial: none of these was submitted before (as a task's denial, or as
+    a bundle item's: tokens bind one person, so that person's tasks are where to look)."""
+    used = set(
+        session.scalars(select(AccessRequest.binding_jti).where(AccessRequest.binding_jti.in_(jtis)))
+    )
+    for call in session.scalars(
+        select(AccessRequest.call).where(
+            AccessRequest.user_id == user.id,
+            AccessRequest.kind == RequestKind.CALL,
+            AccessRequest.binding_jti.is_not(None),
+        )
+    ):
+        if isinstance(call, dict) and "items" in call:
+            used.update(str(i.get("binding_jti")) for i in approvals.items(call))
+    if used.intersection(jtis):
+        raise TaskError(
+            "invalid_denial_binding",
+            "this denial was already submitted: one task per denial (send the same "
+            "Idempotency-Key to find it)",
+        )
+
+
 _KIND_AT_LEVEL = {kind: level for level, kind in KIND_AT.items()}
+_LEVELS = list(KIND_AT)
 
 
-def _justification(context: dict[str, Any], action: str) -> str:
+def _justification(context: dict[str, Any], actions: list[str]) -> str:
     given = context.get("business_justification")
     if isinstance(given, str) and given.strip():
         return given.strip()[:MAX_JUSTIFICATION]
-    return f"a call of {action}"
+    return f"a call of {', '.join(dict.fromkeys(actions))}"[:MAX_JUSTIFICATION]
 
 
-def _requested_until(document: dict[str, Any]) -> str | None:
-    asked = document.get("requested_access")
-    if not isinstance(asked, dict) or asked.get("requested_until") is None:
+def _requested_until(document: dict[str, Any], item: dict[str, Any]) -> str | None:
+    """``requested_access.requested_until``, an item's own over the submission's."""
+    asked = {}
+    for given in (document.get("requested_access"), item.get("requested_access")):
+        if given is not None and not isinstance(given, dict):
+            raise authzen.Invalid("requested_access must be an object")
+        asked.update(given or {})
+    if asked.get("requested_until") is None:
         return None
     value = asked["requested_until"]
     try:
@@ -320,18 +414,41 @@ def handle(
     }
     if state == RequestState.PENDING:
         body["task"]["links"] = {"cancel": f"{url}/cancel"}
-    if state == RequestState.APPROVED and request.approval_id and request.approved_until:
-        body["result"] = {
-            "mode": "reevaluate",
-            "approval": {
-                "id": request.approval_id,
-                "approved_at": approvals.timestamp(request.closed_at or request.approved_until),
-                "approved_until": approvals.timestamp(request.approved_until),
-            },
+    approved = state == RequestState.APPROVED and request.approval_id and request.approved_until
+    call = request.call or {}
+    if "items" not in call:
+        if approved:
+            body["result"] = _result(request, signed, None)
+        return body
+    # A bundle: one decision for all its items, each with its own approval (re-evaluated
+    # item by item); never ``partial``, and no top-level result.
+    body["task"]["items"] = [
+        {
+            "resource": item.get("resource"),
+            "action": item.get("act"),
+            "status": state,
+            **({"result": _result(request, signed, n)} if approved else {}),
         }
-        if signed is not None:
-            body["result"]["approval"]["state"] = signed.signer().state(request, signed.pdp)
+        for n, item in enumerate(approvals.items(call))
+    ]
     return body
+
+
+def _result(request: AccessRequest, signed: approvals.Calls | None, item: int | None) -> dict:
+    """The approval of the task's call (of a bundle's ``item``), in re-evaluation mode."""
+    assert request.approval_id and request.approved_until
+    one = approvals.items(request.call or {})[item] if item is not None else {}
+    result: dict[str, Any] = {
+        "mode": "reevaluate",
+        "approval": {
+            "id": one.get("approval_id", request.approval_id),
+            "approved_at": approvals.timestamp(request.closed_at or request.approved_until),
+            "approved_until": approvals.timestamp(request.approved_until),
+        },
+    }
+    if signed is not None:
+        result["approval"]["state"] = signed.signer().state(request, signed.pdp, item)
+    return result
 
 
 def cancel(

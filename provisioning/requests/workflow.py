@@ -339,7 +339,7 @@ def open_call(
         requested_by=user.user_name,
         connector_id=connector.id,
         access_level=access_level,
-        actions=[call["action"]],
+        actions=list(dict.fromkeys(i["action"] for i in approvals.items(call))),
         justification=justification,
         duration_days=0,
         approvers=list(policy.approvers),
@@ -434,6 +434,7 @@ def _call_members(request: AccessRequest) -> dict[str, Any]:
     return {
         "kind": request.kind,
         "action": call.get("action"),
+        "actions": request.actions,
         "arguments_digest": call.get("arguments_digest"),
         "task_id": request.task_id,
         "approved_until": request.approved_until.isoformat() if request.approved_until else None,
@@ -453,13 +454,13 @@ def approved_until(request: AccessRequest, now: dt.datetime, settings: Settings)
 def _still_bound(session: Session, request: AccessRequest, connector: Connector) -> None:
     """A call is approved only under the policy it was asked under (a changed policy voids
     it: provisioning/entitlements/approvals.py)."""
-    call = request.call or {}
-    rule = approvals.rule(session.connection(), connector.slug, str(call.get("action")))
-    if rule is None or not rule.requires_approver or rule.version != call.get("policy_version"):
-        raise _conflict(
-            f"request {request.id}: the action's policy changed since the call was asked for; "
-            "it cannot be approved (the caller asks again)"
-        )
+    for call in approvals.items(request.call or {}):
+        rule = approvals.rule(session.connection(), connector.slug, str(call.get("action")))
+        if rule is None or not rule.requires_approver or rule.version != call.get("policy_version"):
+            raise _conflict(
+                f"request {request.id}: the action's policy changed since the call was asked "
+                "for; it cannot be approved (the caller asks again)"
+            )
 
 
 # -- deciding -----------------------------------------------------------------------
@@ -555,6 +556,12 @@ def decide(
         if call:  # one call's approval: no access is granted (provisioning/requests/calls.py)
             request.approval_id = "apr_" + secrets.token_urlsafe(24)
             request.approved_until = approved_until(request, now, settings)
+            if "items" in (request.call or {}):  # each item its own approval
+                each = [
+                    {**i, "approval_id": f"{request.approval_id}.{secrets.token_urlsafe(12)}"}
+                    for i in approvals.items(request.call or {})
+                ]
+                request.call = {**(request.call or {}), "items": each}
         else:
             request.granted_at = now
             request.expires_at = now + dt.timedelta(days=request.duration_days)
