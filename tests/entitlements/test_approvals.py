@@ -117,6 +117,21 @@ def test_a_binding_token_reads_back_only_unaltered(database):
         other.read(token)
 
 
+def test_a_binding_token_names_its_key_and_is_read_only_with_it(database):
+    """The header's ``kid`` is the key's RFC 7638 thumbprint, as an approval state's is; a
+    token signed with the right key under another (or no) ``kid`` is not read."""
+    from joserfc import jwt
+
+    signer = approvals.Signer("s" * 32)
+    token, _ = signer.issue(approvals.Binding("u", "g", "m", "d" * 64, "v"), "e", utcnow())
+    decoded = jwt.decode(token, signer.key, algorithms=[approvals.ALGORITHM])
+    assert decoded.header == {"alg": "HS256", "typ": "JWT", "kid": signer.kid}
+    for header in ({"alg": "HS256", "typ": "JWT"}, {**decoded.header, "kid": "other"}):
+        resigned = jwt.encode(header, decoded.claims, signer.key)
+        with pytest.raises(approvals.BindingError):
+            signer.read(resigned)
+
+
 # -- approval.state ----------------------------------------------------------------------
 
 PDP = "https://pdp.example"
