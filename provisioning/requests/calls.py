@@ -315,7 +315,9 @@ def _unused(session: Session, user: User, jtis: list[str]) -> None:
     """One task per denial: none of these was submitted before (as a task's denial, or as
     a bundle item's: tokens bind one person, so that person's tasks are where to look)."""
     used = set(
-        session.scalars(select(AccessRequest.binding_jti).where(AccessRequest.binding_jti.in_(jtis)))
+        session.scalars(
+            select(AccessRequest.binding_jti).where(AccessRequest.binding_jti.in_(jtis))
+        )
     )
     for call in session.scalars(
         select(AccessRequest.call).where(

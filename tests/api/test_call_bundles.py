@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -26,6 +27,7 @@ from tests.api.test_call_approvals import (  # noqa: F401 (org: the fixture)
     submit,
 )
 
+pytestmark = pytest.mark.usefixtures("org")
 NUMBERS = (1, 2, 3)
 
 
@@ -77,9 +79,7 @@ def count(database) -> tuple[int, int]:
         )
 
 
-def test_a_bundle_of_three_is_one_task_decided_once_and_each_item_reevaluated_alone(
-    api, database, org
-):
+def test_a_bundle_of_three_is_one_task_decided_once_and_each_item_reevaluated_alone(api, database):
     body = bundle([item(n, d) for n, d in zip(NUMBERS, denials(api), strict=True)])
     opened = submit(api, body, key="bundle-1")
     assert opened.status_code == 201, opened.json
@@ -129,7 +129,7 @@ def test_a_bundle_of_three_is_one_task_decided_once_and_each_item_reevaluated_al
     assert evaluate(api, merge(9, grants[0]))["decision"] is False  # outside the bundle
 
 
-def test_a_bundle_replays_under_its_key_and_cancels_as_a_whole(api, database, org):
+def test_a_bundle_replays_under_its_key_and_cancels_as_a_whole(api, database):
     body = bundle([item(n, d) for n, d in zip(NUMBERS, denials(api), strict=True)])
     first = submit(api, body, key="b-1")
     again = submit(api, body, key="b-1")
@@ -163,7 +163,7 @@ def test_a_bundle_replays_under_its_key_and_cancels_as_a_whole(api, database, or
     assert late.status_code == 409
 
 
-def test_bundles_the_api_cannot_read_are_refused(api, database, org):
+def test_bundles_the_api_cannot_read_are_refused(api, database):
     good = [item(n, d) for n, d in zip(NUMBERS, denials(api), strict=True)]
     for body in (
         bundle([]),
@@ -210,7 +210,7 @@ FAULTS = ("forged", "expired", "duplicated", "foreign", "altered", "mismatched")
     where=st.integers(0, 3),
     data=st.data(),
 )
-def test_a_bundle_with_one_bad_item_creates_nothing(api, database, org, size, fault, where, data):
+def test_a_bundle_with_one_bad_item_creates_nothing(api, database, size, fault, where, data):
     """A forged, expired, repeated, another person's, altered or mismatched item refuses the
     whole bundle with the profile's error: nothing is made, never a 5xx."""
     numbers = list(range(1, size + 1))
