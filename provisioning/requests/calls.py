@@ -13,6 +13,11 @@ carries an approval (``apr_…``, with its signed ``state``: :meth:`approvals.Si
 valid until ``approved_until``; nothing is granted. Submissions are made through
 :func:`provisioning.requests.workflow.replay_or_create`, one person at a time. A
 submission's ``callback`` (:mod:`provisioning.requests.callbacks`) is kept with the task.
+
+A bundled submission (``items``, at most :data:`MAX_ITEMS`) is one task for several calls
+of one person and one connector: each item checked as a single submission is, with its own
+denial (one bad item refuses them all), kept in ``call["items"]``, decided as one request;
+approved, each item has its own approval (the task's approval id, a dot, its own part).
 """
 
 from __future__ import annotations
