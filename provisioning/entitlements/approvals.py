@@ -16,10 +16,10 @@ The PEP re-evaluates with the approval at ``context.approval``; :func:`applies` 
 call only when its ``state``, if present, is one we signed for this PDP, unexpired and for
 the same approval and task, and the approval's record (one indexed read by its id) is
 approved, unexpired and bound to exactly this person, connector, tool, argument digest and
-policy version: the state is proof, never a grant by itself. A bundled task's items
-(``call["items"]``) are approved each under its own id, ``<the task's approval id>.<its
-own part>``: the record is found by the first part, the item by the whole. Everything else is ignored,
-and the answer is ``false`` again with why.
+policy version: the state is proof, never a grant by itself. Everything else is ignored,
+and the answer is ``false`` again with why. A bundled task's items (``call["items"]``)
+are approved each under its own id, ``<the task's approval id>.<its own part>``: the
+record is found by the first part, the item by the whole.
 """
 
 from __future__ import annotations
