@@ -66,8 +66,9 @@ class AccessRequest(Base):
     A ``call`` request asks for one tool call instead (the AuthZEN Access Request &
     Approval profile, provisioning/requests/calls.py): ``call`` holds its binding (person,
     connector, tool, argument digest, policy version; a bundle's calls each in ``items``),
-    ``task_id`` and ``approval_id`` are its opaque handles, and an approval lasts until ``approved_until``. It never sets
-    ``granted_at``/``expires_at``, so it is never a source of access.
+    ``task_id`` and ``approval_id`` are its opaque handles, and an approval lasts until
+    ``approved_until``. It never sets ``granted_at``/``expires_at``, so it is never a
+    source of access.
 
     ``user_id`` is the person the access is for; ``requested_by_id`` who asked (the
     person, or their manager). ``approvers`` is the chain as it stood when the request
