@@ -318,7 +318,9 @@ def _call(checked: _Submission, requested_until: str | None) -> dict[str, Any]:
 
 def _unused(session: Session, user: User, jtis: list[str]) -> None:
     """One task per denial: none of these was submitted before (as a task's denial, or as
-    a bundle item's: tokens bind one person, so that person's tasks are where to look)."""
+    a bundle item's: tokens bind one person, so that person's tasks are where to look, and
+    only those made while the unexpired tokens could have been: since they were issued)."""
+    since = utcnow() - dt.timedelta(minutes=approvals.BINDING_MINUTES + 1)
     used = set(
         session.scalars(
             select(AccessRequest.binding_jti).where(AccessRequest.binding_jti.in_(jtis))
@@ -328,7 +330,7 @@ def _unused(session: Session, user: User, jtis: list[str]) -> None:
         select(AccessRequest.call).where(
             AccessRequest.user_id == user.id,
             AccessRequest.kind == RequestKind.CALL,
-            AccessRequest.binding_jti.is_not(None),
+            AccessRequest.created_at >= since,
         )
     ):
         if isinstance(call, dict) and "items" in call:
