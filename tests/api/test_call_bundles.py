@@ -236,3 +236,25 @@ def test_a_bundle_with_one_bad_item_creates_nothing(api, database, size, fault, 
     code = "expired_denial" if fault == "expired" else "invalid_denial_binding"
     assert_profile_problem(answer, 410 if fault == "expired" else 400, code)
     assert count(database) == (0, 0)
+
+
+def test_a_denied_bundle_denies_every_item_and_approves_nothing(api, database):
+    body = bundle([item(n, d) for n, d in zip((4, 5), denials(api, (4, 5)), strict=True)])
+    task = submit(api, body, key="d-1").json["task"]
+    with database.reader() as session:
+        request_id = session.scalar(select(AccessRequest.id))
+    no = api.post(
+        f"/api/v1/requests/{request_id}/decision",
+        json={"decision": "deny", "comment": "not today"},
+        scopes=ASK,
+        sub="olga@example.com",
+    )
+    assert no.status_code == 200, no.json
+    status = api.get(f"{REQUESTS}/{task['id']}", scopes=CHECK).json
+    assert status["task"]["status"] == "denied" and "result" not in status
+    assert [(i["status"], "result" in i) for i in status["task"]["items"]] == [
+        ("denied", False)
+    ] * 2
+    with database.reader() as session:
+        row = session.get(AccessRequest, request_id)
+        assert row.approval_id is None and all("approval_id" not in i for i in row.call["items"])
