@@ -67,6 +67,16 @@ def merge(number: int, approval: dict | None = None) -> dict:
     return call(arguments={**ARGS, "number": number}, **extra)
 
 
+def decide(api, request_id: int, decision: str):
+    """Olga, the owner, decides the bundle's request."""
+    return api.post(
+        f"/api/v1/requests/{request_id}/decision",
+        json={"decision": decision},
+        scopes=ASK,
+        sub="olga@example.com",
+    )
+
+
 def count(database) -> tuple[int, int]:
     with database.reader() as session:
         return (
@@ -96,12 +106,7 @@ def test_a_bundle_of_three_is_one_task_decided_once_and_each_item_reevaluated_al
     assert read.status_code == 200, read.json
     assert len(read.json["call"]["items"]) == 3
 
-    yes = api.post(
-        f"/api/v1/requests/{row.id}/decision",
-        json={"decision": "approve"},
-        scopes=ASK,
-        sub="olga@example.com",
-    )
+    yes = decide(api, row.id, "approve")
     assert yes.status_code == 200, yes.json
     status = api.get(f"{REQUESTS}/{task['id']}", scopes=CHECK).json
     assert status["task"]["status"] == "approved" and "result" not in status
@@ -154,12 +159,7 @@ def test_a_bundle_replays_under_its_key_and_cancels_as_a_whole(api, database):
     # The approver has nothing left to decide.
     with database.reader() as session:
         request_id = session.scalar(select(AccessRequest.id))
-    late = api.post(
-        f"/api/v1/requests/{request_id}/decision",
-        json={"decision": "approve"},
-        scopes=ASK,
-        sub="olga@example.com",
-    )
+    late = decide(api, request_id, "approve")
     assert late.status_code == 409
 
 
@@ -243,12 +243,7 @@ def test_a_denied_bundle_denies_every_item_and_approves_nothing(api, database):
     task = submit(api, body, key="d-1").json["task"]
     with database.reader() as session:
         request_id = session.scalar(select(AccessRequest.id))
-    no = api.post(
-        f"/api/v1/requests/{request_id}/decision",
-        json={"decision": "deny", "comment": "not today"},
-        scopes=ASK,
-        sub="olga@example.com",
-    )
+    no = decide(api, request_id, "deny")
     assert no.status_code == 200, no.json
     status = api.get(f"{REQUESTS}/{task['id']}", scopes=CHECK).json
     assert status["task"]["status"] == "denied" and "result" not in status
