@@ -165,6 +165,9 @@ class Diff:
     # Revocations the mass-revocation brake held back, and the hold keeping them.
     held: list[GrantChange] = field(default_factory=list)
     hold_id: int | None = None
+    # The separation-of-duties violations a mapping change began (filled by the change:
+    # :mod:`provisioning.entitlements.mappings`).
+    violations: list[separation.Violation] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.revoked or self.updated)
@@ -175,6 +178,7 @@ class Diff:
         self.updated += other.updated
         self.messages += other.messages
         self.held += other.held
+        self.violations += other.violations
         self.hold_id = self.hold_id or other.hold_id
 
     def summary(self) -> dict[str, int]:
