@@ -779,7 +779,7 @@ def mappings() -> None:
 @click.option("--action", "actions", multiple=True, help="Only this action (repeatable).")
 @click.option("--description", default=None)
 @click.option(
-    "--dry-run", is_flag=True, help="Who would gain what, and who would break a rule; write nothing."
+    "--dry-run", is_flag=True, help="Who would gain what, who would break a rule; write nothing."
 )
 @click.option(
     "--confirm-violations",
