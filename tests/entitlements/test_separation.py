@@ -336,3 +336,91 @@ def test_the_engine_never_grants_into_a_violation_silently(database, origin, ops
             "still_open": 1,
             "resolved": 0,
         }
+
+
+GROUPS = 3
+# A mapping: (group, connector, access level, action subset or None); one per pair.
+mapping = st.tuples(
+    st.integers(0, GROUPS - 1),
+    st.integers(0, CONNECTORS - 1),
+    st.sampled_from(["read", "read_write"]),
+    st.sampled_from([None, ("a0",), ("a1",), ("a0", "a1")]),
+)
+# A membership fact as SCIM or an event hook states it: (user, group, present).
+step = st.tuples(st.integers(0, USERS - 1), st.integers(0, GROUPS - 1), st.booleans())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rules=st.lists(sides, min_size=1, max_size=3),
+    mappings=st.lists(mapping, max_size=6, unique_by=lambda m: (m[0], m[1])),
+    steps=st.lists(step, min_size=1, max_size=12),
+)
+def test_every_violation_onset_from_memberships_is_said_once(
+    fresh_database, rules, mappings, steps
+):
+    """Whatever the order of IdP memberships: after each engine run, every person breaking
+    a rule has a ``separation.violated`` for it recorded when the violation began (a new
+    grant, a level raised or a grant's actions widened), none is said twice while it lasts,
+    and the open findings are exactly the violations."""
+    from provisioning.audit.models import AuditEvent
+
+    database = fresh_database()
+    try:
+        with database.transaction() as session:
+            org = Org(session, ORIGIN)
+            users = [org.user() for _ in range(USERS)]
+            groups = [org.group() for _ in range(GROUPS)]
+            connectors = [org.connector(actions=ACTIONS) for _ in range(CONNECTORS)]
+            for g, c, level, actions in mappings:  # no members yet: nothing to refuse
+                create_mapping(
+                    session,
+                    ORIGIN,
+                    groups[g],
+                    connectors[c],
+                    level,
+                    actions=list(actions) if actions is not None else None,
+                )
+            _rules(session, connectors, rules)
+            ids = [u.id for u in users], [g.id for g in groups]
+        violating: set[tuple] = set()
+        said: dict[tuple, int] = {}
+        for u, g, present in steps:
+            from provisioning.identity.models import Group, User
+
+            with database.transaction() as session:
+                org = Org(session, ORIGIN)
+                user, group = session.get(User, ids[0][u]), session.get(Group, ids[1][g])
+                (org.join if present else org.leave)(user, group)
+            with database.reader() as session:
+                now = {(rule.id, user) for rule, user in separation.violators(session)}
+                events = session.execute(
+                    select(AuditEvent.subject_id, AuditEvent.user_id).where(
+                        AuditEvent.action == "separation.violated"
+                    )
+                ).all()
+                counted: dict[tuple, int] = {}
+                for subject, user_id in events:
+                    key = (int(subject), user_id)
+                    counted[key] = counted.get(key, 0) + 1
+                for key in set(counted) | set(said):
+                    new = counted.get(key, 0) - said.get(key, 0)
+                    began = key in now and key not in violating
+                    assert new == (1 if began else 0), (key, new, began)
+                findings = set(
+                    session.scalars(
+                        select(Finding.subject_id).where(
+                            Finding.kind == FindingKind.SEPARATION_VIOLATION,
+                            Finding.state == FindingState.OPEN,
+                        )
+                    )
+                )
+                assert findings == {f"{r}:{u}" for r, u in now}
+            assert all(key in counted for key in now - violating)
+            violating, said = now, counted
+    finally:
+        database.dispose()
