@@ -12,9 +12,11 @@ affected. The engine recomputes those users' access from scratch::
 at the highest access level any source grants (capped at the connector's
 capability), diffs that with the user's live grants, and applies the
 difference set-wise with one audit event per change. Running it twice
-changes nothing the second time. A grant created into a separation-of-duties
-violation (possible only through IdP memberships: deliberate sources are
-refused before) is audited as such (:func:`separation.breaches`).
+changes nothing the second time. A run that leaves one of its people breaking a
+separation-of-duties rule not yet said (a grant created, a level raised, or a source
+widening a held grant's actions: IdP memberships, or a confirmed mapping change) is
+audited as such, its finding opened; a finding of its people whose violation went is
+resolved (:func:`separation.settle`).
 
 What counts as a source, and when one is withdrawn by an access review, is
 stated once in :mod:`provisioning.entitlements.sources`; what may be granted,

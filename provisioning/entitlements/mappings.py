@@ -45,7 +45,8 @@ def check_grant(
     that would give any of ``holders`` (the people it would reach: ids, or a query of
     them) access a separation-of-duties rule forbids with what they hold
     (:class:`SeparationConflict`). Every source of access (mapping, exception, access
-    request) is checked here."""
+    request) is checked here; a mapping passes no ``holders``: what its change does to its
+    group's members is weighed by :func:`_guarded`, which may be confirmed."""
     if not connector.enabled:
         raise MappingError(
             f"connector {connector.slug} is disabled: enable it before granting it", "connector"

@@ -10,20 +10,25 @@ an access level allowing its kind -- what the decision path needs to let a call
 of it through, policy aside. Rules are enforced:
 
 - **before** a deliberate grant: :func:`provisioning.entitlements.mappings.check_grant`
-  (every mapping, manual exception and access request passes it) asks
-  :func:`first_conflict` whether the grant gives a part of both sides, or gives
-  a part of one side to someone holding a part of the other, and refuses naming
-  the rule; a live :class:`~provisioning.entitlements.models.SeparationExemption`
-  (justified, approved, expiring) lets that one person through;
-- **after** the fact: the stale-access scan reports every person holding both
-  sides without a live exemption (:func:`violators`, one query per rule), a
-  finding resolved when the violation goes or an exemption covers it.
+  (every manual exception and access request passes it) asks :func:`first_conflict`
+  whether the grant gives a part of both sides, or gives a part of one side to someone
+  holding a part of the other, and refuses naming the rule; a live
+  :class:`~provisioning.entitlements.models.SeparationExemption` (justified, approved,
+  expiring) lets that one person through;
+- **around** a mapping change: who of the group's members holds each side before
+  (:func:`holdings`), who breaks a rule after (:func:`begun`); the violations it begins
+  refuse it unless confirmed with a reason (which exempts nobody);
+- **in** every engine run: :func:`settle` finds which of the run's people began or
+  stopped breaking a rule (a :class:`Watch` narrows them to holders of connectors of
+  both sides), for the engine to say each onset aloud (``separation.violated``) and
+  open its finding, or resolve it;
+- **after** the fact: the stale-access scan reports every person holding both sides
+  without a live exemption (:func:`violators`, one query per rule), a finding resolved
+  when the violation goes or an exemption covers it.
 
 Membership facts from the IdP are not refused (they are the IdP's): the engine
-grants what they justify, but never silently: each grant it creates into a
-violation is audited (``separation.violated``, from :func:`breaches`) and the
-next scan opens its finding. The decision path evaluates no rule: nothing here
-runs per call.
+grants what they justify, but never silently. The decision path evaluates no rule:
+nothing here runs per call.
 """
 
 from __future__ import annotations
