@@ -296,6 +296,10 @@ def _connectors(side: list[Any]) -> frozenset[int]:
     return frozenset(p.connector_id for p in parts(side))
 
 
+# A ``separation_violation`` finding's subject type (its subject: ``RULE:USER``).
+SUBJECT_TYPE = "separation"
+
+
 @dataclass(frozen=True)
 class Onset:
     """``user_id`` began breaking ``rule`` in an engine run (no current finding said so)."""
@@ -338,7 +342,7 @@ def settle(session: Session, watched: Watch) -> list[Onset]:
             current = findings.current(
                 session,
                 FindingKind.SEPARATION_VIOLATION,
-                _SUBJECT_TYPE,
+                SUBJECT_TYPE,
                 [f"{rule.id}:{u}" for u in chunk],
             )
             for user_id in chunk:
@@ -351,14 +355,11 @@ def settle(session: Session, watched: Watch) -> list[Onset]:
         session,
         FindingKind.SEPARATION_VIOLATION,
         Severity.HIGH,
-        _SUBJECT_TYPE,
+        SUBJECT_TYPE,
         opened=[(o.subject, evidence(o.rule, o.user_name)) for o in onsets],
         gone=gone,
     )
     return onsets
-
-
-_SUBJECT_TYPE = "separation"
 
 
 def evidence(rule: SeparationRule, user_name: str) -> dict[str, Any]:
