@@ -289,7 +289,8 @@ def list_mappings(query: schemas.MappingQuery) -> Response:
     problems=[404, 409, 502],
     summary=(
         "Map a group to a connector, a group held here or an Okta group by id or name "
-        "(?dry_run=true: who would gain what, nothing written)"
+        "(?dry_run=true: who would gain what, who would break a separation-of-duties rule; "
+        "nothing written)"
     ),
 )
 def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
@@ -336,8 +337,11 @@ def get_mapping(path: schemas.MappingPath) -> Response:
     WRITE,
     tag=TAG,
     ok={200: schemas.MappingResult},
-    problems=[404, 412],
-    summary="Change a mapping (?dry_run=true: who would gain or lose what, nothing written)",
+    problems=[404, 409, 412],
+    summary=(
+        "Change a mapping (?dry_run=true: who would gain or lose what, who would break a "
+        "separation-of-duties rule; nothing written)"
+    ),
 )
 def update_mapping(
     path: schemas.MappingPath, query: schemas.DryRun, body: schemas.MappingPatch
