@@ -61,6 +61,20 @@ class Org:
             )
         return connector
 
+    def rule(self, name: str, these: list, those: list, reason: str) -> Any:
+        """A separation-of-duties rule (``these`` x ``those``: connectors or actions)."""
+        from provisioning.entitlements import separation
+
+        return separation.create_rule(
+            self.session,
+            self.origin,
+            name=name,
+            these=these,
+            those=those,
+            owner="risk@example.com",
+            reason=reason,
+        )
+
 
 def later(days: float = 1) -> dt.datetime:
     return utcnow() + dt.timedelta(days=days)

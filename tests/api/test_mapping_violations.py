@@ -7,7 +7,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from provisioning.audit.models import AuditEvent
-from provisioning.entitlements import separation
 from provisioning.oversight.models import Finding, FindingKind, FindingState
 from tests.api.test_mappings import BASE, live, snapshot
 from tests.org import Org, later
@@ -34,14 +33,8 @@ def payments(api, origin) -> dict:
         create_exception(
             session, origin, ada, approve, "read", justification="cfo", expires_at=later(30)
         )
-        rule = separation.create_rule(
-            session,
-            origin,
-            name="payments four eyes",
-            these=[approve],
-            those=[create],
-            owner="risk@example.com",
-            reason="who approves a payment never creates one",
+        rule = org.rule(
+            "payments four eyes", [approve], [create], "who approves a payment never creates one"
         )
 
         def action(name):
@@ -49,14 +42,11 @@ def payments(api, origin) -> dict:
                 select(Action).where(Action.connector_id == github.id, Action.name == name)
             )
 
-        merge_rule = separation.create_rule(
-            session,
-            origin,
-            name="two-person merge",
-            these=[action("open_pull_request")],
-            those=[action("merge_pull_request")],
-            owner="risk@example.com",
-            reason="who writes a change never merges it",
+        merge_rule = org.rule(
+            "two-person merge",
+            [action("open_pull_request")],
+            [action("merge_pull_request")],
+            "who writes a change never merges it",
         )
         finance, devs = org.group("finance"), org.group("devs")
         for person in (ada, bob):

@@ -58,6 +58,18 @@ def _live(session) -> set[tuple]:
     )
 
 
+def _open_findings(session) -> set[str]:
+    """The subjects (``RULE:USER``) of the open separation-of-duties findings."""
+    return set(
+        session.scalars(
+            select(Finding.subject_id).where(
+                Finding.kind == FindingKind.SEPARATION_VIOLATION,
+                Finding.state == FindingState.OPEN,
+            )
+        )
+    )
+
+
 def _rules(session, connectors, rules) -> list:
     """The generated rules (sides as parts over connector indexes), made through the domain."""
     from provisioning.connectors.models import Action
@@ -163,14 +175,7 @@ def test_a_rule_over_an_existing_org_finds_exactly_the_violators(fresh_database,
         with database.reader() as session:
             found = {(rule.id, user) for rule, user in separation.violators(session)}
             assert found == expected
-            findings = set(
-                session.scalars(
-                    select(Finding.subject_id).where(
-                        Finding.kind == FindingKind.SEPARATION_VIOLATION,
-                        Finding.state == FindingState.OPEN,
-                    )
-                )
-            )
+            findings = _open_findings(session)
             assert findings == {f"{r}:{u}" for r, u in expected}
             assert counts["separation_violation"]["opened"] == len(expected)
     finally:
@@ -231,14 +236,8 @@ def ops(database, origin):
         create_exception(
             session, origin, ada, approve, "read", justification="cfo", expires_at=later(30)
         )
-        rule = separation.create_rule(
-            session,
-            origin,
-            name="payments four eyes",
-            these=[approve],
-            those=[create],
-            owner="risk@example.com",
-            reason="who approves a payment never creates one",
+        rule = org.rule(
+            "payments four eyes", [approve], [create], "who approves a payment never creates one"
         )
         return {"ada": ada.id, "bob": bob.id, "create": create.id, "rule": rule.id}
 
@@ -411,14 +410,7 @@ def test_every_violation_onset_from_memberships_is_said_once(
                     new = counted.get(key, 0) - said.get(key, 0)
                     began = key in now and key not in violating
                     assert new == (1 if began else 0), (key, new, began)
-                findings = set(
-                    session.scalars(
-                        select(Finding.subject_id).where(
-                            Finding.kind == FindingKind.SEPARATION_VIOLATION,
-                            Finding.state == FindingState.OPEN,
-                        )
-                    )
-                )
+                findings = _open_findings(session)
                 assert findings == {f"{r}:{u}" for r, u in now}
             assert all(key in counted for key in now - violating)
             violating, said = now, counted

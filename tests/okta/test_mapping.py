@@ -448,7 +448,6 @@ def test_the_command_refuses_a_mapping_into_a_violation_unless_confirmed(databas
     """Lin (held here already) approves payments; a rule forbids that with github. Mapping
     the Okta group Lin is in to github lists Lin's violation on a dry run, is refused
     without --confirm-violations, and goes through with it and a --reason, audited."""
-    from provisioning.entitlements import separation
     from provisioning.entitlements.mappings import create_exception
     from tests.org import later
 
@@ -462,15 +461,7 @@ def test_the_command_refuses_a_mapping_into_a_violation_unless_confirmed(databas
         create_exception(
             session, origin, held, approve, "read", justification="cfo", expires_at=later(9)
         )
-        separation.create_rule(
-            session,
-            origin,
-            name="no code for approvers",
-            these=[approve],
-            those=[github],
-            owner="risk@example.com",
-            reason="approvers stay out of the code",
-        )
+        org.rule("no code for approvers", [approve], [github], "approvers stay out of the code")
     env = cli_env(database, okta)
     command = ["mappings", "add", "--okta-group", "eng", "--connector", "github", "--level", "read"]
     line = (

@@ -317,7 +317,6 @@ def test_a_pushed_membership_widening_a_grant_into_a_violation_is_audited(scim):
     github at the same level: no grant changes, but she may now merge -- the engine records
     ``separation.violated`` in the same request."""
     from provisioning.connectors.models import Action
-    from provisioning.entitlements import separation
     from provisioning.entitlements.mappings import create_exception
     from tests.org import later
 
@@ -325,7 +324,8 @@ def test_a_pushed_membership_widening_a_grant_into_a_violation_is_audited(scim):
     created = scim.post("/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "maintainers"})
     group_id = created.get_json()["id"]
     with scim.database.transaction() as session:
-        github = Org(session, ADMIN).connector(
+        org = Org(session, ADMIN)
+        github = org.connector(
             "github",
             actions=(
                 ("open_pull_request", "write", "always_allow"),
@@ -347,14 +347,11 @@ def test_a_pushed_membership_widening_a_grant_into_a_violation_is_audited(scim):
             a.name: a
             for a in session.scalars(select(Action).where(Action.connector_id == github.id))
         }
-        rule = separation.create_rule(
-            session,
-            ADMIN,
-            name="two-person merge",
-            these=[named["open_pull_request"]],
-            those=[named["merge_pull_request"]],
-            owner="risk@example.com",
-            reason="who writes a change never merges it",
+        rule = org.rule(
+            "two-person merge",
+            [named["open_pull_request"]],
+            [named["merge_pull_request"]],
+            "who writes a change never merges it",
         )
         create_mapping(
             session, ADMIN, session.get(Group, uuid.UUID(group_id)), github, "read_write"
