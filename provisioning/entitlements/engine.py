@@ -453,7 +453,7 @@ def _say_violations(
         on_rule = these | those
         connector = min(changed[onset.user_id] & on_rule, default=None)
         if connector is None:
-            connector = min(held[onset.user_id] & on_rule)
+            connector = min(held[onset.user_id] & on_rule, default=None)
         entries.append(
             audit.Entry(
                 action="separation.violated",
@@ -461,7 +461,7 @@ def _say_violations(
                 subject_id=str(onset.rule.id),
                 user_id=onset.user_id,
                 reason=str(onset),
-                after={"rule": onset.rule.name, "connector": slugs[connector]},
+                after={"rule": onset.rule.name, "connector": slugs.get(connector)},
             )
         )
     audit.record(session, origin, entries)
