@@ -781,7 +781,15 @@ def mappings() -> None:
 )
 @click.option("--action", "actions", multiple=True, help="Only this action (repeatable).")
 @click.option("--description", default=None)
-@click.option("--dry-run", is_flag=True, help="Who would gain what; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Who would gain what, who would break a rule; write nothing."
+)
+@click.option(
+    "--confirm-violations",
+    is_flag=True,
+    help="Map although members would break a separation-of-duties rule (needs --reason).",
+)
+@click.option("--reason", default=None, help="Why the violations are accepted.")
 @click.option("--json", "as_json", is_flag=True, help="The result as JSON on stdout.")
 @pass_context
 def mappings_add(
@@ -792,15 +800,19 @@ def mappings_add(
     actions: tuple[str, ...],
     description: str | None,
     dry_run: bool,
+    confirm_violations: bool,
+    reason: str | None,
     as_json: bool,
 ) -> None:
     """Map an Okta group to a connector: the group is looked up in Okta, recorded under its
-    Okta id, its members brought in as reconciliation brings them, then mapped."""
+    Okta id, its members brought in as reconciliation brings them, then mapped. A mapping
+    that makes members break a separation-of-duties rule is refused, listing them, unless
+    --confirm-violations with a --reason (audited; the violations stay open findings)."""
     from pydantic import ValidationError
 
     from provisioning.api import schemas
-    from provisioning.api.mappings import map_okta_group
-    from provisioning.entitlements.mappings import MappingError
+    from provisioning.api.mappings import map_okta_group, violations_out
+    from provisioning.entitlements.mappings import MappingError, SeparationViolations
     from provisioning.okta.client import OktaError
     from provisioning.okta.groups import GroupLookupError
 
@@ -811,6 +823,8 @@ def mappings_add(
             access_level=access_level,
             actions=list(actions) or None,
             description=description,
+            confirm_violations=confirm_violations,
+            reason=reason,
         )
     except ValidationError as exc:
         _fail(str(exc), 2)
@@ -824,6 +838,10 @@ def mappings_add(
         for candidate in exc.candidates:
             click.echo(f"  {candidate['id']}  {candidate['name']}", err=True)
         _fail(str(exc))
+    except SeparationViolations as exc:
+        for v in violations_out(exc.violations):
+            click.echo(_violation_line(v), err=True)
+        _fail(f"{exc}; nothing was written")
     except (MappingError, OktaError) as exc:
         _fail(f"{exc}; nothing was written")
     finally:
@@ -840,11 +858,22 @@ def mappings_add(
     for verb, items in (("gains", result.gain), ("loses", result.lose), ("changes", result.change)):
         for item in items:
             click.echo(f"  {item.user_name} {verb} {item.connector} ({item.access_level})")
+    for v in result.violations:
+        click.echo(_violation_line(v))
+    if result.violations_total > len(result.violations):
+        click.echo(f"  ... {result.violations_total} violations in all")
+    if result.confirmation_needed:
+        click.echo("a commit needs --confirm-violations and a --reason", err=True)
     if result.dry_run:
         click.echo("dry run: nothing written", err=True)
     else:
         assert result.mapping is not None
         click.echo(f"mapping {result.mapping.id} created: {okta.name} -> {connector}")
+
+
+def _violation_line(v: Any) -> str:
+    held = ", ".join(v.held) or "nothing yet"
+    return f"  {v.user_name} breaks rule {v.rule!r}: held {held}, gains {', '.join(v.new)}"
 
 
 @main.command()

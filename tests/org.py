@@ -62,6 +62,20 @@ class Org:
             )
         return connector
 
+    def rule(self, name: str, these: list, those: list, reason: str) -> Any:
+        """A separation-of-duties rule (``these`` x ``those``: connectors or actions)."""
+        from provisioning.entitlements import separation
+
+        return separation.create_rule(
+            self.session,
+            self.origin,
+            name=name,
+            these=these,
+            those=those,
+            owner="risk@example.com",
+            reason=reason,
+        )
+
 
 def call_task(user: User, connector_id: int, action: str, **row: Any) -> AccessRequest:
     """A call approval task of ``user``'s (a row, for tests of what reads it), pending for a

@@ -30,6 +30,7 @@ from provisioning.audit.log import Origin
 from provisioning.connectors.models import Connector
 from provisioning.database import Database
 from provisioning.entitlements import mappings as domain
+from provisioning.entitlements import separation
 from provisioning.entitlements.engine import Diff
 from provisioning.entitlements.models import Mapping
 from provisioning.entitlements.previews import preview
@@ -61,6 +62,32 @@ def mapping_out(session: Session, mapping: Mapping) -> schemas.MappingOut:
     )
 
 
+SHOWN_VIOLATIONS = 100
+
+
+def violations_out(violations: list[separation.Violation]) -> list[schemas.SeparationViolationOut]:
+    """The first :data:`SHOWN_VIOLATIONS` violations as the API shows them."""
+    return [
+        schemas.SeparationViolationOut(
+            user_id=v.user_id,
+            user_name=v.user_name,
+            rule_id=v.rule_id,
+            rule=v.rule,
+            held=list(v.held),
+            new=list(v.new),
+        )
+        for v in violations[:SHOWN_VIOLATIONS]
+    ]
+
+
+def confirmation(body: schemas.ConfirmViolations, dry_run: bool) -> domain.Confirmation | None:
+    """The body's confirmation of violations; a dry run goes on as if confirmed, to show
+    every violation the change would begin (and what it would grant)."""
+    if body.confirm_violations:
+        return domain.Confirmation.of(body.reason)
+    return domain.Confirmation("dry run") if dry_run else None
+
+
 def outcome(
     database: Database,
     dry_run: bool,
@@ -68,6 +95,7 @@ def outcome(
     *,
     creates: bool = False,
     extra: dict[str, Any] | None = None,
+    confirmed: bool = False,
 ) -> schemas.MappingResult:
     """Run a mapping change for real, or as a dry run that writes nothing; what it did.
 
@@ -75,7 +103,8 @@ def outcome(
     the reasons, since the id it had inside the rolled-back transaction is not
     the one a commit will get. ``extra``: more fields of the result, which
     ``change`` may fill. :class:`~provisioning.entitlements.mappings.MappingError`
-    when the change cannot be made (nothing written).
+    when the change cannot be made (nothing written). ``confirmed``: the body confirmed
+    the separation-of-duties violations the change begins, which the result lists.
     """
 
     def shaped(session: Session) -> dict[str, Any]:
@@ -86,7 +115,12 @@ def outcome(
             own = f"mapping:{mapping.id}"
             for item in (*result["gain"], *result["change"]):
                 item.reasons = sorted("mapping:new" if r == own else r for r in item.reasons)
-        return {**result, "mapping": out, **(extra or {})}
+        violations = {
+            "violations": violations_out(diff.violations),
+            "violations_total": len(diff.violations),
+            "confirmation_needed": bool(diff.violations) and not confirmed,
+        }
+        return {**result, "mapping": out, **violations, **(extra or {})}
 
     if dry_run:
         return schemas.MappingResult(**preview(database, shaped))
@@ -100,17 +134,30 @@ def _run(
     status: int,
     *,
     creates: bool = False,
+    confirmed: bool = False,
 ) -> Response:
     """:func:`outcome` as an answer: 200 for a dry run, else ``status``; 422 if refused."""
     try:
-        result = outcome(database(), dry_run, change, creates=creates)
+        result = outcome(database(), dry_run, change, creates=creates, confirmed=confirmed)
     except domain.MappingError as exc:
         _refused(exc)
     return _answer(result, status)
 
 
 def _refused(exc: domain.MappingError) -> None:
-    """A refused mapping change as a problem: 409 for a separation-of-duties rule, else 422."""
+    """A refused mapping change as a problem: 409 for a separation-of-duties rule (with the
+    violations a change would begin, the first :data:`SHOWN_VIOLATIONS` and their count),
+    else 422."""
+    if isinstance(exc, domain.SeparationViolations):
+        shown = [v.model_dump(mode="json") for v in violations_out(exc.violations)]
+        fail(
+            409,
+            "Conflict",
+            str(exc),
+            "separation-of-duties",
+            violations=shown,
+            violations_total=len(exc.violations),
+        )
     if isinstance(exc, domain.SeparationConflict):
         fail(409, "Conflict", str(exc), "separation-of-duties")
     unprocessable(str(exc), exc.field)
@@ -147,6 +194,7 @@ def map_okta_group(
     assert body.okta_group is not None
     with database.reader() as session:
         _connector(session, body.connector)  # before asking Okta anything
+    confirmed = confirmation(body, dry_run)  # before asking Okta anything
     fetched = okta_groups.fetch(client, body.okta_group)
     extra: dict[str, Any] = {}
 
@@ -164,6 +212,7 @@ def map_okta_group(
                 expires_at=body.expires_at,
                 description=body.description,
                 settings=settings,
+                confirmation=confirmed,
             )
         except text.TextError as exc:
             raise domain.MappingError(
@@ -178,7 +227,9 @@ def map_okta_group(
         )
         return mapped.mapping, mapped.diff
 
-    return outcome(database, dry_run, change, creates=True, extra=extra)
+    return outcome(
+        database, dry_run, change, creates=True, extra=extra, confirmed=body.confirm_violations
+    )
 
 
 def _okta_mapping(dry_run: bool, body: schemas.MappingIn) -> Response:
@@ -238,12 +289,18 @@ def list_mappings(query: schemas.MappingQuery) -> Response:
     problems=[404, 409, 502],
     summary=(
         "Map a group to a connector, a group held here or an Okta group by id or name "
-        "(?dry_run=true: who would gain what, nothing written)"
+        "(?dry_run=true: who would gain what, who would break a separation-of-duties rule; "
+        "nothing written)"
     ),
 )
 def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
     if body.okta_group is not None:
         return _okta_mapping(query.dry_run, body)
+
+    try:
+        confirmed = confirmation(body, query.dry_run)
+    except domain.MappingError as exc:
+        _refused(exc)
 
     def change(session: Session) -> tuple[Mapping, Diff]:
         group = session.get(Group, body.group_id)
@@ -259,9 +316,10 @@ def create_mapping(query: schemas.DryRun, body: schemas.MappingIn) -> Response:
             policies=body.policies,
             expires_at=body.expires_at,
             description=body.description,
+            confirmation=confirmed,
         )
 
-    return _run(query.dry_run, change, 201, creates=True)
+    return _run(query.dry_run, change, 201, creates=True, confirmed=body.confirm_violations)
 
 
 @route(
@@ -279,21 +337,30 @@ def get_mapping(path: schemas.MappingPath) -> Response:
     WRITE,
     tag=TAG,
     ok={200: schemas.MappingResult},
-    problems=[404, 412],
-    summary="Change a mapping (?dry_run=true: who would gain or lose what, nothing written)",
+    problems=[404, 409, 412],
+    summary=(
+        "Change a mapping (?dry_run=true: who would gain or lose what, who would break a "
+        "separation-of-duties rule; nothing written)"
+    ),
 )
 def update_mapping(
     path: schemas.MappingPath, query: schemas.DryRun, body: schemas.MappingPatch
 ) -> Response:
+    try:
+        confirmed = confirmation(body, query.dry_run)
+    except domain.MappingError as exc:
+        _refused(exc)
+    fields = body.model_dump(exclude_unset=True, exclude={"confirm_violations", "reason"})
+
     def change(session: Session) -> tuple[Mapping, Diff]:
         mapping = found(session, Mapping, path.mapping_id, "mapping", lock=True)
         check_if_match(etag_of(mapping_out(session, mapping)))
         diff = domain.update_mapping(
-            session, origin(), mapping, settings=settings(), **body.model_dump(exclude_unset=True)
+            session, origin(), mapping, settings=settings(), confirmation=confirmed, **fields
         )
         return mapping, diff
 
-    return _run(query.dry_run, change, 200)
+    return _run(query.dry_run, change, 200, confirmed=body.confirm_violations)
 
 
 @route(

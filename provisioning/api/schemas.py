@@ -295,7 +295,31 @@ class DryRun(Input):
     dry_run: bool = Field(False, description="return who would gain or lose what; change nothing")
 
 
-class MappingIn(Input):
+class ConfirmViolations(Input):
+    """A mapping change's knowing yes to the separation-of-duties violations it begins."""
+
+    confirm_violations: bool = Field(
+        False,
+        description=(
+            "go ahead although the change makes people break a separation-of-duties rule "
+            "(a dry run lists them); needs a reason. Exempts nobody: each violation is "
+            "audited and stays an open finding until it goes"
+        ),
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        None, description="why the violations are accepted (with confirm_violations)"
+    )
+
+    @model_validator(mode="after")
+    def _reason_with_confirmation(self) -> ConfirmViolations:
+        if self.confirm_violations and (self.reason is None or not self.reason.strip()):
+            raise ValueError("confirm_violations needs a reason")
+        if self.reason is not None and not self.confirm_violations:
+            raise ValueError("a reason is given only with confirm_violations")
+        return self
+
+
+class MappingIn(ConfirmViolations):
     group_id: uuid.UUID | None = Field(None, description="a group the service holds (its id)")
     okta_group: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         None,
@@ -319,7 +343,7 @@ class MappingIn(Input):
         return self
 
 
-class MappingPatch(Input):
+class MappingPatch(ConfirmViolations):
     access_level: AccessLevel = Absent()
     actions: list[ActionName] | None = Field(None, max_length=500)
     policies: dict[ActionName, Policy] | None = Field(None, max_length=500)
@@ -393,9 +417,33 @@ class OktaGroupMapped(BaseModel):
     )
 
 
+class SeparationViolationOut(BaseModel):
+    """A person a mapping change makes break a separation-of-duties rule."""
+
+    user_id: uuid.UUID
+    user_name: str
+    rule_id: int
+    rule: str
+    held: list[str] = Field(
+        description="the rule's side the person held before (empty: the change gives both)"
+    )
+    new: list[str] = Field(description="the rule's side the change gives")
+
+
 class MappingResult(Changes):
     mapping: MappingOut | None
     okta_group: OktaGroupMapped | None = None
+    violations: list[SeparationViolationOut] = Field(
+        [],
+        description=(
+            "separation-of-duties violations the change begins (or, confirmed, began): the "
+            "first 100; a commit without confirm_violations is refused with them (409)"
+        ),
+    )
+    violations_total: int = 0
+    confirmation_needed: bool = Field(
+        False, description="a commit of this change needs confirm_violations and a reason"
+    )
 
 
 # -- users, groups -----------------------------------------------------------------

@@ -12,9 +12,11 @@ affected. The engine recomputes those users' access from scratch::
 at the highest access level any source grants (capped at the connector's
 capability), diffs that with the user's live grants, and applies the
 difference set-wise with one audit event per change. Running it twice
-changes nothing the second time. A grant created into a separation-of-duties
-violation (possible only through IdP memberships: deliberate sources are
-refused before) is audited as such (:func:`separation.breaches`).
+changes nothing the second time. A run that leaves one of its people breaking a
+separation-of-duties rule not yet said (a grant created, a level raised, or a source
+widening a held grant's actions: IdP memberships, or a confirmed mapping change) is
+audited as such, its finding opened; a finding of its people whose violation went is
+resolved (:func:`separation.settle`).
 
 What counts as a source, and when one is withdrawn by an access review, is
 stated once in :mod:`provisioning.entitlements.sources`; what may be granted,
@@ -165,6 +167,9 @@ class Diff:
     # Revocations the mass-revocation brake held back, and the hold keeping them.
     held: list[GrantChange] = field(default_factory=list)
     hold_id: int | None = None
+    # The separation-of-duties violations a mapping change began (filled by the change:
+    # :mod:`provisioning.entitlements.mappings`).
+    violations: list[separation.Violation] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.revoked or self.updated)
@@ -175,6 +180,7 @@ class Diff:
         self.updated += other.updated
         self.messages += other.messages
         self.held += other.held
+        self.violations += other.violations
         self.hold_id = self.hold_id or other.hold_id
 
     def summary(self) -> dict[str, int]:
@@ -206,7 +212,9 @@ def _revoke_reason(row: Any) -> str:
     return UNJUSTIFIED
 
 
-def _plan_batch(session: Session, affected: Affected) -> Diff:
+def _plan_batch(
+    session: Session, affected: Affected, watched: separation.Watch | None = None
+) -> Diff:
     desired: dict[tuple[uuid.UUID, int], tuple[AccessLevel, list[str]]] = {}
     for row in session.execute(justifications(affected)):
         key = (row.user_id, row.connector_id)
@@ -238,8 +246,13 @@ def _plan_batch(session: Session, affected: Affected) -> Diff:
         live = live.where(only)
 
     diff = Diff()
+    holds: dict[uuid.UUID, set[int]] = defaultdict(set)
+    for user_id, connector_id in desired if watched is not None else ():
+        holds[user_id].add(connector_id)
     for row in session.execute(live):
         key = (row.user_id, row.connector_id)
+        if watched is not None:
+            holds[row.user_id].add(row.connector_id)
         held_level = AccessLevel(row.access_level)
         wanted = desired.pop(key, None)
         if wanted is None:
@@ -268,6 +281,9 @@ def _plan_batch(session: Session, affected: Affected) -> Diff:
             GrantChange(user_id, connector_id, level, reasons=tuple(sorted(reasons)))
         )
     _name_withdrawals(session, diff)
+    if watched is not None:
+        for user_id, connectors in holds.items():
+            watched.note(user_id, connectors)
     return diff
 
 
@@ -310,11 +326,12 @@ def in_batches(user_ids: Sequence[uuid.UUID]) -> Iterator[Affected]:
         yield Affected.users(*chunk)
 
 
-def plan(session: Session, affected: Affected) -> Diff:
-    """What :func:`apply` would change for ``affected`` now, changing nothing."""
+def plan(session: Session, affected: Affected, watched: separation.Watch | None = None) -> Diff:
+    """What :func:`apply` would change for ``affected`` now, changing nothing (noting in
+    ``watched`` who of them holds, before or after, connectors of a rule's two sides)."""
     diff = Diff()
     for batch in _batches(session, affected):
-        diff.extend(_plan_batch(session, batch))
+        diff.extend(_plan_batch(session, batch, watched))
     return diff
 
 
@@ -333,14 +350,21 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     """
     audit.lock(session)
     session.flush()
-    diff = plan(session, affected)
-    if not diff:
-        return diff
-    hold_id = brake.review(session, origin, diff.revoked)
-    if hold_id is not None:
-        diff.held, diff.revoked, diff.hold_id = diff.revoked, [], hold_id
-        if not diff:
-            return diff
+    watched = separation.watch(session)
+    diff = plan(session, affected, watched)
+    if diff:
+        hold_id = brake.review(session, origin, diff.revoked)
+        if hold_id is not None:
+            diff.held, diff.revoked, diff.hold_id = diff.revoked, [], hold_id
+    if diff:
+        _change(session, origin, diff)
+    if watched is not None and watched.candidates:
+        _say_violations(session, origin, watched, diff)
+    return diff
+
+
+def _change(session: Session, origin: audit.Origin, diff: Diff) -> None:
+    """Write ``diff``: grants, their audit events, the day's counts, the outbox."""
     now = utcnow()
     slugs = {cid: slug for cid, slug in session.execute(select(Connector.id, Connector.slug))}
     entries: list[audit.Entry] = []
@@ -365,17 +389,6 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     diff.created = [_with_id(c, grant_ids[(c.user_id, c.connector_id)]) for c in diff.created]
     for c in diff.created:
         entries.append(_entry("grant.created", c, after=_state(c, slugs)))
-    for breach in separation.breaches(session, ((c.user_id, c.connector_id) for c in diff.created)):
-        entries.append(
-            audit.Entry(
-                action="separation.violated",
-                subject_type="separation_rule",
-                subject_id=str(breach.rule_id),
-                user_id=breach.user_id,
-                reason=str(breach),
-                after={"rule": breach.rule, "connector": slugs[breach.connector_id]},
-            )
-        )
 
     by_reason: dict[str, list[GrantChange]] = defaultdict(list)
     for c in diff.revoked:
@@ -407,7 +420,51 @@ def apply(session: Session, affected: Affected, origin: audit.Origin) -> Diff:
     counts.add(session, now.date(), granted=len(diff.created), revoked=len(diff.revoked))
     audit.record(session, origin, entries)
     diff.messages = outbox.enqueue(session, _events(diff, slugs))
-    return diff
+
+
+def _say_violations(
+    session: Session, origin: audit.Origin, watched: separation.Watch, diff: Diff
+) -> None:
+    """Each separation-of-duties violation the run began, said aloud: a new grant, a level
+    raised, or a source that widened the actions of a grant held already. One
+    ``separation.violated`` per person and rule (naming the connector of the rule this run
+    changed for them, else one of it they hold), and its finding opened
+    (:func:`separation.settle`)."""
+    onsets = separation.settle(session, watched)
+    if not onsets:
+        return
+    slugs = {cid: slug for cid, slug in session.execute(select(Connector.id, Connector.slug))}
+    changed: dict[uuid.UUID, set[int]] = defaultdict(set)
+    for c in (*diff.created, *diff.updated):
+        changed[c.user_id].add(c.connector_id)
+    held: dict[uuid.UUID, set[int]] = defaultdict(set)
+    users = sorted({o.user_id for o in onsets})
+    for chunk in chunked(users):
+        rows = session.execute(
+            select(Grant.user_id, Grant.connector_id).where(
+                Grant.user_id.in_(chunk), Grant.revoked_at.is_(None)
+            )
+        )
+        for user_id, connector_id in rows:
+            held[user_id].add(connector_id)
+    entries = []
+    for onset in onsets:
+        these, those = watched.sides[onset.rule.id]
+        on_rule = these | those
+        connector = min(changed[onset.user_id] & on_rule, default=None)
+        if connector is None:
+            connector = min(held[onset.user_id] & on_rule, default=None)
+        entries.append(
+            audit.Entry(
+                action="separation.violated",
+                subject_type="separation_rule",
+                subject_id=str(onset.rule.id),
+                user_id=onset.user_id,
+                reason=str(onset),
+                after={"rule": onset.rule.name, "connector": slugs.get(connector)},
+            )
+        )
+    audit.record(session, origin, entries)
 
 
 def _events(diff: Diff, slugs: dict[int, str]) -> Iterator[outbox.Event]:

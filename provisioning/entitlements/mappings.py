@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -44,7 +45,8 @@ def check_grant(
     that would give any of ``holders`` (the people it would reach: ids, or a query of
     them) access a separation-of-duties rule forbids with what they hold
     (:class:`SeparationConflict`). Every source of access (mapping, exception, access
-    request) is checked here."""
+    request) is checked here; a mapping passes no ``holders``: what its change does to its
+    group's members is weighed by :func:`_guarded`, which may be confirmed."""
     if not connector.enabled:
         raise MappingError(
             f"connector {connector.slug} is disabled: enable it before granting it", "connector"
@@ -81,6 +83,93 @@ class SeparationConflict(MappingError):
         self.conflict = conflict
 
 
+class SeparationViolations(SeparationConflict):
+    """A mapping change would begin these separation-of-duties ``violations`` and was not
+    confirmed with a reason; ``diff`` is what it would have done to grants."""
+
+    def __init__(
+        self, violations: list[separation.Violation], connector_id: int, diff: engine.Diff
+    ) -> None:
+        first = violations[0]
+        super().__init__(first.conflict(connector_id))
+        self.args = (
+            f"separation of duties: the change would have {len(violations)} person(s) break "
+            f"a rule, first {first.user_name} rule {first.rule!r} ({first.reason}); confirm "
+            "the violations with a reason, or exempt each person",
+        )
+        self.violations = violations
+        self.diff = diff
+
+
+REASON_MAX = 500
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """An admin's knowing yes to the separation-of-duties violations a mapping change
+    begins, with why. It exempts nobody: each violation is audited twice (the engine's
+    ``separation.violated``, and ``separation.accepted`` with who confirmed and why) and
+    stays an open finding until the violation goes."""
+
+    reason: str
+
+    @classmethod
+    def of(cls, reason: str | None) -> Confirmation:
+        if reason is None or not reason.strip():
+            raise MappingError("confirming violations needs a reason", "reason")
+        if len(reason.strip()) > REASON_MAX:
+            raise MappingError(f"a reason is at most {REASON_MAX} characters", "reason")
+        return cls(reason.strip())
+
+
+def _guarded(
+    session: Session,
+    origin: Origin,
+    group_id: uuid.UUID,
+    mapping: Callable[[], tuple[Mapping, engine.Diff]],
+    confirmation: Confirmation | None,
+) -> tuple[Mapping, engine.Diff]:
+    """Make a mapping change (``mapping``) for the group's members, refusing it
+    (:class:`SeparationViolations`, written nothing once the transaction rolls back) if it
+    begins separation-of-duties violations unconfirmed; confirmed, each is audited as
+    ``separation.accepted`` with the reason. ``diff.violations`` lists them."""
+    members = select(Membership.user_id).where(
+        Membership.group_id == group_id, Membership.present.is_(True)
+    )
+    before = separation.holdings(session, members)
+    savepoint = session.begin_nested()
+    made, diff = mapping()
+    diff.violations = separation.begun(session, before)
+    if diff.violations and confirmation is None:
+        connector_id = made.connector_id
+        savepoint.rollback()  # nothing of the change stays, even in this transaction
+        raise SeparationViolations(diff.violations, connector_id, diff)
+    savepoint.commit()
+    if not diff.violations:
+        return made, diff
+    record(
+        session,
+        origin,
+        [
+            Entry(
+                "separation.accepted",
+                "separation_rule",
+                str(v.rule_id),
+                user_id=v.user_id,
+                reason=confirmation.reason,
+                after={
+                    "rule": v.rule,
+                    "mapping": made.id,
+                    "held": list(v.held),
+                    "new": list(v.new),
+                },
+            )
+            for v in diff.violations
+        ],
+    )
+    return made, diff
+
+
 def mapping_state(mapping: Mapping) -> dict[str, Any]:
     return {
         "group_id": mapping.group_id,
@@ -103,18 +192,38 @@ def create_mapping(
     policies: dict[str, str] | None = None,
     expires_at: dt.datetime | None = None,
     description: str | None = None,
+    confirmation: Confirmation | None = None,
 ) -> tuple[Mapping, engine.Diff]:
-    """Map a group to a connector and grant it to every member, in this transaction."""
+    """Map a group to a connector and grant it to every member, in this transaction; a
+    change beginning separation-of-duties violations needs a ``confirmation``
+    (:func:`_guarded`)."""
     level = AccessLevel(access_level)
-    members = select(Membership.user_id).where(
-        Membership.group_id == group.id, Membership.present.is_(True)
-    )
-    actions, policies = check_grant(session, connector, level, actions, policies, members)
+    actions, policies = check_grant(session, connector, level, actions, policies)
     existing = select(Mapping.id).where(
         Mapping.group_id == group.id, Mapping.connector_id == connector.id
     )
     if session.scalar(existing) is not None:
         raise MappingError(f"group {group.display_name} is already mapped to {connector.slug}")
+    fields = {"expires_at": expires_at, "description": description}
+
+    def made() -> tuple[Mapping, engine.Diff]:
+        return _create(session, origin, group, connector, level, actions, policies, **fields)
+
+    return _guarded(session, origin, group.id, made, confirmation)
+
+
+def _create(
+    session: Session,
+    origin: Origin,
+    group: Group,
+    connector: Connector,
+    level: AccessLevel,
+    actions: list[str] | None,
+    policies: dict[str, str] | None,
+    *,
+    expires_at: dt.datetime | None,
+    description: str | None,
+) -> tuple[Mapping, engine.Diff]:
     mapping = Mapping(
         group_id=group.id,
         connector_id=connector.id,
@@ -209,10 +318,12 @@ def update_mapping(
     mapping: Mapping,
     *,
     settings: Settings = DEFAULTS,
+    confirmation: Confirmation | None = None,
     **changes: Any,
 ) -> engine.Diff:
     """Change a mapping's level, actions, policies, expiry or description; re-derive its
-    group's grants in this transaction, under the brake (``settings``' limits)."""
+    group's grants in this transaction, under the brake (``settings``' limits). A change
+    beginning separation-of-duties violations needs a ``confirmation`` (:func:`_guarded`)."""
     unknown = set(changes) - set(_MAPPING_FIELDS)
     if unknown:
         raise MappingError(f"unknown mapping field(s): {', '.join(sorted(unknown))}")
@@ -226,25 +337,29 @@ def update_mapping(
         changes.get("actions", mapping.actions),
         changes.get("policies", mapping.policies),
     )
-    before = mapping_state(mapping)
-    mapping.access_level = level
-    mapping.actions = actions
-    mapping.policies = policies
-    if "expires_at" in changes:
-        mapping.expires_at = changes["expires_at"]
-        mapping.reminded_at = None  # a new expiry earns a new reminder
-    if "description" in changes:
-        mapping.description = changes["description"]
-    after = mapping_state(mapping)
-    session.flush()
-    if after != before:
-        record(
-            session,
-            origin,
-            [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
-        )
-    with brake.applied(session, f"mapping {mapping.id} changed", settings):
-        return engine.apply(session, engine.Affected.group(mapping.group_id), origin)
+
+    def made() -> tuple[Mapping, engine.Diff]:
+        before = mapping_state(mapping)
+        mapping.access_level = level
+        mapping.actions = actions
+        mapping.policies = policies
+        if "expires_at" in changes:
+            mapping.expires_at = changes["expires_at"]
+            mapping.reminded_at = None  # a new expiry earns a new reminder
+        if "description" in changes:
+            mapping.description = changes["description"]
+        after = mapping_state(mapping)
+        session.flush()
+        if after != before:
+            record(
+                session,
+                origin,
+                [Entry("mapping.updated", "mapping", str(mapping.id), before=before, after=after)],
+            )
+        with brake.applied(session, f"mapping {mapping.id} changed", settings):
+            return mapping, engine.apply(session, engine.Affected.group(mapping.group_id), origin)
+
+    return _guarded(session, origin, mapping.group_id, made, confirmation)[1]
 
 
 def revoke_exception(

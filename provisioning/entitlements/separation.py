@@ -10,20 +10,25 @@ an access level allowing its kind -- what the decision path needs to let a call
 of it through, policy aside. Rules are enforced:
 
 - **before** a deliberate grant: :func:`provisioning.entitlements.mappings.check_grant`
-  (every mapping, manual exception and access request passes it) asks
-  :func:`first_conflict` whether the grant gives a part of both sides, or gives
-  a part of one side to someone holding a part of the other, and refuses naming
-  the rule; a live :class:`~provisioning.entitlements.models.SeparationExemption`
-  (justified, approved, expiring) lets that one person through;
-- **after** the fact: the stale-access scan reports every person holding both
-  sides without a live exemption (:func:`violators`, one query per rule), a
-  finding resolved when the violation goes or an exemption covers it.
+  (every manual exception and access request passes it) asks :func:`first_conflict`
+  whether the grant gives a part of both sides, or gives a part of one side to someone
+  holding a part of the other, and refuses naming the rule; a live
+  :class:`~provisioning.entitlements.models.SeparationExemption` (justified, approved,
+  expiring) lets that one person through;
+- **around** a mapping change: who of the group's members holds each side before
+  (:func:`holdings`), who breaks a rule after (:func:`begun`); the violations it begins
+  refuse it unless confirmed with a reason (which exempts nobody);
+- **in** every engine run: :func:`settle` finds which of the run's people began or
+  stopped breaking a rule (a :class:`Watch` narrows them to holders of connectors of
+  both sides), for the engine to say each onset aloud (``separation.violated``) and
+  open its finding, or resolve it;
+- **after** the fact: the stale-access scan reports every person holding both sides
+  without a live exemption (:func:`violators`, one query per rule), a finding resolved
+  when the violation goes or an exemption covers it.
 
 Membership facts from the IdP are not refused (they are the IdP's): the engine
-grants what they justify, but never silently: each grant it creates into a
-violation is audited (``separation.violated``, from :func:`breaches`) and the
-next scan opens its finding. The decision path evaluates no rule: nothing here
-runs per call.
+grants what they justify, but never silently. The decision path evaluates no rule:
+nothing here runs per call.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -53,6 +58,8 @@ from provisioning.database import chunked, utcnow
 from provisioning.entitlements import sources
 from provisioning.entitlements.models import Grant, SeparationExemption, SeparationRule
 from provisioning.identity.models import User
+from provisioning.oversight import findings
+from provisioning.oversight.models import FindingKind, FindingState, Severity
 
 
 class lists(FunctionElement):
@@ -255,30 +262,190 @@ def first_conflict(
     return None
 
 
-def breaches(session: Session, created: Iterable[tuple[uuid.UUID, int]]) -> list[Conflict]:
-    """The rules the grants just ``created`` (user, connector) break, unexempt: what the
-    engine says aloud when facts it does not refuse (IdP memberships) grant into a
-    violation. One query per rule a created connector is on, none without rules."""
-    by_connector: dict[int, set[uuid.UUID]] = {}
-    for user_id, connector_id in created:
-        by_connector.setdefault(connector_id, set()).add(user_id)
-    if not by_connector:
-        return []
+@dataclass
+class Watch:
+    """What the engine watches in one run: the connectors each rule's sides name (one
+    query), and, filled as the run plans, the people of the run holding (before or after
+    it) a connector of each side -- the only ones who may begin or end breaking it."""
+
+    rules: list[SeparationRule]
+    sides: dict[int, tuple[frozenset[int], frozenset[int]]]
+    named: frozenset[int]
+    candidates: dict[int, set[uuid.UUID]] = field(default_factory=dict)
+
+    def note(self, user_id: uuid.UUID, connectors: set[int]) -> None:
+        """``user_id`` holds (before or after the run) ``connectors``."""
+        if not connectors & self.named:
+            return
+        for rule_id, (these, those) in self.sides.items():
+            if connectors & these and connectors & those:
+                self.candidates.setdefault(rule_id, set()).add(user_id)
+
+
+def watch(session: Session) -> Watch | None:
+    """The rules' sides as connectors, for an engine run (None: there is no rule)."""
+    rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
+    if not rules:
+        return None
+    sides = {rule.id: (_connectors(rule.these), _connectors(rule.those)) for rule in rules}
+    named = frozenset(c for these, those in sides.values() for c in these | those)
+    return Watch(rules, sides, named)
+
+
+def _connectors(side: list[Any]) -> frozenset[int]:
+    return frozenset(p.connector_id for p in parts(side))
+
+
+# A ``separation_violation`` finding's subject type (its subject: ``RULE:USER``).
+SUBJECT_TYPE = "separation"
+
+
+@dataclass(frozen=True)
+class Onset:
+    """``user_id`` began breaking ``rule`` in an engine run (no current finding said so)."""
+
+    rule: SeparationRule
+    user_id: uuid.UUID
+    user_name: str
+
+    @property
+    def subject(self) -> str:
+        return f"{self.rule.id}:{self.user_id}"
+
+    def __str__(self) -> str:
+        return (
+            f"separation of duties: user {self.user_id} holds both sides of rule "
+            f"{self.rule.name!r} ({self.rule.reason})"
+        )
+
+
+def settle(session: Session, watched: Watch) -> list[Onset]:
+    """After an engine run: who of its candidates breaks each rule now (one query per rule
+    with candidates, none otherwise), against the current ``separation_violation`` findings
+    of them. A violation without one is an onset: its finding is opened here (what the scan
+    would open) and returned, for the engine to say aloud; an open finding whose violation
+    is gone is resolved. The findings are the engine's memory of which violations were
+    already said."""
+    now = utcnow()
+    kinds = _kinds(session, watched.rules)
+    onsets: list[Onset] = []
+    gone: list[str] = []
+    for rule in watched.rules:
+        candidates = sorted(watched.candidates.get(rule.id, ()))
+        for chunk in chunked(candidates):
+            breaking = _breaking(rule, kinds, now, list(chunk))
+            now_breaking = dict(
+                session.execute(
+                    select(User.id, User.user_name).where(User.id.in_(select(breaking.c.user_id)))
+                ).all()
+            )
+            current = findings.current(
+                session,
+                FindingKind.SEPARATION_VIOLATION,
+                SUBJECT_TYPE,
+                [f"{rule.id}:{u}" for u in chunk],
+            )
+            for user_id in chunk:
+                subject = f"{rule.id}:{user_id}"
+                if user_id in now_breaking and subject not in current:
+                    onsets.append(Onset(rule, user_id, now_breaking[user_id]))
+                elif user_id not in now_breaking and current.get(subject) == FindingState.OPEN:
+                    gone.append(subject)
+    findings.note(
+        session,
+        FindingKind.SEPARATION_VIOLATION,
+        Severity.HIGH,
+        SUBJECT_TYPE,
+        opened=[(o.subject, evidence(o.rule, o.user_name)) for o in onsets],
+        gone=gone,
+    )
+    return onsets
+
+
+def evidence(rule: SeparationRule, user_name: str) -> dict[str, Any]:
+    """A ``separation_violation`` finding's evidence, as the scan writes it."""
+    return {"rule": rule.name, "owner": rule.owner, "user": user_name}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """``user_id`` breaks ``rule`` because of a change: ``held`` names the side they held
+    before it (empty: the change gave both sides), ``new`` the side it gave."""
+
+    rule_id: int
+    rule: str
+    reason: str
+    user_id: uuid.UUID
+    user_name: str
+    held: tuple[str, ...]
+    new: tuple[str, ...]
+
+    def conflict(self, connector_id: int) -> Conflict:
+        return Conflict(self.rule_id, self.rule, self.reason, self.user_id, connector_id)
+
+
+@dataclass
+class Holdings:
+    """Who of some people (``within``: a query of ids) held each side of each rule, taken
+    before a change so that :func:`begun` tells the violations the change began."""
+
+    within: Select
+    sides: dict[int, tuple[set[uuid.UUID], set[uuid.UUID]]]
+
+
+def holdings(session: Session, within: Select) -> Holdings:
+    """Each rule's two sets of holders among ``within`` now (two queries per rule)."""
     now = utcnow()
     rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
     kinds = _kinds(session, rules)
-    found: list[Conflict] = []
+    return Holdings(
+        within,
+        {
+            rule.id: (
+                set(session.scalars(_side(rule.these, kinds, now, within))),
+                set(session.scalars(_side(rule.those, kinds, now, within))),
+            )
+            for rule in rules
+        },
+    )
+
+
+def begun(session: Session, before: Holdings) -> list[Violation]:
+    """The violations among ``before.within`` now that were not before: each person
+    breaking a rule (unexempt) who did not hold both its sides (one query per rule)."""
+    now = utcnow()
+    rules = list(session.scalars(select(SeparationRule).order_by(SeparationRule.id)))
+    kinds = _kinds(session, rules)
+    slugs = dict(session.execute(select(Connector.id, Connector.slug)).all())
+    found: list[Violation] = []
     for rule in rules:
-        named = {p.connector_id for p in parts(rule.these) + parts(rule.those)}
-        for connector_id in sorted(named & set(by_connector)):
-            for chunk in chunked(sorted(by_connector[connector_id])):
-                breaking = _breaking(rule, kinds, now, chunk)
-                users = session.scalars(select(breaking.c.user_id))
-                found += [
-                    Conflict(rule.id, rule.name, rule.reason, user_id, connector_id)
-                    for user_id in users
-                ]
+        these, those = before.sides.get(rule.id, (set(), set()))
+        breaking = _breaking(rule, kinds, now, before.within)
+        rows = session.execute(
+            select(User.id, User.user_name)
+            .where(User.id.in_(select(breaking.c.user_id)))
+            .order_by(User.user_name)
+        )
+        names = [_names(rule.these, slugs), _names(rule.those, slugs)]
+        for user_id, user_name in rows:
+            if user_id in these and user_id in those:
+                continue
+            if user_id in these:
+                held, new = names[0], names[1]
+            elif user_id in those:
+                held, new = names[1], names[0]
+            else:
+                held, new = (), (*names[0], *names[1])
+            found.append(Violation(rule.id, rule.name, rule.reason, user_id, user_name, held, new))
     return found
+
+
+def _names(side: list[Any], slugs: dict[int, str]) -> tuple[str, ...]:
+    """A side's parts as people read them: ``slug`` or ``slug:action``."""
+    return tuple(
+        slugs.get(p.connector_id, str(p.connector_id)) + (f":{p.action}" if p.action else "")
+        for p in parts(side)
+    )
 
 
 def _breaking(rule: SeparationRule, kinds: Kinds, now: dt.datetime, within: Any = None) -> Subquery:

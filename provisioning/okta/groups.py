@@ -29,7 +29,7 @@ from provisioning.audit.log import Origin
 from provisioning.connectors.models import Connector
 from provisioning.database import chunked, utcnow
 from provisioning.entitlements import brake, engine
-from provisioning.entitlements.mappings import create_mapping
+from provisioning.entitlements.mappings import Confirmation, create_mapping
 from provisioning.entitlements.models import Mapping
 from provisioning.identity.models import Group, User
 from provisioning.okta import reconcile
@@ -142,6 +142,7 @@ def map_group(
     expires_at: dt.datetime | None = None,
     description: str | None = None,
     settings: Settings = DEFAULTS,
+    confirmation: Confirmation | None = None,
 ) -> Mapped:
     """Record the fetched group, bring its members in, map it to ``connector``; in this
     transaction (a :class:`~provisioning.entitlements.mappings.MappingError` leaves
@@ -168,6 +169,7 @@ def map_group(
         policies=policies,
         expires_at=expires_at,
         description=description,
+        confirmation=confirmation,
     )
     diff.extend(granted)
     people_added: list[str] = []

@@ -165,6 +165,82 @@ def observe(
     return {"opened": opened, "still_open": seen - opened, "resolved": resolved}
 
 
+def current(
+    session: Session, kind: FindingKind, subject_type: str, subjects: list[str]
+) -> dict[str, FindingState]:
+    """The state of each of ``subjects``' current finding of ``kind`` (open or suppressed;
+    a subject without one is absent)."""
+    found: dict[str, FindingState] = {}
+    for chunk in chunked(subjects):
+        rows = session.execute(
+            select(Finding.subject_id, Finding.state).where(
+                Finding.kind == kind,
+                Finding.subject_type == subject_type,
+                Finding.state != FindingState.RESOLVED,
+                Finding.subject_id.in_(chunk),
+            )
+        )
+        found.update((subject, FindingState(state)) for subject, state in rows)
+    return found
+
+
+def note(
+    session: Session,
+    kind: FindingKind,
+    severity: Severity,
+    subject_type: str,
+    *,
+    opened: list[tuple[str, dict[str, Any]]],
+    gone: list[str],
+) -> None:
+    """A partial observation of ``kind``, by a change that knows about a few subjects only
+    (unlike :func:`observe`, it leaves every other finding as it is): open a finding for
+    each subject of ``opened`` without a current one, resolve the open ones of ``gone``."""
+    now = utcnow()
+    if opened:
+        findings = Finding.__table__
+        for chunk in chunked(opened):
+            session.execute(
+                _insert(session, findings)
+                .values(
+                    [
+                        {
+                            "kind": str(kind),
+                            "severity": str(severity),
+                            "subject_type": subject_type,
+                            "subject_id": subject,
+                            "evidence": evidence,
+                            "state": str(FindingState.OPEN),
+                            "first_seen": now,
+                            "last_seen": now,
+                        }
+                        for subject, evidence in chunk
+                    ]
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["kind", "subject_type", "subject_id"],
+                    index_where=findings.c.state != str(FindingState.RESOLVED),
+                )
+            )
+    for chunk in chunked(gone):
+        session.execute(
+            update(Finding)
+            .where(
+                Finding.kind == kind,
+                Finding.subject_type == subject_type,
+                Finding.state == FindingState.OPEN,
+                Finding.subject_id.in_(chunk),
+            )
+            .values(
+                state=FindingState.RESOLVED,
+                resolved_at=now,
+                decision_reason="cause gone",
+                recorded_last_seen=Finding.last_seen,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _insert(session: Session, table: Any) -> Any:
     """An INSERT with the dialect's ``ON CONFLICT`` clauses (both databases have them)."""
     dialect = session.bind.dialect.name

@@ -66,7 +66,7 @@ def scan(session: Session, *, dormant_days: int = DEFAULT_DORMANT_DAYS) -> dict[
         session,
         FindingKind.SEPARATION_VIOLATION,
         Severity.HIGH,
-        "separation",
+        separation.SUBJECT_TYPE,
         _separation(session),
     )
     for kind, pairs in _connectors(session, now).items():

@@ -147,9 +147,9 @@ def test_an_action_and_its_own_connector_are_never_two_sides(database, origin, g
 
 
 def test_a_membership_granting_both_actions_is_audited_and_found(database, origin, github):
-    """The IdP's fact is not refused. A grant it creates into an action-level violation is
-    said aloud (``separation.violated``); a new source on a grant the person already had
-    (Ada's) creates no grant and so no event, and the scan finds both."""
+    """The IdP's fact is not refused. A grant it creates into an action-level violation
+    (Carol's), and a new source widening a grant the person already had (Ada's), are said
+    aloud (``separation.violated``) and their findings opened; the scan finds both."""
     from provisioning.audit.models import AuditEvent
 
     with database.transaction() as session:
@@ -164,7 +164,59 @@ def test_a_membership_granting_both_actions_is_audited_and_found(database, origi
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.action == "separation.violated")
         ).all()
-        assert [(e.user_id, e.subject_id) for e in events] == [(carol.id, str(github["rule"]))]
+        rule = str(github["rule"])
+        assert [(e.user_id, e.subject_id) for e in events] == [(carol.id, rule), (ada.id, rule)]
         found = sorted((r.id, str(u)) for r, u in separation.violators(session))
         assert found == sorted((github["rule"], str(u)) for u in (ada.id, carol.id))
-        assert scan(session)["separation_violation"]["opened"] == 2
+        assert scan(session)["separation_violation"] == {
+            "opened": 0,
+            "still_open": 2,
+            "resolved": 0,
+        }
+
+
+def _violated(session) -> list[tuple]:
+    from provisioning.audit.models import AuditEvent
+
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "separation.violated").order_by(AuditEvent.id)
+    ).all()
+    return [(e.user_id, e.subject_id) for e in events]
+
+
+def test_a_membership_widening_a_held_grant_into_a_violation_is_audited(database, origin, github):
+    """Ada already holds github (an exception listing open_pull_request). A membership --
+    the path SCIM and event hooks take -- adds a mapping of github at the same level with
+    every action: no grant is created or changed, but she now merges too. The engine says
+    so at once, and opens the finding the scan would; the next run says nothing again."""
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada = session.get(User, github["ada"])
+        maintainers = org.group("maintainers")
+        create_mapping(
+            session, origin, maintainers, session.get(Connector, github["github"]), "read_write"
+        )
+        assert _violated(session) == []
+        diff = org.join(ada, maintainers)
+        assert not diff.created and not diff.updated
+        assert _violated(session) == [(ada.id, str(github["rule"]))]
+        subject = f"{github['rule']}:{ada.id}"
+        assert session.scalars(
+            select(Finding.subject_id).where(
+                Finding.kind == FindingKind.SEPARATION_VIOLATION,
+                Finding.state == FindingState.OPEN,
+            )
+        ).all() == [subject]
+        # Idempotent: another run, and the scan, say and open nothing more.
+        from provisioning.entitlements import engine
+
+        engine.apply(session, engine.Affected.users(ada.id), origin)
+        assert len(_violated(session)) == 1
+        assert scan(session)["separation_violation"]["opened"] == 0
+        # Leaving resolves the finding; joining again is a new onset, said again.
+        org.leave(ada, maintainers)
+        assert session.scalar(select(Finding.state).where(Finding.subject_id == subject)) == (
+            FindingState.RESOLVED
+        )
+        org.join(ada, maintainers)
+        assert len(_violated(session)) == 2

@@ -442,3 +442,57 @@ def test_any_name_finds_its_group_and_no_other(okta, client, name):
     okta.state.add_group(name + " and more")
     okta.state.add_group('x" or profile.name pr or "')
     assert okta_groups.find(client, name)["id"] == wanted["id"]
+
+
+def test_the_command_refuses_a_mapping_into_a_violation_unless_confirmed(database, origin, okta):
+    """Lin (held here already) approves payments; a rule forbids that with github. Mapping
+    the Okta group Lin is in to github lists Lin's violation on a dry run, is refused
+    without --confirm-violations, and goes through with it and a --reason, audited."""
+    from provisioning.entitlements.mappings import create_exception
+    from tests.org import later
+
+    eng = okta.state.add_group("eng")
+    lin = okta.state.add_user("lin@example.com")
+    okta.state.add_member(eng["id"], lin["id"])
+    with database.transaction() as session:
+        org = Org(session, origin)
+        github, approve = org.connector("github"), org.connector("payments-approve")
+        held = org.user("lin@example.com")
+        create_exception(
+            session, origin, held, approve, "read", justification="cfo", expires_at=later(9)
+        )
+        org.rule("no code for approvers", [approve], [github], "approvers stay out of the code")
+    env = cli_env(database, okta)
+    command = ["mappings", "add", "--okta-group", "eng", "--connector", "github", "--level", "read"]
+    line = (
+        "lin@example.com breaks rule 'no code for approvers': held payments-approve, gains github"
+    )
+
+    before = rows(database)
+    dry = CliRunner().invoke(main, [*command, "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert line in dry.stdout
+    assert "needs --confirm-violations" in dry.stderr
+    assert rows(database) == before
+
+    refused = CliRunner().invoke(main, command, env=env)
+    assert refused.exit_code == 1, refused.output
+    assert line in refused.stderr and "nothing was written" in refused.stderr
+    assert rows(database) == before
+
+    for bad in (
+        ["--confirm-violations"],
+        ["--reason", "why"],
+        ["--confirm-violations", "--reason", " "],
+    ):
+        result = CliRunner().invoke(main, [*command, *bad], env=env)
+        assert result.exit_code == 2, (bad, result.output)
+        assert rows(database) == before
+
+    done = CliRunner().invoke(
+        main, [*command, "--confirm-violations", "--reason", "on call this week"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert line in done.stdout
+    assert holders(database) == {lin["id"]}
+    assert actions(database)[-2:] == ["separation.violated", "separation.accepted"]

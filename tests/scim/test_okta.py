@@ -309,3 +309,62 @@ def test_enterprise_manager_given_by_id_only(scim):
         assert session.get(User, uuid.UUID(created.get_json()["id"])).manager_id == boss["id"]
     found = scim.get(f'/Users?filter={ENTERPRISE}:manager.value eq "{boss["id"]}"').get_json()
     assert [u["id"] for u in found["Resources"]] == [created.get_json()["id"]]
+
+
+def test_a_pushed_membership_widening_a_grant_into_a_violation_is_audited(scim):
+    """Ada holds github for opening pull requests only (an exception); a rule forbids
+    opening and merging to one person. Okta pushes her into a group mapped to all of
+    github at the same level: no grant changes, but she may now merge -- the engine records
+    ``separation.violated`` in the same request."""
+    from provisioning.connectors.models import Action
+    from provisioning.entitlements.mappings import create_exception
+    from tests.org import later
+
+    ada = scim.post("/Users", okta_user("ada.lovelace@example.com")).get_json()
+    created = scim.post("/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "maintainers"})
+    group_id = created.get_json()["id"]
+    with scim.database.transaction() as session:
+        org = Org(session, ADMIN)
+        github = org.connector(
+            "github",
+            actions=(
+                ("open_pull_request", "write", "always_allow"),
+                ("merge_pull_request", "write", "always_allow"),
+            ),
+        )
+        user = session.get(User, uuid.UUID(ada["id"]))
+        create_exception(
+            session,
+            ADMIN,
+            user,
+            github,
+            "read_write",
+            justification="author",
+            expires_at=later(9),
+            actions=["open_pull_request"],
+        )
+        named = {
+            a.name: a
+            for a in session.scalars(select(Action).where(Action.connector_id == github.id))
+        }
+        rule = org.rule(
+            "two-person merge",
+            [named["open_pull_request"]],
+            [named["merge_pull_request"]],
+            "who writes a change never merges it",
+        )
+        create_mapping(
+            session, ADMIN, session.get(Group, uuid.UUID(group_id)), github, "read_write"
+        )
+        rule_id = str(rule.id)
+    grants = live_grants(scim, ada["id"])
+    added = scim.patch(
+        f"/Groups/{group_id}",
+        [{"op": "add", "path": "members", "value": [{"value": ada["id"]}]}],
+    )
+    assert added.status_code == 200, added.get_json()
+    assert live_grants(scim, ada["id"]) == grants
+    assert scim_events(scim, "grant.updated") == []
+    (event,) = scim_events(scim, "separation.violated")
+    assert (event.subject_id, str(event.user_id)) == (rule_id, ada["id"])
+    assert event.after == {"rule": "two-person merge", "connector": "github"}
