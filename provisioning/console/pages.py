@@ -373,7 +373,38 @@ class _Invalid(Exception):
         super().__init__(message)
 
 
-def _create(form: Any) -> Any:
+SHOWN_VIOLATIONS = 50
+"""How many of the separation-of-duties violations a mapping change would begin its dry run
+lists (all are counted)."""
+
+
+def _confirmation(form: Any, committing: bool) -> mapping_rules.Confirmation | None:
+    """The admin's confirmation of the violations a change begins: the tick and a reason. A
+    dry run goes on as if confirmed, to list every violation (and what it would grant)."""
+    if not committing:
+        return mapping_rules.Confirmation("dry run")
+    if form.get("accept_violations") == "yes":
+        return mapping_rules.Confirmation.of(form.get("reason"))
+    return None
+
+
+def _refused(exc: mapping_rules.MappingError) -> _Invalid:
+    if isinstance(exc, mapping_rules.SeparationViolations):
+        return _Invalid(f"{exc}. To make it anyway, tick “I accept these violations” and say why.")
+    return _Invalid(str(exc))
+
+
+def _shown(session: Session, diff: Any, committing: bool) -> dict[str, Any]:
+    """The change as the page shows it: who gains, loses and changes level, and the first
+    violations the domain found it begins, with their count."""
+    return {
+        **changes(session, diff, dry_run=not committing),
+        "violations": diff.violations[:SHOWN_VIOLATIONS],
+        "violations_total": len(diff.violations),
+    }
+
+
+def _create(form: Any, committing: bool) -> Any:
     """The mapping the form asks for, made through the domain in a session; the change."""
     level = form.get("access_level", "")
     if level not in {lvl.value for lvl in AccessLevel}:
@@ -399,31 +430,42 @@ def _create(form: Any) -> Any:
                 AccessLevel(level),
                 expires_at=expires_at,
                 description=(form.get("description") or "").strip() or None,
+                confirmation=_confirmation(form, committing),
             )
         except mapping_rules.MappingError as exc:
-            raise _Invalid(str(exc)) from None
-        return changes(session, diff, dry_run=False)
+            raise _refused(exc) from None
+        return _shown(session, diff, committing)
 
     return change
+
+
+def _dry_run_again(change: Callable[[bool], Any]) -> Any:
+    """After a refused commit, the dry run once more (so the form can be confirmed), or
+    nothing if the change cannot be made at all."""
+    try:
+        return preview(_database(), change(False))
+    except _Invalid:
+        return None
 
 
 @console.post("/mappings")
 @needs(Role.ADMIN)
 def create_mapping() -> Any:
-    """First a dry run (who gains, who loses, what the brake would hold), then the commit
-    of the very same form once the admin confirms it."""
+    """First a dry run (who gains, who loses, what the brake would hold, which
+    separation-of-duties violations it would begin), then the commit of the very same form
+    once the admin confirms it (and accepts those violations, with a reason)."""
     form = request.form
     committing = form.get("confirm") == "yes"
     try:
-        change = _create(form)
         if committing:
             with _database().transaction() as session:
-                diff = change(session)
+                diff = _create(form, True)(session)
         else:
-            diff = preview(_database(), change)
+            diff = preview(_database(), _create(form, False))
         error = None
     except _Invalid as exc:
-        diff, error = None, str(exc)
+        error = str(exc)
+        diff = _dry_run_again(lambda committing: _create(form, committing)) if committing else None
     with _database().reader() as session:
         choices = _mapping_choices(session)
     status = 422 if error else 200
@@ -501,47 +543,54 @@ def change_mapping(mapping_id: int) -> Any:
     removing = form.get("action") == "delete"
     committing = form.get("confirm") == "yes"
 
-    def change(session: Session) -> dict[str, Any]:
-        mapping = session.get(Mapping, mapping_id, with_for_update=True)
-        if mapping is None:
-            raise _Invalid("The mapping was removed since you opened it.")
-        if _version(mapping) != form.get("version"):
-            raise _Invalid("The mapping changed since you opened it: reload it and try again.")
-        try:
-            if removing:
-                diff = mapping_rules.delete_mapping(
-                    session, g.person.origin, mapping, settings=_settings()
-                )
-            else:
-                level = form.get("access_level", "")
-                if level not in {lvl.value for lvl in AccessLevel}:
-                    raise _Invalid("Choose an access level.")
-                diff = mapping_rules.update_mapping(
-                    session,
-                    g.person.origin,
-                    mapping,
-                    settings=_settings(),
-                    access_level=AccessLevel(level),
-                    expires_at=_expiry(form.get("expires_on")),
-                    description=(form.get("description") or "").strip() or None,
-                )
-        except mapping_rules.MappingError as exc:
-            raise _Invalid(str(exc)) from None
-        return changes(session, diff, dry_run=not committing)
+    def making(committing: bool) -> Callable[[Session], dict[str, Any]]:
+        def change(session: Session) -> dict[str, Any]:
+            mapping = session.get(Mapping, mapping_id, with_for_update=True)
+            if mapping is None:
+                raise _Invalid("The mapping was removed since you opened it.")
+            if _version(mapping) != form.get("version"):
+                raise _Invalid("The mapping changed since you opened it: reload it and try again.")
+            try:
+                if removing:
+                    diff = mapping_rules.delete_mapping(
+                        session, g.person.origin, mapping, settings=_settings()
+                    )
+                else:
+                    level = form.get("access_level", "")
+                    if level not in {lvl.value for lvl in AccessLevel}:
+                        raise _Invalid("Choose an access level.")
+                    diff = mapping_rules.update_mapping(
+                        session,
+                        g.person.origin,
+                        mapping,
+                        settings=_settings(),
+                        access_level=AccessLevel(level),
+                        expires_at=_expiry(form.get("expires_on")),
+                        description=(form.get("description") or "").strip() or None,
+                        confirmation=_confirmation(form, committing),
+                    )
+            except mapping_rules.MappingError as exc:
+                raise _refused(exc) from None
+            return _shown(session, diff, committing)
+
+        return change
 
     try:
         if committing:
             with _database().transaction() as session:
-                diff = change(session)
+                diff = making(True)(session)
         else:
-            diff = preview(_database(), change)
+            diff = preview(_database(), making(False))
     except _Invalid as exc:
+        stale = "since you opened" in str(exc)
         return _edit_page(
             mapping_id,
-            409 if "since you opened" in str(exc) else 422,
+            409 if stale else 422,
             error=str(exc),
             form=form,
             version=form.get("version", ""),
+            removing=removing,
+            diff=_dry_run_again(making) if committing and not stale else None,
         )
     if committing and removing:
         return redirect(url_for("console.mappings"), 303)
