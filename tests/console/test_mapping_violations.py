@@ -21,9 +21,8 @@ REASON = "quarter close: Ada covers creation until the new hire starts"
 
 @pytest.fixture
 def four_eyes(database, origin, seeded) -> dict:
-    """Ada holds payments-approve (an exception); a rule forbids it with payments-create;
-    eng (Ada, Bob) is mapped to payments-create's neighbour only, so mapping eng to
-    payments-create would have Ada break the rule."""
+    """Ada holds payments-approve (an exception) and a rule forbids it with payments-create,
+    so mapping eng (Ada, Bob) to payments-create would have Ada break the rule."""
     with database.transaction() as session:
         org = Org(session, origin)
         ada = session.get(User, uuid.UUID(seeded.ada))
@@ -79,18 +78,18 @@ def test_the_dry_run_lists_the_violations_a_mapping_would_begin(console, seeded,
 
 
 @pytest.mark.parametrize(
-    "confirm",
+    ("confirm", "said"),
     [
-        {},
-        {"reason": REASON},
-        {"accept_violations": "yes"},
-        {"accept_violations": "yes", "reason": "   "},
-        {"accept_violations": "yes", "reason": "x" * 501},
+        ({}, "I accept these violations"),
+        ({"reason": REASON}, "payments four eyes"),
+        ({"accept_violations": "yes"}, "needs a reason"),
+        ({"accept_violations": "yes", "reason": "   "}, "needs a reason"),
+        ({"accept_violations": "yes", "reason": "x" * 501}, "at most 500 characters"),
     ],
     ids=["neither", "reason-only", "tick-only", "blank-reason", "long-reason"],
 )
 def test_a_violating_mapping_is_refused_without_tick_and_reason(
-    console, seeded, four_eyes, database, confirm
+    console, seeded, four_eyes, database, confirm, said
 ):
     console.sign_in(seeded.admin_token)
     mappings, audited = _count(database, Mapping), _count(database, AuditEvent)
@@ -99,13 +98,21 @@ def test_a_violating_mapping_is_refused_without_tick_and_reason(
     assert refused.status_code == 422
     page = refused.get_data(as_text=True)
     assert 'id="mapping-error"' in page
-    assert any(
-        said in page
-        for said in ("payments four eyes", "needs a reason", "at most 500 characters")
-    )
+    error = page.index('id="mapping-error"')
+    assert said in page[error : page.index("</p>", error)]
+    assert 'name="accept_violations"' in page  # the dry run again, to be confirmed
     assert _count(database, Mapping) == mappings
     assert _count(database, AuditEvent) == audited
     assert _open_findings(database) == []
+
+
+def test_a_confirmation_from_elsewhere_is_refused(console, seeded, four_eyes, database):
+    console.sign_in(seeded.admin_token)
+    mappings, audited = _count(database, Mapping), _count(database, AuditEvent)
+    form = {**FORM, "group_id": seeded.eng, "confirm": "yes", "accept_violations": "yes"}
+    forged = console.post("/console/mappings", {**form, "reason": REASON}, csrf=False)
+    assert forged.status_code == 400
+    assert (_count(database, Mapping), _count(database, AuditEvent)) == (mappings, audited)
 
 
 def test_a_confirmed_violating_mapping_is_made_audited_and_found(
@@ -118,8 +125,8 @@ def test_a_confirmed_violating_mapping_is_made_audited_and_found(
     assert "Mapping created: 2 person(s) gained access" in done.get_data(as_text=True)
     with database.reader() as session:
         (made,) = session.scalars(
-            select(Mapping).join(Group, Group.id == Mapping.group_id).where(
-                Group.id == uuid.UUID(seeded.eng), Mapping.created_by == "admin"
+            select(Mapping).where(
+                Mapping.group_id == uuid.UUID(seeded.eng), Mapping.created_by == "admin"
             )
         ).all()
     assert _count(database, Grant, Grant.user_id == uuid.UUID(seeded.ada)) >= 2
@@ -131,7 +138,7 @@ def test_a_confirmed_violating_mapping_is_made_audited_and_found(
     assert accepted.after["mapping"] == made.id
     assert accepted.after["held"] == ["payments-approve"]
     assert accepted.after["new"] == ["payments-create"]
-    assert _open_findings(database) == [str(four_eyes["rule"])]
+    assert _open_findings(database) == [f"{four_eyes['rule']}:{seeded.ada}"]
 
 
 def test_a_mapping_change_into_a_violation_needs_the_same_confirmation(
@@ -165,7 +172,7 @@ def test_a_mapping_change_into_a_violation_needs_the_same_confirmation(
     page = console.post(path, change).get_data(as_text=True)
     assert "1 person(s) would break a separation-of-duties rule" in page
     assert "mgr@example.com" in page
-    assert "holds view" in page and "would gain post" in page
+    assert "holds ledger:view, would gain ledger:post" in page
     audited = _count(database, AuditEvent)
     refused = console.post(path, {**change, "confirm": "yes", "reason": REASON})
     assert refused.status_code == 422
@@ -181,4 +188,4 @@ def test_a_mapping_change_into_a_violation_needs_the_same_confirmation(
         assert session.get(Mapping, mapping_id).access_level == "read_write"
     (accepted,) = _events(database, "separation.accepted")
     assert (accepted.actor, accepted.reason, str(accepted.user_id)) == ("admin", REASON, seeded.mgr)
-    assert _open_findings(database) == [str(rule_id)]
+    assert _open_findings(database) == [f"{rule_id}:{seeded.mgr}"]
