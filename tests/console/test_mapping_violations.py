@@ -189,3 +189,40 @@ def test_a_mapping_change_into_a_violation_needs_the_same_confirmation(
     (accepted,) = _events(database, "separation.accepted")
     assert (accepted.actor, accepted.reason, str(accepted.user_id)) == ("admin", REASON, seeded.mgr)
     assert _open_findings(database) == [f"{rule_id}:{seeded.mgr}"]
+
+
+def test_the_dry_run_lists_a_bounded_number_and_counts_them_all(
+    console, seeded, four_eyes, database, origin, monkeypatch
+):
+    from provisioning.connectors.models import Connector
+    from provisioning.console import pages
+
+    with database.transaction() as session:
+        bob = session.get(User, uuid.UUID(seeded.bob))
+        approve = session.scalar(select(Connector).where(Connector.slug == "payments-approve"))
+        create_exception(
+            session, origin, bob, approve, "read", justification="cfo", expires_at=later(30)
+        )
+    monkeypatch.setattr(pages, "SHOWN_VIOLATIONS", 1)
+    console.sign_in(seeded.admin_token)
+    page = console.post("/console/mappings", {**FORM, "group_id": seeded.eng}).get_data(
+        as_text=True
+    )
+    assert "2 person(s) would break a separation-of-duties rule" in page
+    assert "…and 1 more." in page
+    listed = page[
+        page.index('id="violations"') : page.index("</ul>", page.index('id="violations"'))
+    ]
+    assert listed.count("<li") == 1
+
+
+def test_only_an_admin_confirms(app, seeded, four_eyes, database):
+    from tests.console.conftest import Console
+
+    viewer = Console(app)
+    viewer.sign_in(seeded.viewer_token)
+    mappings, audited = _count(database, Mapping), _count(database, AuditEvent)
+    form = {**FORM, "group_id": seeded.eng, "confirm": "yes", "accept_violations": "yes"}
+    assert viewer.post("/console/mappings", {**form, "reason": REASON}).status_code == 403
+    assert _count(database, Mapping) == mappings
+    assert _count(database, AuditEvent) == audited
