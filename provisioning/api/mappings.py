@@ -81,11 +81,11 @@ def violations_out(violations: list[separation.Violation]) -> list[schemas.Separ
 
 
 def confirmation(body: schemas.ConfirmViolations, dry_run: bool) -> domain.Confirmation | None:
-    """The body's confirmation of violations; a dry run goes on as if confirmed, to show
-    every violation the change would begin (and what it would grant)."""
+    """The body's confirmation of violations; a dry run goes on as if confirmed
+    (:data:`domain.DRY_RUN`)."""
     if body.confirm_violations:
         return domain.Confirmation.of(body.reason)
-    return domain.Confirmation("dry run") if dry_run else None
+    return domain.DRY_RUN if dry_run else None
 
 
 def outcome(

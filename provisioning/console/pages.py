@@ -379,10 +379,10 @@ lists (all are counted)."""
 
 
 def _confirmation(form: Any, committing: bool) -> mapping_rules.Confirmation | None:
-    """The admin's confirmation of the violations a change begins: the tick and a reason. A
-    dry run goes on as if confirmed, to list every violation (and what it would grant)."""
+    """The admin's confirmation of the violations a change begins: the tick and a reason (a
+    dry run goes on as if confirmed)."""
     if not committing:
-        return mapping_rules.Confirmation("dry run")
+        return mapping_rules.DRY_RUN
     if form.get("accept_violations") == "yes":
         return mapping_rules.Confirmation.of(form.get("reason"))
     return None
@@ -439,11 +439,11 @@ def _create(form: Any, committing: bool) -> Any:
     return change
 
 
-def _dry_run_again(change: Callable[[bool], Any]) -> Any:
+def _dry_run_again(dry_run: Callable[[], Callable[[Session], Any]]) -> Any:
     """After a refused commit, the dry run once more (so the form can be confirmed), or
     nothing if the change cannot be made at all."""
     try:
-        return preview(_database(), change(False))
+        return preview(_database(), dry_run())
     except _Invalid:
         return None
 
@@ -465,7 +465,7 @@ def create_mapping() -> Any:
         error = None
     except _Invalid as exc:
         error = str(exc)
-        diff = _dry_run_again(lambda committing: _create(form, committing)) if committing else None
+        diff = _dry_run_again(lambda: _create(form, False)) if committing else None
     with _database().reader() as session:
         choices = _mapping_choices(session)
     status = 422 if error else 200
@@ -590,7 +590,7 @@ def change_mapping(mapping_id: int) -> Any:
             form=form,
             version=form.get("version", ""),
             removing=removing,
-            diff=_dry_run_again(making) if committing and not stale else None,
+            diff=_dry_run_again(lambda: making(False)) if committing and not stale else None,
         )
     if committing and removing:
         return redirect(url_for("console.mappings"), 303)

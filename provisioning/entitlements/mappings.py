@@ -122,6 +122,11 @@ class Confirmation:
         return cls(reason.strip())
 
 
+DRY_RUN = Confirmation("dry run")
+"""What a dry run goes on with, as if confirmed: to show every violation a change would
+begin (and what it would grant); it writes nothing."""
+
+
 def _guarded(
     session: Session,
     origin: Origin,
