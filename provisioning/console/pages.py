@@ -388,15 +388,26 @@ def _confirmation(form: Any, committing: bool) -> mapping_rules.Confirmation | N
     return None
 
 
-def _refused(exc: mapping_rules.MappingError) -> _Invalid:
-    if isinstance(exc, mapping_rules.SeparationViolations):
-        return _Invalid(f"{exc}. To make it anyway, tick “I accept these violations” and say why.")
-    return _Invalid(str(exc))
+def _asked(form: Any, committing: bool) -> dict[str, Any]:
+    """What a new or changed mapping's form says besides its level and expiry."""
+    return {
+        "description": (form.get("description") or "").strip() or None,
+        "confirmation": _confirmation(form, committing),
+    }
 
 
-def _shown(session: Session, diff: Any, committing: bool) -> dict[str, Any]:
-    """The change as the page shows it: who gains, loses and changes level, and the first
-    violations the domain found it begins, with their count."""
+def _shown(session: Session, make: Callable[[], Any], committing: bool) -> dict[str, Any]:
+    """The change ``make`` makes through the domain, as the page shows it: who gains, loses
+    and changes level, and the first violations the domain found it begins, with their
+    count; refused (:class:`_Invalid`) as the domain refuses it."""
+    try:
+        diff = make()
+    except mapping_rules.SeparationViolations as exc:
+        raise _Invalid(
+            f"{exc}. To make it anyway, tick “I accept these violations” and say why."
+        ) from None
+    except mapping_rules.MappingError as exc:
+        raise _Invalid(str(exc)) from None
     return {
         **changes(session, diff, dry_run=not committing),
         "violations": diff.violations[:SHOWN_VIOLATIONS],
@@ -421,20 +432,19 @@ def _create(form: Any, committing: bool) -> Any:
         connector = session.scalar(select(Connector).where(Connector.slug == form.get("connector")))
         if connector is None:
             raise _Invalid("Choose a connector.")
-        try:
-            _, diff = mapping_rules.create_mapping(
+        return _shown(
+            session,
+            lambda: mapping_rules.create_mapping(
                 session,
                 g.person.origin,
                 group,
                 connector,
                 AccessLevel(level),
                 expires_at=expires_at,
-                description=(form.get("description") or "").strip() or None,
-                confirmation=_confirmation(form, committing),
-            )
-        except mapping_rules.MappingError as exc:
-            raise _refused(exc) from None
-        return _shown(session, diff, committing)
+                **_asked(form, committing),
+            )[1],
+            committing,
+        )
 
     return change
 
@@ -550,28 +560,31 @@ def change_mapping(mapping_id: int) -> Any:
                 raise _Invalid("The mapping was removed since you opened it.")
             if _version(mapping) != form.get("version"):
                 raise _Invalid("The mapping changed since you opened it: reload it and try again.")
-            try:
-                if removing:
-                    diff = mapping_rules.delete_mapping(
+            if removing:
+                return _shown(
+                    session,
+                    lambda: mapping_rules.delete_mapping(
                         session, g.person.origin, mapping, settings=_settings()
-                    )
-                else:
-                    level = form.get("access_level", "")
-                    if level not in {lvl.value for lvl in AccessLevel}:
-                        raise _Invalid("Choose an access level.")
-                    diff = mapping_rules.update_mapping(
-                        session,
-                        g.person.origin,
-                        mapping,
-                        settings=_settings(),
-                        access_level=AccessLevel(level),
-                        expires_at=_expiry(form.get("expires_on")),
-                        description=(form.get("description") or "").strip() or None,
-                        confirmation=_confirmation(form, committing),
-                    )
-            except mapping_rules.MappingError as exc:
-                raise _refused(exc) from None
-            return _shown(session, diff, committing)
+                    ),
+                    committing,
+                )
+            level = form.get("access_level", "")
+            if level not in {lvl.value for lvl in AccessLevel}:
+                raise _Invalid("Choose an access level.")
+            expires_at = _expiry(form.get("expires_on"))
+            return _shown(
+                session,
+                lambda: mapping_rules.update_mapping(
+                    session,
+                    g.person.origin,
+                    mapping,
+                    settings=_settings(),
+                    access_level=AccessLevel(level),
+                    expires_at=expires_at,
+                    **_asked(form, committing),
+                ),
+                committing,
+            )
 
         return change
 
