@@ -7,35 +7,23 @@ import pytest
 from sqlalchemy import select
 
 from provisioning.database import utcnow
-from provisioning.delivery import targets
-from provisioning.delivery.models import TargetKind
 from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewItem
 from provisioning.settings import load
-from tests.delivery.conftest import LOCAL, RECEIVERS
+from tests.delivery.conftest import RECEIVERS, add_target
 from tests.org import Org, later
 
 
 @pytest.fixture
-def deliverer(database, receiver, origin):
+def deliverer(database, receiver):
+    add_target(database, "webhook", receiver.url, receiver.secret)
     settings = load(
         database_url=database.engine.url.render_as_string(hide_password=False),
         delivery_allowed_networks=RECEIVERS,
     )
-    with database.transaction() as session:
-        targets.create(
-            session,
-            origin,
-            name="gateway",
-            kind=TargetKind.WEBHOOK,
-            url=targets.check_url(receiver.url, LOCAL),
-            secret=receiver.secret,
-            connectors=None,
-            max_attempts=5,
-        )
     worker = Deliverer(database, settings)
     yield worker
     worker.stop()
