@@ -86,7 +86,7 @@ def list_grants(query: schemas.GrantQuery) -> Response:
 
 def exception_out(row: Any) -> schemas.ExceptionOut:
     """One row of :func:`provisioning.entitlements.exceptions.listed`, as answered."""
-    exception, user_name, slug, state = row
+    exception, user_name, slug, state, withdrawn = row
     return schemas.ExceptionOut(
         id=exception.id,
         user_id=exception.user_id,
@@ -100,6 +100,7 @@ def exception_out(row: Any) -> schemas.ExceptionOut:
         created_at=exception.created_at,
         revoked_at=exception.revoked_at,
         state=state,
+        withdrawn=withdrawn,
     )
 
 

@@ -552,7 +552,12 @@ class ExceptionOut(BaseModel):
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     state: ExceptionState = Field(
-        description="active: it justifies access; expired: its time ran out; revoked: ended"
+        description="active: unexpired and unrevoked; expired: its time ran out; revoked: ended"
+    )
+    withdrawn: bool = Field(
+        False,
+        description="an access review revoked this access after the exception was made (and "
+        "nobody lifted that revocation): active or not, it justifies nothing",
     )
 
 

@@ -14,14 +14,15 @@ from sqlalchemy import ColumnElement, Select, and_, case, or_, select
 from provisioning import text
 from provisioning.connectors.models import Connector
 from provisioning.entitlements.models import ManualException
-from provisioning.entitlements.sources import EXCEPTIONS
+from provisioning.entitlements.sources import EXCEPTIONS, withdrawn
 from provisioning.identity.models import User
 
 
 class ExceptionState(enum.StrEnum):
-    """Where an exception stands: ``active`` while it justifies access (as the engine counts
-    it, :data:`~provisioning.entitlements.sources.EXCEPTIONS`), ``revoked`` once an admin
-    ended it, ``expired`` once its time ran out unrevoked."""
+    """Where an exception stands: ``active`` while unrevoked and unexpired (alive, as
+    :data:`~provisioning.entitlements.sources.EXCEPTIONS` says; an access review may still
+    have withdrawn it, which :func:`listed` tells apart), ``revoked`` once an admin ended
+    it, ``expired`` once its time ran out unrevoked."""
 
     ACTIVE = "active"
     EXPIRED = "expired"
@@ -65,12 +66,21 @@ class ExceptionFilter:
 
 
 def listed(criteria: ExceptionFilter, now: dt.datetime) -> Select:
-    """Rows of (exception, its user's userName, its connector's slug, its state at ``now``)
-    meeting ``criteria``, unordered. ``expires_before`` is exclusive, ``expires_after``
-    inclusive, so that two adjacent windows split the exceptions between them."""
+    """Rows of (exception, its user's userName, its connector's slug, its state at ``now``,
+    whether an access review withdrew it since) meeting ``criteria``, unordered.
+    ``expires_before`` is exclusive, ``expires_after`` inclusive, so that two adjacent
+    windows split the exceptions between them."""
     current = state(now)
     statement = (
-        select(ManualException, User.user_name, Connector.slug, current.label("state"))
+        select(
+            ManualException,
+            User.user_name,
+            Connector.slug,
+            current.label("state"),
+            withdrawn(
+                ManualException.user_id, ManualException.connector_id, ManualException.created_at
+            ).label("withdrawn"),
+        )
         .join(User, User.id == ManualException.user_id)
         .join(Connector, Connector.id == ManualException.connector_id)
     )

@@ -9,6 +9,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from provisioning.database import utcnow
 from provisioning.entitlements.mappings import create_exception
@@ -274,3 +275,45 @@ def test_the_filters_pick_what_a_brute_force_reference_picks(
         if cursor is None:
             break
     assert found == reference(made, params, now)
+
+
+def test_an_exception_a_review_withdrew_says_so_until_the_revocation_is_lifted(
+    api, database, origin
+):
+    from provisioning.reviews import campaigns
+    from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewItem
+
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, github = org.user("ada@example.com"), org.connector("github")
+        exception, _ = create_exception(
+            session,
+            origin,
+            ada,
+            github,
+            "read",
+            justification="incident",
+            expires_at=utcnow() + dt.timedelta(days=3),
+        )
+        campaign = campaigns.create_campaign(
+            session,
+            origin,
+            name="q4",
+            trigger=CampaignTrigger.MANUAL,
+            deadline=utcnow() + dt.timedelta(days=1),
+            no_response=NoResponse.REVOKE,
+        )
+        campaigns.close_campaign(session, origin, campaign.id)
+        item = session.scalar(select(ReviewItem))
+    (listed,) = api.get("/api/v1/exceptions", scopes=READ).json["items"]
+    assert listed["id"] == exception.id
+    assert listed["state"] == "active" and listed["withdrawn"] is True
+    lifted = api.post(
+        f"/api/v1/reviews/{campaign.id}/items/{item.id}/lift",
+        json={"reason": "the incident is still open"},
+        scopes=WRITE,
+        sub="admin-robot",
+    )
+    assert lifted.status_code == 200, lifted.json
+    assert [g["connector"] for g in lifted.json["gain"]] == ["github"]
+    assert api.get(f"/api/v1/exceptions/{exception.id}", scopes=READ).json["withdrawn"] is False
