@@ -452,9 +452,8 @@ def test_exceptions_list_and_a_review_revocation_lifted(database, origin):
     from provisioning.database import utcnow
     from provisioning.entitlements.mappings import create_exception, create_mapping
     from provisioning.entitlements.models import Grant
-    from provisioning.reviews import campaigns
-    from provisioning.reviews.models import NoResponse, ReviewItem
-    from tests.org import Org
+    from provisioning.reviews.models import ReviewItem
+    from tests.org import Org, closed_review
 
     with database.transaction() as session:
         org = Org(session, origin)
@@ -472,16 +471,7 @@ def test_exceptions_list_and_a_review_revocation_lifted(database, origin):
             justification="incident",
             expires_at=utcnow() + dt.timedelta(days=3),
         )
-        campaign = campaigns.create_campaign(
-            session,
-            origin,
-            name="q4",
-            trigger="manual",
-            deadline=utcnow() + dt.timedelta(days=1),
-            no_response=NoResponse.REVOKE,
-            connector_ids=[slack.id],
-        )
-        campaigns.close_campaign(session, origin, campaign.id)
+        campaign = closed_review(session, origin, [slack.id])
         item_id = session.scalar(select(ReviewItem.id).where(ReviewItem.user_id == bob.id))
         campaign_id, bob_id = campaign.id, bob.id
     listed = run(database, "exceptions", "list", "--user", "ADA@example.com")

@@ -16,7 +16,7 @@ from provisioning.entitlements.mappings import create_exception
 from provisioning.entitlements.models import ManualException
 from tests import hostile
 from tests.api.conftest import Api, make_app
-from tests.org import Org
+from tests.org import Org, closed_review
 from tests.rows import rows
 
 READ, WRITE = ["admin:read"], ["admin:write"]
@@ -280,8 +280,7 @@ def test_the_filters_pick_what_a_brute_force_reference_picks(
 def test_an_exception_a_review_withdrew_says_so_until_the_revocation_is_lifted(
     api, database, origin
 ):
-    from provisioning.reviews import campaigns
-    from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewItem
+    from provisioning.reviews.models import ReviewItem
 
     with database.transaction() as session:
         org = Org(session, origin)
@@ -295,15 +294,7 @@ def test_an_exception_a_review_withdrew_says_so_until_the_revocation_is_lifted(
             justification="incident",
             expires_at=utcnow() + dt.timedelta(days=3),
         )
-        campaign = campaigns.create_campaign(
-            session,
-            origin,
-            name="q4",
-            trigger=CampaignTrigger.MANUAL,
-            deadline=utcnow() + dt.timedelta(days=1),
-            no_response=NoResponse.REVOKE,
-        )
-        campaigns.close_campaign(session, origin, campaign.id)
+        campaign = closed_review(session, origin)
         item = session.scalar(select(ReviewItem))
     (listed,) = api.get("/api/v1/exceptions", scopes=READ).json["items"]
     assert listed["id"] == exception.id

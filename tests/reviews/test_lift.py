@@ -11,10 +11,10 @@ from provisioning.delivery.worker import Deliverer
 from provisioning.entitlements.mappings import create_mapping
 from provisioning.entitlements.models import Grant
 from provisioning.reviews import campaigns
-from provisioning.reviews.models import CampaignTrigger, NoResponse, ReviewItem
+from provisioning.reviews.models import ReviewItem
 from provisioning.settings import load
 from tests.delivery.conftest import RECEIVERS, add_target
-from tests.org import Org, later
+from tests.org import Org, closed_review
 
 
 @pytest.fixture
@@ -54,16 +54,7 @@ def test_a_lifted_revocation_is_granted_again_and_the_target_told(
             create_mapping(session, origin, group, connector, "read")
         lee = org.user("lee@example.com")
         org.join(lee, group)
-        campaign = campaigns.create_campaign(
-            session,
-            origin,
-            name="github",
-            trigger=CampaignTrigger.MANUAL,
-            deadline=later(1),
-            no_response=NoResponse.REVOKE,
-            connector_ids=[github.id],
-        )
-        campaigns.close_campaign(session, origin, campaign.id)
+        closed_review(session, origin, [github.id])
         item_id, lee_id = session.scalar(select(ReviewItem.id)), lee.id
     assert live(database, lee_id) == ["wiki"]
     deliverer.drain()
