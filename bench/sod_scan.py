@@ -4,6 +4,13 @@ and PostgreSQL.
 The organisation of bench/okta_hooks.py (100k users, 2,000 groups, 200 connectors, 10
 grants each: 1M grants), then 50 rules inserted directly, each of two connectors against
 two others (drawn at random, the sides disjoint), and 1,000 live exemptions of violators.
+
+``--actions all`` makes each rule's parts actions instead (``[connector, action]``, one
+action of each of the four connectors), ``--actions mix`` one connector and one action a
+side. Then every connector gets four actions (two read, two write), a third of the
+mappings give ``read_write`` (their grants too) and a quarter list an action subset
+(``search``, ``merge_pull_request``), so that holding an action depends on the level and
+the subset of the source that gives it, as the scan's queries read them.
 PostgreSQL's statistics are gathered after loading (as autovacuum would); SQLite's are not
 (the service never runs ANALYZE there). Timed: ``separation.violators`` alone (the rules'
 queries, every row read), then the findings it opens (``oversight.scan._separation`` and
@@ -11,6 +18,7 @@ queries, every row read), then the findings it opens (``oversight.scan._separati
 in Python over every live grant.
 
     .venv/bin/python bench/sod_scan.py [--users 100000] [--rules 50] [--databases sqlite,postgresql]
+        [--actions none|all|mix, or several: all,mix]
 """
 
 from __future__ import annotations
@@ -23,31 +31,95 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import delete, exists, func, insert, select, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fixtures import bulk, database_arguments, database_for
 from bench.okta_hooks import seed
-from provisioning.connectors.models import Connector
+from provisioning.connectors.models import AccessLevel, Action, ActionKind, Connector
 from provisioning.database import Database, utcnow
 from provisioning.entitlements import separation
-from provisioning.entitlements.models import Grant, SeparationExemption, SeparationRule
+from provisioning.entitlements.models import (
+    Grant,
+    Mapping,
+    SeparationExemption,
+    SeparationRule,
+)
+from provisioning.identity.models import Membership
 from provisioning.oversight.findings import observe
-from provisioning.oversight.models import FindingKind, Severity
+from provisioning.oversight.models import Finding, FindingKind, Severity
 from provisioning.oversight.scan import _separation
 
 EXEMPTIONS = 1_000
+ACTIONS = {
+    "search": "read",
+    "read_file": "read",
+    "merge_pull_request": "write",
+    "push": "write",
+}
+SUBSET = ["search", "merge_pull_request"]
 
 
-def plant_rules(database: Database, rules: int) -> None:
+def plant_actions(database: Database) -> None:
+    """Four actions per connector; a third of the mappings (and their grants) read_write, a
+    quarter listing an action subset."""
+    now = utcnow()
+    with database.reader() as session:
+        connector_ids = list(session.scalars(select(Connector.id).order_by(Connector.id)))
+        mapping_ids = list(session.scalars(select(Mapping.id).order_by(Mapping.id)))
+    with database.engine.begin() as conn:
+        conn.execute(
+            insert(Action),
+            [
+                {
+                    "connector_id": cid,
+                    "name": name,
+                    "kind": kind,
+                    "org_policy": "always_allow",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for cid in connector_ids
+                for name, kind in ACTIONS.items()
+            ],
+        )
+        wider = [m for i, m in enumerate(mapping_ids) if i % 3 == 0]
+        narrower = [m for i, m in enumerate(mapping_ids) if i % 4 == 1]
+        conn.execute(update(Mapping).where(Mapping.id.in_(wider)).values(access_level="read_write"))
+        conn.execute(update(Mapping).where(Mapping.id.in_(narrower)).values(actions=SUBSET))
+        # Each person holds each of their connectors through one group: the grant's level
+        # is its mapping's.
+        conn.execute(
+            update(Grant)
+            .where(
+                exists()
+                .where(
+                    Membership.user_id == Grant.user_id,
+                    Membership.group_id == Mapping.group_id,
+                    Mapping.connector_id == Grant.connector_id,
+                    Mapping.access_level == "read_write",
+                )
+                .correlate(Grant)
+            )
+            .values(access_level="read_write")
+        )
+
+
+def plant_rules(database: Database, rules: int, actions: str = "none") -> None:
     rng = random.Random(21)
     with database.reader() as session:
         connector_ids = list(session.scalars(select(Connector.id).order_by(Connector.id)))
     now = utcnow()
+    names = sorted(ACTIONS)
     rows = []
     for i in range(rules):
-        picked = rng.sample(connector_ids, 4)
+        picked: list = rng.sample(connector_ids, 4)
+        if actions == "all":
+            picked = [[c, rng.choice(names)] for c in picked]
+        elif actions == "mix":  # a connector and an action a side
+            a, b, c, d = picked
+            picked = [a, [b, rng.choice(names)], [c, rng.choice(names)], d]
         rows.append(
             {
                 "name": f"rule {i}",
@@ -64,14 +136,39 @@ def plant_rules(database: Database, rules: int) -> None:
 
 
 def brute_force(database: Database) -> set[tuple[int, object]]:
-    """Every (rule, user) holding both sides, unexempt: from every live grant, in Python."""
-    held: dict[object, set[int]] = {}
+    """Every (rule, user) holding both sides, unexempt: from every live grant and every
+    present membership's mapping, in Python. A connector is held by a live grant; an action
+    by a live grant of its connector and a mapping of it that lists the action (or lists
+    none) at a level allowing the action's kind."""
+    held: dict[object, set] = {}
     now = utcnow()
     with database.reader() as session:
         for user_id, connector_id in session.execute(
             select(Grant.user_id, Grant.connector_id).where(Grant.revoked_at.is_(None))
         ):
             held.setdefault(user_id, set()).add(connector_id)
+        kinds: dict[int, dict[str, ActionKind]] = {}
+        for connector_id, name, kind in session.execute(
+            select(Action.connector_id, Action.name, Action.kind)
+        ):
+            kinds.setdefault(connector_id, {})[name] = ActionKind(kind)
+        mappings = {
+            group_id: (connector_id, AccessLevel(level), actions)
+            for group_id, connector_id, level, actions in session.execute(
+                select(
+                    Mapping.group_id, Mapping.connector_id, Mapping.access_level, Mapping.actions
+                )
+            )
+        }
+        for user_id, group_id in session.execute(
+            select(Membership.user_id, Membership.group_id).where(Membership.present.is_(True))
+        ):
+            connector_id, level, listed = mappings[group_id]
+            if connector_id not in held.get(user_id, ()):
+                continue
+            for name, kind in kinds.get(connector_id, {}).items():
+                if level.allows(kind) and (listed is None or name in listed):
+                    held[user_id].add((connector_id, name))
         rules = session.execute(
             select(SeparationRule.id, SeparationRule.these, SeparationRule.those)
         ).all()
@@ -82,11 +179,16 @@ def brute_force(database: Database) -> set[tuple[int, object]]:
                 )
             ).all()
         )
+
+    def side(entries: list) -> set:
+        return {e if isinstance(e, int) else (e[0], e[1]) for e in entries}
+
+    sides = [(rule_id, side(these), side(those)) for rule_id, these, those in rules]
     return {
         (rule_id, user_id)
-        for rule_id, these, those in rules
-        for user_id, connectors in held.items()
-        if connectors & set(these) and connectors & set(those) and (rule_id, user_id) not in exempt
+        for rule_id, these, those in sides
+        for user_id, parts in held.items()
+        if parts & these and parts & those and (rule_id, user_id) not in exempt
     }
 
 
@@ -135,44 +237,73 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument(
+        "--actions",
+        default="none",
+        help="rules over connectors (none), over actions (all), or one of each a side (mix); "
+        "several, comma-separated, run one after the other over the same organisation",
+    )
     database_arguments(parser)
     args = parser.parse_args()
+    modes = args.actions.split(",")
+    if unknown := set(modes) - set(LABELS):
+        parser.error(f"--actions: {', '.join(sorted(unknown))}? none, all or mix")
     rows = []
     for kind in args.databases.split(","):
         with database_for(kind, args.postgres) as database:
             seed(database, args.users, 2000, 200, 10)
-            plant_rules(database, args.rules)
-            _, before = timed_violators(database)
-            exempt_some(database, before)
-            with database.reader() as session:
-                grants = session.scalar(select(func.count(Grant.id)))
-            times = [timed_violators(database) for _ in range(3)]
-            found = times[-1][1]
-            expected = brute_force(database)
-            assert set(found) == expected, (len(found), len(expected))
-            first = timed_findings(database)
-            second = timed_findings(database)
-            violators_s = sorted(t for t, _ in times)[1]
-            print(
-                f"{kind}: {grants:,} grants, {len(found):,} violators (brute force agrees); "
-                f"violators {violators_s:.2f} s, findings first {first:.1f} s, "
-                f"steady {second:.1f} s",
-                flush=True,
-            )
-            rows.append((kind, grants, len(found), violators_s, first, second))
+            if modes != ["none"]:
+                plant_actions(database)
+            for mode in modes:
+                forget_rules(database)
+                rows.append((kind, mode, *measure(database, kind, args.rules, mode)))
     print()
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}")
     print()
     print(
-        "| database | grants | rules | violators | violators query s (median of 3) "
+        "| database | grants | rules | parts | violators | violators query s (median of 3) "
         "| findings, first scan s | findings, steady state s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for kind, grants, count, violators_s, first, second in rows:
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    for kind, mode, grants, count, violators_s, first, second in rows:
         print(
-            f"| {kind} | {grants:,} | {args.rules} | {count:,} | {violators_s:.2f} "
-            f"| {first:.1f} | {second:.1f} |"
+            f"| {kind} | {grants:,} | {args.rules} | {LABELS[mode]} | {count:,} "
+            f"| {violators_s:.2f} | {first:.1f} | {second:.1f} |"
         )
+
+
+LABELS = {"none": "connectors", "all": "actions", "mix": "connectors+actions"}
+
+
+def forget_rules(database: Database) -> None:
+    """No rule, exemption or separation finding: the next mode starts from none."""
+    with database.engine.begin() as conn:
+        conn.execute(delete(Finding).where(Finding.kind == FindingKind.SEPARATION_VIOLATION))
+        conn.execute(delete(SeparationExemption))
+        conn.execute(delete(SeparationRule))
+
+
+def measure(database: Database, kind: str, rules: int, mode: str) -> tuple:
+    plant_rules(database, rules, mode)
+    _, before = timed_violators(database)
+    exempt_some(database, before)
+    with database.reader() as session:
+        grants = session.scalar(select(func.count(Grant.id)))
+    times = [timed_violators(database) for _ in range(3)]
+    found = times[-1][1]
+    expected = brute_force(database)
+    assert set(found) == expected, (len(found), len(expected))
+    first = timed_findings(database)
+    second = timed_findings(database)
+    violators_s = sorted(t for t, _ in times)[1]
+    print(
+        f"{kind}: {grants:,} grants, rules of {LABELS[mode]}, "
+        f"{len(found):,} violators (brute force agrees); "
+        f"violators {violators_s:.2f} s, findings first {first:.1f} s, "
+        f"steady {second:.1f} s",
+        flush=True,
+    )
+    return grants, len(found), violators_s, first, second
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `provisioning` command: serve, migrate, tokens, doctor, audit log, Okta runs, mappings, demo.
+"""The `provisioning` command: serve, db, tokens, doctor, audit, Okta, access, reviews, demo.
 
 Each command imports what it uses when it runs: ``provisioning --help`` loads click and
 no more (the settings, the database and the domain cost seconds to import).
@@ -761,6 +761,98 @@ def requests_list(ctx: Context, state: str | None) -> None:
                     }
                 )
             )
+
+
+def _moment(value: str | None, option: str) -> Any:
+    """An ISO 8601 time with its offset (whose time it is must be said), or exit 2."""
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        _fail(f"{option}: an ISO 8601 time with its offset, e.g. 2027-01-31T00:00:00Z", 2)
+    return moment
+
+
+@main.group("exceptions")
+def exceptions_group() -> None:
+    """Manual exceptions: access to a connector outside any group (made over the API)."""
+
+
+@exceptions_group.command("list")
+@click.option("--user", help="The person: our id, Okta id, userName or email.")
+@click.option("--connector", help="The connector's slug.")
+@click.option(
+    "--state",
+    type=click.Choice(["active", "expired", "revoked", "all"]),
+    default="active",
+    show_default=True,
+)
+@click.option("--expires-before", help="Expiring before this time (ISO 8601, with offset).")
+@click.option("--expires-after", help="Expiring at or after this time (ISO 8601, with offset).")
+@click.option("--created-by", help="The actor who created it, as the audit log names them.")
+@pass_context
+def exceptions_list(
+    ctx: Context,
+    user: str | None,
+    connector: str | None,
+    state: str,
+    expires_before: str | None,
+    expires_after: str | None,
+    created_by: str | None,
+) -> None:
+    """The exceptions these filters pick, by id, as JSON lines (as GET /api/v1/exceptions
+    answers them)."""
+    from provisioning.api.grants import exception_out
+    from provisioning.database import utcnow
+    from provisioning.entitlements import exceptions
+    from provisioning.entitlements.models import ManualException
+
+    criteria = exceptions.ExceptionFilter(
+        user=user,
+        connector=connector,
+        state=None if state == "all" else exceptions.ExceptionState(state),
+        expires_before=_moment(expires_before, "--expires-before"),
+        expires_after=_moment(expires_after, "--expires-after"),
+        created_by=created_by,
+    )
+    with ctx.migrated().reader() as session:
+        statement = exceptions.listed(criteria, utcnow()).order_by(ManualException.id)
+        for row in session.execute(statement):
+            click.echo(exception_out(row).model_dump_json())
+
+
+@main.group("reviews")
+def reviews_group() -> None:
+    """Access reviews (opened, decided and closed over /api/v1/reviews)."""
+
+
+@reviews_group.command("lift")
+@click.argument("review_id", type=int)
+@click.argument("item_id", type=int)
+@click.option("--reason", required=True, help="Why the revocation no longer holds (audited).")
+@pass_context
+def reviews_lift(ctx: Context, review_id: int, item_id: int, reason: str) -> None:
+    """Lift the revocation closed review REVIEW_ID applied to its item ITEM_ID: the engine
+    gives back what mappings and exceptions still justify."""
+    from provisioning.reviews import campaigns
+    from provisioning.reviews.models import ReviewItem
+
+    with _transaction(ctx) as session:
+        item = session.get(ReviewItem, item_id)
+        if item is None or item.campaign_id != review_id:
+            _fail(f"no item {item_id} in review campaign {review_id}")
+        try:
+            _, diff = campaigns.lift(session, ctx.origin(), item, reason)
+        except campaigns.ReviewError as exc:
+            _fail(f"{exc}; nothing was written")
+    for change in diff.created:
+        click.echo(f"granted again: connector {change.connector_id} ({change.access_level})")
+    click.echo(f"review {review_id} item {item_id}: revocation lifted", err=True)
 
 
 @main.group()

@@ -127,3 +127,21 @@ def holders(database) -> set[str]:
             .where(Grant.revoked_at.is_(None))
         )
         return {external_id for (external_id,) in rows}
+
+
+def closed_review(session: Session, origin: Origin, connector_ids: list[int] | None = None):
+    """A review campaign over the live grants of ``connector_ids`` (None: all) that nobody
+    answered, closed under ``no_response=revoke``: every item revoked."""
+    from provisioning.reviews import campaigns
+    from provisioning.reviews.models import CampaignTrigger, NoResponse
+
+    campaign = campaigns.create_campaign(
+        session,
+        origin,
+        name="unanswered",
+        trigger=CampaignTrigger.MANUAL,
+        deadline=later(1),
+        no_response=NoResponse.REVOKE,
+        connector_ids=connector_ids,
+    )
+    return campaigns.close_campaign(session, origin, campaign.id)

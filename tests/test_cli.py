@@ -444,3 +444,56 @@ def test_help_imports_no_more_than_the_commands():
         "provisioning.integrations.mcp_gateway.commands",
     ]
     assert loaded == str(commands), loaded
+
+
+def test_exceptions_list_and_a_review_revocation_lifted(database, origin):
+    import datetime as dt
+
+    from provisioning.database import utcnow
+    from provisioning.entitlements.mappings import create_exception, create_mapping
+    from provisioning.entitlements.models import Grant
+    from provisioning.reviews.models import ReviewItem
+    from tests.org import Org, closed_review
+
+    with database.transaction() as session:
+        org = Org(session, origin)
+        ada, bob = org.user("ada@example.com"), org.user("bob@example.com")
+        github, slack = org.connector("github"), org.connector("slack")
+        group = org.group("eng")
+        create_mapping(session, origin, group, slack, "read")
+        org.join(bob, group)
+        exception, _ = create_exception(
+            session,
+            origin,
+            ada,
+            github,
+            "read",
+            justification="incident",
+            expires_at=utcnow() + dt.timedelta(days=3),
+        )
+        campaign = closed_review(session, origin, [slack.id])
+        item_id = session.scalar(select(ReviewItem.id).where(ReviewItem.user_id == bob.id))
+        campaign_id, bob_id = campaign.id, bob.id
+    listed = run(database, "exceptions", "list", "--user", "ADA@example.com")
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.output.splitlines()
+    assert json.loads(line)["id"] == exception.id and json.loads(line)["state"] == "active"
+    assert run(database, "exceptions", "list", "--state", "expired").output == ""
+    soon = (utcnow() + dt.timedelta(days=1)).isoformat()
+    assert run(database, "exceptions", "list", "--expires-before", soon).output == ""
+    naive = run(database, "exceptions", "list", "--expires-before", "2027-01-01T00:00:00")
+    assert naive.exit_code == 2 and "offset" in naive.output
+
+    blank = run(database, "reviews", "lift", str(campaign_id), str(item_id), "--reason", " ")
+    assert blank.exit_code != 0 and "reason" in blank.output
+    wrong = run(database, "reviews", "lift", str(campaign_id + 1), str(item_id), "--reason", "x")
+    assert wrong.exit_code != 0
+    lifted = run(
+        database, "reviews", "lift", str(campaign_id), str(item_id), "--reason", "back on call"
+    )
+    assert lifted.exit_code == 0, lifted.output
+    with database.reader() as session:
+        live = select(Grant.id).where(Grant.user_id == bob_id, Grant.revoked_at.is_(None))
+        assert session.scalar(live) is not None
+    again = run(database, "reviews", "lift", str(campaign_id), str(item_id), "--reason", "x")
+    assert again.exit_code != 0 and "lifted already" in again.output

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from flask import Response
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.connectors import READ, WRITE
@@ -15,6 +17,7 @@ from provisioning.api.edge import (
     fail,
     found,
     json_response,
+    not_found,
     origin,
     page,
     route,
@@ -22,6 +25,7 @@ from provisioning.api.edge import (
 )
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.entitlements import exceptions
 from provisioning.entitlements import mappings as domain
 from provisioning.entitlements.models import Grant, ManualException
 from provisioning.identity.models import User
@@ -80,10 +84,13 @@ def list_grants(query: schemas.GrantQuery) -> Response:
     return json_response(schemas.GrantPage(items=items, next_cursor=cursor))
 
 
-def exception_out(exception: ManualException, slug: str) -> schemas.ExceptionOut:
+def exception_out(row: Any) -> schemas.ExceptionOut:
+    """One row of :func:`provisioning.entitlements.exceptions.listed`, as answered."""
+    exception, user_name, slug, state, withdrawn = row
     return schemas.ExceptionOut(
         id=exception.id,
         user_id=exception.user_id,
+        user_name=user_name,
         connector=slug,
         access_level=exception.access_level,
         actions=exception.actions,
@@ -92,7 +99,65 @@ def exception_out(exception: ManualException, slug: str) -> schemas.ExceptionOut
         created_by=exception.created_by,
         created_at=exception.created_at,
         revoked_at=exception.revoked_at,
+        state=state,
+        withdrawn=withdrawn,
     )
+
+
+def _exception(session: Session, exception_id: int) -> schemas.ExceptionOut:
+    """The exception as answered, or 404."""
+    everything = exceptions.ExceptionFilter(state=None)
+    row = session.execute(
+        exceptions.listed(everything, utcnow()).where(ManualException.id == exception_id)
+    ).first()
+    if row is None:
+        not_found(f"exception {exception_id}")
+    return exception_out(row)
+
+
+@route("GET", "/exceptions", READ, tag=TAG, ok={200: schemas.ExceptionPage})
+def list_exceptions(query: schemas.ExceptionQuery) -> Response:
+    """Manual exceptions by id: active ones unless ``state`` says otherwise, filtered by
+    person, connector, expiry window and author."""
+    if (
+        query.expires_before is not None
+        and query.expires_after is not None
+        and query.expires_after >= query.expires_before
+    ):
+        unprocessable("expires_after must be earlier than expires_before", "expires_after")
+    criteria = exceptions.ExceptionFilter(
+        user=query.user,
+        user_id=query.user_id,
+        connector=query.connector,
+        state=None if query.state == "all" else exceptions.ExceptionState(query.state),
+        expires_before=query.expires_before,
+        expires_after=query.expires_after,
+        created_by=query.created_by,
+    )
+    with database().reader() as session:
+        rows, cursor = page(
+            session,
+            exceptions.listed(criteria, utcnow()),
+            [ManualException.id],
+            cursor=query.cursor,
+            limit=query.limit,
+        )
+        items = [exception_out(row) for row in rows]
+    return json_response(schemas.ExceptionPage(items=items, next_cursor=cursor))
+
+
+@route(
+    "GET",
+    "/exceptions/<int:exception_id>",
+    READ,
+    tag=TAG,
+    ok={200: schemas.ExceptionOut},
+    problems=[404],
+)
+def get_exception(path: schemas.ExceptionPath) -> Response:
+    with database().reader() as session:
+        result = _exception(session, path.exception_id)
+    return json_response(result)
 
 
 @route(
@@ -130,7 +195,7 @@ def create_exception(body: schemas.ExceptionIn) -> Response:
             unprocessable(str(exc), exc.field)
         result = schemas.ExceptionResult(
             **changes(session, diff, dry_run=False),
-            exception=exception_out(exception, connector.slug),
+            exception=_exception(session, exception.id),
         )
     return json_response(result, 201)
 
@@ -150,8 +215,7 @@ def revoke_exception(path: schemas.ExceptionPath, body: schemas.RevokeIn) -> Res
         if exception.revoked_at is not None:
             fail(409, "Conflict", f"exception {exception.id} is already revoked", "conflict")
         diff = domain.revoke_exception(session, origin(), exception, reason=body.reason)
-        slug = session.scalar(select(Connector.slug).where(Connector.id == exception.connector_id))
         result = schemas.ExceptionResult(
-            **changes(session, diff, dry_run=False), exception=exception_out(exception, slug or "")
+            **changes(session, diff, dry_run=False), exception=_exception(session, exception.id)
         )
     return json_response(result)

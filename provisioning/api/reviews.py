@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from provisioning.api import schemas
 from provisioning.api.edge import (
+    changes,
     database,
     fail,
     json_response,
-    listing,
     not_found,
     origin,
     page,
@@ -24,6 +24,7 @@ from provisioning.api.edge import (
 )
 from provisioning.connectors.models import Connector
 from provisioning.database import utcnow
+from provisioning.entitlements.models import ReviewRevocation
 from provisioning.identity import directory
 from provisioning.reviews import campaigns
 from provisioning.reviews.models import (
@@ -144,8 +145,14 @@ def get_review(path: schemas.ReviewPath) -> Response:
     return json_response(result)
 
 
-def _item(item: ReviewItem) -> schemas.ReviewItemOut:
-    return schemas.ReviewItemOut.model_validate(item, from_attributes=True)
+def _item(item: ReviewItem, revocation: ReviewRevocation | None = None) -> schemas.ReviewItemOut:
+    """The item as answered, with the lift of its revocation if one was lifted."""
+    out = schemas.ReviewItemOut.model_validate(item, from_attributes=True)
+    if revocation is not None and revocation.lifted_at is not None:
+        out.lifted_at = revocation.lifted_at
+        out.lifted_by = revocation.lifted_by
+        out.lift_reason = revocation.lift_reason
+    return out
 
 
 @route(
@@ -158,7 +165,11 @@ def _item(item: ReviewItem) -> schemas.ReviewItemOut:
 )
 def list_review_items(path: schemas.ReviewPath, query: schemas.ReviewItemQuery) -> Response:
     """A campaign's items by id, filtered by reviewer, decision, user and connector."""
-    statement = select(ReviewItem).where(ReviewItem.campaign_id == path.review_id)
+    statement = (
+        select(ReviewItem, ReviewRevocation)
+        .outerjoin(ReviewRevocation, ReviewRevocation.item_id == ReviewItem.id)
+        .where(ReviewItem.campaign_id == path.review_id)
+    )
     if query.reviewer is not None:
         statement = statement.where(ReviewItem.reviewer == query.reviewer)
     if query.decision == "none":
@@ -174,7 +185,19 @@ def list_review_items(path: schemas.ReviewPath, query: schemas.ReviewItemQuery) 
                 select(Connector.id).where(Connector.slug == query.connector)
             )
             statement = statement.where(ReviewItem.connector_id == connector_id)
-        return listing(session, statement, [ReviewItem.id], query, schemas.ReviewItemPage, _item)
+        rows, cursor = page(
+            session, statement, [ReviewItem.id], cursor=query.cursor, limit=query.limit
+        )
+        items = [_item(item, revocation) for item, revocation in rows]
+    return json_response(schemas.ReviewItemPage(items=items, next_cursor=cursor))
+
+
+def _review_item(session: Session, path: schemas.ReviewItemPath) -> ReviewItem:
+    """The item of the path's campaign, or 404."""
+    item = session.get(ReviewItem, path.item_id)
+    if item is None or item.campaign_id != path.review_id:
+        not_found(f"item {path.item_id} in review campaign {path.review_id}")
+    return item  # type: ignore[return-value]
 
 
 @route(
@@ -189,9 +212,7 @@ def list_review_items(path: schemas.ReviewPath, query: schemas.ReviewItemQuery) 
 )
 def decide_review_item(path: schemas.ReviewItemPath, body: schemas.ReviewDecisionIn) -> Response:
     with database().transaction() as session:
-        item = session.get(ReviewItem, path.item_id)
-        if item is None or item.campaign_id != path.review_id:
-            not_found(f"item {path.item_id} in review campaign {path.review_id}")
+        item = _review_item(session, path)
         try:
             campaigns.decide(
                 session,
@@ -208,6 +229,35 @@ def decide_review_item(path: schemas.ReviewItemPath, body: schemas.ReviewDecisio
         except campaigns.NotReviewer as exc:
             fail(403, "Forbidden", str(exc), "not-reviewer")
         result = _item(item)
+    return json_response(result)
+
+
+@route(
+    "POST",
+    "/reviews/<int:review_id>/items/<int:item_id>/lift",
+    WRITE,
+    tag=TAG,
+    ok={200: schemas.ReviewLiftOut},
+    problems=[403, 404, 409],
+    summary="An admin lifts the revocation a closed campaign applied to the item, saying "
+    "why: the engine gives back what mappings and exceptions still justify",
+)
+def lift_review_revocation(path: schemas.ReviewItemPath, body: schemas.ReviewLiftIn) -> Response:
+    with database().transaction() as session:
+        item = _review_item(session, path)
+        try:
+            revocation, diff = campaigns.lift(
+                session, origin(), item, body.reason, lifter=speaks_for(session)
+            )
+        except campaigns.NotLiftable as exc:
+            fail(409, "Conflict", str(exc), "not-liftable")
+        except campaigns.NotReviewer as exc:
+            fail(403, "Forbidden", str(exc), "not-reviewer")
+        except campaigns.ReviewError as exc:
+            unprocessable(str(exc), "reason")
+        result = schemas.ReviewLiftOut(
+            **changes(session, diff, dry_run=False), item=_item(item, revocation)
+        )
     return json_response(result)
 
 

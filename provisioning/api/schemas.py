@@ -20,6 +20,7 @@ from provisioning.connectors.models import (
     ReviewStatus,
 )
 from provisioning.delivery.models import MessageState, TargetKind
+from provisioning.entitlements.exceptions import ExceptionState
 from provisioning.entitlements.policy import Decision
 from provisioning.oversight.models import FindingKind, FindingState, Severity
 from provisioning.requests.models import Approver, RequestDecision, RequestState
@@ -589,6 +590,7 @@ class ExceptionIn(Input):
 class ExceptionOut(BaseModel):
     id: int
     user_id: uuid.UUID
+    user_name: str
     connector: str
     access_level: AccessLevel
     actions: list[str] | None
@@ -597,6 +599,35 @@ class ExceptionOut(BaseModel):
     created_by: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    state: ExceptionState = Field(
+        description="active: unexpired and unrevoked; expired: its time ran out; revoked: ended"
+    )
+    withdrawn: bool = Field(
+        False,
+        description="an access review revoked this access after the exception was made (and "
+        "nobody lifted that revocation): active or not, it justifies nothing",
+    )
+
+
+class ExceptionPage(BaseModel):
+    items: list[ExceptionOut]
+    next_cursor: str | None
+
+
+class ExceptionQuery(Input):
+    user: Annotated[str, Field(min_length=1, max_length=320)] | None = Field(
+        None, description="the person: our id, Okta id (externalId), userName or email"
+    )
+    user_id: uuid.UUID | None = None
+    connector: Annotated[str, Field(max_length=100, description="connector slug")] | None = None
+    state: ExceptionState | Literal["all"] = ExceptionState.ACTIVE
+    expires_before: AwareDatetime | None = Field(None, description="expiring before (exclusive)")
+    expires_after: AwareDatetime | None = Field(None, description="expiring at or after")
+    created_by: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        None, description="the actor who created it, exactly as the audit log names them"
+    )
+    limit: Limit = 100
+    cursor: Cursor | None = None
 
 
 class ExceptionResult(Changes):
@@ -1054,6 +1085,11 @@ class ReviewItemOut(BaseModel):
     decided_at: AwareDatetime | None
     outcome: ItemOutcome | None
     applied_at: AwareDatetime | None
+    lifted_at: AwareDatetime | None = Field(
+        None, description="when an admin lifted the revocation (it withdraws nothing since)"
+    )
+    lifted_by: str | None = None
+    lift_reason: str | None = None
 
 
 class ReviewItemPage(BaseModel):
@@ -1077,6 +1113,18 @@ class ReviewDecisionIn(Input):
         if self.decision is ReviewDecision.REVOKE and not self.comment:
             raise ValueError("a revocation needs a comment")
         return self
+
+
+class ReviewLiftIn(Input):
+    """Lift the revocation a closed campaign applied to the item, saying why."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\S")]
+
+
+class ReviewLiftOut(Changes):
+    """The item, its revocation lifted, and the grants the engine gave back."""
+
+    item: ReviewItemOut
 
 
 # -- access requests --------------------------------------------------------------------

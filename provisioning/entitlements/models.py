@@ -169,9 +169,9 @@ class ReviewRevocation(Base):
 
     It withdraws every mapping and manual exception that could justify that
     access and was created at or before ``revoked_at``: those stop justifying
-    it, now and on every later run of the engine. A source created after it
-    (a new mapping, a new exception) is a new decision by someone entitled to
-    make it, and grants again. Written by :mod:`provisioning.reviews.campaigns` and the
+    it, now and on every later run of the engine, until an admin lifts it. A source
+    created after it (a new mapping, a new exception) is a new decision by someone
+    entitled to make it, and grants again. Written by :mod:`provisioning.reviews.campaigns` and the
     dormant-access remediation; read through :mod:`provisioning.entitlements.sources`.
     """
 
@@ -184,9 +184,15 @@ class ReviewRevocation(Base):
     item_id: Mapped[int | None] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"))
     revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str] = mapped_column(String(255))
+    # An admin lifted it (who, why): it withdraws nothing any more
+    # (:func:`provisioning.reviews.campaigns.lift`).
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lifted_by: Mapped[str | None] = mapped_column(String(255))
+    lift_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_review_revocations_user_connector", "user_id", "connector_id", "revoked_at"),
+        Index("ix_review_revocations_item", "item_id"),
     )
 
 

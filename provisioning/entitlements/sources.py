@@ -9,7 +9,8 @@ A *source* is a row that can justify one user's access to one connector:
 
 Either stops justifying the access once an access review (or the dormant-access
 remediation) withdrew it: a :class:`~provisioning.entitlements.models.ReviewRevocation`
-of that user and connector at or after the source's creation (:func:`withdrawn`).
+of that user and connector at or after the source's creation, unless an admin lifted
+it (:func:`withdrawn`).
 
 The engine (:func:`provisioning.entitlements.engine.justifications`), the
 decision path, the access matrix, the stale-access scan, access reviews and the
@@ -42,13 +43,15 @@ from provisioning.requests.models import AccessRequest, RequestState
 
 def withdrawn(user_id: Any, connector_id: Any, created_at: Any) -> ColumnElement[bool]:
     """SQL condition: an access review revoked the user's access to the connector after a
-    source created at ``created_at`` existed, so that source no longer justifies it."""
+    source created at ``created_at`` existed, and nobody lifted that revocation, so that
+    source no longer justifies it."""
     return (
         exists()
         .where(
             ReviewRevocation.user_id == user_id,
             ReviewRevocation.connector_id == connector_id,
             ReviewRevocation.revoked_at >= created_at,
+            ReviewRevocation.lifted_at.is_(None),
         )
         # Everything else it names belongs to the enclosing queries, however deeply nested.
         .correlate_except(ReviewRevocation)

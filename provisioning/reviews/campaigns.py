@@ -33,13 +33,15 @@ liveness, used by the engine, the decision path and the stale-access scan
 alike). The engine then runs for the users concerned and revokes the grants,
 audited with the reason "revoked by access review"; every later run of the
 engine keeps them revoked, whatever SCIM, Okta or reconciliation say about the
-same groups. Access comes back only through a source created after the review:
-a new mapping or a manual exception, each a deliberate, audited decision of an
-admin (when such an exception expires, the old mappings are still withdrawn
-and the access goes again). A row rather than, say, deleting the membership:
-the membership is Okta's fact, which the next event or reconciliation would
-restore, and a review of one connector must not take away the other connectors
-the same group gives.
+same groups. Access comes back only through a source created after the review
+(a new mapping or a manual exception, each a deliberate, audited decision of an
+admin; when such an exception expires, the old mappings are still withdrawn
+and the access goes again), or when an admin **lifts** the item's revocation with
+a reason (:func:`lift`): the revocation stays as history but withdraws nothing
+any more, and the engine gives back what the sources still justify. A row rather
+than, say, deleting the membership: the membership is Okta's fact, which the next
+event or reconciliation would restore, and a review of one connector must not take
+away the other connectors the same group gives.
 
 Every change writes audit events in the caller's transaction: the campaign's
 creation and closing (with its counts), each decision, and each grant the
@@ -106,6 +108,10 @@ class CampaignClosed(ReviewError):
 
 class NotReviewer(ReviewError):
     """The person deciding is not the item's reviewer (and no override was asked)."""
+
+
+class NotLiftable(ReviewError):
+    """The item holds no revocation in force to lift: not revoked (yet), or lifted already."""
 
 
 # -- creation -----------------------------------------------------------------------
@@ -451,6 +457,77 @@ def inbox(
         .limit(limit)
     )
     return [(item, name) for item, name in rows]
+
+
+# -- lifting --------------------------------------------------------------------------
+
+
+def lift(
+    session: Session,
+    origin: Origin,
+    item: ReviewItem,
+    reason: str,
+    *,
+    lifter: User | None = None,
+) -> tuple[ReviewRevocation, engine.Diff]:
+    """Lift the revocation a closed campaign applied to ``item``, in this transaction: it
+    withdraws nothing any more, and the engine runs for the item's user (what a mapping or
+    exception still justifies comes back, audited like any grant).
+
+    ``lifter`` is the person lifting it (None: a credential bound to no person), recorded
+    as the decisions are; nobody lifts a revocation of their own access
+    (:class:`NotReviewer`). :class:`NotLiftable` unless the item was revoked and its
+    revocation still holds; :class:`ReviewError` for a blank reason.
+    """
+    if not reason or not reason.strip():
+        raise ReviewError("lifting a revocation says why: give a reason")
+    if lifter is not None and lifter.id == item.user_id:
+        raise NotReviewer("nobody lifts the revocation of their own access")
+    revocation = session.scalar(
+        select(ReviewRevocation)
+        .where(ReviewRevocation.item_id == item.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if revocation is None:
+        state = (
+            f"was {item.outcome}"
+            if item.outcome is not None
+            else "is in an open campaign: decide it again instead"
+        )
+        raise NotLiftable(f"item {item.id} holds no revocation to lift: it {state}")
+    if revocation.lifted_at is not None:
+        raise NotLiftable(
+            f"the revocation of item {item.id} was lifted already "
+            f"({revocation.lifted_at.isoformat()}, by {revocation.lifted_by})"
+        )
+    revocation.lifted_at = utcnow()
+    revocation.lifted_by = lifter.user_name if lifter is not None else origin.actor
+    revocation.lift_reason = reason
+    session.flush()
+    audit.record(
+        session,
+        origin,
+        [
+            Entry(
+                "review.revocation_lifted",
+                "review_item",
+                str(item.id),
+                user_id=item.user_id,
+                reason=reason,
+                before={"revoked_at": revocation.revoked_at, "revoked_by": revocation.revoked_by},
+                after={
+                    "campaign_id": item.campaign_id,
+                    "grant_id": item.grant_id,
+                    "connector_id": item.connector_id,
+                    "lifted_by": revocation.lifted_by,
+                    "actor": origin.actor,
+                },
+            )
+        ],
+    )
+    lifted = Origin(origin.actor, origin.source, f"review revocation lifted: {reason}"[:500])
+    return revocation, engine.apply(session, engine.Affected.users(item.user_id), lifted)
 
 
 # -- closing ------------------------------------------------------------------------

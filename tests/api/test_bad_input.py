@@ -42,6 +42,7 @@ LISTS = {
     "/api/v1/users": ["ada@example.com", "00000000-0000-0000-0000-000000000000"],
     "/api/v1/groups": ["eng", "00000000-0000-0000-0000-000000000000"],
     "/api/v1/grants": [1],
+    "/api/v1/exceptions": [1],
     "/api/v1/mappings": [1],
     "/api/v1/revocation-holds": [1],
     "/api/v1/findings": [1],
@@ -155,7 +156,7 @@ def body_routes(app) -> list[tuple[str, str]]:
 
 def test_every_body_route_says_what_is_wrong_with_a_body(api, org):
     routes = body_routes(api.app)
-    assert len(routes) == 28
+    assert len(routes) == 29
     before = rows(api.database)
     for method, path in routes:
         json_type = {"Content-Type": "application/json"}
@@ -345,7 +346,7 @@ def test_no_admin_request_is_a_server_error_and_a_refused_one_writes_nothing(api
     token = api.static_token("fuzzer", [s.value for s in credentials.Scope])
     document = api.client.get("/api/v1/openapi.json").json
     found = operations(api.app, document, known)
-    assert len(found) == 69  # every admin operation
+    assert len(found) == 72  # every admin operation
     tally: Counter = Counter()
 
     @settings(max_examples=hostile.budget(500), deadline=None)

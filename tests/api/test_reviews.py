@@ -9,8 +9,9 @@ from sqlalchemy import select
 from provisioning.audit.models import AuditEvent
 from provisioning.database import utcnow
 from provisioning.entitlements.mappings import create_mapping
-from provisioning.entitlements.models import Grant
+from provisioning.entitlements.models import Grant, ReviewRevocation
 from tests.org import Org
+from tests.rows import rows
 
 READ, WRITE = ["admin:read"], ["admin:write"]
 
@@ -223,3 +224,89 @@ def test_review_items_are_decided_by_their_reviewer_or_an_audited_override(api, 
             ("admin-robot", "override"),
             ("boss@example.com", "reviewer"),
         ]
+
+
+def test_an_admin_lifts_a_review_revocation_with_a_reason_and_the_access_comes_back(
+    api, database, origin
+):
+    from provisioning.audit.log import Origin, Source
+    from provisioning.entitlements import engine
+
+    organisation(database, origin)
+    review = api.post(
+        "/api/v1/reviews", json={"connectors": ["github"], "no_response": "revoke"}, scopes=WRITE
+    ).json
+    base = review["url"]
+    items = api.get(f"{base}/items", scopes=READ).json["items"]
+    by_user = {i["snapshot"]["user_name"].split("@")[0]: i for i in items}
+
+    def lift(who, body, scopes=WRITE, sub="admin-robot", campaign=base):
+        url = f"{campaign}/items/{by_user[who]['id']}/lift"
+        return api.post(url, json=body, scopes=scopes, sub=sub)
+
+    boss = "boss@example.com"
+    for who, decision in (("ada", "approve"), ("bob", "revoke")):
+        decided = api.post(
+            f"{base}/items/{by_user[who]['id']}/decision",
+            json={"decision": decision, "comment": "quarterly review"},
+            scopes=WRITE,
+            sub=boss,
+        )
+        assert decided.status_code == 200, decided.json
+    reason = {"reason": "Bob is back on the platform on-call rota (INC-42)"}
+    # Not yet applied: the campaign is open, the decision can still change.
+    assert_problem(lift("bob", reason), 409, "not-liftable")
+    assert api.post(f"{base}/close", scopes=WRITE).status_code == 200
+    assert ("bob", "github") not in live(database) and ("cy", "github") not in live(database)
+
+    other = api.post("/api/v1/reviews", json={"connectors": ["slack"]}, scopes=WRITE).json
+    before = rows(database)
+    assert_problem(lift("ada", reason), 409, "not-liftable")  # kept: nothing to lift
+    assert_problem(lift("bob", {}), 422, "invalid-request")
+    assert_problem(lift("bob", {"reason": "   "}), 422, "invalid-request")
+    assert_problem(lift("bob", {"reason": ""}), 422, "invalid-request")
+    assert lift("bob", reason, scopes=READ).status_code == 403
+    assert_problem(lift("bob", reason, sub="bob@example.com"), 403, "not-reviewer")
+    assert_problem(
+        api.post(f"{base}/items/999999/lift", json=reason, scopes=WRITE), 404, "not-found"
+    )
+    assert_problem(lift("bob", reason, campaign=other["url"]), 404, "not-found")
+    assert rows(database) == before
+    with database.reader() as session:
+        lifted_at = select(ReviewRevocation.lifted_at).where(
+            ReviewRevocation.lifted_at.is_not(None)
+        )
+        assert session.scalars(lifted_at).all() == []
+    assert ("bob", "github") not in live(database)
+
+    lifted = lift("bob", reason, sub=boss)
+    assert lifted.status_code == 200, lifted.json
+    assert [(g["user_name"], g["connector"]) for g in lifted.json["gain"]] == [
+        ("bob@example.com", "github")
+    ]
+    item = lifted.json["item"]
+    assert item["outcome"] == "revoked" and item["lift_reason"] == reason["reason"]
+    assert item["lifted_by"] == boss and item["lifted_at"]
+    assert ("bob", "github") in live(database)
+    assert ("cy", "github") not in live(database)  # only the lifted item's access
+    listed = {i["id"]: i for i in api.get(f"{base}/items", scopes=READ).json["items"]}
+    assert listed[item["id"]]["lifted_by"] == boss
+    assert listed[by_user["cy"]["id"]]["lifted_at"] is None
+
+    assert_problem(lift("bob", reason, sub=boss), 409, "not-liftable")  # twice
+    # Every later run of the engine keeps it: the revocation withdraws nothing any more.
+    with database.transaction() as session:
+        diff = engine.apply(session, engine.Affected.everyone(), Origin("test", Source.JOB))
+        assert not diff.revoked
+    assert ("bob", "github") in live(database)
+
+    with database.reader() as session:
+        (event,) = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "review.revocation_lifted")
+        ).all()
+        assert event.actor == boss and event.reason == reason["reason"]
+        assert event.subject_id == str(item["id"]) and event.after["lifted_by"] == boss
+        granted = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "grant.created", AuditEvent.id > event.id)
+        ).all()
+        assert [g.reason for g in granted] == [f"review revocation lifted: {reason['reason']}"]

@@ -1,7 +1,7 @@
 """Callback completion of call-approval tasks: the task's callback, the callback target.
 
 Revision ID: 0028
-Revises: 0024
+Revises: 0026
 Create Date: 2026-12-05
 
 ``access_requests.callback`` holds a call task's callback (endpoint, state, events and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0028"
-down_revision = "0024"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
