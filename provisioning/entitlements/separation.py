@@ -45,6 +45,7 @@ from sqlalchemy import (
     Subquery,
     exists,
     false,
+    or_,
     select,
     union,
 )
@@ -184,27 +185,45 @@ def covers(
     )
 
 
+def _covered(part: Part, kinds: Kinds, now: dt.datetime, user_id: Any) -> Any:
+    """SQL condition: a live source of ``user_id``'s access to the connector of ``part`` (an
+    action) covers it, i.e. lists it (no action subset, or one naming it) at an access level
+    allowing its kind -- what the decision path needs to allow a call of it (policy aside).
+    Correlated to the enclosing query's ``user_id``: a probe per person, by their
+    memberships, exceptions and requests."""
+    kind = kinds.get((part.connector_id, part.action))
+    if kind is None:
+        return false()
+    return or_(
+        *(
+            source.select(source.user_id, now=now)
+            .where(
+                source.user_id == user_id,
+                source.connector_id == part.connector_id,
+                source.access_level.in_(_levels(kind)),
+                lists(source.actions, part.action),
+            )
+            .exists()
+            for source in sources.SOURCES
+        )
+    )
+
+
 def _holders(part: Part, kinds: Kinds, now: dt.datetime) -> Select:
     """The people holding ``part``. A connector: a live grant of it. An action: a live grant
-    of its connector and a live source of that access covering the action, i.e. listing it
-    (no action subset, or one naming it) at an access level allowing its kind -- what the
-    decision path needs to allow a call of it (policy aside)."""
+    of its connector and a live source of that access covering the action (:func:`_covered`)."""
     held = select(Grant.user_id).where(
         Grant.revoked_at.is_(None), Grant.connector_id == part.connector_id
     )
     if part.action is None:
         return held
-    kind = kinds.get((part.connector_id, part.action))
-    if kind is None:
-        return held.where(false())
-    covering = sources.union(
-        lambda source: source.select(source.user_id.label("user_id"), now=now).where(
-            source.connector_id == part.connector_id,
-            source.access_level.in_(_levels(kind)),
-            lists(source.actions, part.action),
-        )
-    )
-    return held.where(Grant.user_id.in_(covering))
+    return held.where(_covered(part, kinds, now, Grant.user_id))
+
+
+def _holds(part: Part, kinds: Kinds, now: dt.datetime, user_id: Any) -> Any:
+    """SQL condition: ``user_id`` (of the enclosing query) holds ``part``, as
+    :func:`_holders` says (a probe of their live grant, then of their sources)."""
+    return _holders(part, kinds, now).where(Grant.user_id == user_id).exists()
 
 
 def _side(side: list[Any], kinds: Kinds, now: dt.datetime, within: Any = None) -> Select:
@@ -450,10 +469,21 @@ def _names(side: list[Any], slugs: dict[int, str]) -> tuple[str, ...]:
 
 def _breaking(rule: SeparationRule, kinds: Kinds, now: dt.datetime, within: Any = None) -> Subquery:
     """The people (of ``within``, if given) holding a part of each side of ``rule``,
-    unexempt (column ``user_id``)."""
-    these, those = (_side(side, kinds, now, within) for side in (rule.these, rule.those))
+    unexempt (column ``user_id``). A rule naming actions first narrows to the people holding
+    a connector of each side (one intersection over live grants, as for a rule of
+    connectors), then probes each of them for each part (:func:`_holds`): an action's
+    sources are read for those few people, not for every holder of its connector."""
+    sides = (rule.these, rule.those)
+    actions = any(p.action is not None for side in sides for p in parts(side))
+    these, those = (
+        _side(sorted(_connectors(side)) if actions else side, kinds, now, within) for side in sides
+    )
     both = these.intersect(those).subquery()
     users = select(both.c.user_id).where(~_exempt(rule.id, both.c.user_id, now))
+    if actions:
+        users = users.where(
+            *(or_(*(_holds(p, kinds, now, both.c.user_id) for p in parts(side))) for side in sides)
+        )
     return users.subquery()
 
 
