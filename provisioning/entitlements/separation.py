@@ -198,15 +198,20 @@ def _covered(part: Part, kinds: Kinds, now: dt.datetime, user_id: Any) -> Any:
     return or_(
         *(
             source.select(source.user_id, now=now)
-            .where(
-                source.user_id == user_id,
-                source.connector_id == part.connector_id,
-                source.access_level.in_(_levels(kind)),
-                lists(source.actions, part.action),
-            )
+            .where(source.user_id == user_id, *_covering(source, part, kind))
             .exists()
             for source in sources.SOURCES
         )
+    )
+
+
+def _covering(source: Any, part: Part, kind: ActionKind) -> tuple[Any, ...]:
+    """SQL conditions on a source of access (:data:`sources.SOURCES`): it covers ``part``,
+    an action of kind ``kind``: its connector, at a level allowing the kind, listing it."""
+    return (
+        source.connector_id == part.connector_id,
+        source.access_level.in_(_levels(kind)),
+        lists(source.actions, part.action),
     )
 
 
@@ -223,9 +228,7 @@ def _holders(part: Part, kinds: Kinds, now: dt.datetime) -> Select:
         return held.where(false())
     covering = sources.union(
         lambda source: source.select(source.user_id.label("user_id"), now=now).where(
-            source.connector_id == part.connector_id,
-            source.access_level.in_(_levels(kind)),
-            lists(source.actions, part.action),
+            *_covering(source, part, kind)
         )
     )
     return held.where(Grant.user_id.in_(covering))
